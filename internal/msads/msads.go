@@ -1,0 +1,126 @@
+// Package msads holds the plain data types of one customer's snapshot: what the
+// Customer Management API said about a customer's users, their roles, its pending
+// invitations and its accounts, in one sync.
+//
+// It is the contract between the extract side (which builds a Snapshot from API
+// calls) and the load side (which writes it to PostgreSQL). It has no behaviour
+// beyond small helpers and imports nothing from the project.
+package msads
+
+import (
+	"slices"
+	"time"
+)
+
+// Role ids documented by Microsoft. Unknown ids are kept as they are.
+const (
+	RoleAdvertiserCampaignManager int32 = 16
+	RoleAggregator                int32 = 33
+	RoleSuperAdmin                int32 = 41
+	RoleViewer                    int32 = 100
+	RoleStandardUser              int32 = 203
+)
+
+// RoleNames maps the documented role ids to their names.
+var RoleNames = map[int32]string{
+	RoleAdvertiserCampaignManager: "Advertiser Campaign Manager",
+	RoleAggregator:                "Aggregator",
+	RoleSuperAdmin:                "Super Admin",
+	RoleViewer:                    "Viewer",
+	RoleStandardUser:              "Standard User",
+}
+
+// Snapshot is everything the API returned for one customer in one sync. A
+// Snapshot is complete: it is built only when every call for the customer
+// succeeded, so whatever it omits is absent from the API.
+type Snapshot struct {
+	CustomerID   int64
+	CustomerName string // empty when unknown
+	FetchedAt    time.Time
+
+	// Users are the users GetUsersInfo listed for CustomerID, each completed by
+	// GetUser.
+	Users []User
+	// Roles are the CustomerRoles that GetUser returned for the listed users,
+	// whatever customer each role belongs to. For every user in Users, Roles
+	// holds the user's complete set of roles visible to the caller.
+	Roles []Role
+	// Invitations are the pending invitations (expired ones included) of
+	// CustomerID.
+	Invitations []Invitation
+	// Accounts are the customer's accounts from GetAccountsInfo. They are only
+	// meaningful when AccountsFetched is true; otherwise the accounts already
+	// stored are left alone.
+	Accounts        []Account
+	AccountsFetched bool
+}
+
+// User is one user object as seen through one customer's listing.
+type User struct {
+	ID int64
+	// CustomerID is the customer whose GetUsersInfo listed the user: the owner
+	// of the row.
+	CustomerID int64
+	// HomeCustomerID is the User object's own CustomerId.
+	HomeCustomerID   int64
+	UserName         string
+	Email            string
+	FirstName        string
+	LastName         string
+	JobTitle         string
+	Lcid             string
+	LifecycleStatus  string
+	LastModifiedTime *time.Time
+}
+
+// Role is one CustomerRole of a user.
+type Role struct {
+	UserID     int64
+	CustomerID int64 // the role's customer
+	RoleID     int32
+	// AccountIDs lists the accounts the role is scoped to; nil means every
+	// account of the customer (customer-level access).
+	AccountIDs             []int64
+	LinkedAccountIDs       []int64
+	CustomerLinkPermission string
+}
+
+// Invitation is one pending user invitation.
+type Invitation struct {
+	ID         int64
+	CustomerID int64
+	Email      string
+	FirstName  string
+	LastName   string
+	RoleID     int32
+	// AccountIDs nil means all current and future accounts.
+	AccountIDs     []int64
+	Lcid           string
+	ExpirationDate *time.Time
+}
+
+// Account is one ad account of a customer.
+type Account struct {
+	ID          int64
+	CustomerID  int64
+	Name        string
+	Number      string
+	Status      string
+	PauseReason *int32
+}
+
+// Customer is a customer (manager account) the credentials can reach.
+type Customer struct {
+	ID   int64
+	Name string
+}
+
+// UserIDs returns the distinct user ids of the snapshot's users, sorted.
+func (s *Snapshot) UserIDs() []int64 {
+	ids := make([]int64, 0, len(s.Users))
+	for _, u := range s.Users {
+		ids = append(ids, u.ID)
+	}
+	slices.Sort(ids)
+	return slices.Compact(ids)
+}
