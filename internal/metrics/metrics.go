@@ -1,0 +1,200 @@
+// Package metrics defines the syncer's Prometheus metrics on a registry of its
+// own: API calls, retries and throttles (it implements the extract client's
+// Observer), rows written, run and customer outcomes and durations, and the
+// alert gauges named by the design (msads_pending_invitations,
+// msads_stale_invitations, msads_customer_last_success_timestamp_seconds).
+//
+// `syncer serve` exposes the registry on /metrics; `syncer run` pushes it to a
+// Pushgateway when one is configured.
+package metrics
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/client_golang/prometheus/push"
+)
+
+// Metrics holds every metric of the process.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	apiCalls        *prometheus.CounterVec
+	apiCallDuration *prometheus.HistogramVec
+	apiRetries      *prometheus.CounterVec
+	apiThrottles    prometheus.Counter
+	apiThrottleWait prometheus.Counter
+
+	rowsWritten      *prometheus.CounterVec
+	customerSyncs    *prometheus.CounterVec
+	customerDuration prometheus.Histogram
+	runs             *prometheus.CounterVec
+	runDuration      prometheus.Histogram
+	lastRunTime      prometheus.Gauge
+	lastRunSuccess   prometheus.Gauge
+
+	pendingInvitations *prometheus.GaugeVec
+	staleInvitations   *prometheus.GaugeVec
+	lastSuccess        *prometheus.GaugeVec
+	invitationNotices  *prometheus.CounterVec
+}
+
+// New registers every metric on a fresh registry.
+func New() *Metrics {
+	r := prometheus.NewRegistry()
+	f := func(c prometheus.Collector) { r.MustRegister(c) }
+	m := &Metrics{Registry: r}
+	m.apiCalls = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "msads_api_calls_total", Help: "Customer Management API calls by operation and outcome (ok, throttled, transient, token_expired, permanent, canceled).",
+	}, []string{"operation", "outcome"})
+	m.apiCallDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "msads_api_call_duration_seconds", Help: "Duration of one API call attempt.",
+		Buckets: []float64{.05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+	}, []string{"operation"})
+	m.apiRetries = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "msads_api_retries_total", Help: "API call attempts that were retried.",
+	}, []string{"operation"})
+	m.apiThrottles = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "msads_api_throttle_pauses_total", Help: "Pauses of all callers after the API answered CallRateExceeded (117) or HTTP 429.",
+	})
+	m.apiThrottleWait = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "msads_api_throttle_wait_seconds_total", Help: "Time spent paused by throttling.",
+	})
+	m.rowsWritten = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "msads_rows_written_total", Help: "Warehouse rows written by entity and change (added, changed, removed, reappeared).",
+	}, []string{"entity", "change"})
+	m.customerSyncs = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "msads_customer_syncs_total", Help: "Customer syncs by status (succeeded, failed).",
+	}, []string{"status"})
+	m.customerDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "msads_customer_sync_duration_seconds", Help: "Duration of one customer's sync, fetch and write.",
+		Buckets: prometheus.ExponentialBuckets(0.5, 2, 12),
+	})
+	m.runs = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "msads_sync_runs_total", Help: "Sync runs by status (succeeded, partial, failed, canceled, locked).",
+	}, []string{"status"})
+	m.runDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "msads_sync_run_duration_seconds", Help: "Duration of a whole sync run.",
+		Buckets: prometheus.ExponentialBuckets(1, 2, 14),
+	})
+	m.lastRunTime = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "msads_last_run_timestamp_seconds", Help: "When the last sync run of this process ended.",
+	})
+	m.lastRunSuccess = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "msads_last_run_success", Help: "1 when the last run synced every customer, else 0.",
+	})
+	m.pendingInvitations = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "msads_pending_invitations", Help: "Pending user invitations per customer (expired ones included).",
+	}, []string{"customer_id"})
+	m.staleInvitations = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "msads_stale_invitations", Help: "Pending invitations older than invitations.stale_after, or expired, per customer.",
+	}, []string{"customer_id"})
+	m.lastSuccess = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "msads_customer_last_success_timestamp_seconds", Help: "When each customer's last successful snapshot was written.",
+	}, []string{"customer_id"})
+	m.invitationNotices = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "msads_invitation_notices_total", Help: "Stale-invitation webhook posts by outcome.",
+	}, []string{"outcome"})
+	for _, c := range []prometheus.Collector{
+		m.apiCalls, m.apiCallDuration, m.apiRetries, m.apiThrottles, m.apiThrottleWait,
+		m.rowsWritten, m.customerSyncs, m.customerDuration, m.runs, m.runDuration,
+		m.lastRunTime, m.lastRunSuccess, m.pendingInvitations, m.staleInvitations,
+		m.lastSuccess, m.invitationNotices,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	} {
+		f(c)
+	}
+	return m
+}
+
+// Call implements the extract client's Observer.
+func (m *Metrics) Call(op, outcome string, d time.Duration) {
+	m.apiCalls.WithLabelValues(op, outcome).Inc()
+	m.apiCallDuration.WithLabelValues(op).Observe(d.Seconds())
+}
+
+// Retry implements the extract client's Observer.
+func (m *Metrics) Retry(op string) { m.apiRetries.WithLabelValues(op).Inc() }
+
+// Throttle implements the extract client's Observer.
+func (m *Metrics) Throttle(wait time.Duration) {
+	m.apiThrottles.Inc()
+	m.apiThrottleWait.Add(wait.Seconds())
+}
+
+// RowsWritten adds n rows of entity with the given change.
+func (m *Metrics) RowsWritten(entity, change string, n int) {
+	if n > 0 {
+		m.rowsWritten.WithLabelValues(entity, change).Add(float64(n))
+	}
+}
+
+// CustomerSync records one customer's outcome.
+func (m *Metrics) CustomerSync(status string, d time.Duration) {
+	m.customerSyncs.WithLabelValues(status).Inc()
+	m.customerDuration.Observe(d.Seconds())
+}
+
+// Run records one run's outcome.
+func (m *Metrics) Run(status string, d time.Duration, end time.Time) {
+	m.runs.WithLabelValues(status).Inc()
+	if status == "locked" {
+		return
+	}
+	m.runDuration.Observe(d.Seconds())
+	m.lastRunTime.Set(float64(end.Unix()))
+	if status == "succeeded" {
+		m.lastRunSuccess.Set(1)
+	} else {
+		m.lastRunSuccess.Set(0)
+	}
+}
+
+// CustomerState is one customer's alert gauges.
+type CustomerState struct {
+	CustomerID         int64
+	LastSuccess        time.Time // zero when never
+	PendingInvitations int
+	StaleInvitations   int
+}
+
+// SetCustomerStates replaces the per-customer alert gauges.
+func (m *Metrics) SetCustomerStates(states []CustomerState) {
+	m.pendingInvitations.Reset()
+	m.staleInvitations.Reset()
+	m.lastSuccess.Reset()
+	for _, s := range states {
+		id := strconv.FormatInt(s.CustomerID, 10)
+		m.pendingInvitations.WithLabelValues(id).Set(float64(s.PendingInvitations))
+		m.staleInvitations.WithLabelValues(id).Set(float64(s.StaleInvitations))
+		if !s.LastSuccess.IsZero() {
+			m.lastSuccess.WithLabelValues(id).Set(float64(s.LastSuccess.Unix()))
+		}
+	}
+}
+
+// InvitationNotice counts a webhook post by outcome (sent, failed).
+func (m *Metrics) InvitationNotice(outcome string) { m.invitationNotices.WithLabelValues(outcome).Inc() }
+
+// Handler serves the registry in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry})
+}
+
+// Push sends the registry to a Pushgateway under job "syncer".
+func (m *Metrics) Push(ctx context.Context, url string, client *http.Client) error {
+	p := push.New(url, "syncer").Gatherer(m.Registry)
+	if client != nil {
+		p = p.Client(client)
+	}
+	if err := p.PushContext(ctx); err != nil {
+		return fmt.Errorf("push metrics to pushgateway: %w", err)
+	}
+	return nil
+}
