@@ -1,0 +1,238 @@
+// Package pgcluster starts a throwaway PostgreSQL cluster: initdb into a
+// temporary folder, pg_ctl start on a free TCP port of 127.0.0.1 (and a unix
+// socket in the folder), trust authentication, fsync off. Tests use it through
+// pgtest, and `syncer demo` uses it directly.
+//
+// PostgreSQL refuses to run as root, so when the process runs as root the
+// server programs run as the "postgres" system user, in folders it owns.
+package pgcluster
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// ErrNoInitdb is returned by Start when no PostgreSQL installation is found.
+var ErrNoInitdb = errors.New("initdb not found: install PostgreSQL (apt-get install postgresql) or set TEST_DATABASE_URL")
+
+// Cluster is a running throwaway cluster.
+type Cluster struct {
+	dir     string // temporary folder, removed by Stop
+	dataDir string
+	logFile string
+	bin     string // folder holding initdb, pg_ctl
+	port    int
+	cred    *syscall.Credential // nil unless running as root
+	logger  *slog.Logger
+}
+
+// Start creates and starts a cluster. Stop it with Stop.
+func Start(ctx context.Context, logger *slog.Logger) (*Cluster, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	bin, err := findBin()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "syncer-pg-")
+	if err != nil {
+		return nil, fmt.Errorf("pgcluster: %w", err)
+	}
+	c := &Cluster{
+		dir:     dir,
+		dataDir: filepath.Join(dir, "data"),
+		logFile: filepath.Join(dir, "server.log"),
+		bin:     bin,
+		logger:  logger,
+	}
+	if err := c.start(ctx); err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, err
+	}
+	logger.InfoContext(ctx, "started throwaway PostgreSQL", slog.String("dir", dir), slog.Int("port", c.port))
+	return c, nil
+}
+
+func (c *Cluster) start(ctx context.Context) error {
+	// The folder must be traversable by the server user.
+	if err := os.Chmod(c.dir, 0o755); err != nil {
+		return fmt.Errorf("pgcluster: %w", err)
+	}
+	if os.Geteuid() == 0 {
+		cred, err := postgresCredential()
+		if err != nil {
+			return err
+		}
+		c.cred = cred
+		if err := os.Chown(c.dir, int(cred.Uid), int(cred.Gid)); err != nil {
+			return fmt.Errorf("pgcluster: chown %s: %w", c.dir, err)
+		}
+	}
+	out, err := c.run(ctx, "initdb", "-D", c.dataDir, "-U", "postgres", "-A", "trust",
+		"-E", "UTF8", "--locale=C", "--no-sync")
+	if err != nil {
+		return fmt.Errorf("pgcluster: initdb: %w\n%s", err, tail(out, 20))
+	}
+	conf := strings.Join([]string{
+		"",
+		"# added by pgcluster",
+		"listen_addresses = '127.0.0.1'",
+		"unix_socket_directories = '" + c.dir + "'",
+		"fsync = off",
+		"synchronous_commit = off",
+		"full_page_writes = off",
+		"shared_buffers = 128MB",
+		"max_connections = 100",
+		"log_min_messages = warning",
+		"",
+	}, "\n")
+	f, err := os.OpenFile(filepath.Join(c.dataDir, "postgresql.conf"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		return fmt.Errorf("pgcluster: %w", err)
+	}
+	_, err = f.WriteString(conf)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("pgcluster: write postgresql.conf: %w", err)
+	}
+
+	// A free port can be taken between our probe and the server's bind, so
+	// try a few.
+	var lastErr error
+	for range 3 {
+		port, err := freePort()
+		if err != nil {
+			return fmt.Errorf("pgcluster: find a free port: %w", err)
+		}
+		c.port = port
+		out, err := c.run(ctx, "pg_ctl", "start", "-w", "-t", "60", "-D", c.dataDir, "-l", c.logFile,
+			"-o", "-p "+strconv.Itoa(port))
+		if err == nil {
+			return nil
+		}
+		lastErr = fmt.Errorf("pgcluster: pg_ctl start: %w\n%s\nserver log:\n%s", err, tail(out, 10), c.logTail(20))
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return lastErr
+}
+
+// URL returns a pgx URL for the cluster's "postgres" database over TCP.
+func (c *Cluster) URL() string {
+	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", c.port)
+}
+
+// Port returns the TCP port the server listens on.
+func (c *Cluster) Port() int { return c.port }
+
+// Dir returns the temporary folder (data, socket, log).
+func (c *Cluster) Dir() string { return c.dir }
+
+// Stop stops the server (fast shutdown) and removes its folder.
+func (c *Cluster) Stop() error {
+	var errs []error
+	if _, err := os.Stat(filepath.Join(c.dataDir, "postmaster.pid")); err == nil {
+		out, err := c.run(context.Background(), "pg_ctl", "stop", "-w", "-m", "fast", "-D", c.dataDir)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("pgcluster: pg_ctl stop: %w\n%s", err, tail(out, 10)))
+		}
+	}
+	if err := os.RemoveAll(c.dir); err != nil {
+		errs = append(errs, fmt.Errorf("pgcluster: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Cluster) run(ctx context.Context, prog string, args ...string) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, filepath.Join(c.bin, prog), args...)
+	cmd.Dir = c.dir
+	cmd.Env = append(os.Environ(), "LC_ALL=C", "TZ=UTC")
+	if c.cred != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: c.cred}
+	}
+	var buf bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &buf, &buf
+	// pg_ctl start leaves the server running with our pipes otherwise.
+	cmd.WaitDelay = 5 * time.Second
+	err := cmd.Run()
+	return buf.Bytes(), err
+}
+
+func (c *Cluster) logTail(n int) string {
+	b, err := os.ReadFile(c.logFile)
+	if err != nil {
+		return "(no server log: " + err.Error() + ")"
+	}
+	return tail(b, n)
+}
+
+func tail(b []byte, n int) string {
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// findBin returns the folder holding initdb and pg_ctl: from PATH, else the
+// newest /usr/lib/postgresql/*/bin.
+func findBin() (string, error) {
+	if p, err := exec.LookPath("initdb"); err == nil {
+		dir := filepath.Dir(p)
+		if _, err := os.Stat(filepath.Join(dir, "pg_ctl")); err == nil {
+			return dir, nil
+		}
+	}
+	matches, _ := filepath.Glob("/usr/lib/postgresql/*/bin/initdb")
+	slices.SortFunc(matches, func(a, b string) int {
+		return versionOf(b) - versionOf(a) // newest first
+	})
+	for _, m := range matches {
+		return filepath.Dir(m), nil
+	}
+	return "", ErrNoInitdb
+}
+
+func versionOf(initdbPath string) int {
+	v, _ := strconv.Atoi(filepath.Base(filepath.Dir(filepath.Dir(initdbPath))))
+	return v
+}
+
+func postgresCredential() (*syscall.Credential, error) {
+	u, err := user.Lookup("postgres")
+	if err != nil {
+		return nil, fmt.Errorf("pgcluster: running as root and no \"postgres\" system user to run PostgreSQL as (PostgreSQL refuses to run as root): %w", err)
+	}
+	uid, err1 := strconv.ParseUint(u.Uid, 10, 32)
+	gid, err2 := strconv.ParseUint(u.Gid, 10, 32)
+	if err := errors.Join(err1, err2); err != nil {
+		return nil, fmt.Errorf("pgcluster: postgres user ids: %w", err)
+	}
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}

@@ -1,0 +1,57 @@
+package pgcluster
+
+import (
+	"context"
+	"os"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+)
+
+func TestStartStop(t *testing.T) {
+	if os.Getenv("TEST_DATABASE_URL") != "" {
+		if _, err := findBin(); err != nil {
+			t.Skip("TEST_DATABASE_URL set and no PostgreSQL installed")
+		}
+	}
+	ctx := context.Background()
+	c, err := Start(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := c.Dir()
+	conn, err := pgx.Connect(ctx, c.URL())
+	if err != nil {
+		_ = c.Stop()
+		t.Fatal(err)
+	}
+	var one int
+	if err := conn.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil || one != 1 {
+		t.Errorf("SELECT 1 = %d, %v", one, err)
+	}
+	var fsync string
+	if err := conn.QueryRow(ctx, "SHOW fsync").Scan(&fsync); err != nil || fsync != "off" {
+		t.Errorf("fsync = %q, %v; want off", fsync, err)
+	}
+	_ = conn.Close(ctx)
+	if err := c.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("folder %s still exists after Stop (stat: %v)", dir, err)
+	}
+}
+
+func TestFindBin(t *testing.T) {
+	t.Setenv("PATH", "/nonexistent")
+	dir, err := findBin()
+	if err != nil {
+		if err != ErrNoInitdb {
+			t.Fatalf("findBin error = %v, want ErrNoInitdb", err)
+		}
+		return
+	}
+	if _, err := os.Stat(dir + "/initdb"); err != nil {
+		t.Errorf("findBin = %s without initdb: %v", dir, err)
+	}
+}

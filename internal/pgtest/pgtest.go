@@ -1,0 +1,138 @@
+// Package pgtest gives tests a real PostgreSQL: the server at
+// TEST_DATABASE_URL when set, otherwise one throwaway cluster (pgcluster) per
+// test binary, started by Main. Each test gets its own freshly migrated
+// schema from Schema, so tests can run in parallel.
+//
+//	func TestMain(m *testing.M) { pgtest.Main(m) }
+//
+//	func TestX(t *testing.T) {
+//		t.Parallel()
+//		pool, schema := pgtest.Schema(t)
+//		...
+//	}
+package pgtest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/msads-syncer/syncer/internal/pgcluster"
+	schemasql "github.com/msads-syncer/syncer/sql"
+)
+
+// EnvURL names the environment variable that points tests at an existing
+// server instead of a throwaway cluster.
+const EnvURL = "TEST_DATABASE_URL"
+
+var (
+	serverURL string // set by Main
+
+	poolOnce sync.Once
+	pool     *pgxpool.Pool
+	poolErr  error
+)
+
+// Main runs the package's tests against a PostgreSQL server and exits. Call
+// it from TestMain. With TEST_DATABASE_URL set it uses that server; otherwise
+// it starts one throwaway cluster for the test binary and stops it after the
+// tests.
+func Main(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	if u := os.Getenv(EnvURL); u != "" {
+		serverURL = u
+		defer closePool()
+		return m.Run()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	c, err := pgcluster.Start(ctx, nil)
+	cancel()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "pgtest:", err)
+		return 1
+	}
+	defer func() {
+		closePool()
+		if err := c.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "pgtest:", err)
+		}
+	}()
+	serverURL = c.URL()
+	return m.Run()
+}
+
+func closePool() {
+	if pool != nil {
+		pool.Close()
+	}
+}
+
+// URL returns the URL of the test server.
+func URL(t testing.TB) string {
+	t.Helper()
+	if serverURL == "" {
+		t.Fatal("pgtest: no test database: call pgtest.Main(m) from TestMain, or set " + EnvURL)
+	}
+	return serverURL
+}
+
+// Pool returns the pool shared by the test binary's tests.
+func Pool(t testing.TB) *pgxpool.Pool {
+	t.Helper()
+	u := URL(t)
+	poolOnce.Do(func() {
+		cfg, err := pgxpool.ParseConfig(u)
+		if err != nil {
+			poolErr = err
+			return
+		}
+		cfg.ConnConfig.RuntimeParams["application_name"] = "syncer-test"
+		cfg.MaxConns = 20
+		pool, poolErr = pgxpool.NewWithConfig(context.Background(), cfg)
+		if poolErr == nil {
+			poolErr = pool.Ping(context.Background())
+		}
+	})
+	if poolErr != nil {
+		t.Fatalf("pgtest: connect: %v", poolErr)
+	}
+	return pool
+}
+
+// Schema returns the shared pool and the name of a new schema, migrated to
+// the latest version, that only this test uses. The schema is dropped when
+// the test ends.
+func Schema(t testing.TB) (*pgxpool.Pool, string) {
+	t.Helper()
+	p := Pool(t)
+	schema := NewSchemaName()
+	ctx := context.Background()
+	t.Cleanup(func() {
+		if _, err := p.Exec(context.Background(), "DROP SCHEMA IF EXISTS "+pgx.Identifier{schema}.Sanitize()+" CASCADE"); err != nil {
+			t.Errorf("pgtest: drop schema %s: %v", schema, err)
+		}
+	})
+	if _, err := schemasql.Migrate(ctx, p, schema, "", slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatalf("pgtest: migrate %s: %v", schema, err)
+	}
+	return p, schema
+}
+
+// NewSchemaName returns a random schema name for a test.
+func NewSchemaName() string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	return "test_" + hex.EncodeToString(b)
+}

@@ -1,0 +1,111 @@
+package sql_test
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/msads-syncer/syncer/internal/pgtest"
+	schemasql "github.com/msads-syncer/syncer/sql"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+func TestMigrationsNamed(t *testing.T) {
+	t.Parallel()
+	ms, err := schemasql.Migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ms) == 0 || ms[0].Version != 1 {
+		t.Fatalf("migrations = %v, want 001 first", ms)
+	}
+}
+
+func TestMigrateIdempotent(t *testing.T) {
+	t.Parallel()
+	pool, schema := pgtest.Schema(t)
+	ctx := context.Background()
+	v, err := schemasql.Migrate(ctx, pool, schema, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := schemasql.Latest(); v != want {
+		t.Errorf("version = %d, want %d", v, want)
+	}
+	var roles int
+	if err := pool.QueryRow(ctx, "SELECT count(*) FROM "+pgx.Identifier{schema, "roles"}.Sanitize()).Scan(&roles); err != nil {
+		t.Fatal(err)
+	}
+	if roles != 5 {
+		t.Errorf("seeded roles = %d, want 5", roles)
+	}
+}
+
+func TestConcurrentMigrators(t *testing.T) {
+	t.Parallel()
+	pool := pgtest.Pool(t)
+	schema := pgtest.NewSchemaName()
+	ctx := context.Background()
+	t.Cleanup(func() { _, _ = pool.Exec(context.Background(), "DROP SCHEMA IF EXISTS "+schema+" CASCADE") })
+
+	const n = 4
+	var wg sync.WaitGroup
+	versions := make([]int, n)
+	errs := make([]error, n)
+	for i := range n {
+		wg.Go(func() {
+			versions[i], errs[i] = schemasql.Migrate(ctx, pool, schema, "", slog.New(slog.DiscardHandler))
+		})
+	}
+	wg.Wait()
+	for i := range n {
+		if errs[i] != nil {
+			t.Errorf("migrator %d: %v", i, errs[i])
+		}
+		if versions[i] != schemasql.Latest() {
+			t.Errorf("migrator %d version = %d, want %d", i, versions[i], schemasql.Latest())
+		}
+	}
+	var rows int
+	if err := pool.QueryRow(ctx, "SELECT count(*) FROM "+schema+".schema_migrations").Scan(&rows); err != nil {
+		t.Fatal(err)
+	}
+	if rows != schemasql.Latest() {
+		t.Errorf("schema_migrations rows = %d, want %d", rows, schemasql.Latest())
+	}
+}
+
+func TestReaderRole(t *testing.T) {
+	t.Parallel()
+	pool, schema := pgtest.Schema(t)
+	ctx := context.Background()
+	role := schema + "_reader"
+	if _, err := pool.Exec(ctx, "CREATE ROLE "+role+" NOLOGIN"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_, _ = pool.Exec(context.Background(), "DROP OWNED BY "+role)
+		_, _ = pool.Exec(context.Background(), "DROP ROLE "+role)
+	})
+	for range 2 { // idempotent
+		if _, err := schemasql.Migrate(ctx, pool, schema, role, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var canView, canToken bool
+	err := pool.QueryRow(ctx, `SELECT has_table_privilege($1, $2, 'SELECT'), has_table_privilege($1, $3, 'SELECT')`,
+		role, schema+".access", schema+".oauth_tokens").Scan(&canView, &canToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !canView || canToken {
+		t.Errorf("reader can read access = %v (want true), oauth_tokens = %v (want false)", canView, canToken)
+	}
+	if _, err := schemasql.Migrate(ctx, pool, schema, "no_such_role_xyz", nil); err == nil {
+		t.Error("Migrate with a missing reader role succeeded, want error")
+	}
+}
