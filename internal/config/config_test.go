@@ -180,3 +180,17 @@ func TestLoadMissingFile(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+// TestExampleConfigIsValid keeps config.example.yaml in step with the code.
+func TestExampleConfigIsValid(t *testing.T) {
+	t.Parallel()
+	cfg, err := Load("../../config.example.yaml", env(map[string]string{
+		"DATABASE_URL": "postgres://localhost/x", "MSADS_DEVELOPER_TOKEN": "d", "MSADS_CLIENT_ID": "c",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.ValidateCredentials(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,41 @@
+# The syncer's tasks. `make help` lists them.
+GO       ?= go
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -s -w -X github.com/msads-syncer/syncer/internal/cli.Version=$(VERSION)
+BENCHPKG := ./internal/extract/ ./internal/load/
+
+.PHONY: help build test test/short bench demo lint fuzz postgres clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z/_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+build: ## build the static binary bin/syncer
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/syncer ./cmd/syncer
+
+postgres: ## install PostgreSQL from Debian's packages when initdb is missing
+	@./scripts/ensure-postgres.sh test
+
+test: postgres ## vet, then every test with the race detector against a real PostgreSQL
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+test/short: postgres ## every test without the race detector
+	$(GO) test -count=1 ./...
+
+bench: postgres ## the benchmarks named by the issues (API fetch vs rate limit; snapshot write vs raw COPY)
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m $(BENCHPKG)
+
+demo: ## the whole job end to end: API simulator + throwaway PostgreSQL, then the reports
+	@./scripts/ensure-postgres.sh demo
+	$(GO) run ./cmd/syncer demo
+
+fuzz: ## fuzz the API response decoding for 30s
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode' -fuzztime 30s ./internal/extract/
+
+lint: ## gofmt, go vet, and golangci-lint when installed
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
+	$(GO) vet ./...
+	@if command -v golangci-lint >/dev/null 2>&1; then golangci-lint run ./...; else echo "golangci-lint not installed: skipped"; fi
+
+clean: ## remove build output
+	rm -rf bin
