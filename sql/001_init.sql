@@ -137,7 +137,8 @@ CREATE INDEX user_invitations_customer_idx ON user_invitations (customer_id);
 
 -- History: one row per version of an entity. valid_to is NULL while current.
 -- A 'removed' row records the removal; it is current until the entity
--- reappears.
+-- reappears. The primary key's prefix finds an entity's versions; the loader
+-- keeps valid_from strictly increasing per entity.
 CREATE TABLE users_history (
     customer_id        bigint NOT NULL,
     user_id            bigint NOT NULL,
@@ -156,8 +157,6 @@ CREATE TABLE users_history (
     last_modified_time timestamptz,
     PRIMARY KEY (customer_id, user_id, valid_from)
 );
-CREATE UNIQUE INDEX users_history_current_idx ON users_history (customer_id, user_id) WHERE valid_to IS NULL;
-CREATE INDEX users_history_user_idx ON users_history (user_id);
 
 CREATE TABLE user_roles_history (
     user_id                  bigint NOT NULL,
@@ -172,7 +171,6 @@ CREATE TABLE user_roles_history (
     customer_link_permission text,
     PRIMARY KEY (user_id, customer_id, role_id, valid_from)
 );
-CREATE UNIQUE INDEX user_roles_history_current_idx ON user_roles_history (user_id, customer_id, role_id) WHERE valid_to IS NULL;
 
 CREATE TABLE user_invitations_history (
     invitation_id   bigint NOT NULL,
@@ -190,7 +188,6 @@ CREATE TABLE user_invitations_history (
     expiration_date timestamptz,
     PRIMARY KEY (invitation_id, valid_from)
 );
-CREATE UNIQUE INDEX user_invitations_history_current_idx ON user_invitations_history (invitation_id) WHERE valid_to IS NULL;
 
 -- The OAuth refresh token per credential. kind 'plain' stores the token's
 -- bytes; 'aes-gcm' stores nonce || ciphertext, sealed with a key derived from

@@ -1,0 +1,185 @@
+// Package load writes customer snapshots (msads.Snapshot) to the PostgreSQL
+// warehouse.
+//
+// Each snapshot is written in one transaction: the rows are copied into
+// temporary staging tables, then merged into the entity tables with set-based
+// upserts that skip unchanged rows, so a re-run that finds nothing new writes
+// no row version at all. Rows a complete snapshot omits are soft-removed
+// (removed_at), every change is appended to the history tables, and a removal
+// guard refuses snapshots that would remove too many of a customer's users.
+package load
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgerrcode"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	schemasql "github.com/msads-syncer/syncer/sql"
+)
+
+// Sentinel errors. Test with errors.Is.
+var (
+	// ErrRemovalGuard: a snapshot would remove more of a customer's users
+	// than the removal guard allows.
+	ErrRemovalGuard = errors.New("removal guard")
+	// ErrInvalidSnapshot: a snapshot is inconsistent (wrong customer ids,
+	// roles of unlisted users).
+	ErrInvalidSnapshot = errors.New("invalid snapshot")
+	// ErrNotFound: the row asked for does not exist.
+	ErrNotFound = errors.New("not found")
+	// ErrTokenKey: the stored refresh token cannot be decrypted (no
+	// token_key configured, or the wrong one).
+	ErrTokenKey = errors.New("token key")
+	// ErrUnavailable: the database could not be reached or kept failing with
+	// transient errors.
+	ErrUnavailable = errors.New("database unavailable")
+)
+
+// Default session settings of pools built by Open, unless the URL sets them.
+const (
+	defaultStatementTimeout   = "5min"
+	defaultIdleInTxSessionTTL = "10min"
+)
+
+// Open builds a pool from a libpq/pgx URL or DSN, with application_name
+// "syncer" and statement and idle-in-transaction timeouts (unless the URL
+// sets them), and pings the server once. Errors never contain the password.
+func Open(ctx context.Context, dsn string) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return nil, scrub(fmt.Errorf("parse database url: %w", err), dsn, "")
+	}
+	password := cfg.ConnConfig.Password
+	rp := cfg.ConnConfig.RuntimeParams
+	if rp["application_name"] == "" {
+		rp["application_name"] = "syncer"
+	}
+	if rp["statement_timeout"] == "" {
+		rp["statement_timeout"] = defaultStatementTimeout
+	}
+	if rp["idle_in_transaction_session_timeout"] == "" {
+		rp["idle_in_transaction_session_timeout"] = defaultIdleInTxSessionTTL
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, scrub(fmt.Errorf("open database: %w", err), dsn, password)
+	}
+	pingCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := pool.Ping(pingCtx); err != nil {
+		pool.Close()
+		return nil, scrub(fmt.Errorf("connect to database %s: %w: %w", describe(cfg), ErrUnavailable, err), dsn, password)
+	}
+	return pool, nil
+}
+
+// describe names the server without credentials: user@host:port/db.
+func describe(cfg *pgxpool.Config) string {
+	c := cfg.ConnConfig
+	return fmt.Sprintf("%s@%s:%d/%s", c.User, c.Host, c.Port, c.Database)
+}
+
+// Migrate applies the embedded migrations to schema (see package
+// github.com/msads-syncer/syncer/sql) and returns the schema's version.
+func Migrate(ctx context.Context, pool *pgxpool.Pool, schema, readerRole string, logger *slog.Logger) (int, error) {
+	v, err := schemasql.Migrate(ctx, pool, schema, readerRole, logger)
+	if err != nil {
+		return v, interpret(err)
+	}
+	return v, nil
+}
+
+// scrubbedError keeps the chain of err (for errors.Is/As) with a message
+// that does not contain the password.
+type scrubbedError struct {
+	msg string
+	err error
+}
+
+func (e *scrubbedError) Error() string { return e.msg }
+func (e *scrubbedError) Unwrap() error { return e.err }
+
+var (
+	kvPassword  = regexp.MustCompile(`(?i)(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)`)
+	urlPassword = regexp.MustCompile(`(://[^:/@\s]*:)[^@\s]*@`)
+)
+
+// scrub removes the password of dsn (and anything that looks like one) from
+// err's message.
+func scrub(err error, dsn, password string) error {
+	if err == nil {
+		return nil
+	}
+	msg := err.Error()
+	if password == "" {
+		if u, perr := url.Parse(dsn); perr == nil && u.User != nil {
+			password, _ = u.User.Password()
+		}
+	}
+	if password != "" {
+		msg = strings.ReplaceAll(msg, password, "xxxxx")
+		msg = strings.ReplaceAll(msg, url.QueryEscape(password), "xxxxx")
+		msg = strings.ReplaceAll(msg, url.PathEscape(password), "xxxxx")
+	}
+	msg = kvPassword.ReplaceAllString(msg, "${1}xxxxx")
+	msg = urlPassword.ReplaceAllString(msg, "${1}xxxxx@")
+	return &scrubbedError{msg: msg, err: err}
+}
+
+// interpret maps driver errors to the package's sentinels, keeping the
+// original in the chain.
+func interpret(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, pgx.ErrNoRows):
+		return fmt.Errorf("%w: %w", ErrNotFound, err)
+	case isConnError(err):
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return err
+}
+
+// isTransient reports whether a failed transaction may succeed when retried:
+// serialization failures, deadlocks and lost connections.
+func isTransient(err error) bool {
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case pgerrcode.SerializationFailure, pgerrcode.DeadlockDetected,
+			pgerrcode.TooManyConnections, pgerrcode.AdminShutdown,
+			pgerrcode.CannotConnectNow, pgerrcode.LockNotAvailable:
+			return true
+		}
+		return pgerrcode.IsConnectionException(pgErr.Code)
+	}
+	return isConnError(err)
+}
+
+func isConnError(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgerrcode.IsConnectionException(pgErr.Code)
+	}
+	if pgconn.SafeToRetry(err) {
+		return true
+	}
+	var netErr net.Error
+	var connErr *pgconn.ConnectError
+	return errors.As(err, &netErr) || errors.As(err, &connErr) ||
+		strings.Contains(err.Error(), "conn closed") || strings.Contains(err.Error(), "unexpected EOF")
+}

@@ -1,0 +1,634 @@
+package load
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/msads-syncer/syncer/internal/msads"
+)
+
+// SyncInfo describes how a customer's snapshot was fetched.
+type SyncInfo struct {
+	StartedAt time.Time // when the customer's sync began
+	APICalls  int
+}
+
+// Changes counts what a snapshot changed (or would change) in the warehouse.
+type Changes struct {
+	UsersAdded, UsersChanged, UsersRemoved, UsersReappeared                         int
+	RolesAdded, RolesChanged, RolesRemoved, RolesReappeared                         int
+	InvitationsAdded, InvitationsChanged, InvitationsRemoved, InvitationsReappeared int
+	AccountsAdded, AccountsChanged, AccountsRemoved                                 int
+}
+
+// Total returns the number of changed rows.
+func (c Changes) Total() int {
+	return c.UsersAdded + c.UsersChanged + c.UsersRemoved + c.UsersReappeared +
+		c.RolesAdded + c.RolesChanged + c.RolesRemoved + c.RolesReappeared +
+		c.InvitationsAdded + c.InvitationsChanged + c.InvitationsRemoved + c.InvitationsReappeared +
+		c.AccountsAdded + c.AccountsChanged + c.AccountsRemoved
+}
+
+// Add returns the sum of c and d.
+func (c Changes) Add(d Changes) Changes {
+	return Changes{
+		c.UsersAdded + d.UsersAdded, c.UsersChanged + d.UsersChanged, c.UsersRemoved + d.UsersRemoved, c.UsersReappeared + d.UsersReappeared,
+		c.RolesAdded + d.RolesAdded, c.RolesChanged + d.RolesChanged, c.RolesRemoved + d.RolesRemoved, c.RolesReappeared + d.RolesReappeared,
+		c.InvitationsAdded + d.InvitationsAdded, c.InvitationsChanged + d.InvitationsChanged, c.InvitationsRemoved + d.InvitationsRemoved, c.InvitationsReappeared + d.InvitationsReappeared,
+		c.AccountsAdded + d.AccountsAdded, c.AccountsChanged + d.AccountsChanged, c.AccountsRemoved + d.AccountsRemoved,
+	}
+}
+
+// String summarizes the changes, e.g.
+// "users +2 ~1 -0 ^0, roles +3 ~0 -1 ^0, invitations +0 ~0 -0 ^0, accounts +0 ~0 -0"
+// (+ added, ~ changed, - removed, ^ reappeared), or "no changes".
+func (c Changes) String() string {
+	if c.Total() == 0 {
+		return "no changes"
+	}
+	return fmt.Sprintf("users +%d ~%d -%d ^%d, roles +%d ~%d -%d ^%d, invitations +%d ~%d -%d ^%d, accounts +%d ~%d -%d",
+		c.UsersAdded, c.UsersChanged, c.UsersRemoved, c.UsersReappeared,
+		c.RolesAdded, c.RolesChanged, c.RolesRemoved, c.RolesReappeared,
+		c.InvitationsAdded, c.InvitationsChanged, c.InvitationsRemoved, c.InvitationsReappeared,
+		c.AccountsAdded, c.AccountsChanged, c.AccountsRemoved)
+}
+
+// LogValue makes Changes print as a group in slog.
+func (c Changes) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.Int("users_added", c.UsersAdded), slog.Int("users_changed", c.UsersChanged),
+		slog.Int("users_removed", c.UsersRemoved), slog.Int("users_reappeared", c.UsersReappeared),
+		slog.Int("roles_added", c.RolesAdded), slog.Int("roles_changed", c.RolesChanged),
+		slog.Int("roles_removed", c.RolesRemoved), slog.Int("roles_reappeared", c.RolesReappeared),
+		slog.Int("invitations_added", c.InvitationsAdded), slog.Int("invitations_changed", c.InvitationsChanged),
+		slog.Int("invitations_removed", c.InvitationsRemoved), slog.Int("invitations_reappeared", c.InvitationsReappeared),
+		slog.Int("accounts_added", c.AccountsAdded), slog.Int("accounts_changed", c.AccountsChanged),
+		slog.Int("accounts_removed", c.AccountsRemoved),
+	)
+}
+
+// WriteSnapshot writes a customer's complete snapshot in one transaction that
+// holds the customer's advisory lock: upserts of changed rows, soft removal
+// of absent ones, history, a succeeded customer_syncs row (when runID is not
+// 0) and the customer's freshness. On any error nothing is written. A
+// snapshot that would remove too many users fails with ErrRemovalGuard unless
+// Options.AllowMassRemoval.
+func (s *Store) WriteSnapshot(ctx context.Context, runID int64, snap *msads.Snapshot, info SyncInfo) (Changes, error) {
+	return s.writeSnapshot(ctx, runID, snap, info, true)
+}
+
+// DiffSnapshot does the work of WriteSnapshot, then rolls back: it returns
+// what WriteSnapshot would change and writes nothing. The removal guard
+// applies.
+func (s *Store) DiffSnapshot(ctx context.Context, runID int64, snap *msads.Snapshot, info SyncInfo) (Changes, error) {
+	return s.writeSnapshot(ctx, runID, snap, info, false)
+}
+
+func (s *Store) writeSnapshot(ctx context.Context, runID int64, snap *msads.Snapshot, info SyncInfo, commit bool) (Changes, error) {
+	st, err := stage(snap)
+	if err != nil {
+		return Changes{}, err
+	}
+	var ch Changes
+	lock := "customer:" + strconv.FormatInt(snap.CustomerID, 10)
+	err = s.inTx(ctx, lock, commit, func(tx pgx.Tx) error {
+		ch = Changes{}
+		w := &writer{tx: tx, st: st, runID: runID, store: s}
+		if err := w.write(ctx, &ch); err != nil {
+			return err
+		}
+		if commit {
+			return w.finish(ctx, ch, info)
+		}
+		return nil
+	})
+	if err != nil {
+		return Changes{}, interpret(fmt.Errorf("write snapshot of customer %d: %w", snap.CustomerID, err))
+	}
+	s.log.DebugContext(ctx, "snapshot written", slog.Int64("customer_id", snap.CustomerID),
+		slog.Bool("dry_run", !commit), slog.Any("changes", ch))
+	return ch, nil
+}
+
+// staged is a validated, deduplicated, sorted snapshot ready for COPY.
+type staged struct {
+	customerID      int64
+	customerName    string
+	users           [][]any
+	userIDs         []int64
+	roles           [][]any
+	invitations     [][]any
+	accounts        [][]any
+	accountsFetched bool
+}
+
+func nullable(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+func sortedIDs(ids []int64) []int64 {
+	if ids == nil {
+		return nil
+	}
+	out := slices.Clone(ids)
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+func stage(snap *msads.Snapshot) (*staged, error) {
+	if snap == nil || snap.CustomerID <= 0 {
+		return nil, fmt.Errorf("%w: no customer id", ErrInvalidSnapshot)
+	}
+	cid := snap.CustomerID
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: customer %d: %s", ErrInvalidSnapshot, cid, fmt.Sprintf(format, args...))
+	}
+	st := &staged{customerID: cid, customerName: snap.CustomerName, accountsFetched: snap.AccountsFetched}
+
+	users := slices.Clone(snap.Users)
+	slices.SortStableFunc(users, func(a, b msads.User) int { return cmp.Compare(a.ID, b.ID) })
+	listed := make(map[int64]bool, len(users))
+	for i, u := range users {
+		if u.CustomerID != 0 && u.CustomerID != cid {
+			return nil, bad("user %d is listed for customer %d", u.ID, u.CustomerID)
+		}
+		if i+1 < len(users) && users[i+1].ID == u.ID {
+			continue // keep the last of duplicates
+		}
+		listed[u.ID] = true
+		st.userIDs = append(st.userIDs, u.ID)
+		var home any
+		if u.HomeCustomerID != 0 {
+			home = u.HomeCustomerID
+		}
+		st.users = append(st.users, []any{u.ID, home, nullable(u.UserName), nullable(u.Email),
+			nullable(u.FirstName), nullable(u.LastName), nullable(u.JobTitle), nullable(u.Lcid),
+			nullable(u.LifecycleStatus), u.LastModifiedTime})
+	}
+
+	type roleKey struct {
+		user, customer int64
+		role           int32
+	}
+	merged := make(map[roleKey]msads.Role, len(snap.Roles))
+	for _, r := range snap.Roles {
+		if !listed[r.UserID] {
+			return nil, bad("role %d of user %d, who is not listed", r.RoleID, r.UserID)
+		}
+		k := roleKey{r.UserID, r.CustomerID, r.RoleID}
+		if prev, ok := merged[k]; ok {
+			// The same role twice: the union of its scopes.
+			if prev.AccountIDs == nil || r.AccountIDs == nil {
+				r.AccountIDs = nil
+			} else {
+				r.AccountIDs = append(slices.Clone(prev.AccountIDs), r.AccountIDs...)
+			}
+			if prev.LinkedAccountIDs != nil || r.LinkedAccountIDs != nil {
+				r.LinkedAccountIDs = append(slices.Clone(prev.LinkedAccountIDs), r.LinkedAccountIDs...)
+			}
+		}
+		merged[k] = r
+	}
+	keys := make([]roleKey, 0, len(merged))
+	for k := range merged {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b roleKey) int {
+		return cmp.Or(cmp.Compare(a.user, b.user), cmp.Compare(a.customer, b.customer), cmp.Compare(a.role, b.role))
+	})
+	for _, k := range keys {
+		r := merged[k]
+		st.roles = append(st.roles, []any{r.UserID, r.CustomerID, r.RoleID, sortedIDs(r.AccountIDs),
+			sortedIDs(r.LinkedAccountIDs), nullable(r.CustomerLinkPermission)})
+	}
+
+	invs := slices.Clone(snap.Invitations)
+	slices.SortStableFunc(invs, func(a, b msads.Invitation) int { return cmp.Compare(a.ID, b.ID) })
+	for i, inv := range invs {
+		if inv.CustomerID != 0 && inv.CustomerID != cid {
+			return nil, bad("invitation %d belongs to customer %d", inv.ID, inv.CustomerID)
+		}
+		if i+1 < len(invs) && invs[i+1].ID == inv.ID {
+			continue
+		}
+		st.invitations = append(st.invitations, []any{inv.ID, nullable(inv.Email), nullable(inv.FirstName),
+			nullable(inv.LastName), inv.RoleID, sortedIDs(inv.AccountIDs), nullable(inv.Lcid), inv.ExpirationDate})
+	}
+
+	if snap.AccountsFetched {
+		accs := slices.Clone(snap.Accounts)
+		slices.SortStableFunc(accs, func(a, b msads.Account) int { return cmp.Compare(a.ID, b.ID) })
+		for i, a := range accs {
+			if a.CustomerID != 0 && a.CustomerID != cid {
+				return nil, bad("account %d belongs to customer %d", a.ID, a.CustomerID)
+			}
+			if i+1 < len(accs) && accs[i+1].ID == a.ID {
+				continue
+			}
+			st.accounts = append(st.accounts, []any{a.ID, nullable(a.Name), nullable(a.Number), nullable(a.Status), a.PauseReason})
+		}
+	}
+	return st, nil
+}
+
+const createStaging = `
+CREATE TEMP TABLE s_users (
+    user_id bigint NOT NULL, home_customer_id bigint, user_name text, email text, first_name text,
+    last_name text, job_title text, lcid text, lifecycle_status text, last_modified_time timestamptz
+) ON COMMIT DROP;
+CREATE TEMP TABLE s_roles (
+    user_id bigint NOT NULL, customer_id bigint NOT NULL, role_id integer NOT NULL,
+    account_ids bigint[], linked_account_ids bigint[], customer_link_permission text
+) ON COMMIT DROP;
+CREATE TEMP TABLE s_invitations (
+    invitation_id bigint NOT NULL, email text, first_name text, last_name text, role_id integer,
+    account_ids bigint[], lcid text, expiration_date timestamptz
+) ON COMMIT DROP;
+CREATE TEMP TABLE s_accounts (
+    account_id bigint NOT NULL, name text, number text, status text, pause_reason integer
+) ON COMMIT DROP;`
+
+var (
+	userCols       = []string{"user_id", "home_customer_id", "user_name", "email", "first_name", "last_name", "job_title", "lcid", "lifecycle_status", "last_modified_time"}
+	roleCols       = []string{"user_id", "customer_id", "role_id", "account_ids", "linked_account_ids", "customer_link_permission"}
+	invitationCols = []string{"invitation_id", "email", "first_name", "last_name", "role_id", "account_ids", "lcid", "expiration_date"}
+	accountCols    = []string{"account_id", "name", "number", "status", "pause_reason"}
+)
+
+type writer struct {
+	tx    pgx.Tx
+	st    *staged
+	runID int64
+	store *Store
+}
+
+func (w *writer) run() any {
+	if w.runID == 0 {
+		return nil
+	}
+	return w.runID
+}
+
+func (w *writer) write(ctx context.Context, ch *Changes) error {
+	tx, st := w.tx, w.st
+	if _, err := tx.Exec(ctx, createStaging); err != nil {
+		return fmt.Errorf("create staging tables: %w", err)
+	}
+	for _, c := range []struct {
+		table string
+		cols  []string
+		rows  [][]any
+	}{
+		{"s_users", userCols, st.users},
+		{"s_roles", roleCols, st.roles},
+		{"s_invitations", invitationCols, st.invitations},
+		{"s_accounts", accountCols, st.accounts},
+	} {
+		if len(c.rows) == 0 {
+			continue
+		}
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{c.table}, c.cols, pgx.CopyFromRows(c.rows)); err != nil {
+			return fmt.Errorf("copy into %s: %w", c.table, err)
+		}
+	}
+	if err := w.checkGuard(ctx); err != nil {
+		return err
+	}
+	if st.accountsFetched {
+		if err := w.accounts(ctx, ch); err != nil {
+			return err
+		}
+	}
+	removedUsers, err := w.users(ctx, ch)
+	if err != nil {
+		return err
+	}
+	if h := w.store.testHook; h != nil {
+		if err := h("users"); err != nil {
+			return err
+		}
+	}
+	if err := w.roles(ctx, ch, removedUsers); err != nil {
+		return err
+	}
+	return w.invitations(ctx, ch)
+}
+
+func (w *writer) checkGuard(ctx context.Context) error {
+	var current, removing int
+	err := w.tx.QueryRow(ctx, `
+		SELECT count(*), count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM s_users s WHERE s.user_id = t.user_id))
+		FROM users t WHERE t.customer_id = $1 AND t.removed_at IS NULL`, w.st.customerID).Scan(&current, &removing)
+	if err != nil {
+		return fmt.Errorf("removal guard: %w", err)
+	}
+	if current == 0 || removing == 0 || w.store.opts.AllowMassRemoval {
+		return nil
+	}
+	frac := float64(removing) / float64(current)
+	if len(w.st.users) == 0 || frac > w.store.opts.RemovalGuard {
+		return fmt.Errorf("%w: the snapshot would remove %d of %d current users (%.0f%%, more than the %.0f%% allowed); rerun with --allow-mass-removal if this is expected",
+			ErrRemovalGuard, removing, current, frac*100, w.store.opts.RemovalGuard*100)
+	}
+	return nil
+}
+
+// countChanges reads rows of (change text, n bigint) into the counters.
+func countChanges(rows pgx.Rows, added, changed, removed, reappeared *int) error {
+	defer rows.Close()
+	for rows.Next() {
+		var kind string
+		var n int
+		if err := rows.Scan(&kind, &n); err != nil {
+			return err
+		}
+		switch kind {
+		case "added":
+			*added += n
+		case "changed":
+			*changed += n
+		case "removed":
+			*removed += n
+		case "reappeared":
+			if reappeared != nil {
+				*reappeared += n
+			} else {
+				*changed += n
+			}
+		}
+	}
+	return rows.Err()
+}
+
+func (w *writer) accounts(ctx context.Context, ch *Changes) error {
+	rows, err := w.tx.Query(ctx, `
+WITH cur AS (
+    SELECT t.account_id, t.removed_at FROM accounts t JOIN s_accounts s USING (account_id)
+), up AS (
+    INSERT INTO accounts AS t (account_id, customer_id, name, number, status, pause_reason)
+    SELECT s.account_id, $1, s.name, s.number, s.status, s.pause_reason FROM s_accounts s ORDER BY s.account_id
+    ON CONFLICT (account_id) DO UPDATE SET customer_id = excluded.customer_id, name = excluded.name,
+        number = excluded.number, status = excluded.status, pause_reason = excluded.pause_reason,
+        updated_at = now(), removed_at = NULL
+    WHERE (t.customer_id, t.name, t.number, t.status, t.pause_reason, t.removed_at)
+        IS DISTINCT FROM (excluded.customer_id, excluded.name, excluded.number, excluded.status, excluded.pause_reason, NULL::timestamptz)
+    RETURNING t.account_id, (t.xmax = 0) AS inserted
+), rm AS (
+    UPDATE accounts t SET removed_at = now(), updated_at = now()
+    WHERE t.customer_id = $1 AND t.removed_at IS NULL
+      AND NOT EXISTS (SELECT 1 FROM s_accounts s WHERE s.account_id = t.account_id)
+    RETURNING t.account_id
+)
+SELECT CASE WHEN up.inserted THEN 'added' ELSE 'changed' END, count(*) FROM up GROUP BY 1
+UNION ALL
+SELECT 'removed', count(*) FROM rm`, w.st.customerID)
+	if err != nil {
+		return fmt.Errorf("write accounts: %w", err)
+	}
+	if err := countChanges(rows, &ch.AccountsAdded, &ch.AccountsChanged, &ch.AccountsRemoved, nil); err != nil {
+		return fmt.Errorf("write accounts: %w", err)
+	}
+	return nil
+}
+
+// entity describes one historized entity table for the generic statements.
+type entity struct {
+	table, history string
+	key            []string // natural key columns
+	cols           []string // other columns, as in the staging table
+}
+
+var (
+	usersEntity = entity{"users", "users_history", []string{"customer_id", "user_id"},
+		[]string{"home_customer_id", "user_name", "email", "first_name", "last_name", "job_title", "lcid", "lifecycle_status", "last_modified_time"}}
+	rolesEntity = entity{"user_roles", "user_roles_history", []string{"user_id", "customer_id", "role_id"},
+		[]string{"account_ids", "linked_account_ids", "customer_link_permission"}}
+	invitationsEntity = entity{"user_invitations", "user_invitations_history", []string{"invitation_id"},
+		[]string{"customer_id", "email", "first_name", "last_name", "role_id", "account_ids", "lcid", "expiration_date"}}
+)
+
+func prefixed(p string, cols []string) string {
+	out := make([]string, len(cols))
+	for i, c := range cols {
+		out[i] = p + c
+	}
+	return strings.Join(out, ", ")
+}
+
+func joinOn(a, b string, key []string) string {
+	out := make([]string, len(key))
+	for i, k := range key {
+		out[i] = a + "." + k + " = " + b + "." + k
+	}
+	return strings.Join(out, " AND ")
+}
+
+// historyCTEs returns the CTEs "closed" and "hist" that close the current
+// history rows of the entities returned by CTE src and append new versions
+// with the change given by the SQL expression change (which may use src and
+// cur). valid_from stays strictly increasing per entity even when a
+// transaction that started earlier commits later.
+func (e entity) historyCTEs(src, change, curJoin string) string {
+	all := append(slices.Clone(e.key), e.cols...)
+	return `, closed AS (
+    UPDATE ` + e.history + ` h SET valid_to = greatest(now(), h.valid_from + interval '1 microsecond')
+    FROM ` + src + ` WHERE ` + joinOn("h", src, e.key) + ` AND h.valid_to IS NULL
+    RETURNING ` + prefixed("h.", e.key) + `, h.valid_to
+), hist AS (
+    INSERT INTO ` + e.history + ` (` + strings.Join(all, ", ") + `, valid_from, change, run_id)
+    SELECT ` + prefixed(src+".", all) + `, coalesce(closed.valid_to, now()), ` + change + `, $2::bigint
+    FROM ` + src + ` LEFT JOIN closed ON ` + joinOn("closed", src, e.key) + curJoin + `
+    ORDER BY ` + prefixed(src+".", e.key) + `
+    RETURNING change
+)`
+}
+
+// upsert merges the staging rows (SELECT expression srcSelect, which yields
+// the key and cols) into the entity table, writing only changed rows, and
+// appends history. cur selects the existing rows matching the staging keys.
+func (e entity) upsert(srcSelect, cur string) string {
+	all := append(slices.Clone(e.key), e.cols...)
+	set := make([]string, 0, len(e.cols))
+	for _, c := range e.cols {
+		set = append(set, c+" = excluded."+c)
+	}
+	return `
+WITH cur AS (` + cur + `
+), up AS (
+    INSERT INTO ` + e.table + ` AS t (` + strings.Join(all, ", ") + `)
+    ` + srcSelect + `
+    ON CONFLICT (` + strings.Join(e.key, ", ") + `) DO UPDATE SET ` + strings.Join(set, ", ") + `,
+        updated_at = now(), removed_at = NULL
+    WHERE (` + prefixed("t.", e.cols) + `, t.removed_at) IS DISTINCT FROM (` + prefixed("excluded.", e.cols) + `, NULL::timestamptz)
+    RETURNING ` + prefixed("t.", all) + `, (t.xmax = 0) AS inserted
+)` + e.historyCTEs("up", "CASE WHEN up.inserted THEN 'added' WHEN cur.removed_at IS NOT NULL THEN 'reappeared' ELSE 'changed' END",
+		"\n    LEFT JOIN cur ON "+joinOn("cur", "up", e.key)) + `
+SELECT change, count(*) FROM hist GROUP BY change`
+}
+
+// remove soft-removes the current rows matched by where (on alias t) and
+// appends 'removed' history rows; it returns the removed rows' keys.
+func (e entity) remove(where string) string {
+	all := append(slices.Clone(e.key), e.cols...)
+	return `
+WITH rm AS (
+    UPDATE ` + e.table + ` t SET removed_at = now(), updated_at = now()
+    WHERE t.removed_at IS NULL AND ` + where + `
+    RETURNING ` + prefixed("t.", all) + `
+)` + e.historyCTEs("rm", "'removed'", "") + `
+SELECT ` + prefixed("rm.", e.key) + ` FROM rm`
+}
+
+var (
+	usersUpsert = usersEntity.upsert(`SELECT $1::bigint, `+prefixed("s.", userCols)+` FROM s_users s ORDER BY s.user_id`,
+		`SELECT t.customer_id, t.user_id, t.removed_at FROM users t WHERE t.customer_id = $1`)
+	usersRemove = usersEntity.remove(`t.customer_id = $1 AND NOT EXISTS (SELECT 1 FROM s_users s WHERE s.user_id = t.user_id)`)
+
+	rolesLock = `
+SELECT 1 FROM user_roles t
+WHERE t.user_id = ANY($1::bigint[])
+ORDER BY t.user_id, t.customer_id, t.role_id
+FOR UPDATE`
+	rolesUpsert = rolesEntity.upsert(`SELECT `+prefixed("s.", roleCols)+` FROM s_roles s WHERE $1::bigint IS NOT NULL ORDER BY s.user_id, s.customer_id, s.role_id`,
+		`SELECT t.user_id, t.customer_id, t.role_id, t.removed_at FROM user_roles t JOIN s_roles s USING (user_id, customer_id, role_id)`)
+	// Roles are removed for the listed users (their complete role set is in
+	// the snapshot) and for users no current users row lists any more.
+	rolesRemove = rolesEntity.remove(`$1::bigint IS NOT NULL AND t.user_id = ANY($3::bigint[])
+      AND NOT EXISTS (SELECT 1 FROM s_roles s WHERE s.user_id = t.user_id AND s.customer_id = t.customer_id AND s.role_id = t.role_id)
+      AND (EXISTS (SELECT 1 FROM s_users u WHERE u.user_id = t.user_id)
+           OR NOT EXISTS (SELECT 1 FROM users x WHERE x.user_id = t.user_id AND x.removed_at IS NULL))`)
+
+	invitationsUpsert = invitationsEntity.upsert(`SELECT s.invitation_id, $1::bigint, s.email, s.first_name, s.last_name, s.role_id, s.account_ids, s.lcid, s.expiration_date
+    FROM s_invitations s ORDER BY s.invitation_id`,
+		`SELECT t.invitation_id, t.removed_at FROM user_invitations t JOIN s_invitations s USING (invitation_id)`)
+	invitationsRemove = invitationsEntity.remove(`t.customer_id = $1 AND NOT EXISTS (SELECT 1 FROM s_invitations s WHERE s.invitation_id = t.invitation_id)`)
+)
+
+func (w *writer) users(ctx context.Context, ch *Changes) (removed []int64, err error) {
+	rows, err := w.tx.Query(ctx, usersUpsert, w.st.customerID, w.run())
+	if err != nil {
+		return nil, fmt.Errorf("write users: %w", err)
+	}
+	if err := countChanges(rows, &ch.UsersAdded, &ch.UsersChanged, &ch.UsersRemoved, &ch.UsersReappeared); err != nil {
+		return nil, fmt.Errorf("write users: %w", err)
+	}
+	rows, err = w.tx.Query(ctx, usersRemove, w.st.customerID, w.run())
+	if err != nil {
+		return nil, fmt.Errorf("remove users: %w", err)
+	}
+	removed, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (int64, error) {
+		var cid, uid int64
+		err := r.Scan(&cid, &uid)
+		return uid, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("remove users: %w", err)
+	}
+	ch.UsersRemoved += len(removed)
+	return removed, nil
+}
+
+func (w *writer) roles(ctx context.Context, ch *Changes, removedUsers []int64) error {
+	scope := slices.Concat(w.st.userIDs, removedUsers)
+	slices.Sort(scope)
+	scope = slices.Compact(scope)
+	if len(scope) == 0 {
+		return nil
+	}
+	// Lock the existing roles of these users in key order, so concurrent
+	// customers sharing users cannot deadlock.
+	if _, err := w.tx.Exec(ctx, rolesLock, scope); err != nil {
+		return fmt.Errorf("lock roles: %w", err)
+	}
+	rows, err := w.tx.Query(ctx, rolesUpsert, w.st.customerID, w.run())
+	if err != nil {
+		return fmt.Errorf("write roles: %w", err)
+	}
+	if err := countChanges(rows, &ch.RolesAdded, &ch.RolesChanged, &ch.RolesRemoved, &ch.RolesReappeared); err != nil {
+		return fmt.Errorf("write roles: %w", err)
+	}
+	tag, err := w.tx.Exec(ctx, rolesRemove, w.st.customerID, w.run(), scope)
+	if err != nil {
+		return fmt.Errorf("remove roles: %w", err)
+	}
+	ch.RolesRemoved += int(tag.RowsAffected())
+	return nil
+}
+
+func (w *writer) invitations(ctx context.Context, ch *Changes) error {
+	rows, err := w.tx.Query(ctx, invitationsUpsert, w.st.customerID, w.run())
+	if err != nil {
+		return fmt.Errorf("write invitations: %w", err)
+	}
+	if err := countChanges(rows, &ch.InvitationsAdded, &ch.InvitationsChanged, &ch.InvitationsRemoved, &ch.InvitationsReappeared); err != nil {
+		return fmt.Errorf("write invitations: %w", err)
+	}
+	tag, err := w.tx.Exec(ctx, invitationsRemove, w.st.customerID, w.run())
+	if err != nil {
+		return fmt.Errorf("remove invitations: %w", err)
+	}
+	ch.InvitationsRemoved += int(tag.RowsAffected())
+	return nil
+}
+
+// finish records the customer's success: freshness in customers and, when
+// the write belongs to a run, a customer_syncs row with the counts.
+func (w *writer) finish(ctx context.Context, ch Changes, info SyncInfo) error {
+	st := w.st
+	if _, err := w.tx.Exec(ctx, `
+INSERT INTO customers (customer_id, name, last_success_at, last_attempt_at, last_error)
+VALUES ($1, NULLIF($2, ''), now(), now(), NULL)
+ON CONFLICT (customer_id) DO UPDATE SET name = coalesce(excluded.name, customers.name),
+    last_success_at = excluded.last_success_at, last_attempt_at = excluded.last_attempt_at, last_error = NULL`,
+		st.customerID, st.customerName); err != nil {
+		return fmt.Errorf("update customer: %w", err)
+	}
+	if w.runID == 0 {
+		return nil
+	}
+	var accounts any
+	if st.accountsFetched {
+		accounts = len(st.accounts)
+	}
+	_, err := w.tx.Exec(ctx, `
+INSERT INTO customer_syncs (run_id, customer_id, started_at, finished_at, status, users_seen, roles_seen,
+    invitations_seen, accounts_seen, api_calls, error,
+    users_added, users_changed, users_removed, users_reappeared,
+    roles_added, roles_changed, roles_removed, roles_reappeared,
+    invitations_added, invitations_changed, invitations_removed, invitations_reappeared,
+    accounts_added, accounts_changed, accounts_removed)
+VALUES ($1, $2, $3, clock_timestamp(), 'succeeded', $4, $5, $6, $7, $8, NULL,
+    $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)
+ON CONFLICT (run_id, customer_id) DO UPDATE SET started_at = excluded.started_at, finished_at = excluded.finished_at,
+    status = excluded.status, users_seen = excluded.users_seen, roles_seen = excluded.roles_seen,
+    invitations_seen = excluded.invitations_seen, accounts_seen = excluded.accounts_seen,
+    api_calls = excluded.api_calls, error = NULL,
+    users_added = excluded.users_added, users_changed = excluded.users_changed,
+    users_removed = excluded.users_removed, users_reappeared = excluded.users_reappeared,
+    roles_added = excluded.roles_added, roles_changed = excluded.roles_changed,
+    roles_removed = excluded.roles_removed, roles_reappeared = excluded.roles_reappeared,
+    invitations_added = excluded.invitations_added, invitations_changed = excluded.invitations_changed,
+    invitations_removed = excluded.invitations_removed, invitations_reappeared = excluded.invitations_reappeared,
+    accounts_added = excluded.accounts_added, accounts_changed = excluded.accounts_changed,
+    accounts_removed = excluded.accounts_removed`,
+		w.runID, st.customerID, startedAt(info), len(st.users), len(st.roles), len(st.invitations), accounts, info.APICalls,
+		ch.UsersAdded, ch.UsersChanged, ch.UsersRemoved, ch.UsersReappeared,
+		ch.RolesAdded, ch.RolesChanged, ch.RolesRemoved, ch.RolesReappeared,
+		ch.InvitationsAdded, ch.InvitationsChanged, ch.InvitationsRemoved, ch.InvitationsReappeared,
+		ch.AccountsAdded, ch.AccountsChanged, ch.AccountsRemoved)
+	if err != nil {
+		return fmt.Errorf("record customer sync: %w", err)
+	}
+	return nil
+}
