@@ -1,0 +1,454 @@
+package extract
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/msads-syncer/syncer/internal/msads"
+)
+
+// Tolerant JSON decoding of the API's wire format (msads-api.md §2): 64-bit
+// ids arrive as JSON strings but numbers are accepted too, null is accepted
+// everywhere, date-times may or may not carry a zone and fractions, enums
+// are text, unknown fields are ignored.
+
+// flexInt64 decodes a long sent as a JSON string or number; null and "" are 0.
+type flexInt64 int64
+
+func (f *flexInt64) UnmarshalJSON(b []byte) error {
+	b = bytes.TrimSpace(b)
+	if len(b) == 0 || string(b) == "null" {
+		*f = 0
+		return nil
+	}
+	s := string(b)
+	if b[0] == '"' {
+		var str string
+		if err := json.Unmarshal(b, &str); err != nil {
+			return err
+		}
+		s = strings.TrimSpace(str)
+		if s == "" {
+			*f = 0
+			return nil
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		// Accept an integral number written with an exponent or ".0".
+		fl, ferr := strconv.ParseFloat(s, 64)
+		if ferr != nil || fl != float64(int64(fl)) || fl > 9.007199254740992e15 || fl < -9.007199254740992e15 {
+			return fmt.Errorf("invalid 64-bit integer %.40q", s)
+		}
+		n = int64(fl)
+	}
+	*f = flexInt64(n)
+	return nil
+}
+
+// flexInt64s decodes a long[]: null (or a missing field) is nil. An empty
+// array is also nil: a role or invitation scoped to no account cannot exist,
+// so the API's "omitted"/null (every account) is the only sensible reading.
+type flexInt64s []int64
+
+func (f *flexInt64s) UnmarshalJSON(b []byte) error {
+	b = bytes.TrimSpace(b)
+	if string(b) == "null" {
+		*f = nil
+		return nil
+	}
+	var raw []flexInt64
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return err
+	}
+	if len(raw) == 0 {
+		*f = nil
+		return nil
+	}
+	out := make([]int64, len(raw))
+	for i, v := range raw {
+		out[i] = int64(v)
+	}
+	*f = out
+	return nil
+}
+
+// flexString decodes an enum or text sent as a string, number or bool; null is "".
+type flexString string
+
+func (f *flexString) UnmarshalJSON(b []byte) error {
+	b = bytes.TrimSpace(b)
+	switch {
+	case len(b) == 0 || string(b) == "null":
+		*f = ""
+	case b[0] == '"':
+		var s string
+		if err := json.Unmarshal(b, &s); err != nil {
+			return err
+		}
+		*f = flexString(s)
+	case b[0] == '{' || b[0] == '[':
+		return fmt.Errorf("expected a string, got %.20s", b)
+	default:
+		*f = flexString(b)
+	}
+	return nil
+}
+
+// flexTime decodes an ISO-8601 date-time; without a zone it is UTC. null and
+// "" leave it unset.
+type flexTime struct {
+	T     time.Time
+	Valid bool
+}
+
+var timeLayouts = []string{
+	time.RFC3339Nano,                     // 2025-03-04T05:06:07.123Z, +01:00
+	"2006-01-02T15:04:05.999999999",      // no zone: UTC
+	"2006-01-02T15:04:05.999999999Z0700", // +0100
+	"2006-01-02T15:04:05.999999999Z07",   // +01
+	"2006-01-02 15:04:05.999999999Z07:00",
+	"2006-01-02 15:04:05.999999999",
+	"2006-01-02",
+}
+
+func (f *flexTime) UnmarshalJSON(b []byte) error {
+	b = bytes.TrimSpace(b)
+	if string(b) == "null" {
+		*f = flexTime{}
+		return nil
+	}
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("date-time: %w", err)
+	}
+	s = strings.TrimSpace(s)
+	if s == "" {
+		*f = flexTime{}
+		return nil
+	}
+	t, err := parseTime(s)
+	if err != nil {
+		return err
+	}
+	*f = flexTime{T: t, Valid: true}
+	return nil
+}
+
+func parseTime(s string) (time.Time, error) {
+	for _, l := range timeLayouts {
+		if t, err := time.Parse(l, s); err == nil {
+			return t.UTC(), nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("invalid date-time %.40q", s)
+}
+
+func (f flexTime) ptr() *time.Time {
+	if !f.Valid {
+		return nil
+	}
+	t := f.T
+	return &t
+}
+
+// Wire shapes (msads-api.md §3–§4). Only the fields the sync needs.
+
+type wireUserInfo struct {
+	ID       flexInt64  `json:"Id"`
+	UserName flexString `json:"UserName"`
+}
+
+type wireUsersInfoResponse struct {
+	UsersInfo []*wireUserInfo `json:"UsersInfo"`
+}
+
+type wirePersonName struct {
+	FirstName     flexString `json:"FirstName"`
+	LastName      flexString `json:"LastName"`
+	MiddleInitial flexString `json:"MiddleInitial"`
+}
+
+type wireContactInfo struct {
+	Email flexString `json:"Email"`
+}
+
+type wireUser struct {
+	ContactInfo         *wireContactInfo `json:"ContactInfo"`
+	CustomerID          flexInt64        `json:"CustomerId"`
+	ID                  flexInt64        `json:"Id"`
+	JobTitle            flexString       `json:"JobTitle"`
+	LastModifiedTime    flexTime         `json:"LastModifiedTime"`
+	Lcid                flexString       `json:"Lcid"`
+	Name                *wirePersonName  `json:"Name"`
+	UserLifeCycleStatus flexString       `json:"UserLifeCycleStatus"`
+	UserName            flexString       `json:"UserName"`
+}
+
+type wireCustomerRole struct {
+	AccountIDs             flexInt64s `json:"AccountIds"`
+	CustomerID             flexInt64  `json:"CustomerId"`
+	CustomerLinkPermission flexString `json:"CustomerLinkPermission"`
+	LinkedAccountIDs       flexInt64s `json:"LinkedAccountIds"`
+	RoleID                 flexInt64  `json:"RoleId"`
+}
+
+type wireGetUserResponse struct {
+	User          *wireUser           `json:"User"`
+	CustomerRoles []*wireCustomerRole `json:"CustomerRoles"`
+}
+
+type wireInvitation struct {
+	AccountIDs     flexInt64s `json:"AccountIds"`
+	CustomerID     flexInt64  `json:"CustomerId"`
+	Email          flexString `json:"Email"`
+	ExpirationDate flexTime   `json:"ExpirationDate"`
+	FirstName      flexString `json:"FirstName"`
+	ID             flexInt64  `json:"Id"`
+	LastName       flexString `json:"LastName"`
+	Lcid           flexString `json:"Lcid"`
+	RoleID         flexInt64  `json:"RoleId"`
+}
+
+type wireInvitationsResponse struct {
+	UserInvitations []*wireInvitation `json:"UserInvitations"`
+}
+
+type wireCustomerInfo struct {
+	ID   flexInt64  `json:"Id"`
+	Name flexString `json:"Name"`
+}
+
+type wireCustomersInfoResponse struct {
+	CustomersInfo []*wireCustomerInfo `json:"CustomersInfo"`
+}
+
+type wireAccountInfo struct {
+	AccountLifeCycleStatus flexString `json:"AccountLifeCycleStatus"`
+	ID                     flexInt64  `json:"Id"`
+	Name                   flexString `json:"Name"`
+	Number                 flexString `json:"Number"`
+	PauseReason            *flexInt64 `json:"PauseReason"`
+}
+
+type wireAccountsInfoResponse struct {
+	AccountsInfo []*wireAccountInfo `json:"AccountsInfo"`
+}
+
+type wireError struct {
+	Code      flexInt64  `json:"Code"`
+	ErrorCode flexString `json:"ErrorCode"`
+	Message   flexString `json:"Message"`
+}
+
+type wireFault struct {
+	TrackingID      flexString   `json:"TrackingId"`
+	Type            flexString   `json:"Type"`
+	Errors          []*wireError `json:"Errors"`
+	OperationErrors []*wireError `json:"OperationErrors"`
+	// Some gateways wrap the fault; accept that too.
+	ApplicationFault *wireFault `json:"ApplicationFault"`
+}
+
+// unmarshal decodes a JSON object body. An empty body or null is an error:
+// every documented response is an object.
+func unmarshal(body []byte, v any) error {
+	body = bytes.TrimSpace(body)
+	if len(body) == 0 {
+		return errors.New("empty response body")
+	}
+	if body[0] != '{' {
+		return fmt.Errorf("response is not a JSON object (starts with %q)", body[0])
+	}
+	return json.Unmarshal(body, v)
+}
+
+func toInt32(v int64) (int32, error) {
+	if v < -1<<31 || v > 1<<31-1 {
+		return 0, fmt.Errorf("value %d out of int32 range", v)
+	}
+	return int32(v), nil
+}
+
+func decodeUsersInfo(body []byte) ([]UserInfo, error) {
+	var r wireUsersInfoResponse
+	if err := unmarshal(body, &r); err != nil {
+		return nil, err
+	}
+	out := make([]UserInfo, 0, len(r.UsersInfo))
+	for _, u := range r.UsersInfo {
+		if u == nil {
+			continue
+		}
+		if u.ID == 0 {
+			return nil, errors.New("UsersInfo entry without Id")
+		}
+		out = append(out, UserInfo{ID: int64(u.ID), UserName: string(u.UserName)})
+	}
+	return out, nil
+}
+
+// decodeUser decodes a GetUser response. The returned user has CustomerID
+// unset (the caller sets the listing customer).
+func decodeUser(body []byte) (msads.User, []msads.Role, error) {
+	var r wireGetUserResponse
+	if err := unmarshal(body, &r); err != nil {
+		return msads.User{}, nil, err
+	}
+	if r.User == nil || r.User.ID == 0 {
+		return msads.User{}, nil, errors.New("response has no User")
+	}
+	w := r.User
+	u := msads.User{
+		ID:               int64(w.ID),
+		HomeCustomerID:   int64(w.CustomerID),
+		UserName:         string(w.UserName),
+		JobTitle:         string(w.JobTitle),
+		Lcid:             string(w.Lcid),
+		LifecycleStatus:  string(w.UserLifeCycleStatus),
+		LastModifiedTime: w.LastModifiedTime.ptr(),
+	}
+	if w.ContactInfo != nil {
+		u.Email = string(w.ContactInfo.Email)
+	}
+	if w.Name != nil {
+		u.FirstName = string(w.Name.FirstName)
+		u.LastName = string(w.Name.LastName)
+	}
+	roles := make([]msads.Role, 0, len(r.CustomerRoles))
+	for _, cr := range r.CustomerRoles {
+		if cr == nil {
+			continue
+		}
+		rid, err := toInt32(int64(cr.RoleID))
+		if err != nil {
+			return msads.User{}, nil, fmt.Errorf("CustomerRoles: RoleId: %w", err)
+		}
+		if cr.CustomerID == 0 {
+			return msads.User{}, nil, errors.New("CustomerRoles entry without CustomerId")
+		}
+		roles = append(roles, msads.Role{
+			UserID:                 u.ID,
+			CustomerID:             int64(cr.CustomerID),
+			RoleID:                 rid,
+			AccountIDs:             []int64(cr.AccountIDs),
+			LinkedAccountIDs:       []int64(cr.LinkedAccountIDs),
+			CustomerLinkPermission: string(cr.CustomerLinkPermission),
+		})
+	}
+	return u, roles, nil
+}
+
+func decodeInvitations(body []byte) ([]msads.Invitation, error) {
+	var r wireInvitationsResponse
+	if err := unmarshal(body, &r); err != nil {
+		return nil, err
+	}
+	out := make([]msads.Invitation, 0, len(r.UserInvitations))
+	for _, w := range r.UserInvitations {
+		if w == nil {
+			continue
+		}
+		if w.ID == 0 {
+			return nil, errors.New("UserInvitations entry without Id")
+		}
+		rid, err := toInt32(int64(w.RoleID))
+		if err != nil {
+			return nil, fmt.Errorf("UserInvitations: RoleId: %w", err)
+		}
+		out = append(out, msads.Invitation{
+			ID:             int64(w.ID),
+			CustomerID:     int64(w.CustomerID),
+			Email:          string(w.Email),
+			FirstName:      string(w.FirstName),
+			LastName:       string(w.LastName),
+			RoleID:         rid,
+			AccountIDs:     []int64(w.AccountIDs),
+			Lcid:           string(w.Lcid),
+			ExpirationDate: w.ExpirationDate.ptr(),
+		})
+	}
+	return out, nil
+}
+
+func decodeCustomersInfo(body []byte) ([]msads.Customer, error) {
+	var r wireCustomersInfoResponse
+	if err := unmarshal(body, &r); err != nil {
+		return nil, err
+	}
+	out := make([]msads.Customer, 0, len(r.CustomersInfo))
+	for _, w := range r.CustomersInfo {
+		if w == nil {
+			continue
+		}
+		if w.ID == 0 {
+			return nil, errors.New("CustomersInfo entry without Id")
+		}
+		out = append(out, msads.Customer{ID: int64(w.ID), Name: string(w.Name)})
+	}
+	return out, nil
+}
+
+func decodeAccountsInfo(body []byte, customerID int64) ([]msads.Account, error) {
+	var r wireAccountsInfoResponse
+	if err := unmarshal(body, &r); err != nil {
+		return nil, err
+	}
+	out := make([]msads.Account, 0, len(r.AccountsInfo))
+	for _, w := range r.AccountsInfo {
+		if w == nil {
+			continue
+		}
+		if w.ID == 0 {
+			return nil, errors.New("AccountsInfo entry without Id")
+		}
+		a := msads.Account{
+			ID:         int64(w.ID),
+			CustomerID: customerID,
+			Name:       string(w.Name),
+			Number:     string(w.Number),
+			Status:     string(w.AccountLifeCycleStatus),
+		}
+		if w.PauseReason != nil {
+			pr, err := toInt32(int64(*w.PauseReason))
+			if err != nil {
+				return nil, fmt.Errorf("AccountsInfo: PauseReason: %w", err)
+			}
+			a.PauseReason = &pr
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}
+
+// decodeFault parses a fault body (msads-api.md §6.1). ok is false when the
+// body is not a recognisable fault.
+func decodeFault(body []byte) (trackingID string, details []ErrorDetail, ok bool) {
+	var f wireFault
+	if err := unmarshal(body, &f); err != nil {
+		return "", nil, false
+	}
+	if f.ApplicationFault != nil && len(f.Errors) == 0 && len(f.OperationErrors) == 0 {
+		inner := f.ApplicationFault
+		inner.ApplicationFault = nil
+		f = *inner
+	}
+	for _, list := range [][]*wireError{f.Errors, f.OperationErrors} {
+		for _, e := range list {
+			if e == nil {
+				continue
+			}
+			code := int64(e.Code)
+			if code < -1<<31 || code > 1<<31-1 {
+				code = -1
+			}
+			details = append(details, ErrorDetail{Code: int(code), ErrorCode: string(e.ErrorCode), Message: string(e.Message)})
+		}
+	}
+	return string(f.TrackingID), details, len(details) > 0 || f.Type != "" || f.TrackingID != ""
+}

@@ -1,0 +1,281 @@
+package msadstest
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/msads-syncer/syncer/internal/msads"
+)
+
+// Dataset is the simulated content of the API, as the credential's user sees
+// it. A user is listed by GetUsersInfo(C) when it holds a role in customer C.
+// Roles in customers outside Customers exist (a person may work for other
+// agencies) but GetUser never returns them: they are not visible to the
+// caller.
+type Dataset struct {
+	Customers   []msads.Customer // the customers the credential reaches
+	Accounts    []msads.Account
+	Users       []msads.User // one per user id; CustomerID is ignored, HomeCustomerID is the User object's CustomerId
+	Roles       []msads.Role // every role, visible or not
+	Invitations []msads.Invitation
+}
+
+// CustomerIDs returns the ids of the reachable customers, in order.
+func (d *Dataset) CustomerIDs() []int64 {
+	ids := make([]int64, len(d.Customers))
+	for i, c := range d.Customers {
+		ids[i] = c.ID
+	}
+	return ids
+}
+
+// Clone returns a deep copy.
+func (d *Dataset) Clone() *Dataset {
+	cp := &Dataset{
+		Customers:   slices.Clone(d.Customers),
+		Accounts:    slices.Clone(d.Accounts),
+		Users:       slices.Clone(d.Users),
+		Roles:       slices.Clone(d.Roles),
+		Invitations: slices.Clone(d.Invitations),
+	}
+	for i := range cp.Roles {
+		cp.Roles[i].AccountIDs = slices.Clone(cp.Roles[i].AccountIDs)
+		cp.Roles[i].LinkedAccountIDs = slices.Clone(cp.Roles[i].LinkedAccountIDs)
+	}
+	for i := range cp.Invitations {
+		cp.Invitations[i].AccountIDs = slices.Clone(cp.Invitations[i].AccountIDs)
+	}
+	return cp
+}
+
+// ListedUserIDs returns the ids GetUsersInfo(customerID) lists, sorted.
+func (d *Dataset) ListedUserIDs(customerID int64) []int64 {
+	var ids []int64
+	for _, r := range d.Roles {
+		if r.CustomerID == customerID {
+			ids = append(ids, r.UserID)
+		}
+	}
+	slices.Sort(ids)
+	return slices.Compact(ids)
+}
+
+// DistinctListedUsers returns how many distinct users all reachable
+// customers list together: the number of GetUser calls a run needs.
+func (d *Dataset) DistinctListedUsers() int {
+	reach := map[int64]bool{}
+	for _, c := range d.Customers {
+		reach[c.ID] = true
+	}
+	seen := map[int64]bool{}
+	for _, r := range d.Roles {
+		if reach[r.CustomerID] {
+			seen[r.UserID] = true
+		}
+	}
+	return len(seen)
+}
+
+var (
+	firstNames = []string{"Alice", "Bruno", "Chen", "Dana", "Emeka", "Fatima", "Gustav", "Hana", "Ines", "Jonas",
+		"Kavya", "Liam", "Mei", "Nadia", "Omar", "Priya", "Quentin", "Rosa", "Sven", "Tomoko", "Umar", "Vera", "Wen", "Yusuf", "Zoe"}
+	lastNames = []string{"Smith", "García", "Müller", "Okafor", "Tanaka", "Rossi", "Novak", "Kowalski", "Dubois", "Haddad",
+		"Johansson", "Nguyen", "Silva", "Petrov", "O'Brien", "Kim", "Schmidt", "Ivanova", "Costa", "Andersen"}
+	companies = []string{"Contoso", "Fabrikam", "Northwind", "Adventure Works", "Tailspin", "Woodgrove", "Litware",
+		"Proseware", "Wide World Importers", "Alpine Ski House", "Coho Winery", "Fourth Coffee", "Margie's Travel",
+		"Lucerne Publishing", "Trey Research", "Humongous Insurance", "Blue Yonder Airlines", "Graphic Design Institute",
+		"Relecloud", "VanArsdel"}
+	domains  = []string{"contoso.com", "fabrikam.com", "northwind.example", "outlook.com", "agency.example"}
+	lcids    = []string{"EnglishUS", "EnglishUK", "GermanGermany", "FrenchFrance", "SpanishSpain", "JapaneseJapan"}
+	statuses = []string{"Active", "Active", "Active", "Active", "Inactive"}
+	jobs     = []string{"", "", "Media Buyer", "Account Manager", "Analyst", "Head of Search", "Finance"}
+)
+
+const (
+	customerBase   int64 = 150_000_000
+	externalBase   int64 = 990_000_000
+	userBase       int64 = 80_000_000
+	accountBase    int64 = 180_000_000
+	invitationBase int64 = 9_000
+)
+
+// Generate builds a deterministic data set of customers customers with
+// about usersPerCustomer listed users each. About a tenth of the users are
+// also listed under a second customer (so GetUser dedup matters), some hold
+// roles in customers outside the credential's reach (never returned), roles
+// mix customer-level (nil AccountIDs) and account-scoped ones, aggregators
+// hold 41 and 33, each customer has 2–5 accounts and 1–4 pending
+// invitations, some expired. Invitation expiry is relative to today's date
+// (UTC midnight), so everything else is identical for a given seed.
+func Generate(seed int64, customers, usersPerCustomer int) *Dataset {
+	return GenerateAt(seed, customers, usersPerCustomer, time.Now().UTC().Truncate(24*time.Hour))
+}
+
+// GenerateAt is Generate with an explicit "now" for invitation expiry.
+func GenerateAt(seed int64, customers, usersPerCustomer int, now time.Time) *Dataset {
+	rng := rand.New(rand.NewPCG(uint64(seed), 0x5eed))
+	d := &Dataset{}
+	accountsOf := map[int64][]int64{}
+	for i := range customers {
+		cid := customerBase + int64(i+1)*1_000 + int64(rng.IntN(1000))
+		name := companies[i%len(companies)]
+		if i >= len(companies) {
+			name = fmt.Sprintf("%s %d", name, i/len(companies)+1)
+		}
+		d.Customers = append(d.Customers, msads.Customer{ID: cid, Name: name})
+		n := 2 + rng.IntN(4)
+		for j := range n {
+			aid := accountBase + int64(i+1)*100 + int64(j)
+			status := "Active"
+			var pause *int32
+			if rng.IntN(6) == 0 {
+				status = "Pause"
+				p := int32(1 + rng.IntN(2))
+				pause = &p
+			}
+			d.Accounts = append(d.Accounts, msads.Account{ID: aid, CustomerID: cid, Name: fmt.Sprintf("%s %s", name, []string{"Search", "Brand", "Shopping", "EMEA", "APAC"}[j%5]),
+				Number: fmt.Sprintf("F%07X", aid%0xFFFFFFF), Status: status, PauseReason: pause})
+			accountsOf[cid] = append(accountsOf[cid], aid)
+		}
+	}
+	nextUser := userBase
+	for ci, c := range d.Customers {
+		for range usersPerCustomer {
+			// Every tenth listing of customers after the first reuses a user
+			// of the previous customer: a person with roles in both.
+			if ci > 0 && rng.IntN(10) == 0 {
+				prev := d.Customers[ci-1].ID
+				cands := d.ListedUserIDs(prev)
+				var pick int64
+				for _, id := range cands {
+					if !hasRoleIn(d.Roles, id, c.ID) {
+						pick = id
+						break
+					}
+				}
+				if pick != 0 && rng.IntN(2) == 0 {
+					pick = cands[rng.IntN(len(cands))]
+				}
+				if pick != 0 && !hasRoleIn(d.Roles, pick, c.ID) {
+					d.Roles = append(d.Roles, genRoles(rng, pick, c.ID, accountsOf[c.ID])...)
+					continue
+				}
+			}
+			nextUser += int64(1 + rng.IntN(7))
+			u := genUser(rng, nextUser, c.ID, now)
+			d.Users = append(d.Users, u)
+			d.Roles = append(d.Roles, genRoles(rng, u.ID, c.ID, accountsOf[c.ID])...)
+			if rng.IntN(25) == 0 { // also works for an agency we cannot see
+				d.Roles = append(d.Roles, msads.Role{UserID: u.ID, CustomerID: externalBase + int64(rng.IntN(1000)), RoleID: msads.RoleStandardUser})
+			}
+		}
+		n := 1 + rng.IntN(4)
+		for range n {
+			d.Invitations = append(d.Invitations, genInvitation(rng, int64(len(d.Invitations))+invitationBase+int64(ci)*10, c.ID, accountsOf[c.ID], now))
+		}
+	}
+	return d
+}
+
+func hasRoleIn(roles []msads.Role, userID, customerID int64) bool {
+	for _, r := range roles {
+		if r.UserID == userID && r.CustomerID == customerID {
+			return true
+		}
+	}
+	return false
+}
+
+func genUser(rng *rand.Rand, id, home int64, now time.Time) msads.User {
+	fn := firstNames[rng.IntN(len(firstNames))]
+	ln := lastNames[rng.IntN(len(lastNames))]
+	email := fmt.Sprintf("%s.%s%d@%s", strings.ToLower(fn), strings.ToLower(strings.NewReplacer("'", "", "ü", "u", "í", "i").Replace(ln)), id%1000, domains[rng.IntN(len(domains))])
+	userName := email
+	if rng.IntN(5) == 0 {
+		userName = fmt.Sprintf("%s%d@outlook.com", strings.ToLower(fn), id%10000)
+	}
+	mod := now.Add(-time.Duration(rng.IntN(400*24)) * time.Hour).Add(time.Duration(rng.IntN(3600_000)) * time.Millisecond)
+	return msads.User{
+		ID: id, HomeCustomerID: home, UserName: userName, Email: email, FirstName: fn, LastName: ln,
+		JobTitle: jobs[rng.IntN(len(jobs))], Lcid: lcids[rng.IntN(len(lcids))], LifecycleStatus: statuses[rng.IntN(len(statuses))],
+		LastModifiedTime: &mod,
+	}
+}
+
+func genRoles(rng *rand.Rand, userID, customerID int64, accounts []int64) []msads.Role {
+	switch k := rng.IntN(10); {
+	case k == 0: // aggregator
+		return []msads.Role{
+			{UserID: userID, CustomerID: customerID, RoleID: msads.RoleSuperAdmin},
+			{UserID: userID, CustomerID: customerID, RoleID: msads.RoleAggregator},
+		}
+	case k <= 2:
+		return []msads.Role{{UserID: userID, CustomerID: customerID, RoleID: msads.RoleSuperAdmin}}
+	case k <= 5:
+		return []msads.Role{{UserID: userID, CustomerID: customerID, RoleID: msads.RoleStandardUser}}
+	default: // account-scoped
+		role := msads.RoleAdvertiserCampaignManager
+		if k == 9 {
+			role = msads.RoleViewer
+		}
+		n := 1 + rng.IntN(len(accounts))
+		ids := slices.Clone(accounts[:n])
+		r := msads.Role{UserID: userID, CustomerID: customerID, RoleID: role, AccountIDs: ids}
+		if rng.IntN(8) == 0 {
+			r.CustomerLinkPermission = "Standard"
+			r.LinkedAccountIDs = []int64{accounts[0]}
+		}
+		return []msads.Role{r}
+	}
+}
+
+func genInvitation(rng *rand.Rand, id, customerID int64, accounts []int64, now time.Time) msads.Invitation {
+	fn := firstNames[rng.IntN(len(firstNames))]
+	ln := lastNames[rng.IntN(len(lastNames))]
+	// Sent between 90 days ago and today; expires 30 days after sending.
+	sent := now.Add(-time.Duration(rng.IntN(90*24)) * time.Hour).Add(time.Duration(rng.IntN(3600)) * time.Second)
+	exp := sent.Add(30 * 24 * time.Hour)
+	inv := msads.Invitation{ID: id, CustomerID: customerID, FirstName: fn, LastName: ln,
+		Email:  fmt.Sprintf("%s.%s@%s", strings.ToLower(fn), strings.ToLower(strings.ReplaceAll(ln, "'", "")), domains[rng.IntN(len(domains))]),
+		RoleID: []int32{msads.RoleStandardUser, msads.RoleSuperAdmin, msads.RoleAdvertiserCampaignManager, msads.RoleViewer}[rng.IntN(4)],
+		Lcid:   lcids[rng.IntN(len(lcids))], ExpirationDate: &exp}
+	if inv.RoleID == msads.RoleAdvertiserCampaignManager || inv.RoleID == msads.RoleViewer {
+		inv.AccountIDs = []int64{accounts[rng.IntN(len(accounts))]}
+	}
+	return inv
+}
+
+// DemoDataset is a small, human-looking data set for `syncer demo`: three
+// customers, a few dozen users (some with roles in two customers or in an
+// unreachable one), account-scoped and customer-level roles, and pending
+// invitations of which some have expired. Expiry dates are relative to now.
+func DemoDataset() *Dataset {
+	now := time.Now().UTC().Truncate(time.Second)
+	d := GenerateAt(20260401, 3, 14, now)
+	// Make sure there is at least one long-expired and one fresh invitation
+	// per customer, whatever the generator drew.
+	for i, c := range d.Customers {
+		old := now.Add(-45 * 24 * time.Hour)
+		fresh := now.Add(27 * 24 * time.Hour)
+		d.Invitations = append(d.Invitations,
+			msads.Invitation{ID: 7_000 + int64(i)*2, CustomerID: c.ID, Email: fmt.Sprintf("temp.contractor%d@gmail.example", i+1),
+				FirstName: "Temp", LastName: "Contractor", RoleID: msads.RoleSuperAdmin, Lcid: "EnglishUS", ExpirationDate: &old},
+			msads.Invitation{ID: 7_001 + int64(i)*2, CustomerID: c.ID, Email: fmt.Sprintf("new.analyst%d@contoso.com", i+1),
+				FirstName: "New", LastName: "Analyst", RoleID: msads.RoleViewer, Lcid: "EnglishUK", ExpirationDate: &fresh,
+				AccountIDs: []int64{accountIDsOf(d, c.ID)[0]}})
+	}
+	return d
+}
+
+func accountIDsOf(d *Dataset, customerID int64) []int64 {
+	var ids []int64
+	for _, a := range d.Accounts {
+		if a.CustomerID == customerID {
+			ids = append(ids, a.ID)
+		}
+	}
+	return ids
+}

@@ -1,0 +1,407 @@
+package extract
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/oauth2"
+)
+
+// Default OAuth endpoints and scopes (msads-api.md §8).
+const (
+	DefaultTokenURL     = "https://login.microsoftonline.com/common/oauth2/v2.0/token"
+	DefaultAuthorizeURL = "https://login.microsoftonline.com/common/oauth2/v2.0/authorize"
+	ProductionScope     = "https://ads.microsoft.com/msads.manage offline_access"
+	SandboxScope        = "https://si.ads.microsoft.com/msads.manage offline_access"
+)
+
+// accessTokenLeeway is how long before its expiry an access token is
+// replaced.
+const accessTokenLeeway = 2 * time.Minute
+
+// TokenStore keeps the current refresh token. Microsoft issues a new refresh
+// token on every refresh; the Client saves each one at once.
+type TokenStore interface {
+	// Load returns the stored refresh token, or "" and nil when none is stored.
+	Load(ctx context.Context) (string, error)
+	Save(ctx context.Context, refreshToken string) error
+}
+
+// MemoryTokenStore is a concurrency-safe in-memory TokenStore, for tests and
+// the demo. The zero value is empty and ready to use.
+type MemoryTokenStore struct {
+	mu    sync.Mutex
+	token string
+	saves int
+}
+
+// Load returns the stored token.
+func (s *MemoryTokenStore) Load(context.Context) (string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.token, nil
+}
+
+// Save stores the token.
+func (s *MemoryTokenStore) Save(_ context.Context, refreshToken string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.token = refreshToken
+	s.saves++
+	return nil
+}
+
+// Saves returns how many times Save was called.
+func (s *MemoryTokenStore) Saves() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.saves
+}
+
+// oauthConfig builds the x/oauth2 configuration for cfg (defaults applied).
+func oauthConfig(cfg Config, redirectURI string) *oauth2.Config {
+	tokenURL := cfg.TokenURL
+	if tokenURL == "" {
+		tokenURL = DefaultTokenURL
+	}
+	authURL := DefaultAuthorizeURL
+	if cfg.TokenURL != "" {
+		authURL = strings.TrimSuffix(cfg.TokenURL, "/token") + "/authorize"
+	}
+	return &oauth2.Config{
+		ClientID:     cfg.ClientID,
+		ClientSecret: cfg.ClientSecret,
+		Endpoint: oauth2.Endpoint{
+			AuthURL:   authURL,
+			TokenURL:  tokenURL,
+			AuthStyle: oauth2.AuthStyleInParams,
+		},
+		RedirectURL: redirectURI,
+		Scopes:      strings.Fields(scopeFor(cfg.Environment)),
+	}
+}
+
+func scopeFor(env string) string {
+	if strings.EqualFold(env, "sandbox") {
+		return SandboxScope
+	}
+	return ProductionScope
+}
+
+// AuthCodeURL returns the URL where a person signs in and consents, for the
+// `syncer auth` command. The authorize endpoint is derived from cfg.TokenURL
+// when that is set (trailing "/token" replaced by "/authorize").
+func AuthCodeURL(cfg Config, redirectURI, state string) string {
+	return oauthConfig(cfg, redirectURI).AuthCodeURL(state, oauth2.SetAuthURLParam("prompt", "select_account"))
+}
+
+// ExchangeCode redeems an authorization code from the redirect and returns
+// the refresh token. Errors never contain the code or the client secret.
+func ExchangeCode(ctx context.Context, cfg Config, redirectURI, code string) (string, error) {
+	hc := cfg.HTTPClient
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	ctx = context.WithValue(ctx, oauth2.HTTPClient, hc)
+	conf := oauthConfig(cfg, redirectURI)
+	tok, err := conf.Exchange(ctx, code, oauth2.SetAuthURLParam("scope", scopeFor(cfg.Environment)))
+	if err != nil {
+		r := newRedactor(cfg.ClientSecret, cfg.DeveloperToken, code)
+		if re, ok := errors.AsType[*oauth2.RetrieveError](err); ok {
+			return "", fmt.Errorf("exchange authorization code: HTTP %d: %s", re.Response.StatusCode,
+				r.redact(strings.TrimSpace(re.ErrorCode+" "+firstLine(re.ErrorDescription))))
+		}
+		return "", fmt.Errorf("exchange authorization code: %s", r.redact(err.Error()))
+	}
+	if tok.RefreshToken == "" {
+		return "", errors.New("exchange authorization code: no refresh token returned (is offline_access consented?)")
+	}
+	return tok.RefreshToken, nil
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexAny(s, "\r\n"); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
+
+// tokenSource refreshes access tokens with the refresh-token grant, sending
+// the scope (which x/oauth2's own refresh does not), rotating the refresh
+// token into the TokenStore, and reusing access tokens until shortly before
+// they expire.
+type tokenSource struct {
+	conf    *oauth2.Config
+	scope   string
+	hc      *http.Client
+	store   TokenStore
+	seed    string
+	timeout time.Duration
+	log     *slog.Logger
+	red     *redactor
+
+	sem chan struct{} // one refresh at a time; cancellable wait
+
+	mu        sync.Mutex
+	loaded    bool
+	refresh   string
+	fromStore bool // refresh came from the store (seed not tried yet)
+	access    *oauth2.Token
+	refreshes int
+}
+
+func newTokenSource(cfg Config, hc *http.Client, log *slog.Logger, red *redactor) *tokenSource {
+	store := cfg.Store
+	if store == nil {
+		store = &MemoryTokenStore{}
+	}
+	red.add(cfg.RefreshToken)
+	return &tokenSource{
+		conf:    oauthConfig(cfg, ""),
+		scope:   scopeFor(cfg.Environment),
+		hc:      hc,
+		store:   store,
+		seed:    cfg.RefreshToken,
+		timeout: cfg.RequestTimeout,
+		log:     log,
+		red:     red,
+		sem:     make(chan struct{}, 1),
+	}
+}
+
+func (ts *tokenSource) valid() *oauth2.Token {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	if ts.access != nil && time.Until(ts.access.Expiry) > accessTokenLeeway {
+		return ts.access
+	}
+	return nil
+}
+
+// token returns a valid access token, refreshing when needed.
+func (ts *tokenSource) token(ctx context.Context) (string, error) {
+	if t := ts.valid(); t != nil {
+		return t.AccessToken, nil
+	}
+	return ts.refreshNow(ctx, "")
+}
+
+// forceRefresh replaces the access token stale (rejected by the API with
+// 109) unless another caller already did.
+func (ts *tokenSource) forceRefresh(ctx context.Context, stale string) (string, error) {
+	return ts.refreshNow(ctx, stale)
+}
+
+func (ts *tokenSource) refreshNow(ctx context.Context, stale string) (string, error) {
+	select {
+	case ts.sem <- struct{}{}:
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
+	defer func() { <-ts.sem }()
+
+	// Someone else may have refreshed while we waited.
+	if t := ts.valid(); t != nil && (stale == "" || t.AccessToken != stale) {
+		return t.AccessToken, nil
+	}
+
+	ts.mu.Lock()
+	loaded := ts.loaded
+	ts.mu.Unlock()
+	if !loaded {
+		stored, err := ts.store.Load(ctx)
+		if err != nil {
+			return "", fmt.Errorf("load refresh token from store: %s", ts.red.redact(err.Error()))
+		}
+		ts.red.add(stored)
+		ts.mu.Lock()
+		ts.loaded = true
+		if stored != "" {
+			ts.refresh, ts.fromStore = stored, true
+		} else {
+			ts.refresh = ts.seed
+		}
+		ts.mu.Unlock()
+	}
+
+	ts.mu.Lock()
+	rt, fromStore := ts.refresh, ts.fromStore
+	ts.mu.Unlock()
+	if rt == "" {
+		return "", errors.New("no refresh token configured or stored: run `syncer auth` to sign in")
+	}
+
+	tok, err := ts.redeem(ctx, rt)
+	if errors.Is(err, ErrReauth) && fromStore && ts.seed != "" && ts.seed != rt {
+		ts.log.WarnContext(ctx, "stored refresh token rejected; trying the configured one")
+		ts.mu.Lock()
+		ts.fromStore = false
+		ts.mu.Unlock()
+		tok, err = ts.redeem(ctx, ts.seed)
+	}
+	if err != nil {
+		return "", err
+	}
+	ts.red.add(tok.AccessToken)
+	if tok.RefreshToken != "" {
+		ts.red.add(tok.RefreshToken)
+		ts.mu.Lock()
+		ts.refresh = tok.RefreshToken
+		ts.fromStore = false
+		ts.mu.Unlock()
+		// Save before using the access token: the old refresh token may be
+		// rejected from now on. A failed save is logged, not fatal: the new
+		// token is kept in memory and saved again after the next refresh.
+		if err := ts.store.Save(ctx, tok.RefreshToken); err != nil {
+			ts.log.ErrorContext(ctx, "saving rotated refresh token failed", slog.String("error", ts.red.redact(err.Error())))
+		}
+	}
+	ts.mu.Lock()
+	ts.access = tok
+	ts.refreshes++
+	ts.mu.Unlock()
+	return tok.AccessToken, nil
+}
+
+type tokenResponse struct {
+	AccessToken      string          `json:"access_token"`
+	TokenType        string          `json:"token_type"`
+	ExpiresIn        json.RawMessage `json:"expires_in"`
+	RefreshToken     string          `json:"refresh_token"`
+	Error            string          `json:"error"`
+	ErrorDescription string          `json:"error_description"`
+}
+
+// redeem posts the refresh-token grant.
+func (ts *tokenSource) redeem(ctx context.Context, refreshToken string) (*oauth2.Token, error) {
+	form := url.Values{
+		"grant_type":    {"refresh_token"},
+		"refresh_token": {refreshToken},
+		"client_id":     {ts.conf.ClientID},
+		"scope":         {ts.scope},
+	}
+	if ts.conf.ClientSecret != "" {
+		form.Set("client_secret", ts.conf.ClientSecret)
+	}
+	actx, cancel := context.WithTimeout(ctx, ts.timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(actx, http.MethodPost, ts.conf.Endpoint.TokenURL, strings.NewReader(form.Encode()))
+	if err != nil {
+		return nil, &APIError{Op: "Token", Class: ClassPermanent, Err: errors.New(ts.red.redact(err.Error()))}
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Accept", "application/json")
+	resp, err := ts.hc.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, &APIError{Op: "Token", Class: ClassTransient, Err: errors.New(ts.red.redact(transportText(err, actx)))}
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, &APIError{Op: "Token", HTTPStatus: resp.StatusCode, Class: ClassTransient, Err: errors.New(ts.red.redact(transportText(err, actx)))}
+	}
+	var tr tokenResponse
+	jerr := json.Unmarshal(body, &tr)
+	if resp.StatusCode != http.StatusOK || tr.Error != "" || jerr != nil || tr.AccessToken == "" {
+		if tr.Error == "invalid_grant" {
+			return nil, fmt.Errorf("token endpoint: %s: %w", ts.red.redact(firstLine(tr.ErrorDescription)), ErrReauth)
+		}
+		class := ClassPermanent
+		if resp.StatusCode >= 500 || resp.StatusCode == 429 {
+			class = ClassTransient
+		}
+		msg := "unexpected token response"
+		if tr.Error != "" {
+			msg = tr.Error
+			if tr.ErrorDescription != "" {
+				msg += ": " + firstLine(tr.ErrorDescription)
+			}
+		}
+		return nil, &APIError{Op: "Token", HTTPStatus: resp.StatusCode, Class: class, Err: errors.New(ts.red.redact(msg))}
+	}
+	var expiresIn flexInt64
+	if len(tr.ExpiresIn) > 0 {
+		_ = expiresIn.UnmarshalJSON(tr.ExpiresIn)
+	}
+	if expiresIn <= 0 {
+		expiresIn = 3600
+	}
+	return &oauth2.Token{
+		AccessToken:  tr.AccessToken,
+		TokenType:    cmpOr(tr.TokenType, "Bearer"),
+		RefreshToken: tr.RefreshToken,
+		Expiry:       time.Now().Add(time.Duration(expiresIn) * time.Second),
+	}, nil
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// redactor removes known secrets from text that ends up in errors and logs.
+// The fixed secrets (client secret, developer token) are kept for ever;
+// rotating tokens are kept up to a bound, most recent first out last.
+type redactor struct {
+	mu       sync.RWMutex
+	fixed    []string
+	rotating []string
+}
+
+func newRedactor(fixed ...string) *redactor {
+	r := &redactor{}
+	for _, s := range fixed {
+		if len(s) >= 4 {
+			r.fixed = append(r.fixed, s)
+		}
+	}
+	return r
+}
+
+// add remembers a rotating secret (access or refresh token).
+func (r *redactor) add(s string) {
+	if len(s) < 4 {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, have := range r.rotating {
+		if have == s {
+			return
+		}
+	}
+	r.rotating = append(r.rotating, s)
+	if len(r.rotating) > 64 {
+		r.rotating = r.rotating[len(r.rotating)-64:]
+	}
+}
+
+func (r *redactor) redact(s string) string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	for _, list := range [][]string{r.fixed, r.rotating} {
+		for _, sec := range list {
+			if strings.Contains(s, sec) {
+				s = strings.ReplaceAll(s, sec, "[REDACTED]")
+			}
+		}
+	}
+	return s
+}
