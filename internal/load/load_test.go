@@ -218,7 +218,7 @@ func TestRoleChangedAndScopeNarrowed(t *testing.T) {
 	b.write(t, baseSnapshot())
 	snap := baseSnapshot()
 	snap.Roles[0].RoleID = msads.RoleStandardUser // user 1: Super Admin -> Standard User
-	snap.Roles[1].AccountIDs = []int64{12}         // user 2: narrowed to one account
+	snap.Roles[1].AccountIDs = []int64{12}        // user 2: narrowed to one account
 	snap.Users[1].Email = "u2@new.example.com"
 	ch := b.write(t, snap)
 	if want := (Changes{UsersChanged: 1, RolesAdded: 1, RolesChanged: 1, RolesRemoved: 1}); ch != want {

@@ -242,22 +242,36 @@ func stage(snap *msads.Snapshot) (*staged, error) {
 	return st, nil
 }
 
+// createStaging makes the transaction's staging tables. Their keys are
+// indexed so that the anti-joins of the removal statements probe them
+// instead of scanning. s_scope holds the users whose roles this snapshot
+// decides: the listed users, and the users it removed that no current users
+// row lists any more.
 const createStaging = `
 CREATE TEMP TABLE s_users (
-    user_id bigint NOT NULL, home_customer_id bigint, user_name text, email text, first_name text,
+    user_id bigint PRIMARY KEY, home_customer_id bigint, user_name text, email text, first_name text,
     last_name text, job_title text, lcid text, lifecycle_status text, last_modified_time timestamptz
 ) ON COMMIT DROP;
 CREATE TEMP TABLE s_roles (
     user_id bigint NOT NULL, customer_id bigint NOT NULL, role_id integer NOT NULL,
-    account_ids bigint[], linked_account_ids bigint[], customer_link_permission text
+    account_ids bigint[], linked_account_ids bigint[], customer_link_permission text,
+    PRIMARY KEY (user_id, customer_id, role_id)
 ) ON COMMIT DROP;
 CREATE TEMP TABLE s_invitations (
-    invitation_id bigint NOT NULL, email text, first_name text, last_name text, role_id integer,
+    invitation_id bigint PRIMARY KEY, email text, first_name text, last_name text, role_id integer,
     account_ids bigint[], lcid text, expiration_date timestamptz
 ) ON COMMIT DROP;
 CREATE TEMP TABLE s_accounts (
-    account_id bigint NOT NULL, name text, number text, status text, pause_reason integer
-) ON COMMIT DROP;`
+    account_id bigint PRIMARY KEY, name text, number text, status text, pause_reason integer
+) ON COMMIT DROP;
+CREATE TEMP TABLE s_scope (user_id bigint PRIMARY KEY) ON COMMIT DROP;
+-- Every statement below matches a small batch against large tables by key:
+-- index lookups are right whatever the (often missing) statistics say.
+SET LOCAL enable_seqscan = off;
+SET LOCAL enable_mergejoin = off;
+SET LOCAL enable_hashjoin = off;
+SET LOCAL enable_bitmapscan = off;
+SET LOCAL jit = off;`
 
 var (
 	userCols       = []string{"user_id", "home_customer_id", "user_name", "email", "first_name", "last_name", "job_title", "lcid", "lifecycle_status", "last_modified_time"}
@@ -302,7 +316,18 @@ func (w *writer) write(ctx context.Context, ch *Changes) error {
 			return fmt.Errorf("copy into %s: %w", c.table, err)
 		}
 	}
+	// Temporary tables have no statistics until analyzed; without them the
+	// planner picks nested loops over the staging rows.
+	if _, err := tx.Exec(ctx, "ANALYZE s_users, s_roles, s_invitations, s_accounts"); err != nil {
+		return fmt.Errorf("analyze staging tables: %w", err)
+	}
+	if err := w.hook("stage"); err != nil {
+		return err
+	}
 	if err := w.checkGuard(ctx); err != nil {
+		return err
+	}
+	if err := w.hook("guard"); err != nil {
 		return err
 	}
 	if st.accountsFetched {
@@ -310,19 +335,33 @@ func (w *writer) write(ctx context.Context, ch *Changes) error {
 			return err
 		}
 	}
+	if err := w.hook("accounts"); err != nil {
+		return err
+	}
 	removedUsers, err := w.users(ctx, ch)
 	if err != nil {
 		return err
 	}
-	if h := w.store.testHook; h != nil {
-		if err := h("users"); err != nil {
-			return err
-		}
+	if err := w.hook("users"); err != nil {
+		return err
 	}
 	if err := w.roles(ctx, ch, removedUsers); err != nil {
 		return err
 	}
-	return w.invitations(ctx, ch)
+	if err := w.hook("roles"); err != nil {
+		return err
+	}
+	if err := w.invitations(ctx, ch); err != nil {
+		return err
+	}
+	return w.hook("invitations")
+}
+
+func (w *writer) hook(step string) error {
+	if h := w.store.testHook; h != nil {
+		return h(step)
+	}
+	return nil
 }
 
 func (w *writer) checkGuard(ctx context.Context) error {
@@ -479,11 +518,14 @@ SELECT change, count(*) FROM hist GROUP BY change`
 
 // remove soft-removes the current rows matched by where (on alias t) and
 // appends 'removed' history rows; it returns the removed rows' keys.
-func (e entity) remove(where string) string {
+func (e entity) remove(where, from string) string {
 	all := append(slices.Clone(e.key), e.cols...)
+	if from != "" {
+		from = "\n    FROM " + from
+	}
 	return `
 WITH rm AS (
-    UPDATE ` + e.table + ` t SET removed_at = now(), updated_at = now()
+    UPDATE ` + e.table + ` t SET removed_at = now(), updated_at = now()` + from + `
     WHERE t.removed_at IS NULL AND ` + where + `
     RETURNING ` + prefixed("t.", all) + `
 )` + e.historyCTEs("rm", "'removed'", "") + `
@@ -493,26 +535,39 @@ SELECT ` + prefixed("rm.", e.key) + ` FROM rm`
 var (
 	usersUpsert = usersEntity.upsert(`SELECT $1::bigint, `+prefixed("s.", userCols)+` FROM s_users s ORDER BY s.user_id`,
 		`SELECT t.customer_id, t.user_id, t.removed_at FROM users t WHERE t.customer_id = $1`)
-	usersRemove = usersEntity.remove(`t.customer_id = $1 AND NOT EXISTS (SELECT 1 FROM s_users s WHERE s.user_id = t.user_id)`)
+	usersRemove = usersEntity.remove(`t.customer_id = $1 AND NOT EXISTS (SELECT 1 FROM s_users s WHERE s.user_id = t.user_id)`, "")
 
+	rolesScope = `
+INSERT INTO s_scope (user_id)
+SELECT user_id FROM s_users
+UNION
+SELECT u FROM unnest($1::bigint[]) u
+WHERE NOT EXISTS (SELECT 1 FROM users x WHERE x.user_id = u AND x.removed_at IS NULL)`
 	rolesLock = `
-SELECT 1 FROM user_roles t
-WHERE t.user_id = ANY($1::bigint[])
+SELECT 1 FROM s_scope sc JOIN user_roles t ON t.user_id = sc.user_id
 ORDER BY t.user_id, t.customer_id, t.role_id
-FOR UPDATE`
+FOR UPDATE OF t`
 	rolesUpsert = rolesEntity.upsert(`SELECT `+prefixed("s.", roleCols)+` FROM s_roles s WHERE $1::bigint IS NOT NULL ORDER BY s.user_id, s.customer_id, s.role_id`,
 		`SELECT t.user_id, t.customer_id, t.role_id, t.removed_at FROM user_roles t JOIN s_roles s USING (user_id, customer_id, role_id)`)
 	// Roles are removed for the listed users (their complete role set is in
 	// the snapshot) and for users no current users row lists any more.
-	rolesRemove = rolesEntity.remove(`$1::bigint IS NOT NULL AND t.user_id = ANY($3::bigint[])
-      AND NOT EXISTS (SELECT 1 FROM s_roles s WHERE s.user_id = t.user_id AND s.customer_id = t.customer_id AND s.role_id = t.role_id)
-      AND (EXISTS (SELECT 1 FROM s_users u WHERE u.user_id = t.user_id)
-           OR NOT EXISTS (SELECT 1 FROM users x WHERE x.user_id = t.user_id AND x.removed_at IS NULL))`)
+	// The candidates are found from s_scope through the user_roles key
+	// (LATERAL ... OFFSET 0 keeps that join order whatever the statistics).
+	rolesRemove = rolesEntity.remove(`$1::bigint IS NOT NULL AND t.user_id = c.user_id AND t.customer_id = c.customer_id AND t.role_id = c.role_id`, `(
+        SELECT r.user_id, r.customer_id, r.role_id
+        FROM s_scope sc
+        CROSS JOIN LATERAL (
+            SELECT x.user_id, x.customer_id, x.role_id FROM user_roles x
+            WHERE x.user_id = sc.user_id AND x.removed_at IS NULL OFFSET 0
+        ) r
+        WHERE NOT EXISTS (SELECT 1 FROM s_roles s WHERE s.user_id = r.user_id AND s.customer_id = r.customer_id AND s.role_id = r.role_id)
+        OFFSET 0
+    ) c`)
 
 	invitationsUpsert = invitationsEntity.upsert(`SELECT s.invitation_id, $1::bigint, s.email, s.first_name, s.last_name, s.role_id, s.account_ids, s.lcid, s.expiration_date
     FROM s_invitations s ORDER BY s.invitation_id`,
 		`SELECT t.invitation_id, t.removed_at FROM user_invitations t JOIN s_invitations s USING (invitation_id)`)
-	invitationsRemove = invitationsEntity.remove(`t.customer_id = $1 AND NOT EXISTS (SELECT 1 FROM s_invitations s WHERE s.invitation_id = t.invitation_id)`)
+	invitationsRemove = invitationsEntity.remove(`t.customer_id = $1 AND NOT EXISTS (SELECT 1 FROM s_invitations s WHERE s.invitation_id = t.invitation_id)`, "")
 )
 
 func (w *writer) users(ctx context.Context, ch *Changes) (removed []int64, err error) {
@@ -546,9 +601,15 @@ func (w *writer) roles(ctx context.Context, ch *Changes, removedUsers []int64) e
 	if len(scope) == 0 {
 		return nil
 	}
+	if _, err := w.tx.Exec(ctx, rolesScope, removedUsers); err != nil {
+		return fmt.Errorf("stage role scope: %w", err)
+	}
+	if _, err := w.tx.Exec(ctx, "ANALYZE s_scope"); err != nil {
+		return fmt.Errorf("analyze role scope: %w", err)
+	}
 	// Lock the existing roles of these users in key order, so concurrent
 	// customers sharing users cannot deadlock.
-	if _, err := w.tx.Exec(ctx, rolesLock, scope); err != nil {
+	if _, err := w.tx.Exec(ctx, rolesLock); err != nil {
 		return fmt.Errorf("lock roles: %w", err)
 	}
 	rows, err := w.tx.Query(ctx, rolesUpsert, w.st.customerID, w.run())
@@ -558,7 +619,7 @@ func (w *writer) roles(ctx context.Context, ch *Changes, removedUsers []int64) e
 	if err := countChanges(rows, &ch.RolesAdded, &ch.RolesChanged, &ch.RolesRemoved, &ch.RolesReappeared); err != nil {
 		return fmt.Errorf("write roles: %w", err)
 	}
-	tag, err := w.tx.Exec(ctx, rolesRemove, w.st.customerID, w.run(), scope)
+	tag, err := w.tx.Exec(ctx, rolesRemove, w.st.customerID, w.run())
 	if err != nil {
 		return fmt.Errorf("remove roles: %w", err)
 	}
