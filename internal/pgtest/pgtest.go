@@ -50,6 +50,10 @@ func Main(m *testing.M) {
 	os.Exit(run(m))
 }
 
+// Run is Main without the exit: it returns m.Run's code after stopping the
+// cluster, for a TestMain that has its own cleanup to do.
+func Run(m *testing.M) int { return run(m) }
+
 func run(m *testing.M) int {
 	if u := os.Getenv(EnvURL); u != "" {
 		serverURL = u
