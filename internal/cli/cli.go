@@ -1,0 +1,400 @@
+// Package cli is the `syncer` command line: it parses the command and its
+// flags, loads the configuration, builds the pool, store, API client and
+// runner, and maps outcomes to the exit codes of the design. `cmd/syncer`
+// only calls Main.
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/msads-syncer/syncer/internal/config"
+	"github.com/msads-syncer/syncer/internal/extract"
+	"github.com/msads-syncer/syncer/internal/job"
+	"github.com/msads-syncer/syncer/internal/load"
+	"github.com/msads-syncer/syncer/internal/metrics"
+)
+
+// Exit codes of the design.
+const (
+	ExitOK      = 0
+	ExitFatal   = 1 // nothing could be synced: bad config, database, authentication
+	ExitPartial = 2 // some customers failed, others synced
+	ExitStale   = 3 // `invitations --fail-on-stale` found stale invitations
+	ExitUsage   = 64
+)
+
+// Version and Commit are set at build time with -ldflags -X.
+var (
+	Version = "dev"
+	Commit  = ""
+)
+
+// IO is the process's environment, injected so tests can run commands
+// in-process.
+type IO struct {
+	Stdin  io.Reader
+	Stdout io.Writer
+	Stderr io.Writer
+	Getenv func(string) string
+	// Signals delivers SIGINT/SIGTERM; nil means the process's own.
+	Signals <-chan os.Signal
+}
+
+const usage = `syncer exports Microsoft Advertising users, roles, account access and pending
+invitations into PostgreSQL.
+
+Usage: syncer <command> [flags]
+
+Commands:
+  run          one sync of all customers, then exit
+  serve        sync on the configured cron schedule; serve /metrics, /healthz, /readyz
+  migrate      apply the schema migrations and print the version
+  invitations  list pending invitations older than the stale threshold
+  auth         first-time OAuth consent: store a refresh token
+  demo         the whole job end to end against a built-in API simulator
+  version      print version and build info
+
+Common flags (after the command):
+  --config FILE        configuration file (default config.yaml, or $SYNCER_CONFIG)
+  --dry-run            run everything, write nothing, print what would change
+  --customer ID        only this customer (repeatable)
+  --log-format F       json or text (overrides log.format)
+  --log-level L        debug, info, warn or error (overrides log.level)
+
+Run "syncer <command> --help" for the flags of a command.
+`
+
+// Main runs the command line and returns the process exit code.
+func Main(args []string, io IO) int {
+	if io.Getenv == nil {
+		io.Getenv = os.Getenv
+	}
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprint(io.Stdout, usage)
+		if len(args) == 0 {
+			return ExitUsage
+		}
+		return ExitOK
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "run":
+		return cmdRun(rest, io)
+	case "serve":
+		return cmdServe(rest, io)
+	case "migrate":
+		return cmdMigrate(rest, io)
+	case "invitations":
+		return cmdInvitations(rest, io)
+	case "auth":
+		return cmdAuth(rest, io)
+	case "demo":
+		return cmdDemo(rest, io)
+	case "version", "--version":
+		return cmdVersion(io)
+	default:
+		fmt.Fprintf(io.Stderr, "syncer: unknown command %q\n\n%s", cmd, usage)
+		return ExitUsage
+	}
+}
+
+// common holds the flags every command shares.
+type common struct {
+	configPath string
+	dryRun     bool
+	customers  int64List
+	logFormat  string
+	logLevel   string
+}
+
+type int64List []int64
+
+func (l *int64List) String() string { return fmt.Sprint([]int64(*l)) }
+
+func (l *int64List) Set(s string) error {
+	for _, part := range strings.Split(s, ",") {
+		v, err := strconv.ParseInt(strings.TrimSpace(part), 10, 64)
+		if err != nil || v <= 0 {
+			return fmt.Errorf("%q is not a customer id", part)
+		}
+		*l = append(*l, v)
+	}
+	return nil
+}
+
+func newFlagSet(name string, io IO, c *common) *flag.FlagSet {
+	fs := flag.NewFlagSet("syncer "+name, flag.ContinueOnError)
+	fs.SetOutput(io.Stderr)
+	def := io.Getenv("SYNCER_CONFIG")
+	if def == "" {
+		def = "config.yaml"
+	}
+	fs.StringVar(&c.configPath, "config", def, "configuration file")
+	fs.BoolVar(&c.dryRun, "dry-run", false, "run everything, write nothing, print what would change")
+	fs.Var(&c.customers, "customer", "only this customer id (repeatable)")
+	fs.StringVar(&c.logFormat, "log-format", "", "json or text (overrides log.format)")
+	fs.StringVar(&c.logLevel, "log-level", "", "debug, info, warn or error (overrides log.level)")
+	return fs
+}
+
+// parse parses flags; it returns done=true with an exit code when parsing
+// ended the command (help or a usage error).
+func parse(fs *flag.FlagSet, args []string) (code int, done bool) {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return ExitOK, true
+		}
+		return ExitUsage, true
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(fs.Output(), "%s: unexpected argument %q\n", fs.Name(), fs.Arg(0))
+		return ExitUsage, true
+	}
+	return 0, false
+}
+
+// loadConfig loads the file and applies the logging overrides.
+func loadConfig(c *common, io IO) (*config.Config, error) {
+	cfg, err := config.Load(c.configPath, io.Getenv)
+	if err != nil {
+		return nil, err
+	}
+	if c.logFormat != "" {
+		cfg.Log.Format = c.logFormat
+	}
+	if c.logLevel != "" {
+		cfg.Log.Level = c.logLevel
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// newLogger builds the slog logger of the configuration.
+func newLogger(w io.Writer, format, level string) *slog.Logger {
+	var lv slog.Level
+	_ = lv.UnmarshalText([]byte(level)) // validated by config
+	opts := &slog.HandlerOptions{Level: lv}
+	if format == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// fail prints one clear line to stderr and returns ExitFatal.
+func fail(io IO, err error) int {
+	fmt.Fprintf(io.Stderr, "syncer: %v\n", err)
+	return ExitFatal
+}
+
+// signalContexts gives the two-stage shutdown: stop is closed at the first
+// SIGINT/SIGTERM; ctx is cancelled at the second one, or grace after the
+// first. cancel releases the signal handler.
+func signalContexts(io IO, grace time.Duration, logger *slog.Logger) (ctx context.Context, stop <-chan struct{}, cancel func()) {
+	sigs := io.Signals
+	var own chan os.Signal
+	if sigs == nil {
+		own = make(chan os.Signal, 2)
+		signal.Notify(own, os.Interrupt, syscall.SIGTERM)
+		sigs = own
+	}
+	ctx, cancelCtx := context.WithCancel(context.Background())
+	stopCh := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		select {
+		case s := <-sigs:
+			logger.Warn("signal received: stopping after in-flight writes; send it again to stop at once", slog.String("signal", s.String()), slog.Duration("grace", grace))
+			close(stopCh)
+		case <-done:
+			return
+		}
+		t := time.NewTimer(grace)
+		defer t.Stop()
+		select {
+		case <-sigs:
+			logger.Warn("second signal: stopping now")
+		case <-t.C:
+			logger.Warn("grace period over: stopping now")
+		case <-done:
+		}
+		cancelCtx()
+	}()
+	return ctx, stopCh, func() {
+		close(done)
+		cancelCtx()
+		if own != nil {
+			signal.Stop(own)
+		}
+	}
+}
+
+// openDB opens the pool and, unless skipped, applies migrations.
+func openDB(ctx context.Context, cfg *config.Config, logger *slog.Logger, migrate bool) (*pgxpool.Pool, error) {
+	if err := cfg.ValidateDatabase(); err != nil {
+		return nil, err
+	}
+	pool, err := load.Open(ctx, cfg.Database.URL.Value())
+	if err != nil {
+		return nil, fmt.Errorf("database unreachable: %w", err)
+	}
+	if migrate {
+		if _, err := load.Migrate(ctx, pool, cfg.Database.Schema, cfg.Database.ReaderRole, logger); err != nil {
+			pool.Close()
+			return nil, fmt.Errorf("migrate: %w", err)
+		}
+	}
+	return pool, nil
+}
+
+// newStore builds the warehouse store of the configuration.
+func newStore(pool *pgxpool.Pool, cfg *config.Config, allowMassRemoval bool, logger *slog.Logger) *load.Store {
+	return load.NewStore(pool, load.Options{
+		Schema:           cfg.Database.Schema,
+		RemovalGuard:     cfg.Sync.Guard(),
+		AllowMassRemoval: allowMassRemoval,
+		TokenKey:         cfg.Database.TokenKey.Value(),
+		Logger:           logger,
+	})
+}
+
+// credentialKey is the run lock and token key of the configured credentials.
+func credentialKey(cfg *config.Config) string {
+	return job.CredentialKey(cfg.MicrosoftAds.ClientID, cfg.MicrosoftAds.DeveloperToken.Value())
+}
+
+// extractConfig maps the configuration onto the API client's.
+func extractConfig(cfg *config.Config, store extract.TokenStore, obs extract.Observer, logger *slog.Logger) extract.Config {
+	m := cfg.MicrosoftAds
+	return extract.Config{
+		Environment:       m.Environment,
+		APIURL:            m.APIURL,
+		TokenURL:          m.TokenURL,
+		DeveloperToken:    m.DeveloperToken.Value(),
+		ClientID:          m.ClientID,
+		ClientSecret:      m.ClientSecret.Value(),
+		RefreshToken:      m.RefreshToken.Value(),
+		RequestsPerSecond: m.RequestsPerSecond,
+		ThrottleWait:      m.ThrottleWait.D(),
+		RequestTimeout:    cfg.Sync.RequestTimeout.D(),
+		RetryMaxElapsed:   cfg.Sync.RetryMaxElapsed.D(),
+		Store:             store,
+		Logger:            logger,
+		Observer:          obs,
+	}
+}
+
+// newRunner builds the API client and the runner on a store.
+func newRunner(cfg *config.Config, store *load.Store, m *metrics.Metrics, logger *slog.Logger) (*job.Runner, error) {
+	key := credentialKey(cfg)
+	counters := &job.Counters{}
+	obs := observers{counters}
+	if m != nil {
+		obs = append(obs, m)
+	}
+	client, err := extract.New(extractConfig(cfg, store.TokenStore(key), obs, logger))
+	if err != nil {
+		return nil, err
+	}
+	return &job.Runner{
+		Client:        client,
+		Counters:      counters,
+		Store:         store,
+		Metrics:       m,
+		Logger:        logger,
+		CredentialKey: key,
+		CustomerIDs:   cfg.Customers.IDs,
+		Discover:      cfg.Customers.Discover,
+		Concurrency:   cfg.Sync.Concurrency,
+		AccountNames:  cfg.MicrosoftAds.AccountNamesEnabled(),
+	}, nil
+}
+
+// observers fans the API client's observations out to several observers.
+type observers []extract.Observer
+
+func (o observers) Call(op, outcome string, d time.Duration) {
+	for _, x := range o {
+		x.Call(op, outcome, d)
+	}
+}
+
+func (o observers) Retry(op string) {
+	for _, x := range o {
+		x.Retry(op)
+	}
+}
+
+func (o observers) Throttle(d time.Duration) {
+	for _, x := range o {
+		x.Throttle(d)
+	}
+}
+
+func cmdVersion(io IO) int {
+	fmt.Fprintf(io.Stdout, "syncer %s\n", Version)
+	if info, ok := debug.ReadBuildInfo(); ok {
+		rev, modified := Commit, ""
+		for _, s := range info.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				if rev == "" {
+					rev = s.Value
+				}
+			case "vcs.modified":
+				if s.Value == "true" {
+					modified = " (modified)"
+				}
+			}
+		}
+		if rev != "" {
+			fmt.Fprintf(io.Stdout, "commit %s%s\n", rev, modified)
+		}
+		fmt.Fprintf(io.Stdout, "built with %s\n", info.GoVersion)
+	}
+	return ExitOK
+}
+
+func cmdMigrate(args []string, io IO) int {
+	var c common
+	fs := newFlagSet("migrate", io, &c)
+	if code, done := parse(fs, args); done {
+		return code
+	}
+	cfg, err := loadConfig(&c, io)
+	if err != nil {
+		return fail(io, err)
+	}
+	logger := newLogger(io.Stderr, cfg.Log.Format, cfg.Log.Level)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if err := cfg.ValidateDatabase(); err != nil {
+		return fail(io, err)
+	}
+	pool, err := load.Open(ctx, cfg.Database.URL.Value())
+	if err != nil {
+		return fail(io, fmt.Errorf("database unreachable: %w", err))
+	}
+	defer pool.Close()
+	v, err := load.Migrate(ctx, pool, cfg.Database.Schema, cfg.Database.ReaderRole, logger)
+	if err != nil {
+		return fail(io, fmt.Errorf("migrate: %w", err))
+	}
+	fmt.Fprintf(io.Stdout, "schema %s at version %d\n", cfg.Database.Schema, v)
+	return ExitOK
+}

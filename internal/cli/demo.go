@@ -1,0 +1,276 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/msads-syncer/syncer/internal/config"
+	"github.com/msads-syncer/syncer/internal/extract/msadstest"
+	"github.com/msads-syncer/syncer/internal/job"
+	"github.com/msads-syncer/syncer/internal/metrics"
+	"github.com/msads-syncer/syncer/internal/msads"
+	"github.com/msads-syncer/syncer/internal/pgcluster"
+	"github.com/msads-syncer/syncer/internal/report"
+)
+
+// cmdDemo runs the whole job with no account: the API simulator with a
+// realistic data set and a throwaway PostgreSQL (or $DATABASE_URL), a real
+// sync through the same code path as `run`, a second sync after some changes
+// in the simulated account, then the access-review reports.
+func cmdDemo(args []string, io IO) int {
+	var c common
+	fs := newFlagSet("demo", io, &c)
+	if code, done := parse(fs, args); done {
+		return code
+	}
+	format, level := "text", "warn"
+	if c.logFormat != "" {
+		format = c.logFormat
+	}
+	if c.logLevel != "" {
+		level = c.logLevel
+	}
+	logger := newLogger(io.Stderr, format, level)
+	ctx, stop, cancel := signalContexts(io, 10*time.Second, logger)
+	defer cancel()
+
+	out := io.Stdout
+	dbURL := io.Getenv("DATABASE_URL")
+	schema := "msads_demo"
+	if dbURL == "" {
+		fmt.Fprintln(out, "Starting a throwaway PostgreSQL cluster...")
+		cluster, err := pgcluster.Start(ctx, logger)
+		if err != nil {
+			return fail(io, fmt.Errorf("start PostgreSQL: %w (or set DATABASE_URL to use an existing server)", err))
+		}
+		defer func() { _ = cluster.Stop() }()
+		dbURL = cluster.URL()
+		schema = "msads"
+	} else {
+		fmt.Fprintf(out, "Using $DATABASE_URL, schema %s.\n", schema)
+	}
+
+	sim := msadstest.NewServer(msadstest.DemoDataset())
+	defer sim.Close()
+	fmt.Fprintf(out, "Started the Microsoft Advertising API simulator at %s\n\n", sim.APIURL())
+
+	cfg := &config.Config{
+		Database: config.Database{URL: config.Secret(dbURL), Schema: schema},
+		MicrosoftAds: config.MicrosoftAds{
+			APIURL:            sim.APIURL(),
+			TokenURL:          sim.TokenURL(),
+			DeveloperToken:    config.Secret(sim.DeveloperToken()),
+			ClientID:          sim.ClientID(),
+			ClientSecret:      config.Secret(sim.ClientSecret()),
+			RefreshToken:      config.Secret(sim.RefreshToken()),
+			RequestsPerSecond: 50,
+		},
+		Customers: config.Customers{Discover: true},
+		Log:       config.Log{Format: format, Level: level},
+	}
+	cfg.SetDefaults()
+	if err := cfg.Validate(); err != nil {
+		return fail(io, err)
+	}
+	pool, err := openDB(ctx, cfg, logger, true)
+	if err != nil {
+		return fail(io, err)
+	}
+	defer pool.Close()
+	m := metrics.New()
+	runner, err := newRunner(cfg, newStore(pool, cfg, false, logger), m, logger)
+	if err != nil {
+		return fail(io, err)
+	}
+	setup := runSetup{cfg: cfg, pool: pool, runner: runner, metrics: m, logger: logger, io: io,
+		opts: job.Options{Stop: stop}}
+
+	fmt.Fprintln(out, "== Sync 1: first load (syncer run, discovering every customer) ==")
+	if code := executeRun(ctx, setup); code != ExitOK {
+		return code
+	}
+	if err := printRuns(ctx, out, pool, schema); err != nil {
+		return fail(io, err)
+	}
+
+	changed := demoChanges(sim)
+	fmt.Fprintf(out, "\nMeanwhile in Microsoft Advertising: %s\n\n", changed)
+	fmt.Fprintln(out, "== Sync 2: the same job again ==")
+	if code := executeRun(ctx, setup); code != ExitOK {
+		return code
+	}
+	if err := printRuns(ctx, out, pool, schema); err != nil {
+		return fail(io, err)
+	}
+	for _, r := range demoReports(cfg.Invitations.StaleAfter.D()) {
+		fmt.Fprintf(out, "\n== %s ==\n%s\n", r.title, sqlComment(r.sql))
+		if err := queryTable(ctx, out, pool, schema, r.sql, r.args...); err != nil {
+			return fail(io, fmt.Errorf("%s: %w", r.title, err))
+		}
+	}
+	fmt.Fprintf(out, "\nThe warehouse is schema %q; every query above works as it is in psql.\n", schema)
+	return ExitOK
+}
+
+// demoChanges makes the kind of changes an access review looks for in the
+// simulated account: someone leaves, someone's access widens, an invitation
+// is accepted, a new one is sent. It returns what it did.
+func demoChanges(sim *msadstest.Server) string {
+	ds := sim.Dataset()
+	cust := ds.CustomerIDs()[0]
+	var did []string
+	if listed := ds.ListedUserIDs(cust); len(listed) > 1 {
+		sim.RemoveUser(cust, listed[0])
+		did = append(did, fmt.Sprintf("user %d left customer %d", listed[0], cust))
+		promoted := listed[1]
+		var roles []msads.Role
+		for _, r := range ds.Roles {
+			if r.UserID == promoted {
+				if r.CustomerID == cust {
+					r.RoleID, r.AccountIDs = msads.RoleSuperAdmin, nil
+				}
+				roles = append(roles, r)
+			}
+		}
+		sim.SetRoles(promoted, roles)
+		did = append(did, fmt.Sprintf("user %d became Super Admin of every account of customer %d", promoted, cust))
+	}
+	for _, inv := range ds.Invitations {
+		if inv.CustomerID == cust && inv.ExpirationDate != nil && inv.ExpirationDate.After(time.Now()) {
+			sim.AcceptInvitation(inv.ID)
+			did = append(did, fmt.Sprintf("%s accepted invitation %d", inv.Email, inv.ID))
+			break
+		}
+	}
+	id := sim.AddInvitation(msads.Invitation{CustomerID: cust, Email: "agency.freelancer@outlook.example", FirstName: "Agency",
+		LastName: "Freelancer", RoleID: msads.RoleStandardUser, Lcid: "EnglishUS"})
+	did = append(did, fmt.Sprintf("a new invitation %d was sent to agency.freelancer@outlook.example", id))
+	return strings.Join(did, "; ") + "."
+}
+
+// sqlComment prints a query as an SQL comment, one line per line.
+func sqlComment(sql string) string {
+	var b strings.Builder
+	for i, line := range strings.Split(sql, "\n") {
+		if i > 0 {
+			b.WriteString("\n")
+		}
+		line = strings.TrimSpace(line)
+		if i > 0 {
+			line = "  " + line
+		}
+		b.WriteString("-- " + line)
+	}
+	return b.String()
+}
+
+type demoReport struct {
+	title string
+	sql   string
+	args  []any
+}
+
+func demoReports(staleAfter time.Duration) []demoReport {
+	return []demoReport{
+		{"Who can reach which account today (view access)",
+			`SELECT user_name, customer_id, role_name, coalesce(account_name, CASE WHEN account_id IS NULL THEN 'every account' ELSE account_id::text END) AS account
+			   FROM access ORDER BY user_name, customer_id, role_name, account LIMIT 25`, nil},
+		{"What changed since the first sync (history tables)",
+			`SELECT 'user' AS kind, h.user_id::text AS id, h.user_name AS detail, h.change FROM users_history h
+			   WHERE h.run_id = (SELECT max(run_id) FROM sync_runs)
+			 UNION ALL
+			 SELECT 'role', h.user_id::text, coalesce(r.name, h.role_id::text) || ' @ ' || h.customer_id, h.change FROM user_roles_history h LEFT JOIN roles r USING (role_id)
+			   WHERE h.run_id = (SELECT max(run_id) FROM sync_runs)
+			 UNION ALL
+			 SELECT 'invitation', h.invitation_id::text, h.email, h.change FROM user_invitations_history h
+			   WHERE h.run_id = (SELECT max(run_id) FROM sync_runs)
+			 ORDER BY 1, 2`, nil},
+		{"Access as it was before the second sync (access_as_of)",
+			`SELECT count(*) AS access_rows_then, (SELECT count(*) FROM access) AS access_rows_now
+			   FROM access_as_of((SELECT finished_at FROM sync_runs ORDER BY run_id LIMIT 1))`, nil},
+		{"Stale pending invitations: anyone holding the link can accept them (stale_invitations)",
+			`SELECT customer_id, email, role_name, expiration_date, estimated_sent_at, expired, age
+			   FROM stale_invitations($1::interval) ORDER BY customer_id, email`, []any{staleAfter.String()}},
+		{"Freshness per customer (view customer_freshness)",
+			`SELECT customer_id, name, last_success_at, last_error FROM customer_freshness ORDER BY customer_id`, nil},
+	}
+}
+
+// printRuns prints the runs recorded so far.
+func printRuns(ctx context.Context, w io.Writer, pool *pgxpool.Pool, schema string) error {
+	return queryTable(ctx, w, pool, schema,
+		`SELECT r.run_id, r.status, r.customers_total, r.customers_failed,
+		        sum(c.users_seen) AS users, sum(c.invitations_seen) AS invitations, sum(c.api_calls) AS api_calls,
+		        round(extract(epoch FROM r.finished_at - r.started_at)::numeric, 2) AS seconds
+		   FROM sync_runs r LEFT JOIN customer_syncs c USING (run_id)
+		  GROUP BY r.run_id ORDER BY r.run_id`)
+}
+
+// queryTable runs sql with the schema on the search path and prints the rows.
+func queryTable(ctx context.Context, w io.Writer, pool *pgxpool.Pool, schema, sql string, args ...any) error {
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Release()
+	if _, err := conn.Exec(ctx, "SELECT set_config('search_path', $1, false)", pgx.Identifier{schema}.Sanitize()+", public"); err != nil {
+		return err
+	}
+	defer func() { _, _ = conn.Exec(context.WithoutCancel(ctx), "RESET search_path") }()
+	rows, err := conn.Query(ctx, sql, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	var headers []string
+	for _, f := range rows.FieldDescriptions() {
+		headers = append(headers, f.Name)
+	}
+	t := report.NewTable(headers...)
+	for rows.Next() {
+		vals, err := rows.Values()
+		if err != nil {
+			return err
+		}
+		for i, v := range vals {
+			vals[i] = plainValue(v)
+		}
+		t.Row(vals...)
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	return t.Write(w)
+}
+
+// plainValue turns pgx's numeric, interval and array values into ones the
+// table prints readably.
+func plainValue(v any) any {
+	switch x := v.(type) {
+	case pgtype.Numeric:
+		if f, err := x.Float64Value(); err == nil && f.Valid {
+			return strconv.FormatFloat(f.Float64, 'f', -1, 64)
+		}
+		return nil
+	case pgtype.Interval:
+		if !x.Valid {
+			return nil
+		}
+		return time.Duration(x.Microseconds)*time.Microsecond + time.Duration(x.Days)*24*time.Hour + time.Duration(x.Months)*30*24*time.Hour
+	case []any:
+		parts := make([]string, len(x))
+		for i, e := range x {
+			parts[i] = report.Cell(plainValue(e))
+		}
+		return strings.Join(parts, ",")
+	}
+	return v
+}

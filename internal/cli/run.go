@@ -1,0 +1,165 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/msads-syncer/syncer/internal/config"
+	"github.com/msads-syncer/syncer/internal/job"
+	"github.com/msads-syncer/syncer/internal/metrics"
+	"github.com/msads-syncer/syncer/internal/report"
+)
+
+func cmdRun(args []string, io IO) int {
+	var c common
+	fs := newFlagSet("run", io, &c)
+	summary := fs.String("summary", "", "write a JSON summary per customer to this file")
+	allowMass := fs.Bool("allow-mass-removal", false, "let a snapshot remove more than sync.removal_guard of a customer's users")
+	skipMigrate := fs.Bool("skip-migrate", false, "do not apply schema migrations at start")
+	if code, done := parse(fs, args); done {
+		return code
+	}
+	cfg, err := loadConfig(&c, io)
+	if err != nil {
+		return fail(io, err)
+	}
+	if err := cfg.ValidateCredentials(); err != nil {
+		return fail(io, err)
+	}
+	logOut, prog := newProgress(io.Stderr, cfg.Log.Format)
+	logger := newLogger(logOut, cfg.Log.Format, cfg.Log.Level)
+	m := metrics.New()
+	ctx, stop, cancel := signalContexts(io, cfg.Sync.ShutdownTimeout.D(), logger)
+	defer cancel()
+
+	// A dry run writes nothing, migrations included.
+	pool, err := openDB(ctx, cfg, logger, !*skipMigrate && !c.dryRun)
+	if err != nil {
+		return fail(io, err)
+	}
+	defer pool.Close()
+	runner, err := newRunner(cfg, newStore(pool, cfg, *allowMass, logger), m, logger)
+	if err != nil {
+		return fail(io, err)
+	}
+	return executeRun(ctx, runSetup{
+		cfg: cfg, pool: pool, runner: runner, metrics: m, logger: logger, io: io, progress: prog,
+		opts:        job.Options{Only: c.customers, DryRun: c.dryRun, Stop: stop},
+		summaryPath: *summary,
+		push:        true,
+	})
+}
+
+// runSetup is everything one run needs; `run` and `demo` share it.
+type runSetup struct {
+	cfg         *config.Config
+	pool        *pgxpool.Pool
+	runner      *job.Runner
+	metrics     *metrics.Metrics
+	logger      *slog.Logger
+	io          IO
+	progress    *progress
+	opts        job.Options
+	summaryPath string
+	push        bool // push metrics to the configured Pushgateway
+}
+
+// executeRun runs one sync and its follow-ups (dry-run report, summary,
+// invitation alerts, metrics push) and returns the exit code.
+func executeRun(ctx context.Context, s runSetup) int {
+	if s.progress != nil {
+		s.runner.Counters.CustomersDone.Store(0)
+		s.progress.start(s.runner.Counters)
+	}
+	res, err := s.runner.Run(ctx, s.opts)
+	if s.progress != nil {
+		s.progress.stop()
+	}
+	if err != nil {
+		return fail(s.io, err)
+	}
+	if res.Status == job.StatusLocked {
+		fmt.Fprintln(s.io.Stderr, "syncer: another run holds the lock for these credentials; nothing done")
+		return ExitOK
+	}
+	if s.opts.DryRun {
+		printDryRun(s.io, res)
+	}
+	if s.summaryPath != "" {
+		if err := writeSummary(s.summaryPath, res); err != nil {
+			s.logger.ErrorContext(ctx, "could not write the summary", slog.Any("error", err))
+		}
+	}
+	if !s.opts.DryRun {
+		afterRun(context.WithoutCancel(ctx), s)
+	}
+	if s.push && s.cfg.Metrics.PushgatewayURL != "" {
+		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+		defer cancel()
+		if err := s.metrics.Push(pctx, s.cfg.Metrics.PushgatewayURL, &http.Client{Timeout: 15 * time.Second}); err != nil {
+			s.logger.ErrorContext(ctx, "metrics push failed", slog.Any("error", err))
+		}
+	}
+	return exitCode(s.io, res)
+}
+
+// exitCode maps a run's result to the design's exit codes, printing one clear
+// line when nothing could be synced.
+func exitCode(io IO, res *job.Result) int {
+	succeeded := len(res.Customers) - res.Failed
+	switch {
+	case res.Status == job.StatusSucceeded:
+		return ExitOK
+	case res.Fatal != nil:
+		return fail(io, res.Fatal)
+	case res.Status == job.StatusPartial:
+		fmt.Fprintf(io.Stderr, "syncer: %s\n", res.Error)
+		return ExitPartial
+	case res.Status == job.StatusCanceled && succeeded > 0:
+		fmt.Fprintf(io.Stderr, "syncer: run canceled after %d of %d customers\n", succeeded, len(res.Customers))
+		return ExitPartial
+	default:
+		msg := res.Error
+		if len(res.Customers) > 0 && res.Customers[0].Error != "" {
+			msg += "; first error: " + res.Customers[0].Error
+		}
+		return fail(io, errors.New(msg))
+	}
+}
+
+// printDryRun prints, per customer, what the run would add, change and remove.
+func printDryRun(io IO, res *job.Result) {
+	fmt.Fprintln(io.Stdout, "Dry run: nothing was written. Changes a real run would make:")
+	t := report.NewTable("customer", "name", "status", "users +/~/-", "roles +/~/-", "invitations +/~/-", "accounts +/~/-", "error")
+	for _, c := range res.Customers {
+		ch := c.Changes
+		t.Row(c.CustomerID, c.Name, c.Status,
+			fmt.Sprintf("%d/%d/%d", ch.UsersAdded+ch.UsersReappeared, ch.UsersChanged, ch.UsersRemoved),
+			fmt.Sprintf("%d/%d/%d", ch.RolesAdded+ch.RolesReappeared, ch.RolesChanged, ch.RolesRemoved),
+			fmt.Sprintf("%d/%d/%d", ch.InvitationsAdded+ch.InvitationsReappeared, ch.InvitationsChanged, ch.InvitationsRemoved),
+			fmt.Sprintf("%d/%d/%d", ch.AccountsAdded, ch.AccountsChanged, ch.AccountsRemoved),
+			c.Error)
+	}
+	t.Write(io.Stdout)
+}
+
+// writeSummary writes the run's JSON summary atomically.
+func writeSummary(path string, res *job.Result) error {
+	b, err := json.MarshalIndent(res, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("write summary: %w", err)
+	}
+	return os.Rename(tmp, path)
+}

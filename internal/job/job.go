@@ -1,0 +1,407 @@
+// Package job is one sync run: it takes the credential's run lock, resolves
+// the customers (the configured list or discovery), fans out across them with
+// a bounded errgroup, fetches each customer's complete snapshot through the
+// shared API client (one rate limiter, one user cache per run), writes each
+// snapshot in its own transaction, and records the run.
+//
+// A customer that fails leaves its previous data untouched; the others go on.
+// A credential-wide failure (the refresh token rejected, invalid credentials)
+// stops the run early, since every other customer would fail the same way.
+//
+// Shutdown has two stages: closing Options.Stop stops starting customers and
+// cancels in-flight API calls, while snapshot writes already under way commit
+// or roll back; cancelling the ctx given to Run ends everything at once.
+package job
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/msads-syncer/syncer/internal/extract"
+	"github.com/msads-syncer/syncer/internal/load"
+	"github.com/msads-syncer/syncer/internal/metrics"
+	"github.com/msads-syncer/syncer/internal/msads"
+)
+
+// Run statuses (sync_runs.status), plus "locked" for a run that found the
+// lock held and did nothing.
+const (
+	StatusSucceeded = "succeeded"
+	StatusPartial   = "partial"
+	StatusFailed    = "failed"
+	StatusCanceled  = "canceled"
+	StatusLocked    = "locked"
+)
+
+// Runner runs syncs. Its fields are set once and shared by every run.
+type Runner struct {
+	Client  *extract.Client
+	Store   *load.Store
+	Metrics *metrics.Metrics // may be nil
+	Logger  *slog.Logger
+	// Counters, when set, are bumped as the run goes (live progress).
+	Counters *Counters
+
+	// CredentialKey identifies the credential (see CredentialKey).
+	CredentialKey string
+	CustomerIDs   []int64 // configured customers; empty with Discover
+	Discover      bool
+	Concurrency   int
+	AccountNames  bool
+}
+
+// Options are the per-run choices of the command line.
+type Options struct {
+	// Only limits the run to these customers (--customer).
+	Only []int64
+	// DryRun does every read and computes the changes, writing nothing.
+	DryRun bool
+	// Stop, when closed, starts a graceful stop.
+	Stop <-chan struct{}
+}
+
+// Counters are live totals of a run, safe to read while it goes. They count
+// API calls as an extract.Observer of the run's client.
+type Counters struct {
+	CustomersTotal atomic.Int64
+	CustomersDone  atomic.Int64
+	UsersFetched   atomic.Int64
+	Calls          atomic.Int64
+}
+
+// Call implements extract.Observer.
+func (c *Counters) Call(op, outcome string, _ time.Duration) {
+	c.Calls.Add(1)
+	if op == "GetUser" && outcome == "ok" {
+		c.UsersFetched.Add(1)
+	}
+}
+
+// Retry implements extract.Observer.
+func (c *Counters) Retry(string) {}
+
+// Throttle implements extract.Observer.
+func (c *Counters) Throttle(time.Duration) {}
+
+// CustomerResult is one customer's outcome.
+type CustomerResult struct {
+	CustomerID  int64        `json:"customer_id"`
+	Name        string       `json:"name,omitempty"`
+	Status      string       `json:"status"`
+	Users       int          `json:"users_seen"`
+	Invitations int          `json:"invitations_seen"`
+	Calls       int          `json:"api_calls"`
+	Changes     load.Changes `json:"changes"`
+	DurationSec float64      `json:"duration_seconds"`
+	Error       string       `json:"error,omitempty"`
+}
+
+// Result is one run's outcome.
+type Result struct {
+	RunID       int64            `json:"run_id,omitempty"`
+	Status      string           `json:"status"`
+	DryRun      bool             `json:"dry_run,omitempty"`
+	StartedAt   time.Time        `json:"started_at"`
+	FinishedAt  time.Time        `json:"finished_at"`
+	DurationSec float64          `json:"duration_seconds"`
+	Customers   []CustomerResult `json:"customers"`
+	Failed      int              `json:"customers_failed"`
+	Error       string           `json:"error,omitempty"`
+	// Fatal is the credential-wide or setup error that stopped the run, if any.
+	Fatal error `json:"-"`
+}
+
+// CredentialKey derives the run lock and token store key of a credential
+// from the OAuth client id and the developer token, without revealing either.
+func CredentialKey(clientID, developerToken string) string {
+	h := sha256.Sum256([]byte("msads-syncer\x00" + clientID + "\x00" + developerToken))
+	return "cred:" + hex.EncodeToString(h[:12])
+}
+
+// ErrNoCustomers is returned when the run has nothing to sync.
+var ErrNoCustomers = errors.New("no customers to sync")
+
+// Run performs one sync. It returns an error only when the run could not
+// start (lock, database); customer failures and credential-wide failures are
+// in the Result.
+func (r *Runner) Run(ctx context.Context, opts Options) (*Result, error) {
+	start := time.Now().UTC()
+	res := &Result{StartedAt: start, DryRun: opts.DryRun}
+
+	release, ok, err := r.Store.TryLock(ctx, r.CredentialKey)
+	if err != nil {
+		return nil, fmt.Errorf("take the run lock: %w", err)
+	}
+	if !ok {
+		r.Logger.WarnContext(ctx, "another sync holds the run lock for these credentials: nothing to do")
+		res.Status = StatusLocked
+		res.FinishedAt = time.Now().UTC()
+		r.observeRun(res)
+		return res, nil
+	}
+	defer release()
+
+	// fetchCtx ends on the graceful stop; writes keep ctx so they can finish.
+	fetchCtx, cancelFetch := context.WithCancelCause(ctx)
+	defer cancelFetch(nil)
+	stopped := atomic.Bool{}
+	if opts.Stop != nil {
+		go func() {
+			select {
+			case <-opts.Stop:
+				stopped.Store(true)
+				cancelFetch(errors.New("stop requested"))
+			case <-fetchCtx.Done():
+			}
+		}()
+	}
+
+	customers, err := r.resolveCustomers(fetchCtx, opts.Only)
+	if err != nil {
+		res.Fatal = err
+	}
+
+	if !opts.DryRun {
+		res.RunID, err = r.Store.StartRun(ctx, len(customers))
+		if err != nil {
+			return nil, fmt.Errorf("record the run: %w", err)
+		}
+	}
+	if r.Counters != nil {
+		r.Counters.CustomersTotal.Store(int64(len(customers)))
+	}
+	r.Logger.InfoContext(ctx, "sync started", slog.Int64("run_id", res.RunID),
+		slog.Int("customers", len(customers)), slog.Bool("dry_run", opts.DryRun))
+
+	results := make([]customerOutcome, len(customers))
+	cache := extract.NewUserCache()
+	var fatalOnce sync.Once
+	g, gctx := errgroup.WithContext(fetchCtx)
+	g.SetLimit(max(1, r.Concurrency))
+	for i, c := range customers {
+		if gctx.Err() != nil {
+			results[i] = skipped(gctx, c)
+			continue
+		}
+		g.Go(func() error {
+			if gctx.Err() != nil { // stopped while queued
+				results[i] = skipped(gctx, c)
+				return nil
+			}
+			cr := r.syncCustomer(ctx, gctx, res.RunID, c, cache, opts.DryRun)
+			results[i] = cr
+			if cr.fatal != nil {
+				fatalOnce.Do(func() {
+					res.Fatal = cr.fatal
+					cancelFetch(cr.fatal)
+				})
+			}
+			return nil
+		})
+	}
+	_ = g.Wait() // goroutines never return errors: outcomes are in results
+
+	for _, cr := range results {
+		if cr.Status != StatusSucceeded {
+			res.Failed++
+		}
+		res.Customers = append(res.Customers, cr.CustomerResult)
+	}
+	switch {
+	case stopped.Load() || ctx.Err() != nil:
+		res.Status = StatusCanceled
+		res.Error = "canceled: stop requested"
+	case res.Fatal != nil:
+		res.Status = StatusFailed
+		res.Error = res.Fatal.Error()
+	case len(customers) == 0:
+		res.Status = StatusFailed
+		res.Fatal = ErrNoCustomers
+		res.Error = ErrNoCustomers.Error()
+	case res.Failed == 0:
+		res.Status = StatusSucceeded
+	case res.Failed == len(customers):
+		res.Status = StatusFailed
+		res.Error = fmt.Sprintf("all %d customers failed", res.Failed)
+	default:
+		res.Status = StatusPartial
+		res.Error = fmt.Sprintf("%d of %d customers failed", res.Failed, len(customers))
+	}
+	res.FinishedAt = time.Now().UTC()
+	res.DurationSec = res.FinishedAt.Sub(start).Seconds()
+	if !opts.DryRun {
+		// Record the end even when ctx was cancelled by a second signal.
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if err := r.Store.FinishRun(fctx, res.RunID, res.Status, res.Failed, res.Error); err != nil {
+			r.Logger.ErrorContext(ctx, "could not record the run's end", slog.Any("error", err))
+		}
+	}
+	r.observeRun(res)
+	level := slog.LevelInfo
+	if res.Status != StatusSucceeded {
+		level = slog.LevelWarn
+	}
+	r.Logger.Log(ctx, level, "sync finished", slog.Int64("run_id", res.RunID), slog.String("status", res.Status),
+		slog.Int("customers", len(customers)), slog.Int("customers_failed", res.Failed),
+		slog.Float64("duration_seconds", res.DurationSec), slog.String("error", res.Error))
+	return res, nil
+}
+
+func (r *Runner) observeRun(res *Result) {
+	if r.Metrics != nil {
+		r.Metrics.Run(res.Status, res.FinishedAt.Sub(res.StartedAt), res.FinishedAt)
+	}
+}
+
+// resolveCustomers returns the customers of this run, with names when the
+// API tells them. Discovery failing is fatal; a name lookup failing is not,
+// unless the credentials themselves were rejected.
+func (r *Runner) resolveCustomers(ctx context.Context, only []int64) ([]msads.Customer, error) {
+	infos, err := r.Client.GetCustomersInfo(ctx)
+	if err != nil {
+		if r.Discover || isCredentialError(err) || ctx.Err() != nil {
+			return nil, fmt.Errorf("list customers: %w", err)
+		}
+		r.Logger.WarnContext(ctx, "could not look up customer names; going on without them", slog.Any("error", err))
+	}
+	names := make(map[int64]string, len(infos))
+	for _, c := range infos {
+		names[c.ID] = c.Name
+	}
+	var ids []int64
+	if r.Discover {
+		for _, c := range infos {
+			ids = append(ids, c.ID)
+		}
+	} else {
+		ids = slices.Clone(r.CustomerIDs)
+	}
+	if len(only) > 0 {
+		ids = slices.DeleteFunc(ids, func(id int64) bool { return !slices.Contains(only, id) })
+		for _, id := range only {
+			if !slices.Contains(ids, id) {
+				return nil, fmt.Errorf("--customer %d is not among the configured or discovered customers", id)
+			}
+		}
+	}
+	slices.Sort(ids)
+	ids = slices.Compact(ids)
+	out := make([]msads.Customer, len(ids))
+	for i, id := range ids {
+		out[i] = msads.Customer{ID: id, Name: names[id]}
+	}
+	return out, nil
+}
+
+// skipped is the result of a customer that the run never started.
+func skipped(ctx context.Context, c msads.Customer) customerOutcome {
+	return customerOutcome{CustomerResult: CustomerResult{CustomerID: c.ID, Name: c.Name, Status: "skipped",
+		Error: "not started: " + context.Cause(ctx).Error()}}
+}
+
+type customerOutcome struct {
+	CustomerResult
+	fatal error
+}
+
+// syncCustomer fetches and writes one customer. fetchCtx carries the graceful
+// stop; ctx bounds the write.
+func (r *Runner) syncCustomer(ctx, fetchCtx context.Context, runID int64, c msads.Customer, cache *extract.UserCache, dryRun bool) customerOutcome {
+	start := time.Now().UTC()
+	out := customerOutcome{CustomerResult: CustomerResult{CustomerID: c.ID, Name: c.Name}}
+	log := r.Logger.With(slog.Int64("customer_id", c.ID))
+	defer func() {
+		d := time.Since(start)
+		out.DurationSec = d.Seconds()
+		if r.Metrics != nil {
+			r.Metrics.CustomerSync(out.Status, d)
+		}
+		if r.Counters != nil {
+			r.Counters.CustomersDone.Add(1)
+		}
+	}()
+
+	snap, stats, err := r.Client.FetchCustomer(fetchCtx, c.ID, cache, r.AccountNames)
+	out.Calls = stats.Calls
+	if err == nil {
+		if snap.CustomerName == "" {
+			snap.CustomerName = c.Name
+		}
+		out.Users, out.Invitations = len(snap.Users), len(snap.Invitations)
+		info := load.SyncInfo{StartedAt: start, APICalls: stats.Calls}
+		if dryRun {
+			out.Changes, err = r.Store.DiffSnapshot(ctx, runID, snap, info)
+		} else {
+			out.Changes, err = r.Store.WriteSnapshot(ctx, runID, snap, info)
+		}
+	}
+	if err != nil {
+		out.Status = StatusFailed
+		out.Error = err.Error()
+		if isCredentialError(err) {
+			out.fatal = err
+		}
+		if !dryRun {
+			// Record the failure even when the fetch was cancelled.
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			defer cancel()
+			if rerr := r.Store.RecordCustomerFailure(rctx, runID, c.ID, load.SyncInfo{StartedAt: start, APICalls: stats.Calls}, err); rerr != nil {
+				log.ErrorContext(ctx, "could not record the customer's failure", slog.Any("error", rerr))
+			}
+		}
+		level := slog.LevelError
+		if errors.Is(err, context.Canceled) {
+			level = slog.LevelWarn
+		}
+		log.Log(ctx, level, "customer failed", slog.String("error", out.Error), slog.Int("api_calls", out.Calls))
+		return out
+	}
+	out.Status = StatusSucceeded
+	if r.Metrics != nil && !dryRun {
+		ch := out.Changes
+		for _, x := range []struct {
+			entity, change string
+			n              int
+		}{
+			{"users", "added", ch.UsersAdded}, {"users", "changed", ch.UsersChanged}, {"users", "removed", ch.UsersRemoved}, {"users", "reappeared", ch.UsersReappeared},
+			{"user_roles", "added", ch.RolesAdded}, {"user_roles", "changed", ch.RolesChanged}, {"user_roles", "removed", ch.RolesRemoved}, {"user_roles", "reappeared", ch.RolesReappeared},
+			{"user_invitations", "added", ch.InvitationsAdded}, {"user_invitations", "changed", ch.InvitationsChanged}, {"user_invitations", "removed", ch.InvitationsRemoved}, {"user_invitations", "reappeared", ch.InvitationsReappeared},
+			{"accounts", "added", ch.AccountsAdded}, {"accounts", "changed", ch.AccountsChanged}, {"accounts", "removed", ch.AccountsRemoved},
+		} {
+			r.Metrics.RowsWritten(x.entity, x.change, x.n)
+		}
+	}
+	log.InfoContext(ctx, "customer synced", slog.Int("users", out.Users), slog.Int("invitations", out.Invitations),
+		slog.Int("api_calls", out.Calls), slog.String("changes", out.Changes.String()), slog.Bool("dry_run", dryRun),
+		slog.Duration("duration", time.Since(start)))
+	return out
+}
+
+// isCredentialError reports errors that every customer of the credential
+// would hit: the refresh token rejected, or the API refusing the credentials.
+func isCredentialError(err error) bool {
+	if errors.Is(err, extract.ErrReauth) {
+		return true
+	}
+	var apiErr *extract.APIError
+	if errors.As(err, &apiErr) {
+		for _, e := range apiErr.Errors {
+			switch e.Code {
+			case 105, 3101, 108, 120, 122, 123, 124, 125, 126:
+				return true
+			}
+		}
+	}
+	return false
+}
