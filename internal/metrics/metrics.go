@@ -180,7 +180,9 @@ func (m *Metrics) SetCustomerStates(states []CustomerState) {
 }
 
 // InvitationNotice counts a webhook post by outcome (sent, failed).
-func (m *Metrics) InvitationNotice(outcome string) { m.invitationNotices.WithLabelValues(outcome).Inc() }
+func (m *Metrics) InvitationNotice(outcome string) {
+	m.invitationNotices.WithLabelValues(outcome).Inc()
+}
 
 // Handler serves the registry in the Prometheus text format.
 func (m *Metrics) Handler() http.Handler {
