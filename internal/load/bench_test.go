@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/msads-syncer/syncer/internal/msads"
 	"github.com/msads-syncer/syncer/internal/pgtest"
@@ -104,7 +105,26 @@ func BenchmarkSnapshotWrite(b *testing.B) {
 			b.Fatal(err)
 		}
 
+		// The job writes several customers at once (sync.concurrency); the
+		// same load with 4 writers into a fresh schema:
+		pool2, schema2 := pgtest.Schema(b)
+		s2 := NewStore(pool2, Options{Schema: schema2})
+		par := time.Now()
+		var g errgroup.Group
+		g.SetLimit(4)
+		for _, snap := range snaps {
+			g.Go(func() error {
+				_, err := s2.WriteSnapshot(ctx, 0, snap, SyncInfo{})
+				return err
+			})
+		}
+		if err := g.Wait(); err != nil {
+			b.Fatal(err)
+		}
+		parDur := time.Since(par)
+
 		b.ReportMetric(full.Seconds(), "write_s")
+		b.ReportMetric(parDur.Seconds(), "write_4workers_s")
 		b.ReportMetric(copyDur.Seconds(), "copy_s")
 		b.ReportMetric(full.Seconds()/copyDur.Seconds(), "write/copy")
 		b.ReportMetric(rerun.Seconds(), "rerun_s")

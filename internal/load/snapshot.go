@@ -242,29 +242,31 @@ func stage(snap *msads.Snapshot) (*staged, error) {
 	return st, nil
 }
 
-// createStaging makes the transaction's staging tables. Their keys are
+// createStaging makes the staging tables. They live as long as the pooled
+// connection and are emptied at each commit (or by the rollback), which
+// saves creating five tables per snapshot. Their keys are
 // indexed so that the anti-joins of the removal statements probe them
 // instead of scanning. s_scope holds the users whose roles this snapshot
 // decides: the listed users, and the users it removed that no current users
 // row lists any more.
 const createStaging = `
-CREATE TEMP TABLE s_users (
+CREATE TEMP TABLE IF NOT EXISTS s_users (
     user_id bigint PRIMARY KEY, home_customer_id bigint, user_name text, email text, first_name text,
     last_name text, job_title text, lcid text, lifecycle_status text, last_modified_time timestamptz
-) ON COMMIT DROP;
-CREATE TEMP TABLE s_roles (
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS s_roles (
     user_id bigint NOT NULL, customer_id bigint NOT NULL, role_id integer NOT NULL,
     account_ids bigint[], linked_account_ids bigint[], customer_link_permission text,
     PRIMARY KEY (user_id, customer_id, role_id)
-) ON COMMIT DROP;
-CREATE TEMP TABLE s_invitations (
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS s_invitations (
     invitation_id bigint PRIMARY KEY, email text, first_name text, last_name text, role_id integer,
     account_ids bigint[], lcid text, expiration_date timestamptz
-) ON COMMIT DROP;
-CREATE TEMP TABLE s_accounts (
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS s_accounts (
     account_id bigint PRIMARY KEY, name text, number text, status text, pause_reason integer
-) ON COMMIT DROP;
-CREATE TEMP TABLE s_scope (user_id bigint PRIMARY KEY) ON COMMIT DROP;
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS s_scope (user_id bigint PRIMARY KEY) ON COMMIT DELETE ROWS;
 -- Every statement below matches a small batch against large tables by key:
 -- index lookups are right whatever the (often missing) statistics say.
 SET LOCAL enable_seqscan = off;
