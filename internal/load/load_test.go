@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/msads-syncer/syncer/internal/msads"
@@ -318,7 +319,12 @@ func TestFailureMidSnapshotKeepsPreviousState(t *testing.T) {
 	snap.Invitations = nil
 	boom := errors.New("boom")
 	failing := NewStore(b.pool, Options{Schema: b.schema})
-	failing.testHook = func(step string) error { return boom }
+	failing.testHook = func(step string, _ pgx.Tx) error {
+		if step == "roles" {
+			return boom
+		}
+		return nil
+	}
 	if _, err := failing.WriteSnapshot(t.Context(), b.runID, snap, SyncInfo{}); !errors.Is(err, boom) {
 		t.Fatalf("error = %v, want boom", err)
 	}
@@ -605,5 +611,110 @@ func TestOpenScrubsPassword(t *testing.T) {
 	}
 	if app != "syncer" || timeout == "0" {
 		t.Errorf("application_name = %q, statement_timeout = %q", app, timeout)
+	}
+}
+
+func TestInvitationHelpers(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Options{})
+	b.write(t, baseSnapshot())
+	stale, err := b.store.StaleInvitations(t.Context(), 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(stale) != 1 || stale[0].InvitationID != 502 || !stale[0].Expired || stale[0].RoleName != "Viewer" || len(stale[0].AccountIDs) != 1 {
+		t.Errorf("StaleInvitations(24h) = %+v, want only the expired 502", stale)
+	}
+	all, err := b.store.StaleInvitations(t.Context(), 0)
+	if err != nil || len(all) != 2 {
+		t.Fatalf("StaleInvitations(0) = %d rows, %v; want 2", len(all), err)
+	}
+
+	ann, err := b.store.InvitationsToAnnounce(t.Context(), 0, time.Hour)
+	if err != nil || len(ann) != 2 {
+		t.Fatalf("InvitationsToAnnounce = %d rows, %v; want 2", len(ann), err)
+	}
+	if err := b.store.MarkAnnounced(t.Context(), []int64{501, 502}); err != nil {
+		t.Fatal(err)
+	}
+	if ann, err := b.store.InvitationsToAnnounce(t.Context(), 0, time.Hour); err != nil || len(ann) != 0 {
+		t.Errorf("after MarkAnnounced: %d rows, %v; want none within the period", len(ann), err)
+	}
+	if ann, err := b.store.InvitationsToAnnounce(t.Context(), 0, 0); err != nil || len(ann) != 2 {
+		t.Errorf("period 0: %d rows, %v; want 2 again", len(ann), err)
+	}
+
+	states, err := b.store.CustomerStates(t.Context(), 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(states) != 1 || states[0].CustomerID != cust || states[0].PendingInvitations != 2 || states[0].StaleInvitations != 1 || states[0].LastSuccess.IsZero() {
+		t.Errorf("CustomerStates = %+v", states)
+	}
+}
+
+func TestTransientErrorsRetried(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Options{})
+	for _, tc := range []struct {
+		name   string
+		inject func(t *testing.T, tx pgx.Tx) error
+	}{
+		{"serialization failure", func(t *testing.T, tx pgx.Tx) error {
+			return &pgconn.PgError{Code: "40001", Message: "could not serialize access"}
+		}},
+		{"deadlock", func(t *testing.T, tx pgx.Tx) error {
+			return &pgconn.PgError{Code: "40P01", Message: "deadlock detected"}
+		}},
+		{"connection lost", func(t *testing.T, tx pgx.Tx) error {
+			var pid int
+			if err := tx.QueryRow(t.Context(), "SELECT pg_backend_pid()").Scan(&pid); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := b.pool.Exec(t.Context(), "SELECT pg_terminate_backend($1)", pid); err != nil {
+				t.Fatal(err)
+			}
+			return nil // the next statement fails
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := NewStore(b.pool, Options{Schema: b.schema})
+			attempts := 0
+			s.testHook = func(step string, tx pgx.Tx) error {
+				if step != "users" {
+					return nil
+				}
+				attempts++
+				if attempts == 1 {
+					return tc.inject(t, tx)
+				}
+				return nil
+			}
+			snap := baseSnapshot()
+			snap.Users[0].JobTitle = tc.name
+			ch, err := s.WriteSnapshot(t.Context(), b.runID, snap, SyncInfo{})
+			if err != nil {
+				t.Fatalf("WriteSnapshot: %v", err)
+			}
+			if attempts != 2 {
+				t.Errorf("attempts = %d, want 2", attempts)
+			}
+			if ch.Total() == 0 {
+				t.Errorf("changes = %v, want some", ch)
+			}
+		})
+	}
+	// A permanent error is not retried.
+	s := NewStore(b.pool, Options{Schema: b.schema})
+	attempts := 0
+	s.testHook = func(step string, _ pgx.Tx) error {
+		if step == "users" {
+			attempts++
+			return &pgconn.PgError{Code: "23505", Message: "duplicate key"}
+		}
+		return nil
+	}
+	if _, err := s.WriteSnapshot(t.Context(), b.runID, baseSnapshot(), SyncInfo{}); err == nil || attempts != 1 {
+		t.Errorf("unique violation: err = %v after %d attempts, want an error after 1", err, attempts)
 	}
 }

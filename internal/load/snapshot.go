@@ -361,7 +361,7 @@ func (w *writer) write(ctx context.Context, ch *Changes) error {
 
 func (w *writer) hook(step string) error {
 	if h := w.store.testHook; h != nil {
-		return h(step)
+		return h(step, w.tx)
 	}
 	return nil
 }

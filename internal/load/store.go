@@ -47,7 +47,7 @@ type Store struct {
 
 	// testHook, when set, is called between the steps of a snapshot write;
 	// an error it returns fails the write (tests inject faults with it).
-	testHook func(step string) error
+	testHook func(step string, tx pgx.Tx) error
 }
 
 // NewStore returns a Store writing through pool.
