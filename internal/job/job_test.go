@@ -1,0 +1,194 @@
+package job_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/msads-syncer/syncer/internal/extract"
+	"github.com/msads-syncer/syncer/internal/extract/msadstest"
+	"github.com/msads-syncer/syncer/internal/job"
+	"github.com/msads-syncer/syncer/internal/load"
+	"github.com/msads-syncer/syncer/internal/pgtest"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+type bundle struct {
+	sim    *msadstest.Server
+	store  *load.Store
+	runner *job.Runner
+}
+
+func setup(t *testing.T, ds *msadstest.Dataset, concurrency int) bundle {
+	t.Helper()
+	pool, schema := pgtest.Schema(t)
+	sim := msadstest.NewServer(ds)
+	t.Cleanup(sim.Close)
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	counters := &job.Counters{}
+	store := load.NewStore(pool, load.Options{Schema: schema, Logger: logger})
+	client, err := extract.New(extract.Config{
+		APIURL: sim.APIURL(), TokenURL: sim.TokenURL(), DeveloperToken: sim.DeveloperToken(),
+		ClientID: sim.ClientID(), ClientSecret: sim.ClientSecret(), RefreshToken: sim.RefreshToken(),
+		RequestsPerSecond: 500, ThrottleWait: 50 * time.Millisecond, RetryMaxElapsed: time.Second,
+		RequestTimeout: 5 * time.Second, Store: &extract.MemoryTokenStore{}, Logger: logger,
+		Observer: counters,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bundle{sim: sim, store: store, runner: &job.Runner{
+		Client: client, Store: store, Logger: logger, Counters: counters,
+		CredentialKey: job.CredentialKey(sim.ClientID(), sim.DeveloperToken()) + schema,
+		CustomerIDs:   ds.CustomerIDs(), Concurrency: concurrency, AccountNames: true,
+	}}
+}
+
+func TestRunFetchesSharedUsersOnce(t *testing.T) {
+	t.Parallel()
+	ds := msadstest.Generate(31, 6, 15)
+	b := setup(t, ds, 3)
+	res, err := b.runner.Run(t.Context(), job.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Status != job.StatusSucceeded || res.Failed != 0 || len(res.Customers) != 6 {
+		t.Fatalf("result %+v", res)
+	}
+	listed := 0
+	for _, id := range ds.CustomerIDs() {
+		listed += len(ds.ListedUserIDs(id))
+	}
+	distinct := ds.DistinctListedUsers()
+	if distinct == listed {
+		t.Fatal("data set has no user listed under two customers: the test proves nothing")
+	}
+	if got := b.sim.Calls("GetUser"); got != distinct {
+		t.Errorf("GetUser calls = %d, want %d (distinct users; %d listings)", got, distinct, listed)
+	}
+	users := 0
+	for _, c := range res.Customers {
+		users += c.Users
+	}
+	if users != listed {
+		t.Errorf("users seen = %d, want %d", users, listed)
+	}
+	if got := b.runner.Counters.UsersFetched.Load(); got != int64(distinct) {
+		t.Errorf("progress counted %d users fetched, want %d", got, distinct)
+	}
+}
+
+func TestRunOnlyAndUnknownCustomer(t *testing.T) {
+	t.Parallel()
+	ds := msadstest.Generate(32, 3, 4)
+	b := setup(t, ds, 2)
+	only := ds.CustomerIDs()[1]
+	res, err := b.runner.Run(t.Context(), job.Options{Only: []int64{only}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Customers) != 1 || res.Customers[0].CustomerID != only || res.Status != job.StatusSucceeded {
+		t.Fatalf("result %+v", res)
+	}
+	res, err = b.runner.Run(t.Context(), job.Options{Only: []int64{42}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Status != job.StatusFailed || res.Fatal == nil {
+		t.Fatalf("unknown --customer: status %s, fatal %v", res.Status, res.Fatal)
+	}
+}
+
+func TestRunStopsEarlyWhenCredentialsAreRejected(t *testing.T) {
+	t.Parallel()
+	ds := msadstest.Generate(33, 8, 4)
+	b := setup(t, ds, 2)
+	b.sim.SetFault("GetUsersInfo", msadstest.Fault{Code: 105})
+	res, err := b.runner.Run(t.Context(), job.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Status != job.StatusFailed || res.Fatal == nil {
+		t.Fatalf("status %s, fatal %v", res.Status, res.Fatal)
+	}
+	var apiErr *extract.APIError
+	if !errors.As(res.Fatal, &apiErr) {
+		t.Fatalf("fatal %v is not an APIError", res.Fatal)
+	}
+	// With concurrency 2, at most the customers in flight saw the error.
+	if n := b.sim.Calls("GetUsersInfo"); n > 3 {
+		t.Errorf("GetUsersInfo called %d times after the credentials were rejected", n)
+	}
+}
+
+func TestRunGracefulStopRecordsCanceled(t *testing.T) {
+	t.Parallel()
+	ds := msadstest.Generate(34, 6, 8)
+	b := setup(t, ds, 1)
+	b.sim.SetFault("GetUser", msadstest.Fault{Latency: 20 * time.Millisecond})
+	stop := make(chan struct{})
+	go func() {
+		for b.runner.Counters.CustomersDone.Load() == 0 {
+			time.Sleep(5 * time.Millisecond)
+		}
+		close(stop)
+	}()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	res, err := b.runner.Run(ctx, job.Options{Stop: stop})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Status != job.StatusCanceled {
+		t.Fatalf("status %s, want canceled", res.Status)
+	}
+	ok := 0
+	for _, c := range res.Customers {
+		if c.Status == job.StatusSucceeded {
+			ok++
+		}
+	}
+	if ok == 0 || ok == len(ds.CustomerIDs()) {
+		t.Errorf("%d of %d customers succeeded: the stop did not land mid-run", ok, len(ds.CustomerIDs()))
+	}
+}
+
+func TestSecondRunFindsTheLockHeld(t *testing.T) {
+	t.Parallel()
+	ds := msadstest.Generate(35, 2, 6)
+	b := setup(t, ds, 1)
+	release, ok, err := b.store.TryLock(t.Context(), b.runner.CredentialKey)
+	if err != nil || !ok {
+		t.Fatalf("TryLock: %v %v", ok, err)
+	}
+	res, err := b.runner.Run(t.Context(), job.Options{})
+	release()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Status != job.StatusLocked {
+		t.Fatalf("status %s, want locked", res.Status)
+	}
+	if n := b.sim.TotalCalls(); n != 0 {
+		t.Errorf("a locked run made %d API calls", n)
+	}
+}
+
+func TestCredentialKeyHidesSecrets(t *testing.T) {
+	t.Parallel()
+	k := job.CredentialKey("client-abc", "devtoken-xyz")
+	if k == job.CredentialKey("client-abc", "other") || len(k) < 10 {
+		t.Fatalf("key %q does not tell credentials apart", k)
+	}
+	for _, s := range []string{"client-abc", "devtoken-xyz"} {
+		if strings.Contains(k, s) {
+			t.Errorf("key %q shows %q", k, s)
+		}
+	}
+}
+
