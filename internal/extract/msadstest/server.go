@@ -35,6 +35,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -277,7 +278,7 @@ func (s *Server) SetFault(op string, f Fault) {
 	}
 	st := &faultState{Fault: f}
 	if f.RateLimitPerSec > 0 {
-		st.lim = rate.NewLimiter(rate.Limit(f.RateLimitPerSec), max(1, int(f.RateLimitPerSec)))
+		st.lim = rate.NewLimiter(rate.Limit(f.RateLimitPerSec), max(1, int(f.RateLimitPerSec/10)))
 	}
 	s.faults[k] = st
 }
@@ -686,8 +687,13 @@ func (s *Server) handleAPI(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var req apiRequest
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20))
-	if err := dec.Decode(&req); err != nil {
+	// Read the body to its end: only then does net/http notice a client
+	// that goes away (which ends hanging calls).
+	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<20))
+	if err == nil {
+		err = json.Unmarshal(raw, &req)
+	}
+	if err != nil {
 		s.count(op)
 		s.writeFault(w, apiErr{status: 400, code: 201, msg: "The request body is not valid JSON."})
 		return
