@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
@@ -165,5 +166,34 @@ func TestDemo(t *testing.T) {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("demo output lacks %q", want)
 		}
+	}
+}
+
+func TestRunPushesMetricsToThePushgateway(t *testing.T) {
+	t.Parallel()
+	got := make(chan string, 4)
+	gw := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		got <- r.Method + " " + r.URL.Path + "\n" + string(b)
+		w.WriteHeader(http.StatusOK)
+	}))
+	defer gw.Close()
+	e := newEnv(t, msadstest.Generate(24, 1, 3), "metrics:\n  pushgateway_url: "+gw.URL+"\n")
+	if r := e.run("run", "--config", e.config); r.code != 0 {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	select {
+	case req := <-got:
+		if !strings.HasPrefix(req, "PUT /metrics/job/syncer") {
+			t.Errorf("push request %q", strings.SplitN(req, "\n", 2)[0])
+		}
+		// The body is protobuf-delimited; the metric names are in it as text.
+		for _, want := range []string{"msads_sync_runs_total", "msads_api_calls_total"} {
+			if !strings.Contains(req, want) {
+				t.Errorf("pushed metrics lack %s", want)
+			}
+		}
+	default:
+		t.Fatal("nothing was pushed")
 	}
 }
