@@ -263,7 +263,7 @@ FROM customers c;
 -- expired but still listed.
 CREATE FUNCTION stale_invitations(older_than interval)
 RETURNS SETOF pending_invitations
-LANGUAGE sql STABLE SECURITY DEFINER
+LANGUAGE sql STABLE
 SET search_path FROM CURRENT
 AS $$
     SELECT p.* FROM pending_invitations p
@@ -283,7 +283,7 @@ RETURNS TABLE (
     account_id   bigint,
     account_name text
 )
-LANGUAGE sql STABLE SECURITY DEFINER
+LANGUAGE sql STABLE
 SET search_path FROM CURRENT
 AS $$
     WITH u AS (

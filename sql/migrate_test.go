@@ -105,6 +105,22 @@ func TestReaderRole(t *testing.T) {
 	if !canView || canToken {
 		t.Errorf("reader can read access = %v (want true), oauth_tokens = %v (want false)", canView, canToken)
 	}
+	// The reader can use the views and functions.
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	if _, err := tx.Exec(ctx, "SET LOCAL ROLE "+role); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{"access", "pending_invitations", "customer_freshness", "access_as_of(now())", "stale_invitations('1 day')"} {
+		if _, err := tx.Exec(ctx, "SELECT * FROM "+schema+"."+q); err != nil {
+			t.Errorf("reader: SELECT * FROM %s: %v", q, err)
+			break
+		}
+	}
+	_ = tx.Rollback(ctx)
 	if _, err := schemasql.Migrate(ctx, pool, schema, "no_such_role_xyz", nil); err == nil {
 		t.Error("Migrate with a missing reader role succeeded, want error")
 	}

@@ -280,8 +280,8 @@ func TestRemovalGuard(t *testing.T) {
 		t.Errorf("DiffSnapshot error = %v, want ErrRemovalGuard", err)
 	}
 	empty := &msads.Snapshot{CustomerID: cust}
-	if _, err := b.store.WriteSnapshot(t.Context(), b.runID, empty, SyncInfo{}); !errors.Is(err, ErrRemovalGuard) {
-		t.Errorf("empty listing: error = %v, want ErrRemovalGuard", err)
+	if _, err := b.store.WriteSnapshot(t.Context(), b.runID, empty, SyncInfo{}); !errors.Is(err, ErrRemovalGuard) || !strings.Contains(err.Error(), "empty") {
+		t.Errorf("empty listing: error = %v, want ErrRemovalGuard about the empty listing", err)
 	}
 	after := b.versions(t)
 	for tb, v := range before {

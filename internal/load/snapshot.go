@@ -23,10 +23,21 @@ type SyncInfo struct {
 
 // Changes counts what a snapshot changed (or would change) in the warehouse.
 type Changes struct {
-	UsersAdded, UsersChanged, UsersRemoved, UsersReappeared                         int
-	RolesAdded, RolesChanged, RolesRemoved, RolesReappeared                         int
-	InvitationsAdded, InvitationsChanged, InvitationsRemoved, InvitationsReappeared int
-	AccountsAdded, AccountsChanged, AccountsRemoved                                 int
+	UsersAdded            int `json:"users_added"`
+	UsersChanged          int `json:"users_changed"`
+	UsersRemoved          int `json:"users_removed"`
+	UsersReappeared       int `json:"users_reappeared"`
+	RolesAdded            int `json:"roles_added"`
+	RolesChanged          int `json:"roles_changed"`
+	RolesRemoved          int `json:"roles_removed"`
+	RolesReappeared       int `json:"roles_reappeared"`
+	InvitationsAdded      int `json:"invitations_added"`
+	InvitationsChanged    int `json:"invitations_changed"`
+	InvitationsRemoved    int `json:"invitations_removed"`
+	InvitationsReappeared int `json:"invitations_reappeared"`
+	AccountsAdded         int `json:"accounts_added"`
+	AccountsChanged       int `json:"accounts_changed"`
+	AccountsRemoved       int `json:"accounts_removed"`
 }
 
 // Total returns the number of changed rows.
@@ -377,8 +388,12 @@ func (w *writer) checkGuard(ctx context.Context) error {
 	if current == 0 || removing == 0 || w.store.opts.AllowMassRemoval {
 		return nil
 	}
+	if len(w.st.users) == 0 {
+		return fmt.Errorf("%w: the user listing came back empty while %d users are current; rerun with --allow-mass-removal if they were all removed",
+			ErrRemovalGuard, current)
+	}
 	frac := float64(removing) / float64(current)
-	if len(w.st.users) == 0 || frac > w.store.opts.RemovalGuard {
+	if frac > w.store.opts.RemovalGuard {
 		return fmt.Errorf("%w: the snapshot would remove %d of %d current users (%.0f%%, more than the %.0f%% allowed); rerun with --allow-mass-removal if this is expected",
 			ErrRemovalGuard, removing, current, frac*100, w.store.opts.RemovalGuard*100)
 	}
