@@ -612,10 +612,7 @@ func (w *writer) users(ctx context.Context, ch *Changes) (removed []int64, err e
 }
 
 func (w *writer) roles(ctx context.Context, ch *Changes, removedUsers []int64) error {
-	scope := slices.Concat(w.st.userIDs, removedUsers)
-	slices.Sort(scope)
-	scope = slices.Compact(scope)
-	if len(scope) == 0 {
+	if len(w.st.userIDs) == 0 && len(removedUsers) == 0 {
 		return nil
 	}
 	if _, err := w.tx.Exec(ctx, rolesScope, removedUsers); err != nil {
