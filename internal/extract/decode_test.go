@@ -160,7 +160,7 @@ func TestDecodeCustomersAndAccounts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := []msads.Customer{{150123456, "Contoso"}, {7, ""}}; !reflect.DeepEqual(cs, want) {
+	if want := []msads.Customer{{ID: 150123456, Name: "Contoso"}, {ID: 7, Name: ""}}; !reflect.DeepEqual(cs, want) {
 		t.Errorf("customers = %+v, want %+v", cs, want)
 	}
 	acc, err := decodeAccountsInfo([]byte(`{"AccountsInfo":[{"AccountLifeCycleStatus":"Active","Id":"180000001","Name":"Main","Number":"F1234ABC","PauseReason":null},

@@ -35,7 +35,8 @@ type UserCache struct {
 }
 
 type userEntry struct {
-	done  chan struct{}
+	done     chan struct{}
+	customer int64 // the customer whose call fetches it
 	user  msads.User
 	roles []msads.Role
 	err   error
@@ -60,7 +61,7 @@ func (uc *UserCache) get(ctx context.Context, c *Client, customerID, userID int6
 		uc.mu.Lock()
 		e, ok := uc.entries[userID]
 		if !ok {
-			e = &userEntry{done: make(chan struct{})}
+			e = &userEntry{done: make(chan struct{}), customer: customerID}
 			uc.entries[userID] = e
 			uc.misses++
 			uc.mu.Unlock()
@@ -83,8 +84,11 @@ func (uc *UserCache) get(ctx context.Context, c *Client, customerID, userID int6
 		if e.err == nil {
 			return e.user, e.roles, nil
 		}
-		// The fetching caller's own context ended: try ourselves.
-		if (errors.Is(e.err, context.Canceled) || errors.Is(e.err, context.DeadlineExceeded)) && ctx.Err() == nil {
+		// Another customer's call failed (its context ended, or the API
+		// refused it in that customer's context): a customer fails only by
+		// its own calls, so try ourselves.
+		if ctx.Err() == nil && (e.customer != customerID ||
+			errors.Is(e.err, context.Canceled) || errors.Is(e.err, context.DeadlineExceeded)) {
 			continue
 		}
 		return msads.User{}, nil, e.err

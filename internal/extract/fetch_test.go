@@ -1,6 +1,7 @@
 package extract
 
 import (
+	"reflect"
 	"slices"
 	"sync"
 	"testing"
@@ -139,5 +140,53 @@ func TestFetchCustomerFailsWhole(t *testing.T) {
 	// Unknown customer: the simulator answers 106.
 	if _, _, err := b.client.FetchCustomer(ctx, 424242, NewUserCache(), false); err == nil || !asAPIError(err).HasCode(106) {
 		t.Errorf("unknown customer: err = %v, want code 106", err)
+	}
+}
+
+func TestSharedUserFailureDoesNotLeakAcrossCustomers(t *testing.T) {
+	t.Parallel()
+	ds := &msadstest.Dataset{Customers: []msads.Customer{{ID: 2001, Name: "A"}, {ID: 2002, Name: "B"}}}
+	for i := range int64(10) {
+		ds.Users = append(ds.Users, msads.User{ID: 700 + i, HomeCustomerID: 2001, UserName: "u"})
+		ds.Roles = append(ds.Roles,
+			msads.Role{UserID: 700 + i, CustomerID: 2001, RoleID: msads.RoleSuperAdmin},
+			msads.Role{UserID: 700 + i, CustomerID: 2002, RoleID: msads.RoleSuperAdmin})
+	}
+	srv := msadstest.NewServer(ds)
+	t.Cleanup(srv.Close)
+	// Customer A's GetUser calls fail permanently (after a delay, so that
+	// B's lookups join them in flight); B must still succeed.
+	srv.SetFault(msadstest.OpGetUser, msadstest.Fault{CustomerID: 2001, Code: 106, Latency: 20e6})
+	c, err := New(simConfig(t, srv))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := testCtx(t)
+	cache := NewUserCache()
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	for i, cid := range []int64{2001, 2002} {
+		wg.Go(func() { _, _, errs[i] = c.FetchCustomer(ctx, cid, cache, false) })
+	}
+	wg.Wait()
+	// Which customer leads each shared fetch is a race; B must succeed
+	// whatever happened to A's calls.
+	if errs[1] != nil {
+		t.Errorf("customer B failed by A's fault: %v", errs[1])
+	}
+	if errs[0] != nil && !asAPIError(errs[0]).HasCode(106) {
+		t.Errorf("customer A error = %v, want code 106", errs[0])
+	}
+}
+
+func TestFetchCustomerMergesDuplicateRoles(t *testing.T) {
+	t.Parallel()
+	got := mergeRoles([][]msads.Role{
+		{{UserID: 1, CustomerID: 2, RoleID: 16, AccountIDs: []int64{5}}, {UserID: 1, CustomerID: 2, RoleID: 16, AccountIDs: []int64{3, 5}}},
+		{{UserID: 4, CustomerID: 2, RoleID: 41}, {UserID: 4, CustomerID: 2, RoleID: 41, AccountIDs: []int64{9}}},
+	})
+	want := []msads.Role{{UserID: 1, CustomerID: 2, RoleID: 16, AccountIDs: []int64{3, 5}}, {UserID: 4, CustomerID: 2, RoleID: 41}}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("mergeRoles = %+v, want %+v", got, want)
 	}
 }

@@ -156,6 +156,7 @@ type tokenSource struct {
 	refresh   string
 	fromStore bool // refresh came from the store (seed not tried yet)
 	access    *oauth2.Token
+	refreshAt time.Time // when to replace access: shortly before its expiry
 	refreshes int
 }
 
@@ -181,7 +182,7 @@ func newTokenSource(cfg Config, hc *http.Client, log *slog.Logger, red *redactor
 func (ts *tokenSource) valid() *oauth2.Token {
 	ts.mu.Lock()
 	defer ts.mu.Unlock()
-	if ts.access != nil && time.Until(ts.access.Expiry) > accessTokenLeeway {
+	if ts.access != nil && time.Now().Before(ts.refreshAt) {
 		return ts.access
 	}
 	return nil
@@ -237,7 +238,7 @@ func (ts *tokenSource) refreshNow(ctx context.Context, stale string) (string, er
 	rt, fromStore := ts.refresh, ts.fromStore
 	ts.mu.Unlock()
 	if rt == "" {
-		return "", errors.New("no refresh token configured or stored: run `syncer auth` to sign in")
+		return "", fmt.Errorf("no refresh token configured or stored: %w", ErrReauth)
 	}
 
 	tok, err := ts.redeem(ctx, rt)
@@ -267,6 +268,8 @@ func (ts *tokenSource) refreshNow(ctx context.Context, stale string) (string, er
 	}
 	ts.mu.Lock()
 	ts.access = tok
+	lifetime := time.Until(tok.Expiry)
+	ts.refreshAt = tok.Expiry.Add(-min(accessTokenLeeway, lifetime/2))
 	ts.refreshes++
 	ts.mu.Unlock()
 	return tok.AccessToken, nil
