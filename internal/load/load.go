@@ -50,6 +50,7 @@ var (
 const (
 	defaultStatementTimeout   = "5min"
 	defaultIdleInTxSessionTTL = "10min"
+	defaultMaxConns           = 16
 )
 
 // Open builds a pool from a libpq/pgx URL or DSN, with application_name
@@ -70,6 +71,11 @@ func Open(ctx context.Context, dsn string) (*pgxpool.Pool, error) {
 	}
 	if rp["idle_in_transaction_session_timeout"] == "" {
 		rp["idle_in_transaction_session_timeout"] = defaultIdleInTxSessionTTL
+	}
+	// pgxpool's default (4 on small machines) is too few for a run's lock
+	// connection plus several customers written at once.
+	if !strings.Contains(dsn, "pool_max_conns") && cfg.MaxConns < defaultMaxConns {
+		cfg.MaxConns = defaultMaxConns
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {

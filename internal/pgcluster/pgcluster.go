@@ -48,7 +48,16 @@ func Start(ctx context.Context, logger *slog.Logger) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	dir, err := os.MkdirTemp("", "syncer-pg-")
+	parent := ""
+	if os.Geteuid() == 0 && !traversable(os.TempDir()) {
+		// The server runs as "postgres", which must reach the folder; a
+		// private TMPDIR (say under /root) would not do.
+		parent = "/tmp"
+		if !traversable(parent) {
+			return nil, fmt.Errorf("pgcluster: neither %s nor /tmp can be traversed by the postgres user; set TMPDIR to a folder it can reach", os.TempDir())
+		}
+	}
+	dir, err := os.MkdirTemp(parent, "syncer-pg-")
 	if err != nil {
 		return nil, fmt.Errorf("pgcluster: %w", err)
 	}
@@ -226,6 +235,26 @@ func postgresCredential() (*syscall.Credential, error) {
 		return nil, fmt.Errorf("pgcluster: postgres user ids: %w", err)
 	}
 	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
+}
+
+// traversable reports whether every folder from / to dir can be traversed
+// by other users (o+x).
+func traversable(dir string) bool {
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return false
+	}
+	for {
+		fi, err := os.Stat(dir)
+		if err != nil || fi.Mode().Perm()&0o001 == 0 {
+			return false
+		}
+		up := filepath.Dir(dir)
+		if up == dir {
+			return true
+		}
+		dir = up
+	}
 }
 
 func freePort() (int, error) {

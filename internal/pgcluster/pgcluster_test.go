@@ -55,3 +55,27 @@ func TestFindBin(t *testing.T) {
 		t.Errorf("findBin = %s without initdb: %v", dir, err)
 	}
 }
+
+func TestTraversable(t *testing.T) {
+	dir, err := os.MkdirTemp("/tmp", "traversable-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	private := dir + "/private"
+	if err := os.Mkdir(private, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if !traversable("/tmp") {
+		t.Skip("/tmp is not traversable here")
+	}
+	if !traversable(dir) {
+		t.Errorf("traversable(%s) = false, want true", dir)
+	}
+	if traversable(private + "/x") {
+		t.Errorf("traversable under a 0700 folder = true, want false")
+	}
+}
