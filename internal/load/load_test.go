@@ -718,3 +718,25 @@ func TestTransientErrorsRetried(t *testing.T) {
 		t.Errorf("unique violation: err = %v after %d attempts, want an error after 1", err, attempts)
 	}
 }
+
+func TestAccountsOnlyWhenFetched(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Options{})
+	b.write(t, baseSnapshot())
+
+	snap := baseSnapshot()
+	snap.Accounts, snap.AccountsFetched = nil, false
+	if ch := b.write(t, snap); ch.Total() != 0 {
+		t.Errorf("accounts not fetched: changes = %v, want none", ch)
+	}
+	equal(t, "accounts kept", b.strings(t, `SELECT account_id, removed_at IS NULL FROM accounts ORDER BY 1`), []string{"11|true", "12|true"})
+
+	snap = baseSnapshot()
+	snap.Accounts = snap.Accounts[:1]
+	snap.Accounts[0].Name = "Search (renamed)"
+	if ch := b.write(t, snap); ch != (Changes{AccountsChanged: 1, AccountsRemoved: 1}) {
+		t.Errorf("changes = %v, want 1 account changed, 1 removed", ch)
+	}
+	equal(t, "accounts", b.strings(t, `SELECT account_id, name, removed_at IS NULL FROM accounts ORDER BY 1`),
+		[]string{"11|Search (renamed)|true", "12|Display|false"})
+}
