@@ -76,8 +76,9 @@ type Config struct {
 // Observer receives metrics events. Implementations must be safe for
 // concurrent use and fast.
 type Observer interface {
-	// Call reports one HTTP attempt of an operation; outcome is one of "ok",
-	// "throttled", "transient", "token_expired", "permanent", "canceled".
+	// Call reports one HTTP attempt of an operation (op "Token" for the
+	// OAuth token endpoint); outcome is one of "ok", "throttled",
+	// "transient", "token_expired", "permanent", "canceled".
 	Call(op string, outcome string, d time.Duration)
 	// Retry reports that a failed attempt of op will be retried.
 	Retry(op string)
@@ -166,6 +167,7 @@ func New(cfg Config) (*Client, error) {
 		red:     red,
 	}
 	c.tokens = newTokenSource(cfg, hc, log, red)
+	c.tokens.obs = obs
 	return c, nil
 }
 

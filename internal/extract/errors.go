@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"strings"
 	"syscall"
 )
@@ -123,7 +124,8 @@ func (e *APIError) HasCode(code int) bool {
 // Classify returns the class of any error returned by this package or met
 // while calling the API. *APIError carries its own class; ErrReauth and
 // context cancellation or deadline are permanent (never retried); network
-// errors and timeouts are transient; anything else is permanent.
+// errors and timeouts of an HTTP round trip (*url.Error, *net.OpError, other
+// net.Error values) are transient; anything else is permanent.
 func Classify(err error) Class {
 	if err == nil {
 		return ClassPermanent
@@ -131,8 +133,17 @@ func Classify(err error) Class {
 	if ae, ok := errors.AsType[*APIError](err); ok {
 		return ae.Class
 	}
-	if errors.Is(err, ErrReauth) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	if errors.Is(err, ErrReauth) || errors.Is(err, context.Canceled) {
 		return ClassPermanent
+	}
+	if _, ok := errors.AsType[*url.Error](err); ok {
+		return ClassTransient // includes http.Client timeouts
+	}
+	if _, ok := errors.AsType[*net.OpError](err); ok {
+		return ClassTransient
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return ClassPermanent // the caller's deadline, not a network timeout
 	}
 	if _, ok := errors.AsType[net.Error](err); ok {
 		return ClassTransient

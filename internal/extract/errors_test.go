@@ -73,6 +73,8 @@ func TestClassify(t *testing.T) {
 		{"canceled", fmt.Errorf("GetUser: %w", context.Canceled), ClassPermanent},
 		{"deadline", context.DeadlineExceeded, ClassPermanent},
 		{"net error", &url.Error{Op: "Post", URL: "http://x", Err: fakeNetErr{}}, ClassTransient},
+		{"http client timeout", &url.Error{Op: "Post", URL: "http://x", Err: context.DeadlineExceeded}, ClassTransient},
+		{"canceled round trip", &url.Error{Op: "Post", URL: "http://x", Err: context.Canceled}, ClassPermanent},
 		{"op error", &net.OpError{Op: "dial", Err: errors.New("refused")}, ClassTransient},
 		{"unexpected eof", io.ErrUnexpectedEOF, ClassTransient},
 		{"other", errors.New("boom"), ClassPermanent},

@@ -148,6 +148,7 @@ type tokenSource struct {
 	timeout time.Duration
 	log     *slog.Logger
 	red     *redactor
+	obs     Observer // reports token endpoint calls as op "Token"
 
 	sem chan struct{} // one refresh at a time; cancellable wait
 
@@ -175,6 +176,7 @@ func newTokenSource(cfg Config, hc *http.Client, log *slog.Logger, red *redactor
 		timeout: cfg.RequestTimeout,
 		log:     log,
 		red:     red,
+		obs:     nopObserver{},
 		sem:     make(chan struct{}, 1),
 	}
 }
@@ -285,7 +287,19 @@ type tokenResponse struct {
 }
 
 // redeem posts the refresh-token grant.
-func (ts *tokenSource) redeem(ctx context.Context, refreshToken string) (*oauth2.Token, error) {
+func (ts *tokenSource) redeem(ctx context.Context, refreshToken string) (tok *oauth2.Token, err error) {
+	start := time.Now()
+	defer func() {
+		outcome := "ok"
+		switch {
+		case err == nil:
+		case ctx.Err() != nil:
+			outcome = "canceled"
+		default:
+			outcome = Classify(err).String()
+		}
+		ts.obs.Call("Token", outcome, time.Since(start))
+	}()
 	form := url.Values{
 		"grant_type":    {"refresh_token"},
 		"refresh_token": {refreshToken},

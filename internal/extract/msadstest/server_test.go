@@ -67,7 +67,9 @@ func accessToken(t *testing.T, s *Server) string {
 	t.Helper()
 	form := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {s.RefreshToken()}, "client_id": {s.ClientID()},
 		"client_secret": {s.ClientSecret()}, "scope": {"https://ads.microsoft.com/msads.manage offline_access"}}
-	resp, err := http.PostForm(s.TokenURL(), form)
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, s.TokenURL(), strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
