@@ -384,7 +384,7 @@ func (c *Client) attempt(ctx context.Context, r request, body []byte, decode fun
 		codes = append(codes, details[i].Code)
 	}
 	ae := &APIError{Op: r.op, CustomerID: r.customerID, HTTPStatus: resp.StatusCode, TrackingID: tracking,
-		Errors: details, Class: classifyResponse(resp.StatusCode, codes, !ok)}
+		Errors: details, Class: classifyResponse(resp.StatusCode, codes)}
 	if !ok {
 		ae.Err = errors.New("response is not a fault object")
 	}

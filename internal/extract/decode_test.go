@@ -97,8 +97,8 @@ func TestDecodeUser(t *testing.T) {
 			wantRoles: []msads.Role{{UserID: 82, CustomerID: 1, RoleID: 203}},
 		},
 		{
-			name: "enum as number, long fraction",
-			body: `{"User":{"Id":"83","CustomerId":"1","LastModifiedTime":"2025-03-04T05:06:07.1234567","Lcid":1033,"UserName":"d"},"CustomerRoles":[]}`,
+			name:      "enum as number, long fraction",
+			body:      `{"User":{"Id":"83","CustomerId":"1","LastModifiedTime":"2025-03-04T05:06:07.1234567","Lcid":1033,"UserName":"d"},"CustomerRoles":[]}`,
 			wantUser:  msads.User{ID: 83, HomeCustomerID: 1, UserName: "d", Lcid: "1033", LastModifiedTime: ptrTime("2025-03-04T05:06:07.1234567Z")},
 			wantRoles: []msads.Role{},
 		},

@@ -161,9 +161,10 @@ var (
 	transientCodes = map[int]bool{0: true, 833: true}
 )
 
-// classifyResponse classifies a non-2xx response from its status and codes.
-// malformed says the body could not be parsed as a fault.
-func classifyResponse(status int, codes []int, malformed bool) Class {
+// classifyResponse classifies a non-2xx response from its status and the
+// fault codes of its body (none when the body is not a fault: then a 5xx is
+// transient and a 4xx permanent).
+func classifyResponse(status int, codes []int) Class {
 	has := func(want func(int) bool) bool {
 		for _, c := range codes {
 			if want(c) {
@@ -190,7 +191,6 @@ func classifyResponse(status int, codes []int, malformed bool) Class {
 	case status == 401:
 		return ClassTokenExpired // bare 401: refresh once, like the .NET SDK
 	}
-	_ = malformed // a malformed 4xx body is permanent, a malformed 5xx transient
 	return ClassPermanent
 }
 

@@ -18,37 +18,36 @@ import (
 func TestClassifyResponse(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
-		name      string
-		status    int
-		codes     []int
-		malformed bool
-		want      Class
+		name   string
+		status int
+		codes  []int
+		want   Class
 	}{
-		{"117 on 400", 400, []int{117}, false, ClassThrottled},
-		{"117 on 429", 429, []int{117}, false, ClassThrottled},
-		{"bare 429", 429, nil, true, ClassThrottled},
-		{"code 0 on 500", 500, []int{0}, false, ClassTransient},
-		{"833 on 500", 500, []int{833}, false, ClassTransient},
-		{"code 0 on 400", 400, []int{0}, false, ClassTransient},
-		{"bare 502", 502, nil, true, ClassTransient},
-		{"503 empty fault", 503, nil, false, ClassTransient},
-		{"109", 401, []int{109}, false, ClassTokenExpired},
-		{"bare 401", 401, nil, true, ClassTokenExpired},
-		{"105", 401, []int{105}, false, ClassPermanent},
-		{"106", 400, []int{106}, false, ClassPermanent},
-		{"1001", 403, []int{1001}, false, ClassPermanent},
-		{"3101", 401, []int{3101}, false, ClassPermanent},
-		{"201", 400, []int{201}, false, ClassPermanent},
-		{"202", 400, []int{202}, false, ClassPermanent},
-		{"203", 400, []int{203}, false, ClassPermanent},
-		{"permanent code on 500", 500, []int{106}, false, ClassPermanent},
-		{"0 and 106 together", 500, []int{0, 106}, false, ClassPermanent},
-		{"404 route", 404, nil, true, ClassPermanent},
-		{"bare 400", 400, nil, true, ClassPermanent},
-		{"unknown code", 400, []int{4242}, false, ClassPermanent},
+		{"117 on 400", 400, []int{117}, ClassThrottled},
+		{"117 on 429", 429, []int{117}, ClassThrottled},
+		{"bare 429", 429, nil, ClassThrottled},
+		{"code 0 on 500", 500, []int{0}, ClassTransient},
+		{"833 on 500", 500, []int{833}, ClassTransient},
+		{"code 0 on 400", 400, []int{0}, ClassTransient},
+		{"bare 502", 502, nil, ClassTransient},
+		{"503 empty fault", 503, nil, ClassTransient},
+		{"109", 401, []int{109}, ClassTokenExpired},
+		{"bare 401", 401, nil, ClassTokenExpired},
+		{"105", 401, []int{105}, ClassPermanent},
+		{"106", 400, []int{106}, ClassPermanent},
+		{"1001", 403, []int{1001}, ClassPermanent},
+		{"3101", 401, []int{3101}, ClassPermanent},
+		{"201", 400, []int{201}, ClassPermanent},
+		{"202", 400, []int{202}, ClassPermanent},
+		{"203", 400, []int{203}, ClassPermanent},
+		{"permanent code on 500", 500, []int{106}, ClassPermanent},
+		{"0 and 106 together", 500, []int{0, 106}, ClassPermanent},
+		{"404 route", 404, nil, ClassPermanent},
+		{"bare 400", 400, nil, ClassPermanent},
+		{"unknown code", 400, []int{4242}, ClassPermanent},
 	}
 	for _, tt := range tests {
-		if got := classifyResponse(tt.status, tt.codes, tt.malformed); got != tt.want {
+		if got := classifyResponse(tt.status, tt.codes); got != tt.want {
 			t.Errorf("%s: classifyResponse(%d, %v) = %v, want %v", tt.name, tt.status, tt.codes, got, tt.want)
 		}
 	}

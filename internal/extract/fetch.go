@@ -37,9 +37,9 @@ type UserCache struct {
 type userEntry struct {
 	done     chan struct{}
 	customer int64 // the customer whose call fetches it
-	user  msads.User
-	roles []msads.Role
-	err   error
+	user     msads.User
+	roles    []msads.Role
+	err      error
 }
 
 // NewUserCache returns an empty cache.

@@ -68,11 +68,11 @@ const DemoAuthCode = "msadstest-demo-auth-code"
 const basePath = "/api"
 
 var paths = map[string]string{
-	basePath + "/CustomerManagement/v13/UsersInfo/Query":       OpGetUsersInfo,
-	basePath + "/CustomerManagement/v13/User/Query":            OpGetUser,
+	basePath + "/CustomerManagement/v13/UsersInfo/Query":        OpGetUsersInfo,
+	basePath + "/CustomerManagement/v13/User/Query":             OpGetUser,
 	basePath + "/CustomerManagement/v13/UserInvitations/Search": OpSearchUserInvitations,
-	basePath + "/CustomerManagement/v13/CustomersInfo/Query":   OpGetCustomersInfo,
-	basePath + "/CustomerManagement/v13/AccountsInfo/Query":    OpGetAccountsInfo,
+	basePath + "/CustomerManagement/v13/CustomersInfo/Query":    OpGetCustomersInfo,
+	basePath + "/CustomerManagement/v13/AccountsInfo/Query":     OpGetAccountsInfo,
 }
 
 // Fault makes calls of one operation (or AnyOp) misbehave. Counted faults
