@@ -38,7 +38,8 @@ func cmdDemo(args []string, io IO) int {
 	if c.logLevel != "" {
 		level = c.logLevel
 	}
-	logger := newLogger(io.Stderr, format, level)
+	logOut, prog := newProgress(io.Stderr, format)
+	logger := newLogger(logOut, format, level)
 	ctx, stop, cancel := signalContexts(io, 10*time.Second, logger)
 	defer cancel()
 
@@ -90,7 +91,7 @@ func cmdDemo(args []string, io IO) int {
 	if err != nil {
 		return fail(io, err)
 	}
-	setup := runSetup{cfg: cfg, pool: pool, runner: runner, metrics: m, logger: logger, io: io,
+	setup := runSetup{cfg: cfg, pool: pool, runner: runner, metrics: m, logger: logger, io: io, progress: prog,
 		opts: job.Options{Stop: stop}}
 
 	fmt.Fprintln(out, "== Sync 1: first load (syncer run, discovering every customer) ==")
