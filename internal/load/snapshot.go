@@ -278,6 +278,10 @@ CREATE TEMP TABLE IF NOT EXISTS s_accounts (
     account_id bigint PRIMARY KEY, name text, number text, status text, pause_reason integer
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS s_scope (user_id bigint PRIMARY KEY) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS s_role_changes (
+    user_id bigint NOT NULL, customer_id bigint NOT NULL, role_id integer NOT NULL, change text NOT NULL,
+    PRIMARY KEY (user_id, customer_id, role_id)
+) ON COMMIT DELETE ROWS;
 -- Every statement below matches a small batch against large tables by key:
 -- index lookups are right whatever the (often missing) statistics say.
 SET LOCAL enable_seqscan = off;
@@ -564,8 +568,46 @@ WHERE NOT EXISTS (SELECT 1 FROM users x WHERE x.user_id = u AND x.removed_at IS 
 SELECT 1 FROM s_scope sc JOIN user_roles t ON t.user_id = sc.user_id
 ORDER BY t.user_id, t.customer_id, t.role_id
 FOR UPDATE OF t`
-	rolesUpsert = rolesEntity.upsert(`SELECT `+prefixed("s.", roleCols)+` FROM s_roles s WHERE $1::bigint IS NOT NULL ORDER BY s.user_id, s.customer_id, s.role_id`,
-		`SELECT t.user_id, t.customer_id, t.role_id, t.removed_at FROM user_roles t JOIN s_roles s USING (user_id, customer_id, role_id)`)
+	// Roles are shared between customers, so two transactions may write the
+	// same role at once. The upsert may wait for a concurrent insert of the
+	// same key; a statement's snapshot predates that wait, so the history is
+	// written by a second statement, whose snapshot sees the other
+	// transaction's history rows. (Users and invitations are serialized by
+	// the customer lock and need no such care.)
+	rolesUpsert = `
+WITH cur AS (
+    SELECT t.user_id, t.customer_id, t.role_id, t.removed_at FROM user_roles t JOIN s_roles s USING (user_id, customer_id, role_id)
+), up AS (
+    INSERT INTO user_roles AS t (` + strings.Join(roleCols, ", ") + `)
+    SELECT ` + prefixed("s.", roleCols) + ` FROM s_roles s ORDER BY s.user_id, s.customer_id, s.role_id
+    ON CONFLICT (user_id, customer_id, role_id) DO UPDATE SET account_ids = excluded.account_ids,
+        linked_account_ids = excluded.linked_account_ids, customer_link_permission = excluded.customer_link_permission,
+        updated_at = now(), removed_at = NULL
+    WHERE (t.account_ids, t.linked_account_ids, t.customer_link_permission, t.removed_at)
+        IS DISTINCT FROM (excluded.account_ids, excluded.linked_account_ids, excluded.customer_link_permission, NULL::timestamptz)
+    RETURNING t.user_id, t.customer_id, t.role_id, (t.xmax = 0) AS inserted
+)
+INSERT INTO s_role_changes (user_id, customer_id, role_id, change)
+SELECT up.user_id, up.customer_id, up.role_id,
+       CASE WHEN up.inserted THEN 'added' WHEN cur.removed_at IS NOT NULL THEN 'reappeared' ELSE 'changed' END
+FROM up LEFT JOIN cur USING (user_id, customer_id, role_id)`
+	rolesHistory = `
+WITH closed AS (
+    UPDATE user_roles_history h SET valid_to = greatest(now(), h.valid_from + interval '1 microsecond')
+    FROM s_role_changes c
+    WHERE h.user_id = c.user_id AND h.customer_id = c.customer_id AND h.role_id = c.role_id AND h.valid_to IS NULL
+    RETURNING h.user_id, h.customer_id, h.role_id, h.valid_to
+), hist AS (
+    INSERT INTO user_roles_history (` + strings.Join(roleCols, ", ") + `, valid_from, change, run_id)
+    SELECT ` + prefixed("t.", roleCols) + `, coalesce(closed.valid_to, now()), c.change, $1::bigint
+    FROM s_role_changes c
+    JOIN user_roles t ON t.user_id = c.user_id AND t.customer_id = c.customer_id AND t.role_id = c.role_id
+    LEFT JOIN closed ON closed.user_id = c.user_id AND closed.customer_id = c.customer_id AND closed.role_id = c.role_id
+    ORDER BY c.user_id, c.customer_id, c.role_id
+    RETURNING change
+)
+SELECT change, count(*) FROM hist GROUP BY change`
+
 	// Roles are removed for the listed users (their complete role set is in
 	// the snapshot) and for users no current users row lists any more.
 	// The candidates are found from s_scope through the user_roles key
@@ -626,9 +668,12 @@ func (w *writer) roles(ctx context.Context, ch *Changes, removedUsers []int64) e
 	if _, err := w.tx.Exec(ctx, rolesLock); err != nil {
 		return fmt.Errorf("lock roles: %w", err)
 	}
-	rows, err := w.tx.Query(ctx, rolesUpsert, w.st.customerID, w.run())
-	if err != nil {
+	if _, err := w.tx.Exec(ctx, rolesUpsert); err != nil {
 		return fmt.Errorf("write roles: %w", err)
+	}
+	rows, err := w.tx.Query(ctx, rolesHistory, w.run())
+	if err != nil {
+		return fmt.Errorf("write role history: %w", err)
 	}
 	if err := countChanges(rows, &ch.RolesAdded, &ch.RolesChanged, &ch.RolesRemoved, &ch.RolesReappeared); err != nil {
 		return fmt.Errorf("write roles: %w", err)
