@@ -1,0 +1,115 @@
+// Package invite finds stale pending invitations and announces them.
+//
+// A pending Microsoft Advertising invitation can be accepted by anyone who
+// holds its link, with any login, and the API cannot cancel it, so old ones
+// are a security risk. An invitation is stale when the syncer first saw it
+// more than a threshold ago (invitations.stale_after), or when it has expired
+// but is still listed. The API gives no creation date: age counts from the
+// invitation's first_seen_at, and the sending date is estimated as the
+// expiration date minus 30 days.
+//
+// Stale lists them through the schema's stale_invitations function;
+// CustomerStates gives the per-customer gauges of package metrics; a Notifier
+// posts one webhook message per customer, each invitation at most once per
+// period, remembered in the invitation_alerts table.
+package invite
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/msads-syncer/syncer/internal/metrics"
+)
+
+// Invitation is one pending invitation, with its customer's name.
+type Invitation struct {
+	InvitationID    int64
+	CustomerID      int64
+	CustomerName    string // "" when the customer's name is unknown
+	Email           string
+	RoleID          int32
+	RoleName        string
+	AccountIDs      []int64 // nil: every account of the customer
+	ExpirationDate  *time.Time
+	EstimatedSentAt *time.Time // expiration date minus 30 days
+	FirstSeenAt     time.Time
+	Expired         bool
+	Age             time.Duration // since FirstSeenAt
+}
+
+// Stale returns the pending invitations of schema first seen more than
+// olderThan ago, or already expired, ordered by customer then age (oldest
+// first). When customers is not empty only their invitations are returned.
+func Stale(ctx context.Context, pool *pgxpool.Pool, schema string, olderThan time.Duration, customers []int64) ([]Invitation, error) {
+	q := `SELECT p.invitation_id, p.customer_id, coalesce(c.name, ''), coalesce(p.email, ''), coalesce(p.role_id, 0),
+       p.role_name, p.account_ids, p.expiration_date, p.estimated_sent_at, p.first_seen_at, p.expired,
+       extract(epoch FROM p.age)::float8
+FROM ` + ident(schema, "stale_invitations") + `($1) p
+LEFT JOIN ` + ident(schema, "customers") + ` c ON c.customer_id = p.customer_id
+WHERE coalesce(cardinality($2::bigint[]), 0) = 0 OR p.customer_id = ANY ($2)
+ORDER BY p.customer_id, p.first_seen_at, p.invitation_id`
+	rows, err := pool.Query(ctx, q, interval(olderThan), customers)
+	if err != nil {
+		return nil, fmt.Errorf("query stale invitations: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, scanInvitation)
+	if err != nil {
+		return nil, fmt.Errorf("query stale invitations: %w", err)
+	}
+	return out, nil
+}
+
+// scanInvitation scans the columns selected by Stale and by the Notifier.
+func scanInvitation(r pgx.CollectableRow) (Invitation, error) {
+	var inv Invitation
+	var age float64
+	err := r.Scan(&inv.InvitationID, &inv.CustomerID, &inv.CustomerName, &inv.Email, &inv.RoleID,
+		&inv.RoleName, &inv.AccountIDs, &inv.ExpirationDate, &inv.EstimatedSentAt, &inv.FirstSeenAt, &inv.Expired, &age)
+	inv.Age = time.Duration(age * float64(time.Second)).Round(time.Second)
+	return inv, err
+}
+
+// CustomerStates returns, for every customer known to schema (synced, or
+// with pending invitations), its pending and stale invitation counts and the
+// time of its last successful snapshot. staleAfter is the stale threshold.
+func CustomerStates(ctx context.Context, pool *pgxpool.Pool, schema string, staleAfter time.Duration) ([]metrics.CustomerState, error) {
+	q := `SELECT ids.customer_id, c.last_success_at, coalesce(p.n, 0), coalesce(s.n, 0)
+FROM (SELECT customer_id FROM ` + ident(schema, "customers") + `
+      UNION SELECT customer_id FROM ` + ident(schema, "pending_invitations") + `) ids
+LEFT JOIN ` + ident(schema, "customers") + ` c ON c.customer_id = ids.customer_id
+LEFT JOIN (SELECT customer_id, count(*) AS n FROM ` + ident(schema, "pending_invitations") + ` GROUP BY customer_id) p
+       ON p.customer_id = ids.customer_id
+LEFT JOIN (SELECT customer_id, count(*) AS n FROM ` + ident(schema, "stale_invitations") + `($1) GROUP BY customer_id) s
+       ON s.customer_id = ids.customer_id
+ORDER BY ids.customer_id`
+	rows, err := pool.Query(ctx, q, interval(staleAfter))
+	if err != nil {
+		return nil, fmt.Errorf("query customer states: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (metrics.CustomerState, error) {
+		var cs metrics.CustomerState
+		var last *time.Time
+		err := r.Scan(&cs.CustomerID, &last, &cs.PendingInvitations, &cs.StaleInvitations)
+		if last != nil {
+			cs.LastSuccess = *last
+		}
+		return cs, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("query customer states: %w", err)
+	}
+	return out, nil
+}
+
+// ident quotes a schema-qualified name.
+func ident(schema, name string) string { return pgx.Identifier{schema, name}.Sanitize() }
+
+// interval encodes a duration as a PostgreSQL interval.
+func interval(d time.Duration) pgtype.Interval {
+	return pgtype.Interval{Microseconds: d.Microseconds(), Valid: true}
+}

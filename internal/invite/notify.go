@@ -1,0 +1,462 @@
+package invite
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/msads-syncer/syncer/internal/report"
+)
+
+// Defaults of the Notifier's optional fields.
+const (
+	DefaultAttempts  = 4
+	DefaultRetryWait = time.Second
+	DefaultTimeout   = 15 * time.Second
+
+	maxRetryWait   = 30 * time.Second // cap of one wait, Retry-After included
+	maxTextItems   = 50               // invitations listed in a message's text
+	maxBodyInError = 256              // bytes of a failed response kept in the error
+)
+
+// Notifier posts stale invitations to a webhook: one JSON message per
+// customer, with a Slack-compatible "text" (mrkdwn) and structured fields
+// for other receivers (see Message). Each invitation is announced at most
+// once per period: an announcement is recorded in the invitation_alerts table
+// only after its post succeeded, so a failed post is retried on the next
+// call.
+//
+// The URL is a secret (Slack webhook URLs carry a token): no error or log
+// line of the Notifier contains it.
+type Notifier struct {
+	URL    string
+	Client *http.Client // nil: a client with DefaultTimeout
+	Logger *slog.Logger // nil: no logs
+
+	// Customers limits the announcements to these customers; empty means all.
+	Customers []int64
+	// Period is how long an announced invitation stays quiet; zero means the
+	// staleAfter passed to Notify.
+	Period time.Duration
+	// Attempts is the number of tries of one post (DefaultAttempts when 0);
+	// RetryWait the first wait between tries, doubled each time
+	// (DefaultRetryWait when 0). 429 and 5xx answers and network errors are
+	// retried; other 4xx answers are not.
+	Attempts  int
+	RetryWait time.Duration
+}
+
+// NotifyResult counts what one Notify call did.
+type NotifyResult struct {
+	Messages  int  // posts that succeeded, one per customer
+	Failed    int  // posts that failed after their retries
+	Announced int  // invitations recorded as announced
+	Skipped   bool // another process was announcing for this schema; nothing done
+}
+
+// Message is the JSON body posted for one customer. Ids are strings so that
+// receivers that read numbers as float64 (JavaScript) keep every digit.
+type Message struct {
+	Text         string              `json:"text"`
+	CustomerID   string              `json:"customer_id"`
+	CustomerName string              `json:"customer_name"`
+	StaleAfter   string              `json:"stale_after"`
+	Invitations  []MessageInvitation `json:"invitations"`
+}
+
+// MessageInvitation is one invitation of a Message.
+type MessageInvitation struct {
+	InvitationID    string     `json:"invitation_id"`
+	Email           string     `json:"email"`
+	RoleID          int32      `json:"role_id"`
+	RoleName        string     `json:"role_name"`
+	AccountIDs      []string   `json:"account_ids"` // null: every account of the customer
+	FirstSeenAt     time.Time  `json:"first_seen_at"`
+	AgeSeconds      int64      `json:"age_seconds"`
+	EstimatedSentAt *time.Time `json:"estimated_sent_at"`
+	ExpirationDate  *time.Time `json:"expiration_date"`
+	Expired         bool       `json:"expired"`
+}
+
+// Notify announces the invitations of schema that are stale at now (first
+// seen more than staleAfter before now, or expired) and were not announced
+// within the period before now. It posts one message per customer, records
+// the invitations of each successful post, and goes on with the next
+// customer when a post fails. The error joins the failures; the result
+// counts what was done either way.
+//
+// Only one process announces for a schema at a time: when another holds the
+// announcement lock, Notify returns at once with Skipped set.
+func (n *Notifier) Notify(ctx context.Context, pool *pgxpool.Pool, schema string, staleAfter time.Duration, now time.Time) (NotifyResult, error) {
+	var res NotifyResult
+	if n.URL == "" {
+		return res, errors.New("notify: no webhook url configured (invitations.webhook_url)")
+	}
+	period := cmp.Or(n.Period, staleAfter)
+
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		return res, fmt.Errorf("notify: %w", err)
+	}
+	lockKey := "syncer:" + schema + ":invitation-notices"
+	var locked bool
+	if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock(hashtextextended($1, 0))", lockKey).Scan(&locked); err != nil {
+		conn.Release()
+		return res, fmt.Errorf("notify: take announcement lock: %w", err)
+	}
+	if !locked {
+		conn.Release()
+		n.logger().InfoContext(ctx, "another process is announcing stale invitations; skipped", slog.String("schema", schema))
+		res.Skipped = true
+		return res, nil
+	}
+	defer func() {
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if _, err := conn.Exec(uctx, "SELECT pg_advisory_unlock(hashtextextended($1, 0))", lockKey); err != nil {
+			// Never hand a connection that may still hold the lock back to the pool.
+			_ = conn.Hijack().Close(uctx)
+			return
+		}
+		conn.Release()
+	}()
+
+	due, err := n.due(ctx, conn.Conn(), schema, staleAfter, period, now)
+	if err != nil {
+		return res, err
+	}
+	var errs []error
+	for _, group := range byCustomer(due) {
+		if err := ctx.Err(); err != nil {
+			errs = append(errs, err)
+			break
+		}
+		c := group[0]
+		log := n.logger().With(slog.Int64("customer_id", c.CustomerID), slog.Int("invitations", len(group)))
+		if err := n.post(ctx, newMessage(group, staleAfter)); err != nil {
+			res.Failed++
+			errs = append(errs, fmt.Errorf("customer %d: %w", c.CustomerID, err))
+			log.WarnContext(ctx, "stale invitations not announced; retried on the next run", slog.Any("error", err))
+			continue
+		}
+		res.Messages++
+		ids := make([]int64, len(group))
+		for i, inv := range group {
+			ids[i] = inv.InvitationID
+		}
+		if err := record(ctx, conn.Conn(), schema, ids, now); err != nil {
+			// Posted but not remembered: the next run announces them again.
+			errs = append(errs, fmt.Errorf("customer %d: %w", c.CustomerID, err))
+			log.ErrorContext(ctx, "stale invitations announced but not recorded", slog.Any("error", err))
+			continue
+		}
+		res.Announced += len(ids)
+		log.InfoContext(ctx, "stale invitations announced")
+	}
+	return res, errors.Join(errs...)
+}
+
+func (n *Notifier) logger() *slog.Logger {
+	if n.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return n.Logger
+}
+
+// due selects the stale invitations not announced within the period.
+func (n *Notifier) due(ctx context.Context, conn *pgx.Conn, schema string, staleAfter, period time.Duration, now time.Time) ([]Invitation, error) {
+	q := `SELECT p.invitation_id, p.customer_id, coalesce(c.name, ''), coalesce(p.email, ''), coalesce(p.role_id, 0),
+       p.role_name, p.account_ids, p.expiration_date, p.estimated_sent_at, p.first_seen_at,
+       coalesce(p.expiration_date <= $1, false),
+       extract(epoch FROM $1 - p.first_seen_at)::float8
+FROM ` + ident(schema, "pending_invitations") + ` p
+LEFT JOIN ` + ident(schema, "customers") + ` c ON c.customer_id = p.customer_id
+LEFT JOIN ` + ident(schema, "invitation_alerts") + ` a ON a.invitation_id = p.invitation_id
+WHERE (p.first_seen_at < $1 - $2::interval OR p.expiration_date <= $1)
+  AND (a.last_notified_at IS NULL OR a.last_notified_at <= $1 - $3::interval)
+  AND (coalesce(cardinality($4::bigint[]), 0) = 0 OR p.customer_id = ANY ($4))
+ORDER BY p.customer_id, p.first_seen_at, p.invitation_id`
+	rows, err := conn.Query(ctx, q, now, interval(staleAfter), interval(period), n.Customers)
+	if err != nil {
+		return nil, fmt.Errorf("notify: query stale invitations: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, scanInvitation)
+	if err != nil {
+		return nil, fmt.Errorf("notify: query stale invitations: %w", err)
+	}
+	return out, nil
+}
+
+// record remembers that the invitations were announced at now.
+func record(ctx context.Context, conn *pgx.Conn, schema string, ids []int64, now time.Time) error {
+	_, err := conn.Exec(ctx, `INSERT INTO `+ident(schema, "invitation_alerts")+` (invitation_id, last_notified_at)
+SELECT DISTINCT unnest($1::bigint[]), $2::timestamptz
+ON CONFLICT (invitation_id) DO UPDATE SET last_notified_at = excluded.last_notified_at`, ids, now)
+	if err != nil {
+		return fmt.Errorf("record announcement: %w", err)
+	}
+	return nil
+}
+
+// byCustomer splits invitations ordered by customer into one group per customer.
+func byCustomer(invs []Invitation) [][]Invitation {
+	var out [][]Invitation
+	for i := 0; i < len(invs); {
+		j := i + 1
+		for j < len(invs) && invs[j].CustomerID == invs[i].CustomerID {
+			j++
+		}
+		out = append(out, invs[i:j])
+		i = j
+	}
+	return out
+}
+
+// newMessage builds the message of one customer's invitations.
+func newMessage(invs []Invitation, staleAfter time.Duration) Message {
+	c := invs[0]
+	m := Message{
+		CustomerID:   strconv.FormatInt(c.CustomerID, 10),
+		CustomerName: c.CustomerName,
+		StaleAfter:   staleAfter.String(),
+		Invitations:  make([]MessageInvitation, len(invs)),
+	}
+	for i, inv := range invs {
+		var accounts []string
+		if inv.AccountIDs != nil {
+			accounts = make([]string, len(inv.AccountIDs))
+			for k, id := range inv.AccountIDs {
+				accounts[k] = strconv.FormatInt(id, 10)
+			}
+		}
+		m.Invitations[i] = MessageInvitation{
+			InvitationID:    strconv.FormatInt(inv.InvitationID, 10),
+			Email:           inv.Email,
+			RoleID:          inv.RoleID,
+			RoleName:        inv.RoleName,
+			AccountIDs:      accounts,
+			FirstSeenAt:     inv.FirstSeenAt.UTC(),
+			AgeSeconds:      int64(inv.Age / time.Second),
+			EstimatedSentAt: utc(inv.EstimatedSentAt),
+			ExpirationDate:  utc(inv.ExpirationDate),
+			Expired:         inv.Expired,
+		}
+	}
+	m.Text = messageText(invs, staleAfter)
+	return m
+}
+
+func utc(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	u := t.UTC()
+	return &u
+}
+
+// messageText is the Slack mrkdwn text of one customer's message.
+func messageText(invs []Invitation, staleAfter time.Duration) string {
+	c := invs[0]
+	var b strings.Builder
+	noun := "invitations"
+	if len(invs) == 1 {
+		noun = "invitation"
+	}
+	who := strconv.FormatInt(c.CustomerID, 10)
+	if c.CustomerName != "" {
+		who = "*" + slackEscape(c.CustomerName) + "* (" + who + ")"
+	}
+	fmt.Fprintf(&b, ":warning: %d stale Microsoft Advertising %s for customer %s: pending for more than %s, or expired but still listed. "+
+		"Anyone who holds an invitation link can accept it with any login; cancel those not needed in the Microsoft Advertising web UI.",
+		len(invs), noun, who, report.Age(staleAfter))
+	for i, inv := range invs {
+		if i == maxTextItems {
+			fmt.Fprintf(&b, "\n…and %d more (see the invitations field, or `syncer invitations`)", len(invs)-maxTextItems)
+			break
+		}
+		email := inv.Email
+		if email == "" {
+			email = "(no email)"
+		}
+		accounts := "every account"
+		if inv.AccountIDs != nil {
+			accounts = "accounts " + report.Cell(inv.AccountIDs)
+		}
+		fmt.Fprintf(&b, "\n• %s: %s, %s; first seen %s ago", slackEscape(email), slackEscape(inv.RoleName), accounts, report.Age(inv.Age))
+		if inv.EstimatedSentAt != nil {
+			fmt.Fprintf(&b, " (sent about %s)", inv.EstimatedSentAt.UTC().Format(time.DateOnly))
+		}
+		switch {
+		case inv.ExpirationDate == nil:
+		case inv.Expired:
+			fmt.Fprintf(&b, "; *expired* %s", inv.ExpirationDate.UTC().Format(time.DateOnly))
+		default:
+			fmt.Fprintf(&b, "; expires %s", inv.ExpirationDate.UTC().Format(time.DateOnly))
+		}
+	}
+	return b.String()
+}
+
+// slackEscape escapes the three characters Slack's mrkdwn reserves.
+func slackEscape(s string) string {
+	return strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;").Replace(s)
+}
+
+// post sends one message, retrying 429, 5xx and network errors.
+func (n *Notifier) post(ctx context.Context, m Message) error {
+	body, err := json.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("encode message: %w", err)
+	}
+	client := n.Client
+	if client == nil {
+		client = &http.Client{Timeout: DefaultTimeout}
+	}
+	exp := backoff.NewExponentialBackOff()
+	exp.InitialInterval = cmp.Or(n.RetryWait, DefaultRetryWait)
+	exp.MaxInterval = maxRetryWait
+	exp.MaxElapsedTime = 0 // bounded by the number of attempts
+	var retryAfter time.Duration
+	attempts := cmp.Or(n.Attempts, DefaultAttempts)
+	b := backoff.WithContext(backoff.WithMaxRetries(&hintedBackOff{BackOff: exp, hint: &retryAfter}, uint64(max(attempts-1, 0))), ctx)
+
+	op := func() error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, n.URL, bytes.NewReader(body))
+		if err != nil {
+			return backoff.Permanent(n.redact(fmt.Errorf("build request: %w", err)))
+		}
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("User-Agent", "msads-syncer")
+		resp, err := client.Do(req)
+		if err != nil {
+			if ctx.Err() != nil {
+				return backoff.Permanent(ctx.Err())
+			}
+			return n.redact(fmt.Errorf("post: %w", unwrapURLError(err)))
+		}
+		defer resp.Body.Close()
+		snippet, _ := io.ReadAll(io.LimitReader(resp.Body, maxBodyInError))
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+		if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+			return nil
+		}
+		err = n.redact(&StatusError{StatusCode: resp.StatusCode, Body: strings.TrimSpace(string(snippet))})
+		if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500 {
+			retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"))
+			return err
+		}
+		return backoff.Permanent(err)
+	}
+	notify := func(err error, wait time.Duration) {
+		n.logger().DebugContext(ctx, "webhook post failed; retrying", slog.Any("error", err), slog.Duration("wait", wait))
+	}
+	if err := backoff.RetryNotify(op, b, notify); err != nil {
+		return fmt.Errorf("webhook: %w", err)
+	}
+	return nil
+}
+
+// StatusError is a webhook answer other than 2xx.
+type StatusError struct {
+	StatusCode int
+	Body       string // the answer's first bytes
+}
+
+func (e *StatusError) Error() string {
+	if e.Body == "" {
+		return fmt.Sprintf("answered HTTP %d", e.StatusCode)
+	}
+	return fmt.Sprintf("answered HTTP %d: %s", e.StatusCode, e.Body)
+}
+
+// unwrapURLError drops the *url.Error layer, whose message holds the URL.
+func unwrapURLError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		if ue.Timeout() {
+			return fmt.Errorf("timeout: %w", ue.Err)
+		}
+		return ue.Err
+	}
+	return err
+}
+
+// redact removes the webhook URL, and its secret path and query, from an
+// error's message (an echoing server or a lower layer may include them).
+func (n *Notifier) redact(err error) error {
+	msg := err.Error()
+	secrets := []string{n.URL}
+	if u, perr := url.Parse(n.URL); perr == nil {
+		if len(u.Path) > 1 {
+			secrets = append(secrets, u.Path, u.EscapedPath())
+		}
+		if u.RawQuery != "" {
+			secrets = append(secrets, u.RawQuery)
+		}
+	}
+	changed := false
+	for _, s := range secrets {
+		if s != "" && strings.Contains(msg, s) {
+			msg = strings.ReplaceAll(msg, s, "[redacted]")
+			changed = true
+		}
+	}
+	if !changed {
+		return err
+	}
+	return &redactedError{msg: msg, err: err}
+}
+
+type redactedError struct {
+	msg string
+	err error
+}
+
+func (e *redactedError) Error() string { return e.msg }
+
+// Unwrap keeps errors.As working (for *StatusError); the unwrapped error's
+// own message may hold the URL, so do not print it.
+func (e *redactedError) Unwrap() error { return e.err }
+
+// hintedBackOff waits at least the server's Retry-After, capped.
+type hintedBackOff struct {
+	backoff.BackOff
+	hint *time.Duration
+}
+
+func (b *hintedBackOff) NextBackOff() time.Duration {
+	d := b.BackOff.NextBackOff()
+	if d != backoff.Stop && *b.hint > d {
+		d = min(*b.hint, maxRetryWait)
+	}
+	*b.hint = 0
+	return d
+}
+
+// parseRetryAfter reads a Retry-After header in seconds or as an HTTP date.
+func parseRetryAfter(v string) time.Duration {
+	if v == "" {
+		return 0
+	}
+	if s, err := strconv.Atoi(v); err == nil && s > 0 {
+		return time.Duration(s) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return time.Until(t)
+	}
+	return 0
+}
