@@ -302,6 +302,7 @@ type writer struct {
 	st    *staged
 	runID int64
 	store *Store
+	work  work
 }
 
 func (w *writer) run() any {
@@ -333,21 +334,29 @@ func (w *writer) write(ctx context.Context, ch *Changes) error {
 			return fmt.Errorf("copy into %s: %w", c.table, err)
 		}
 	}
-	// Temporary tables have no statistics until analyzed; without them the
-	// planner picks nested loops over the staging rows.
-	if _, err := tx.Exec(ctx, "ANALYZE s_users, s_roles, s_invitations, s_accounts"); err != nil {
-		return fmt.Errorf("analyze staging tables: %w", err)
-	}
 	if err := w.hook("stage"); err != nil {
 		return err
 	}
-	if err := w.checkGuard(ctx); err != nil {
+	// One read finds what the snapshot changes; the write statements below
+	// run only for what does change, so an unchanged snapshot costs this
+	// read and no write statement at all.
+	if err := w.survey(ctx); err != nil {
+		return err
+	}
+	if err := w.checkGuard(); err != nil {
 		return err
 	}
 	if err := w.hook("guard"); err != nil {
 		return err
 	}
-	if st.accountsFetched {
+	if w.work.any() {
+		// Temporary tables have no statistics until analyzed; without them
+		// the planner may misjudge the joins of the write statements.
+		if _, err := tx.Exec(ctx, "ANALYZE s_users, s_roles, s_invitations, s_accounts"); err != nil {
+			return fmt.Errorf("analyze staging tables: %w", err)
+		}
+	}
+	if st.accountsFetched && w.work.accounts {
 		if err := w.accounts(ctx, ch); err != nil {
 			return err
 		}
@@ -381,14 +390,103 @@ func (w *writer) hook(step string) error {
 	return nil
 }
 
-func (w *writer) checkGuard(ctx context.Context) error {
-	var current, removing int
-	err := w.tx.QueryRow(ctx, `
-		SELECT count(*), count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM s_users s WHERE s.user_id = t.user_id))
-		FROM users t WHERE t.customer_id = $1 AND t.removed_at IS NULL`, w.st.customerID).Scan(&current, &removing)
+// work says which write statements a snapshot needs, as found by survey.
+type work struct {
+	current, removing int  // the customer's current users, and those the snapshot omits
+	usersKnown        bool // the customer has users rows or users history
+	usersUpsert       bool // a staged user is new, changed or reappearing
+	rolesUpsert       bool // a staged role is new, changed or reappearing
+	rolesRemove       bool // a current role of a listed user is not staged
+	invitationsUpsert bool
+	invitationsRemove bool
+	accounts          bool // accounts to add, change or remove
+}
+
+func (k work) any() bool {
+	return k.removing > 0 || k.usersUpsert || k.rolesUpsert || k.rolesRemove ||
+		k.invitationsUpsert || k.invitationsRemove || k.accounts
+}
+
+// surveySQL compares the staging tables with the warehouse, read-only, in
+// one pass per entity over the current rows in the snapshot's scope (the
+// customer's users, invitations and accounts; the roles of the listed
+// users), probing the staging row of each by key. Per entity it counts the
+// current rows (cur), those with a staged row (keyed) and those whose staged
+// row has the same values (same): the upsert has work unless same equals the
+// number of staged rows, the removal unless keyed equals cur. "Same" is
+// exactly what the upserts' IS DISTINCT FROM filters skip. LATERAL ...
+// OFFSET 0 keeps the join order (scope rows outside, key probes inside)
+// whatever the statistics of the staging tables say, so this statement
+// needs no ANALYZE.
+const surveySQL = `
+SELECT u.total, u.cur, u.cur - u.keyed, u.same,
+       u.total > 0 OR EXISTS (SELECT 1 FROM users_history h WHERE h.customer_id = $1),
+       r.cur, r.keyed, r.same, i.cur, i.keyed, i.same, a.cur, a.keyed, a.same
+FROM (
+    SELECT count(*) AS total, count(*) FILTER (WHERE t.removed_at IS NULL) AS cur,
+           count(s.same) FILTER (WHERE t.removed_at IS NULL) AS keyed,
+           count(*) FILTER (WHERE t.removed_at IS NULL AND s.same) AS same
+    FROM users t
+    LEFT JOIN LATERAL (
+        SELECT (t.home_customer_id, t.user_name, t.email, t.first_name, t.last_name, t.job_title, t.lcid,
+                t.lifecycle_status, t.last_modified_time)
+            IS NOT DISTINCT FROM (s.home_customer_id, s.user_name, s.email, s.first_name, s.last_name,
+                s.job_title, s.lcid, s.lifecycle_status, s.last_modified_time) AS same
+        FROM s_users s WHERE s.user_id = t.user_id OFFSET 0
+    ) s ON true
+    WHERE t.customer_id = $1
+) u, (
+    SELECT count(*) AS cur, count(s.same) AS keyed, count(*) FILTER (WHERE s.same) AS same
+    FROM s_users sc
+    CROSS JOIN LATERAL (
+        SELECT x.user_id, x.customer_id, x.role_id, x.account_ids, x.linked_account_ids, x.customer_link_permission
+        FROM user_roles x WHERE x.user_id = sc.user_id AND x.removed_at IS NULL OFFSET 0
+    ) t
+    LEFT JOIN LATERAL (
+        SELECT (t.account_ids, t.linked_account_ids, t.customer_link_permission)
+            IS NOT DISTINCT FROM (s.account_ids, s.linked_account_ids, s.customer_link_permission) AS same
+        FROM s_roles s WHERE s.user_id = t.user_id AND s.customer_id = t.customer_id AND s.role_id = t.role_id OFFSET 0
+    ) s ON true
+) r, (
+    SELECT count(*) AS cur, count(s.same) AS keyed, count(*) FILTER (WHERE s.same) AS same
+    FROM user_invitations t
+    LEFT JOIN LATERAL (
+        SELECT (t.email, t.first_name, t.last_name, t.role_id, t.account_ids, t.lcid, t.expiration_date)
+            IS NOT DISTINCT FROM (s.email, s.first_name, s.last_name, s.role_id, s.account_ids, s.lcid, s.expiration_date) AS same
+        FROM s_invitations s WHERE s.invitation_id = t.invitation_id OFFSET 0
+    ) s ON true
+    WHERE t.customer_id = $1 AND t.removed_at IS NULL
+) i, (
+    SELECT count(*) AS cur, count(s.same) AS keyed, count(*) FILTER (WHERE s.same) AS same
+    FROM accounts t
+    LEFT JOIN LATERAL (
+        SELECT (t.name, t.number, t.status, t.pause_reason)
+            IS NOT DISTINCT FROM (s.name, s.number, s.status, s.pause_reason) AS same
+        FROM s_accounts s WHERE s.account_id = t.account_id OFFSET 0
+    ) s ON true
+    WHERE t.customer_id = $1 AND t.removed_at IS NULL AND $2::boolean
+) a`
+
+func (w *writer) survey(ctx context.Context) error {
+	var usersTotal, usersSame, rolesCur, rolesKeyed, rolesSame, invCur, invKeyed, invSame, accCur, accKeyed, accSame int
+	k := &w.work
+	err := w.tx.QueryRow(ctx, surveySQL, w.st.customerID, w.st.accountsFetched).Scan(&usersTotal, &k.current, &k.removing,
+		&usersSame, &k.usersKnown, &rolesCur, &rolesKeyed, &rolesSame, &invCur, &invKeyed, &invSame, &accCur, &accKeyed, &accSame)
 	if err != nil {
-		return fmt.Errorf("removal guard: %w", err)
+		return fmt.Errorf("compare snapshot: %w", err)
 	}
+	st := w.st
+	k.usersUpsert = usersSame < len(st.users)
+	k.rolesUpsert = rolesSame < len(st.roles)
+	k.rolesRemove = rolesKeyed < rolesCur
+	k.invitationsUpsert = invSame < len(st.invitations)
+	k.invitationsRemove = invKeyed < invCur
+	k.accounts = st.accountsFetched && (accSame < len(st.accounts) || accKeyed < accCur)
+	return nil
+}
+
+func (w *writer) checkGuard() error {
+	current, removing := w.work.current, w.work.removing
 	if current == 0 || removing == 0 || w.store.opts.AllowMassRemoval {
 		return nil
 	}
@@ -556,6 +654,16 @@ SELECT ` + prefixed("rm.", e.key) + ` FROM rm`
 var (
 	usersUpsert = usersEntity.upsert(`SELECT $1::bigint, `+prefixed("s.", userCols)+` FROM s_users s ORDER BY s.user_id`,
 		`SELECT t.customer_id, t.user_id, t.removed_at FROM users t WHERE t.customer_id = $1`)
+	// usersInsertNew adds every staged user and its 'added' history row,
+	// for a customer that has neither users rows nor users history.
+	usersInsertNew = `
+WITH ins AS (
+    INSERT INTO users (customer_id, ` + strings.Join(userCols, ", ") + `)
+    SELECT $1::bigint, ` + prefixed("s.", userCols) + ` FROM s_users s ORDER BY s.user_id
+    RETURNING customer_id, ` + strings.Join(userCols, ", ") + `
+)
+INSERT INTO users_history (customer_id, ` + strings.Join(userCols, ", ") + `, valid_from, change, run_id)
+SELECT ins.customer_id, ` + prefixed("ins.", userCols) + `, now(), 'added', $2::bigint FROM ins ORDER BY ins.user_id`
 	usersRemove = usersEntity.remove(`t.customer_id = $1 AND NOT EXISTS (SELECT 1 FROM s_users s WHERE s.user_id = t.user_id)`, "")
 
 	rolesScope = `
@@ -630,14 +738,30 @@ SELECT change, count(*) FROM hist GROUP BY change`
 )
 
 func (w *writer) users(ctx context.Context, ch *Changes) (removed []int64, err error) {
-	rows, err := w.tx.Query(ctx, usersUpsert, w.st.customerID, w.run())
-	if err != nil {
-		return nil, fmt.Errorf("write users: %w", err)
+	switch {
+	case !w.work.usersUpsert:
+	case !w.work.usersKnown:
+		// The customer has no users rows and no users history: every
+		// staged user is added, and the customer lock keeps other writers
+		// of this customer's rows out, so plain inserts do.
+		tag, err := w.tx.Exec(ctx, usersInsertNew, w.st.customerID, w.run())
+		if err != nil {
+			return nil, fmt.Errorf("write users: %w", err)
+		}
+		ch.UsersAdded += int(tag.RowsAffected())
+	default:
+		rows, err := w.tx.Query(ctx, usersUpsert, w.st.customerID, w.run())
+		if err != nil {
+			return nil, fmt.Errorf("write users: %w", err)
+		}
+		if err := countChanges(rows, &ch.UsersAdded, &ch.UsersChanged, &ch.UsersRemoved, &ch.UsersReappeared); err != nil {
+			return nil, fmt.Errorf("write users: %w", err)
+		}
 	}
-	if err := countChanges(rows, &ch.UsersAdded, &ch.UsersChanged, &ch.UsersRemoved, &ch.UsersReappeared); err != nil {
-		return nil, fmt.Errorf("write users: %w", err)
+	if w.work.removing == 0 {
+		return nil, nil
 	}
-	rows, err = w.tx.Query(ctx, usersRemove, w.st.customerID, w.run())
+	rows, err := w.tx.Query(ctx, usersRemove, w.st.customerID, w.run())
 	if err != nil {
 		return nil, fmt.Errorf("remove users: %w", err)
 	}
@@ -657,6 +781,11 @@ func (w *writer) roles(ctx context.Context, ch *Changes, removedUsers []int64) e
 	if len(w.st.userIDs) == 0 && len(removedUsers) == 0 {
 		return nil
 	}
+	// removedUsers widen the scope beyond what survey compared.
+	upsert, remove := w.work.rolesUpsert, w.work.rolesRemove || len(removedUsers) > 0
+	if !upsert && !remove {
+		return nil
+	}
 	if _, err := w.tx.Exec(ctx, rolesScope, removedUsers); err != nil {
 		return fmt.Errorf("stage role scope: %w", err)
 	}
@@ -668,15 +797,20 @@ func (w *writer) roles(ctx context.Context, ch *Changes, removedUsers []int64) e
 	if _, err := w.tx.Exec(ctx, rolesLock); err != nil {
 		return fmt.Errorf("lock roles: %w", err)
 	}
-	if _, err := w.tx.Exec(ctx, rolesUpsert); err != nil {
-		return fmt.Errorf("write roles: %w", err)
+	if upsert {
+		if _, err := w.tx.Exec(ctx, rolesUpsert); err != nil {
+			return fmt.Errorf("write roles: %w", err)
+		}
+		rows, err := w.tx.Query(ctx, rolesHistory, w.run())
+		if err != nil {
+			return fmt.Errorf("write role history: %w", err)
+		}
+		if err := countChanges(rows, &ch.RolesAdded, &ch.RolesChanged, &ch.RolesRemoved, &ch.RolesReappeared); err != nil {
+			return fmt.Errorf("write roles: %w", err)
+		}
 	}
-	rows, err := w.tx.Query(ctx, rolesHistory, w.run())
-	if err != nil {
-		return fmt.Errorf("write role history: %w", err)
-	}
-	if err := countChanges(rows, &ch.RolesAdded, &ch.RolesChanged, &ch.RolesRemoved, &ch.RolesReappeared); err != nil {
-		return fmt.Errorf("write roles: %w", err)
+	if !remove {
+		return nil
 	}
 	tag, err := w.tx.Exec(ctx, rolesRemove, w.st.customerID, w.run())
 	if err != nil {
@@ -687,12 +821,17 @@ func (w *writer) roles(ctx context.Context, ch *Changes, removedUsers []int64) e
 }
 
 func (w *writer) invitations(ctx context.Context, ch *Changes) error {
-	rows, err := w.tx.Query(ctx, invitationsUpsert, w.st.customerID, w.run())
-	if err != nil {
-		return fmt.Errorf("write invitations: %w", err)
+	if w.work.invitationsUpsert {
+		rows, err := w.tx.Query(ctx, invitationsUpsert, w.st.customerID, w.run())
+		if err != nil {
+			return fmt.Errorf("write invitations: %w", err)
+		}
+		if err := countChanges(rows, &ch.InvitationsAdded, &ch.InvitationsChanged, &ch.InvitationsRemoved, &ch.InvitationsReappeared); err != nil {
+			return fmt.Errorf("write invitations: %w", err)
+		}
 	}
-	if err := countChanges(rows, &ch.InvitationsAdded, &ch.InvitationsChanged, &ch.InvitationsRemoved, &ch.InvitationsReappeared); err != nil {
-		return fmt.Errorf("write invitations: %w", err)
+	if !w.work.invitationsRemove {
+		return nil
 	}
 	tag, err := w.tx.Exec(ctx, invitationsRemove, w.st.customerID, w.run())
 	if err != nil {
