@@ -106,6 +106,9 @@ func (n *Notifier) Notify(ctx context.Context, pool *pgxpool.Pool, schema string
 	if n.URL == "" {
 		return res, errors.New("notify: no webhook url configured (invitations.webhook_url)")
 	}
+	if u, err := url.Parse(n.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return res, errors.New("notify: the webhook url is not an http(s) URL")
+	}
 	period := cmp.Or(n.Period, staleAfter)
 
 	conn, err := pool.Acquire(ctx)
