@@ -303,6 +303,8 @@ type writer struct {
 	runID int64
 	store *Store
 	work  work
+
+	analyzed bool // the staging tables have statistics
 }
 
 func (w *writer) run() any {
@@ -349,14 +351,10 @@ func (w *writer) write(ctx context.Context, ch *Changes) error {
 	if err := w.hook("guard"); err != nil {
 		return err
 	}
-	if w.work.any() {
-		// Temporary tables have no statistics until analyzed; without them
-		// the planner may misjudge the joins of the write statements.
-		if _, err := tx.Exec(ctx, "ANALYZE s_users, s_roles, s_invitations, s_accounts"); err != nil {
-			return fmt.Errorf("analyze staging tables: %w", err)
-		}
-	}
 	if st.accountsFetched && w.work.accounts {
+		if err := w.analyze(ctx); err != nil {
+			return err
+		}
 		if err := w.accounts(ctx, ch); err != nil {
 			return err
 		}
@@ -395,6 +393,7 @@ type work struct {
 	current, removing int  // the customer's current users, and those the snapshot omits
 	usersKnown        bool // the customer has users rows or users history
 	usersUpsert       bool // a staged user is new, changed or reappearing
+	rolesCurrent      int  // current roles of the listed users
 	rolesUpsert       bool // a staged role is new, changed or reappearing
 	rolesRemove       bool // a current role of a listed user is not staged
 	invitationsUpsert bool
@@ -477,11 +476,27 @@ func (w *writer) survey(ctx context.Context) error {
 	}
 	st := w.st
 	k.usersUpsert = usersSame < len(st.users)
+	k.rolesCurrent = rolesCur
 	k.rolesUpsert = rolesSame < len(st.roles)
 	k.rolesRemove = rolesKeyed < rolesCur
 	k.invitationsUpsert = invSame < len(st.invitations)
 	k.invitationsRemove = invKeyed < invCur
 	k.accounts = st.accountsFetched && (accSame < len(st.accounts) || accKeyed < accCur)
+	return nil
+}
+
+// analyze gathers statistics of the staging tables, once per transaction,
+// before the first statement that joins them with the warehouse tables:
+// temporary tables have none until analyzed, and without them the planner
+// may misjudge those joins. The plain inserts of a first load need none.
+func (w *writer) analyze(ctx context.Context) error {
+	if w.analyzed {
+		return nil
+	}
+	if _, err := w.tx.Exec(ctx, "ANALYZE s_users, s_roles, s_invitations, s_accounts"); err != nil {
+		return fmt.Errorf("analyze staging tables: %w", err)
+	}
+	w.analyzed = true
 	return nil
 }
 
@@ -716,6 +731,28 @@ WITH closed AS (
 )
 SELECT change, count(*) FROM hist GROUP BY change`
 
+	// rolesInsertNew inserts the staged roles whose keys have no row and
+	// appends their 'added' history (closing an open history row, should a
+	// key have one without a row). A key another transaction holds is
+	// skipped, not waited into an update: the caller then runs the general
+	// statements for the rest.
+	rolesInsertNew = `
+WITH ins AS (
+    INSERT INTO user_roles AS t (` + strings.Join(roleCols, ", ") + `)
+    SELECT ` + prefixed("s.", roleCols) + ` FROM s_roles s ORDER BY s.user_id, s.customer_id, s.role_id
+    ON CONFLICT (user_id, customer_id, role_id) DO NOTHING
+    RETURNING ` + prefixed("t.", roleCols) + `
+), closed AS (
+    UPDATE user_roles_history h SET valid_to = greatest(now(), h.valid_from + interval '1 microsecond')
+    FROM ins
+    WHERE h.user_id = ins.user_id AND h.customer_id = ins.customer_id AND h.role_id = ins.role_id AND h.valid_to IS NULL
+    RETURNING h.user_id, h.customer_id, h.role_id, h.valid_to
+)
+INSERT INTO user_roles_history (` + strings.Join(roleCols, ", ") + `, valid_from, change, run_id)
+SELECT ` + prefixed("ins.", roleCols) + `, coalesce(closed.valid_to, now()), 'added', $1::bigint
+FROM ins LEFT JOIN closed ON closed.user_id = ins.user_id AND closed.customer_id = ins.customer_id AND closed.role_id = ins.role_id
+ORDER BY ins.user_id, ins.customer_id, ins.role_id`
+
 	// Roles are removed for the listed users (their complete role set is in
 	// the snapshot) and for users no current users row lists any more.
 	// The candidates are found from s_scope through the user_roles key
@@ -750,6 +787,9 @@ func (w *writer) users(ctx context.Context, ch *Changes) (removed []int64, err e
 		}
 		ch.UsersAdded += int(tag.RowsAffected())
 	default:
+		if err := w.analyze(ctx); err != nil {
+			return nil, err
+		}
 		rows, err := w.tx.Query(ctx, usersUpsert, w.st.customerID, w.run())
 		if err != nil {
 			return nil, fmt.Errorf("write users: %w", err)
@@ -760,6 +800,9 @@ func (w *writer) users(ctx context.Context, ch *Changes) (removed []int64, err e
 	}
 	if w.work.removing == 0 {
 		return nil, nil
+	}
+	if err := w.analyze(ctx); err != nil {
+		return nil, err
 	}
 	rows, err := w.tx.Query(ctx, usersRemove, w.st.customerID, w.run())
 	if err != nil {
@@ -785,6 +828,24 @@ func (w *writer) roles(ctx context.Context, ch *Changes, removedUsers []int64) e
 	upsert, remove := w.work.rolesUpsert, w.work.rolesRemove || len(removedUsers) > 0
 	if !upsert && !remove {
 		return nil
+	}
+	if upsert && w.work.rolesCurrent == 0 && !remove {
+		// No listed user has a current role (a first load): insert the
+		// staged roles that no row has, with their 'added' history. Keys
+		// another writer holds or inserts meanwhile are skipped here and
+		// left to the general statements below.
+		tag, err := w.tx.Exec(ctx, rolesInsertNew, w.run())
+		if err != nil {
+			return fmt.Errorf("write roles: %w", err)
+		}
+		added := int(tag.RowsAffected())
+		ch.RolesAdded += added
+		if added == len(w.st.roles) {
+			return nil
+		}
+	}
+	if err := w.analyze(ctx); err != nil {
+		return err
 	}
 	if _, err := w.tx.Exec(ctx, rolesScope, removedUsers); err != nil {
 		return fmt.Errorf("stage role scope: %w", err)
@@ -821,6 +882,11 @@ func (w *writer) roles(ctx context.Context, ch *Changes, removedUsers []int64) e
 }
 
 func (w *writer) invitations(ctx context.Context, ch *Changes) error {
+	if w.work.invitationsUpsert || w.work.invitationsRemove {
+		if err := w.analyze(ctx); err != nil {
+			return err
+		}
+	}
 	if w.work.invitationsUpsert {
 		rows, err := w.tx.Query(ctx, invitationsUpsert, w.st.customerID, w.run())
 		if err != nil {
