@@ -1,0 +1,304 @@
+package cli
+
+import (
+	"cmp"
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgerrcode"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/msads-syncer/syncer/internal/invite"
+	"github.com/msads-syncer/syncer/internal/report"
+)
+
+// cmdInvitations lists the stale pending invitations (pending longer than
+// --older-than, default invitations.stale_after, or expired but still
+// listed) per customer, optionally announces them to the webhook, and with
+// --fail-on-stale exits ExitStale when there are any.
+func cmdInvitations(args []string, io IO) int {
+	var c common
+	fs := newFlagSet("invitations", io, &c)
+	olderThan := fs.Duration("older-than", 0, "list invitations pending longer than this, e.g. 72h (default invitations.stale_after)")
+	format := fs.String("format", "table", "output format: table, json or csv")
+	failOnStale := fs.Bool("fail-on-stale", false, "exit 3 when any stale invitation is listed")
+	notify := fs.Bool("notify", false, "post the stale invitations not announced within invitations.stale_after to invitations.webhook_url")
+	if code, done := parse(fs, args); done {
+		return code
+	}
+	switch *format {
+	case "table", "json", "csv":
+	default:
+		fmt.Fprintf(io.Stderr, "syncer invitations: --format must be table, json or csv, got %q\n", *format)
+		return ExitUsage
+	}
+	if *olderThan < 0 {
+		fmt.Fprintln(io.Stderr, "syncer invitations: --older-than must not be negative")
+		return ExitUsage
+	}
+	cfg, err := loadConfig(&c, io)
+	if err != nil {
+		return fail(io, err)
+	}
+	if *notify && cfg.Invitations.WebhookURL.Value() == "" {
+		return fail(io, errors.New("--notify: invitations.webhook_url is not set in the configuration"))
+	}
+	logger := newLogger(io.Stderr, cfg.Log.Format, cfg.Log.Level)
+	ctx, cancel := commandContext(io, 10*time.Minute)
+	defer cancel()
+
+	// A read-mostly command: it does not migrate; a schema that was never
+	// migrated gets a clear error below.
+	pool, err := openDB(ctx, cfg, logger, false)
+	if err != nil {
+		return fail(io, err)
+	}
+	defer pool.Close()
+	schema := cfg.Database.Schema
+	threshold := cmp.Or(*olderThan, cfg.Invitations.StaleAfter.D())
+	invs, err := invite.Stale(ctx, pool, schema, threshold, c.customers)
+	if err != nil {
+		return fail(io, schemaError(schema, err))
+	}
+
+	switch *format {
+	case "json":
+		err = writeInvitationsJSON(io.Stdout, invs, threshold)
+	case "csv":
+		err = writeInvitationsCSV(io.Stdout, invs)
+	default:
+		err = writeInvitationsTable(io.Stdout, invs, threshold)
+	}
+	if err != nil {
+		return fail(io, fmt.Errorf("write output: %w", err))
+	}
+
+	if *notify {
+		if c.dryRun {
+			fmt.Fprintln(io.Stderr, "syncer: dry run: nothing posted to the webhook")
+		} else {
+			n := &invite.Notifier{
+				URL:       cfg.Invitations.WebhookURL.Value(),
+				Logger:    logger,
+				Customers: c.customers,
+				Period:    cfg.Invitations.StaleAfter.D(),
+			}
+			res, err := n.Notify(ctx, pool, schema, threshold, time.Now())
+			switch {
+			case res.Skipped:
+				fmt.Fprintln(io.Stderr, "syncer: another process is announcing stale invitations for this schema; nothing posted")
+			case res.Messages > 0 || res.Failed > 0 || err == nil:
+				fmt.Fprintf(io.Stderr, "syncer: announced %d stale invitations in %d webhook messages (%d failed; invitations announced within %s are not repeated)\n",
+					res.Announced, res.Messages, res.Failed, report.Age(n.Period))
+			}
+			if err != nil {
+				return fail(io, fmt.Errorf("notify: %w", schemaError(schema, err)))
+			}
+		}
+	}
+	if *failOnStale && len(invs) > 0 {
+		return ExitStale
+	}
+	return ExitOK
+}
+
+// commandContext is cancelled at the first SIGINT/SIGTERM or after timeout.
+func commandContext(io IO, timeout time.Duration) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	sigs := io.Signals
+	var own chan os.Signal
+	if sigs == nil {
+		own = make(chan os.Signal, 1)
+		signal.Notify(own, os.Interrupt, syscall.SIGTERM)
+		sigs = own
+	}
+	go func() {
+		select {
+		case <-sigs:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, func() {
+		cancel()
+		if own != nil {
+			signal.Stop(own)
+		}
+	}
+}
+
+// schemaError explains an error caused by a schema that was never migrated.
+func schemaError(schema string, err error) error {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		switch pe.Code {
+		case pgerrcode.UndefinedFunction, pgerrcode.UndefinedTable, pgerrcode.InvalidSchemaName:
+			return fmt.Errorf("schema %q has no syncer tables yet: run `syncer migrate` or `syncer run` first: %w", schema, err)
+		}
+	}
+	return err
+}
+
+// groupInvitations splits invitations ordered by customer.
+func groupInvitations(invs []invite.Invitation) [][]invite.Invitation {
+	var out [][]invite.Invitation
+	for i := 0; i < len(invs); {
+		j := i + 1
+		for j < len(invs) && invs[j].CustomerID == invs[i].CustomerID {
+			j++
+		}
+		out = append(out, invs[i:j])
+		i = j
+	}
+	return out
+}
+
+func writeInvitationsTable(w io.Writer, invs []invite.Invitation, threshold time.Duration) error {
+	if len(invs) == 0 {
+		_, err := fmt.Fprintf(w, "No stale invitations: none pending for more than %s, none expired.\n", report.Age(threshold))
+		return err
+	}
+	fmt.Fprintf(w, "%d stale invitations: pending for more than %s (since the syncer first saw them), or expired but still listed.\n"+
+		"Anyone who holds an invitation link can accept it; cancel those not needed in the Microsoft Advertising web UI.\n",
+		len(invs), report.Age(threshold))
+	for _, group := range groupInvitations(invs) {
+		c := group[0]
+		name := ""
+		if c.CustomerName != "" {
+			name = " " + c.CustomerName
+		}
+		fmt.Fprintf(w, "\nCustomer %d%s: %d\n", c.CustomerID, name, len(group))
+		t := report.NewTable("invitation", "email", "role", "accounts", "first seen", "age", "sent about", "expires", "expired")
+		for _, inv := range group {
+			t.Row(inv.InvitationID, inv.Email, inv.RoleName, inv.AccountIDs, inv.FirstSeenAt, inv.Age,
+				dateOnly(inv.EstimatedSentAt), dateOnly(inv.ExpirationDate), inv.Expired)
+		}
+		if err := t.Write(w); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func dateOnly(t *time.Time) string {
+	if t == nil {
+		return ""
+	}
+	return t.UTC().Format(time.DateOnly)
+}
+
+// invitationsJSON is the --format json document.
+type invitationsJSON struct {
+	OlderThan        string                  `json:"older_than"`
+	OlderThanSeconds int64                   `json:"older_than_seconds"`
+	Stale            int                     `json:"stale"`
+	Customers        []customerInvitationsJS `json:"customers"`
+}
+
+type customerInvitationsJS struct {
+	CustomerID   int64            `json:"customer_id"`
+	CustomerName string           `json:"customer_name"`
+	Invitations  []invitationJSON `json:"invitations"`
+}
+
+type invitationJSON struct {
+	InvitationID    int64      `json:"invitation_id"`
+	Email           string     `json:"email"`
+	RoleID          int32      `json:"role_id"`
+	RoleName        string     `json:"role_name"`
+	AccountIDs      []int64    `json:"account_ids"` // null: every account of the customer
+	FirstSeenAt     time.Time  `json:"first_seen_at"`
+	AgeSeconds      int64      `json:"age_seconds"`
+	EstimatedSentAt *time.Time `json:"estimated_sent_at"`
+	ExpirationDate  *time.Time `json:"expiration_date"`
+	Expired         bool       `json:"expired"`
+}
+
+func writeInvitationsJSON(w io.Writer, invs []invite.Invitation, threshold time.Duration) error {
+	doc := invitationsJSON{
+		OlderThan:        threshold.String(),
+		OlderThanSeconds: int64(threshold / time.Second),
+		Stale:            len(invs),
+		Customers:        []customerInvitationsJS{},
+	}
+	for _, group := range groupInvitations(invs) {
+		c := customerInvitationsJS{CustomerID: group[0].CustomerID, CustomerName: group[0].CustomerName}
+		for _, inv := range group {
+			c.Invitations = append(c.Invitations, invitationJSON{
+				InvitationID:    inv.InvitationID,
+				Email:           inv.Email,
+				RoleID:          inv.RoleID,
+				RoleName:        inv.RoleName,
+				AccountIDs:      inv.AccountIDs,
+				FirstSeenAt:     inv.FirstSeenAt.UTC(),
+				AgeSeconds:      int64(inv.Age / time.Second),
+				EstimatedSentAt: utcPtr(inv.EstimatedSentAt),
+				ExpirationDate:  utcPtr(inv.ExpirationDate),
+				Expired:         inv.Expired,
+			})
+		}
+		doc.Customers = append(doc.Customers, c)
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(doc)
+}
+
+func utcPtr(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	u := t.UTC()
+	return &u
+}
+
+// invitationsCSVHeader is the --format csv header. account_ids is
+// space-separated, or "all" for every account of the customer.
+var invitationsCSVHeader = []string{
+	"customer_id", "customer_name", "invitation_id", "email", "role_id", "role_name", "account_ids",
+	"first_seen_at", "age_seconds", "estimated_sent_at", "expiration_date", "expired",
+}
+
+func writeInvitationsCSV(w io.Writer, invs []invite.Invitation) error {
+	cw := csv.NewWriter(w)
+	if err := cw.Write(invitationsCSVHeader); err != nil {
+		return err
+	}
+	rfc := func(t *time.Time) string {
+		if t == nil {
+			return ""
+		}
+		return t.UTC().Format(time.RFC3339)
+	}
+	for _, inv := range invs {
+		accounts := "all"
+		if inv.AccountIDs != nil {
+			parts := make([]string, len(inv.AccountIDs))
+			for i, id := range inv.AccountIDs {
+				parts[i] = strconv.FormatInt(id, 10)
+			}
+			accounts = strings.Join(parts, " ")
+		}
+		first := inv.FirstSeenAt
+		if err := cw.Write([]string{
+			strconv.FormatInt(inv.CustomerID, 10), inv.CustomerName, strconv.FormatInt(inv.InvitationID, 10),
+			inv.Email, strconv.Itoa(int(inv.RoleID)), inv.RoleName, accounts,
+			rfc(&first), strconv.FormatInt(int64(inv.Age/time.Second), 10),
+			rfc(inv.EstimatedSentAt), rfc(inv.ExpirationDate), strconv.FormatBool(inv.Expired),
+		}); err != nil {
+			return err
+		}
+	}
+	cw.Flush()
+	return cw.Error()
+}
