@@ -52,7 +52,9 @@ func benchSnapshots() []*msads.Snapshot {
 
 // BenchmarkSnapshotWrite writes 100 customers' snapshots (100,000 users,
 // 150,000 roles, 5,000 invitations) into an empty schema, then COPYs the same
-// rows into bare tables for comparison, then re-runs the unchanged
+// rows into bare tables for comparison (once in one transaction, copy_s, and
+// once per customer in 100 transactions, copy_per_customer_s, the floor for a
+// writer bound to one transaction per customer), then re-runs the unchanged
 // snapshots and counts the row versions the re-run wrote.
 //
 //	go test -run x -bench Snapshot -benchtime 1x ./internal/load/
@@ -86,6 +88,7 @@ func BenchmarkSnapshotWrite(b *testing.B) {
 		}
 
 		copyDur := rawCopy(b, pool, schema, snaps)
+		copyPerCustomer := rawCopyPerCustomer(b, pool, schema, snaps)
 
 		var before int64
 		if err := pool.QueryRow(ctx, "SELECT pg_current_xact_id()::text::bigint").Scan(&before); err != nil {
@@ -126,58 +129,129 @@ func BenchmarkSnapshotWrite(b *testing.B) {
 		b.ReportMetric(full.Seconds(), "write_s")
 		b.ReportMetric(parDur.Seconds(), "write_4workers_s")
 		b.ReportMetric(copyDur.Seconds(), "copy_s")
+		b.ReportMetric(copyPerCustomer.Seconds(), "copy_per_customer_s")
 		b.ReportMetric(full.Seconds()/copyDur.Seconds(), "write/copy")
+		b.ReportMetric(full.Seconds()/copyPerCustomer.Seconds(), "write/copy_per_customer")
 		b.ReportMetric(rerun.Seconds(), "rerun_s")
+		b.ReportMetric(rerun.Seconds()/copyDur.Seconds(), "rerun/copy")
+		b.ReportMetric(rerun.Seconds()/copyPerCustomer.Seconds(), "rerun/copy_per_customer")
 		b.ReportMetric(float64(written), "rerun_row_versions")
 	}
 }
 
-// rawCopy COPYs the same users, roles and invitations into bare tables (no
-// keys, no indexes) in one transaction and returns how long it took.
-func rawCopy(b *testing.B, pool interface {
-	Begin(context.Context) (pgx.Tx, error)
-}, schema string, snaps []*msads.Snapshot) time.Duration {
+// bareRows are one or more snapshots' users, roles and invitations as rows
+// of the bare tables.
+type bareRows struct{ users, roles, invs [][]any }
+
+func (r *bareRows) add(s *msads.Snapshot) {
+	for _, u := range s.Users {
+		r.users = append(r.users, []any{s.CustomerID, u.ID, u.HomeCustomerID, u.UserName, u.Email, u.FirstName, u.LastName, u.JobTitle, u.Lcid, u.LifecycleStatus, u.LastModifiedTime})
+	}
+	for _, ro := range s.Roles {
+		r.roles = append(r.roles, []any{ro.UserID, ro.CustomerID, ro.RoleID, ro.AccountIDs, ro.LinkedAccountIDs, nil})
+	}
+	for _, i := range s.Invitations {
+		r.invs = append(r.invs, []any{i.ID, s.CustomerID, i.Email, i.FirstName, i.LastName, i.RoleID, i.AccountIDs, i.Lcid, i.ExpirationDate})
+	}
+}
+
+// copyBare COPYs rows into the bare tables in tx.
+func copyBare(b *testing.B, tx pgx.Tx, suffix string, r *bareRows) {
 	b.Helper()
 	ctx := context.Background()
-	var users, roles, invs [][]any
+	for _, c := range []struct {
+		table string
+		cols  []string
+		rows  [][]any
+	}{
+		{"bare_users" + suffix, []string{"customer_id", "user_id", "home_customer_id", "user_name", "email", "first_name", "last_name", "job_title", "lcid", "lifecycle_status", "last_modified_time"}, r.users},
+		{"bare_roles" + suffix, roleCols, r.roles},
+		{"bare_invitations" + suffix, []string{"invitation_id", "customer_id", "email", "first_name", "last_name", "role_id", "account_ids", "lcid", "expiration_date"}, r.invs},
+	} {
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{c.table}, c.cols, pgx.CopyFromRows(c.rows)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+type beginner interface {
+	Begin(context.Context) (pgx.Tx, error)
+}
+
+func bareDDL(suffix string) string {
+	return `
+		CREATE TABLE bare_users` + suffix + ` (customer_id bigint, user_id bigint, home_customer_id bigint, user_name text, email text, first_name text, last_name text, job_title text, lcid text, lifecycle_status text, last_modified_time timestamptz);
+		CREATE TABLE bare_roles` + suffix + ` (user_id bigint, customer_id bigint, role_id integer, account_ids bigint[], linked_account_ids bigint[], customer_link_permission text);
+		CREATE TABLE bare_invitations` + suffix + ` (invitation_id bigint, customer_id bigint, email text, first_name text, last_name text, role_id integer, account_ids bigint[], lcid text, expiration_date timestamptz);`
+}
+
+// createBare creates the bare tables (no keys, no indexes) named with suffix.
+func createBare(b *testing.B, pool beginner, schema, suffix string) {
+	b.Helper()
+	ctx := context.Background()
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	if _, err := tx.Exec(ctx, "SET LOCAL search_path TO "+pgx.Identifier{schema}.Sanitize()+";"+bareDDL(suffix)); err != nil {
+		b.Fatal(err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// rawCopy COPYs the same users, roles and invitations into bare tables (no
+// keys, no indexes) created in the same transaction, and returns how long the
+// COPYs and the commit took.
+func rawCopy(b *testing.B, pool beginner, schema string, snaps []*msads.Snapshot) time.Duration {
+	b.Helper()
+	ctx := context.Background()
+	var rows bareRows
 	for _, s := range snaps {
-		for _, u := range s.Users {
-			users = append(users, []any{s.CustomerID, u.ID, u.HomeCustomerID, u.UserName, u.Email, u.FirstName, u.LastName, u.JobTitle, u.Lcid, u.LifecycleStatus, u.LastModifiedTime})
-		}
-		for _, r := range s.Roles {
-			roles = append(roles, []any{r.UserID, r.CustomerID, r.RoleID, r.AccountIDs, r.LinkedAccountIDs, nil})
-		}
-		for _, i := range s.Invitations {
-			invs = append(invs, []any{i.ID, s.CustomerID, i.Email, i.FirstName, i.LastName, i.RoleID, i.AccountIDs, i.Lcid, i.ExpirationDate})
-		}
+		rows.add(s)
 	}
 	tx, err := pool.Begin(ctx)
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer func() { _ = tx.Rollback(ctx) }()
-	if _, err := tx.Exec(ctx, "SET LOCAL search_path TO "+pgx.Identifier{schema}.Sanitize()+`;
-		CREATE TABLE bare_users (customer_id bigint, user_id bigint, home_customer_id bigint, user_name text, email text, first_name text, last_name text, job_title text, lcid text, lifecycle_status text, last_modified_time timestamptz);
-		CREATE TABLE bare_roles (user_id bigint, customer_id bigint, role_id integer, account_ids bigint[], linked_account_ids bigint[], customer_link_permission text);
-		CREATE TABLE bare_invitations (invitation_id bigint, customer_id bigint, email text, first_name text, last_name text, role_id integer, account_ids bigint[], lcid text, expiration_date timestamptz);`); err != nil {
+	if _, err := tx.Exec(ctx, "SET LOCAL search_path TO "+pgx.Identifier{schema}.Sanitize()+";"+bareDDL("")); err != nil {
 		b.Fatal(err)
 	}
 	start := time.Now()
-	for _, c := range []struct {
-		table string
-		cols  []string
-		rows  [][]any
-	}{
-		{"bare_users", []string{"customer_id", "user_id", "home_customer_id", "user_name", "email", "first_name", "last_name", "job_title", "lcid", "lifecycle_status", "last_modified_time"}, users},
-		{"bare_roles", roleCols, roles},
-		{"bare_invitations", []string{"invitation_id", "customer_id", "email", "first_name", "last_name", "role_id", "account_ids", "lcid", "expiration_date"}, invs},
-	} {
-		if _, err := tx.CopyFrom(ctx, pgx.Identifier{c.table}, c.cols, pgx.CopyFromRows(c.rows)); err != nil {
-			b.Fatal(err)
-		}
-	}
+	copyBare(b, tx, "", &rows)
 	if err := tx.Commit(ctx); err != nil {
 		b.Fatal(err)
+	}
+	return time.Since(start)
+}
+
+// rawCopyPerCustomer COPYs the same rows into other bare tables, one
+// transaction per customer as the loader writes them, and returns how long
+// it took: the floor for a loader bound to one transaction per customer.
+func rawCopyPerCustomer(b *testing.B, pool beginner, schema string, snaps []*msads.Snapshot) time.Duration {
+	b.Helper()
+	ctx := context.Background()
+	rows := make([]bareRows, len(snaps))
+	for i, s := range snaps {
+		rows[i].add(s)
+	}
+	createBare(b, pool, schema, "_per_customer")
+	start := time.Now() // each transaction's begin, COPYs and commit
+	for i := range rows {
+		tx, err := pool.Begin(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := tx.Exec(ctx, "SET LOCAL search_path TO "+pgx.Identifier{schema}.Sanitize()); err != nil {
+			b.Fatal(err)
+		}
+		copyBare(b, tx, "_per_customer", &rows[i])
+		if err := tx.Commit(ctx); err != nil {
+			b.Fatal(err)
+		}
 	}
 	return time.Since(start)
 }
