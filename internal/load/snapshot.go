@@ -396,6 +396,7 @@ type work struct {
 	rolesCurrent      int  // current roles of the listed users
 	rolesUpsert       bool // a staged role is new, changed or reappearing
 	rolesRemove       bool // a current role of a listed user is not staged
+	invitationsCurrent int // the customer's current invitations
 	invitationsUpsert bool
 	invitationsRemove bool
 	accounts          bool // accounts to add, change or remove
@@ -479,6 +480,7 @@ func (w *writer) survey(ctx context.Context) error {
 	k.rolesCurrent = rolesCur
 	k.rolesUpsert = rolesSame < len(st.roles)
 	k.rolesRemove = rolesKeyed < rolesCur
+	k.invitationsCurrent = invCur
 	k.invitationsUpsert = invSame < len(st.invitations)
 	k.invitationsRemove = invKeyed < invCur
 	k.accounts = st.accountsFetched && (accSame < len(st.accounts) || accKeyed < accCur)
@@ -590,6 +592,9 @@ var (
 	invitationsEntity = entity{"user_invitations", "user_invitations_history", []string{"invitation_id"},
 		[]string{"customer_id", "email", "first_name", "last_name", "role_id", "account_ids", "lcid", "expiration_date"}}
 )
+
+// all returns the key and the other columns.
+func (e entity) all() []string { return append(slices.Clone(e.key), e.cols...) }
 
 func prefixed(p string, cols []string) string {
 	out := make([]string, len(cols))
@@ -771,6 +776,22 @@ ORDER BY ins.user_id, ins.customer_id, ins.role_id`
 	invitationsUpsert = invitationsEntity.upsert(`SELECT s.invitation_id, $1::bigint, s.email, s.first_name, s.last_name, s.role_id, s.account_ids, s.lcid, s.expiration_date
     FROM s_invitations s ORDER BY s.invitation_id`,
 		`SELECT t.invitation_id, t.removed_at FROM user_invitations t JOIN s_invitations s USING (invitation_id)`)
+	// invitationsInsertNew is rolesInsertNew for invitations.
+	invitationsInsertNew = `
+WITH ins AS (
+    INSERT INTO user_invitations AS t (` + strings.Join(invitationsEntity.all(), ", ") + `)
+    SELECT s.invitation_id, $1::bigint, ` + prefixed("s.", invitationCols[1:]) + ` FROM s_invitations s ORDER BY s.invitation_id
+    ON CONFLICT (invitation_id) DO NOTHING
+    RETURNING ` + prefixed("t.", invitationsEntity.all()) + `
+), closed AS (
+    UPDATE user_invitations_history h SET valid_to = greatest(now(), h.valid_from + interval '1 microsecond')
+    FROM ins WHERE h.invitation_id = ins.invitation_id AND h.valid_to IS NULL
+    RETURNING h.invitation_id, h.valid_to
+)
+INSERT INTO user_invitations_history (` + strings.Join(invitationsEntity.all(), ", ") + `, valid_from, change, run_id)
+SELECT ` + prefixed("ins.", invitationsEntity.all()) + `, coalesce(closed.valid_to, now()), 'added', $2::bigint
+FROM ins LEFT JOIN closed ON closed.invitation_id = ins.invitation_id
+ORDER BY ins.invitation_id`
 	invitationsRemove = invitationsEntity.remove(`t.customer_id = $1 AND NOT EXISTS (SELECT 1 FROM s_invitations s WHERE s.invitation_id = t.invitation_id)`, "")
 )
 
@@ -882,12 +903,25 @@ func (w *writer) roles(ctx context.Context, ch *Changes, removedUsers []int64) e
 }
 
 func (w *writer) invitations(ctx context.Context, ch *Changes) error {
-	if w.work.invitationsUpsert || w.work.invitationsRemove {
+	upsert := w.work.invitationsUpsert
+	if upsert && w.work.invitationsCurrent == 0 {
+		// The customer has no current invitations (a first load): insert
+		// the staged ones that no row has, with their 'added' history; the
+		// general upsert below handles the rest, if any.
+		tag, err := w.tx.Exec(ctx, invitationsInsertNew, w.st.customerID, w.run())
+		if err != nil {
+			return fmt.Errorf("write invitations: %w", err)
+		}
+		added := int(tag.RowsAffected())
+		ch.InvitationsAdded += added
+		upsert = added < len(w.st.invitations)
+	}
+	if upsert || w.work.invitationsRemove {
 		if err := w.analyze(ctx); err != nil {
 			return err
 		}
 	}
-	if w.work.invitationsUpsert {
+	if upsert {
 		rows, err := w.tx.Query(ctx, invitationsUpsert, w.st.customerID, w.run())
 		if err != nil {
 			return fmt.Errorf("write invitations: %w", err)

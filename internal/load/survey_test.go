@@ -1,0 +1,136 @@
+package load
+
+import (
+	"testing"
+
+	"github.com/msads-syncer/syncer/internal/msads"
+)
+
+// oneOpenVersion checks that every entity has at most one open history row
+// and that intervals are ordered.
+func oneOpenVersion(t *testing.T, b *bundle) {
+	t.Helper()
+	for _, q := range []string{
+		`SELECT count(*) FROM (SELECT 1 FROM users_history WHERE valid_to IS NULL GROUP BY customer_id, user_id HAVING count(*) > 1) x`,
+		`SELECT count(*) FROM (SELECT 1 FROM user_roles_history WHERE valid_to IS NULL GROUP BY user_id, customer_id, role_id HAVING count(*) > 1) x`,
+		`SELECT count(*) FROM (SELECT 1 FROM user_invitations_history WHERE valid_to IS NULL GROUP BY invitation_id HAVING count(*) > 1) x`,
+		`SELECT count(*) FROM users_history WHERE valid_to IS NOT NULL AND valid_to <= valid_from`,
+		`SELECT count(*) FROM user_roles_history WHERE valid_to IS NOT NULL AND valid_to <= valid_from`,
+		`SELECT count(*) FROM user_invitations_history WHERE valid_to IS NOT NULL AND valid_to <= valid_from`,
+	} {
+		equal(t, q, b.strings(t, q), []string{"0"})
+	}
+}
+
+// A customer's first load whose user has a removed role row (written through
+// another customer): the role reappears instead of being added.
+func TestFirstLoadRoleKeyRemovedElsewhere(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Options{AllowMassRemoval: true})
+	a := &msads.Snapshot{CustomerID: 1, Users: []msads.User{{ID: 7, UserName: "seven"}, {ID: 8, UserName: "eight"}},
+		Roles: []msads.Role{{UserID: 7, CustomerID: 1, RoleID: msads.RoleViewer}, {UserID: 8, CustomerID: 1, RoleID: msads.RoleViewer}}}
+	b.write(t, a)
+	a.Users, a.Roles = a.Users[1:], a.Roles[1:] // user 7 gone, and with it its role
+	if ch, want := b.write(t, a), (Changes{UsersRemoved: 1, RolesRemoved: 1}); ch != want {
+		t.Fatalf("removal = %v, want %v", ch, want)
+	}
+	// Customer 2's first load lists user 7 with the same role and a new one.
+	c := &msads.Snapshot{CustomerID: 2, Users: []msads.User{{ID: 7, UserName: "seven"}},
+		Roles: []msads.Role{{UserID: 7, CustomerID: 1, RoleID: msads.RoleViewer}, {UserID: 7, CustomerID: 2, RoleID: msads.RoleViewer}}}
+	if ch, want := b.write(t, c), (Changes{UsersAdded: 1, RolesAdded: 1, RolesReappeared: 1}); ch != want {
+		t.Errorf("first load of customer 2 = %v, want %v", ch, want)
+	}
+	equal(t, "role history", b.strings(t, `SELECT customer_id, change, valid_to IS NULL FROM user_roles_history WHERE user_id = 7 ORDER BY customer_id, valid_from`),
+		[]string{"1|added|false", "1|removed|false", "1|reappeared|true", "2|added|true"})
+	oneOpenVersion(t, b)
+	if ch := b.write(t, c); ch.Total() != 0 {
+		t.Errorf("re-run = %v, want none", ch)
+	}
+}
+
+// A customer's first load listing an invitation another customer's row holds:
+// the invitation moves (changed), it is not inserted twice.
+func TestFirstLoadInvitationHeldByOtherCustomer(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Options{})
+	b.write(t, &msads.Snapshot{CustomerID: 1, Invitations: []msads.Invitation{{ID: 900, Email: "x@example.com"}}})
+	ch := b.write(t, &msads.Snapshot{CustomerID: 2, Invitations: []msads.Invitation{
+		{ID: 900, Email: "x@example.com"}, {ID: 901, Email: "y@example.com"}}})
+	if want := (Changes{InvitationsAdded: 1, InvitationsChanged: 1}); ch != want {
+		t.Errorf("first load of customer 2 = %v, want %v", ch, want)
+	}
+	equal(t, "invitations", b.strings(t, `SELECT invitation_id, customer_id FROM user_invitations ORDER BY 1`), []string{"900|2", "901|2"})
+	equal(t, "history of 900", b.strings(t, `SELECT customer_id, change, valid_to IS NULL FROM user_invitations_history WHERE invitation_id = 900 ORDER BY valid_from`),
+		[]string{"1|added|false", "2|changed|true"})
+	oneOpenVersion(t, b)
+}
+
+// Users rows deleted by hand while their history stays: the next load adds
+// them again through the general upsert, closing the open history rows.
+func TestUsersHistoryWithoutRows(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Options{})
+	b.write(t, baseSnapshot())
+	if _, err := b.pool.Exec(t.Context(), `DELETE FROM `+b.q("users")); err != nil {
+		t.Fatal(err)
+	}
+	if ch, want := b.write(t, baseSnapshot()), (Changes{UsersAdded: 4}); ch != want {
+		t.Errorf("changes = %v, want %v", ch, want)
+	}
+	equal(t, "user 1 history", b.strings(t, `SELECT change, valid_to IS NULL FROM users_history WHERE user_id = 1 ORDER BY valid_from`),
+		[]string{"added|false", "added|true"})
+	oneOpenVersion(t, b)
+}
+
+// Each kind of change alone is found by the survey and written; nothing else
+// is rewritten.
+func TestSurveyFindsEachChange(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		change func(*msads.Snapshot)
+		want   Changes
+	}{
+		{"user changed", func(s *msads.Snapshot) { s.Users[2].LastName = "New" }, Changes{UsersChanged: 1}},
+		{"user field cleared", func(s *msads.Snapshot) { s.Users[0].Email = "" }, Changes{UsersChanged: 1}},
+		{"role scope", func(s *msads.Snapshot) { s.Roles[1].AccountIDs = []int64{11} }, Changes{RolesChanged: 1}},
+		{"role scope widened to all", func(s *msads.Snapshot) { s.Roles[1].AccountIDs = nil }, Changes{RolesChanged: 1}},
+		{"role added", func(s *msads.Snapshot) {
+			s.Roles = append(s.Roles, msads.Role{UserID: 4, CustomerID: 2002, RoleID: msads.RoleViewer})
+		}, Changes{RolesAdded: 1}},
+		{"role removed", func(s *msads.Snapshot) { s.Roles = s.Roles[:3] }, Changes{RolesRemoved: 2}},
+		{"invitation changed", func(s *msads.Snapshot) { s.Invitations[0].RoleID = msads.RoleViewer }, Changes{InvitationsChanged: 1}},
+		{"invitation removed", func(s *msads.Snapshot) { s.Invitations = s.Invitations[1:] }, Changes{InvitationsRemoved: 1}},
+		{"invitation added", func(s *msads.Snapshot) {
+			s.Invitations = append(s.Invitations, msads.Invitation{ID: 503, Email: "z@example.com"})
+		}, Changes{InvitationsAdded: 1}},
+		{"account renamed", func(s *msads.Snapshot) { s.Accounts[0].Name = "Renamed" }, Changes{AccountsChanged: 1}},
+		{"account removed", func(s *msads.Snapshot) { s.Accounts = s.Accounts[1:] }, Changes{AccountsRemoved: 1}},
+		{"user removed", func(s *msads.Snapshot) {
+			s.Users = s.Users[:3]
+			s.Roles = s.Roles[:4]
+		}, Changes{UsersRemoved: 1, RolesRemoved: 1}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, Options{})
+			b.write(t, baseSnapshot())
+			snap := baseSnapshot()
+			tc.change(snap)
+			if ch := b.write(t, snap); ch != tc.want {
+				t.Errorf("changes = %v, want %v", ch, tc.want)
+			}
+			oneOpenVersion(t, b)
+			before := b.versions(t)
+			if ch := b.write(t, snap); ch.Total() != 0 {
+				t.Errorf("re-run = %v, want none", ch)
+			}
+			after := b.versions(t)
+			for tb, v := range before {
+				if after[tb] != v {
+					t.Errorf("table %s rewritten by a no-change re-run", tb)
+				}
+			}
+		})
+	}
+}
