@@ -175,9 +175,9 @@ func writeInvitationsTable(w io.Writer, invs []invite.Invitation, threshold time
 		c := group[0]
 		name := ""
 		if c.CustomerName != "" {
-			name = " " + c.CustomerName
+			name = " (" + c.CustomerName + ")"
 		}
-		fmt.Fprintf(w, "\nCustomer %d%s: %d\n", c.CustomerID, name, len(group))
+		fmt.Fprintf(w, "\nCustomer %d%s: %d stale\n", c.CustomerID, name, len(group))
 		t := report.NewTable("invitation", "email", "role", "accounts", "first seen", "age", "sent about", "expires", "expired")
 		for _, inv := range group {
 			t.Row(inv.InvitationID, inv.Email, inv.RoleName, inv.AccountIDs, inv.FirstSeenAt, inv.Age,

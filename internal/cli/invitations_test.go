@@ -128,7 +128,7 @@ func TestInvitationsTable(t *testing.T) {
 	if code != ExitOK {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
-	for _, want := range []string{"2 stale invitations", "Customer 1 Contoso: 1", "old@example.com", "Super Admin", "10d 0h", "Customer 2: 1", "eight@example.com"} {
+	for _, want := range []string{"2 stale invitations", "Customer 1 (Contoso): 1 stale", "old@example.com", "Super Admin", "10d 0h", "Customer 2: 1 stale", "eight@example.com"} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("output lacks %q:\n%s", want, stdout)
 		}
