@@ -390,16 +390,16 @@ func (w *writer) hook(step string) error {
 
 // work says which write statements a snapshot needs, as found by survey.
 type work struct {
-	current, removing int  // the customer's current users, and those the snapshot omits
-	usersKnown        bool // the customer has users rows or users history
-	usersUpsert       bool // a staged user is new, changed or reappearing
-	rolesCurrent      int  // current roles of the listed users
-	rolesUpsert       bool // a staged role is new, changed or reappearing
-	rolesRemove       bool // a current role of a listed user is not staged
-	invitationsCurrent int // the customer's current invitations
-	invitationsUpsert bool
-	invitationsRemove bool
-	accounts          bool // accounts to add, change or remove
+	current, removing  int  // the customer's current users, and those the snapshot omits
+	usersKnown         bool // the customer has users rows or users history
+	usersUpsert        bool // a staged user is new, changed or reappearing
+	rolesCurrent       int  // current roles of the listed users
+	rolesUpsert        bool // a staged role is new, changed or reappearing
+	rolesRemove        bool // a current role of a listed user is not staged
+	invitationsCurrent int  // the customer's current invitations
+	invitationsUpsert  bool
+	invitationsRemove  bool
+	accounts           bool // accounts to add, change or remove
 }
 
 func (k work) any() bool {
