@@ -360,4 +360,3 @@ func gather(t *testing.T, m *metrics.Metrics) map[string]float64 {
 	}
 	return out
 }
-
