@@ -125,7 +125,8 @@ func TestServeSyncsServesProbesAndStops(t *testing.T) {
 	if code != 200 {
 		t.Fatalf("/metrics = %d", code)
 	}
-	for _, want := range []string{`msads_api_calls_total{operation="GetUser",outcome="ok"}`, `msads_sync_runs_total{status="succeeded"} 1`, "msads_customer_syncs_total"} {
+	for _, want := range []string{`msads_api_calls_total{operation="GetUser",outcome="ok"}`, `msads_sync_runs_total{status="succeeded"} 1`, "msads_customer_syncs_total",
+		"msads_customer_last_success_timestamp_seconds{customer_id=", "msads_pending_invitations{customer_id=", "msads_stale_invitations{customer_id="} {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %s", want)
 		}
