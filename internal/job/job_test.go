@@ -191,4 +191,3 @@ func TestCredentialKeyHidesSecrets(t *testing.T) {
 		}
 	}
 }
-
