@@ -143,7 +143,8 @@ func (n *Notifier) Notify(ctx context.Context, pool *pgxpool.Pool, schema string
 		return res, err
 	}
 	var errs []error
-	for _, group := range byCustomer(due) {
+	groups := byCustomer(due)
+	for i, group := range groups {
 		if err := ctx.Err(); err != nil {
 			errs = append(errs, err)
 			break
@@ -154,6 +155,15 @@ func (n *Notifier) Notify(ctx context.Context, pool *pgxpool.Pool, schema string
 			res.Failed++
 			errs = append(errs, fmt.Errorf("customer %d: %w", c.CustomerID, err))
 			log.WarnContext(ctx, "stale invitations not announced; retried on the next run", slog.Any("error", err))
+			if receiverDown(err) {
+				// Retries are spent and every message goes to the same
+				// receiver: do not spend them again on each customer.
+				if rest := len(groups) - i - 1; rest > 0 {
+					res.Failed += rest
+					errs = append(errs, fmt.Errorf("%d more customers not announced: the webhook is unavailable", rest))
+				}
+				break
+			}
 			continue
 		}
 		res.Messages++
@@ -371,6 +381,16 @@ func (n *Notifier) post(ctx context.Context, m Message) error {
 		return fmt.Errorf("webhook: %w", err)
 	}
 	return nil
+}
+
+// receiverDown tells a receiver that is unreachable or failing (network
+// error, 429, 5xx) from one that rejected a message (other 4xx).
+func receiverDown(err error) bool {
+	var se *StatusError
+	if errors.As(err, &se) {
+		return se.StatusCode == http.StatusTooManyRequests || se.StatusCode >= 500
+	}
+	return true
 }
 
 // StatusError is a webhook answer other than 2xx.

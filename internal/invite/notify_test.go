@@ -267,13 +267,31 @@ func TestNotifyClientErrorNotRetried(t *testing.T) {
 	pool, schema, now := fixture(t)
 	hook := newWebhook(t, 404)
 	n := notifier(hook.url(), nil)
-	n.Customers = []int64{2}
-	_, err := n.Notify(t.Context(), pool, schema, 7*day, now)
+	res, err := n.Notify(t.Context(), pool, schema, 7*day, now)
 	if err == nil {
 		t.Fatal("Notify succeeded with a 404")
 	}
-	if _, attempts := hook.take(); attempts != 1 {
-		t.Errorf("404 was tried %d times, want 1", attempts)
+	// The 404 is not retried, and the other customer's message still goes.
+	msgs, attempts := hook.take()
+	if attempts != 2 || len(msgs) != 1 || msgs[0].CustomerID != "2" || res != (invite.NotifyResult{Messages: 1, Failed: 1, Announced: 1}) {
+		t.Errorf("%d attempts, messages %v, result %+v; want 2 attempts, customer 2 announced, 1 failed", attempts, messageIDs(msgs), res)
+	}
+}
+
+// A receiver that is down is not tried again for every customer.
+func TestNotifyReceiverDownStopsEarly(t *testing.T) {
+	t.Parallel()
+	pool, schema, now := fixture(t)
+	hook := newWebhook(t, 503, 503, 503)
+	res, err := notifier(hook.url(), nil).Notify(t.Context(), pool, schema, 7*day, now)
+	if err == nil {
+		t.Fatal("Notify succeeded with a failing webhook")
+	}
+	if _, attempts := hook.take(); attempts != 3 || res != (invite.NotifyResult{Failed: 2}) {
+		t.Errorf("%d attempts, result %+v; want 3 attempts (one customer), 2 failed", attempts, res)
+	}
+	if got := announced(t, pool, schema); got != 0 {
+		t.Errorf("%d invitations recorded, want 0", got)
 	}
 }
 
