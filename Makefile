@@ -3,6 +3,8 @@ GO       ?= go
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -s -w -X github.com/msads-syncer/syncer/internal/cli.Version=$(VERSION)
 BENCHPKG := ./internal/extract/ ./internal/load/
+GOLANGCI_VERSION := v2.15.0
+GOLANGCI := bin/golangci-lint-$(GOLANGCI_VERSION)
 
 .PHONY: help build test test/short bench demo lint fuzz postgres clean
 
@@ -32,10 +34,15 @@ demo: ## the whole job end to end: API simulator + throwaway PostgreSQL, then th
 fuzz: ## fuzz the API response decoding for 30s
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode' -fuzztime 30s ./internal/extract/
 
-lint: ## gofmt, go vet, and golangci-lint when installed
+lint: $(GOLANGCI) ## gofmt, go vet and golangci-lint (.golangci.yml)
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
 	$(GO) vet ./...
-	@if command -v golangci-lint >/dev/null 2>&1; then golangci-lint run ./...; else echo "golangci-lint not installed: skipped"; fi
+	$(GOLANGCI) run ./...
+
+$(GOLANGCI): # the pinned linter, built from the Go module proxy into ./bin
+	@mkdir -p bin
+	GOBIN=$(CURDIR)/bin/.golangci $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_VERSION)
+	mv bin/.golangci/golangci-lint $(GOLANGCI) && rmdir bin/.golangci
 
 clean: ## remove build output
 	rm -rf bin

@@ -148,7 +148,7 @@ func printDryRun(io IO, res *job.Result) {
 			fmt.Sprintf("%d/%d/%d", ch.AccountsAdded, ch.AccountsChanged, ch.AccountsRemoved),
 			c.Error)
 	}
-	t.Write(io.Stdout)
+	_ = t.Write(io.Stdout)
 }
 
 // writeSummary writes the run's JSON summary atomically.

@@ -66,7 +66,7 @@ func cmdServe(args []string, io IO) int {
 		}
 	}, logger)
 
-	ln, err := net.Listen("tcp", cfg.Metrics.Listen)
+	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", cfg.Metrics.Listen)
 	if err != nil {
 		return fail(io, fmt.Errorf("metrics.listen %s: %w", cfg.Metrics.Listen, err))
 	}

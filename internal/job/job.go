@@ -186,19 +186,23 @@ func (r *Runner) Run(ctx context.Context, opts Options) (*Result, error) {
 	results := make([]customerOutcome, len(customers))
 	cache := extract.NewUserCache()
 	var fatalOnce sync.Once
-	g, gctx := errgroup.WithContext(fetchCtx)
+	// The group only bounds concurrency: outcomes go to results, never to
+	// the group's error.
+	var g errgroup.Group
 	g.SetLimit(max(1, r.Concurrency))
 	for i, c := range customers {
-		if gctx.Err() != nil {
-			results[i] = skipped(gctx, c)
+		if fetchCtx.Err() != nil {
+			results[i] = skipped(fetchCtx, c)
 			continue
 		}
 		g.Go(func() error {
-			if gctx.Err() != nil { // stopped while queued
-				results[i] = skipped(gctx, c)
+			select {
+			case <-fetchCtx.Done(): // stopped while queued
+				results[i] = skipped(fetchCtx, c)
 				return nil
+			default:
 			}
-			cr := r.syncCustomer(ctx, gctx, res.RunID, c, cache, opts.DryRun)
+			cr := r.syncCustomer(ctx, fetchCtx, res.RunID, c, cache, opts.DryRun)
 			results[i] = cr
 			if cr.fatal != nil {
 				fatalOnce.Do(func() {
@@ -209,7 +213,7 @@ func (r *Runner) Run(ctx context.Context, opts Options) (*Result, error) {
 			return nil
 		})
 	}
-	_ = g.Wait() // goroutines never return errors: outcomes are in results
+	_ = g.Wait()
 
 	for _, cr := range results {
 		if cr.Status != StatusSucceeded {

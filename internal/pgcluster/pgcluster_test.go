@@ -2,6 +2,7 @@ package pgcluster
 
 import (
 	"context"
+	"errors"
 	"os"
 	"testing"
 
@@ -46,7 +47,7 @@ func TestFindBin(t *testing.T) {
 	t.Setenv("PATH", "/nonexistent")
 	dir, err := findBin()
 	if err != nil {
-		if err != ErrNoInitdb {
+		if !errors.Is(err, ErrNoInitdb) {
 			t.Fatalf("findBin error = %v, want ErrNoInitdb", err)
 		}
 		return

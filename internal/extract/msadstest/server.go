@@ -399,7 +399,7 @@ func (s *Server) AcceptInvitation(invitationID int64) int64 {
 	}
 	inv := s.ds.Invitations[i]
 	s.ds.Invitations = slices.Delete(s.ds.Invitations, i, i+1)
-	var id int64 = userBase + 5_000_000
+	id := userBase + 5_000_000
 	for _, u := range s.ds.Users {
 		id = max(id, u.ID+1)
 	}
