@@ -143,6 +143,7 @@ func TestExplainStatements(t *testing.T) {
 				{"survey", surveySQL, []any{snaps[50].CustomerID, true}},
 				{"roles insert new", rolesInsertNew, []any{nil}},
 				{"users insert new", usersInsertNew, []any{snaps[50].CustomerID, nil}},
+				{"inv insert new", invitationsInsertNew, []any{snaps[50].CustomerID, nil}},
 				{"users upsert", usersUpsert, []any{snaps[50].CustomerID, nil}},
 				{"users remove", usersRemove, []any{snaps[50].CustomerID, nil}},
 				{"roles scope", rolesScope, []any{[]int64{}}},

@@ -352,9 +352,7 @@ func (w *writer) write(ctx context.Context, ch *Changes) error {
 		return err
 	}
 	if st.accountsFetched && w.work.accounts {
-		if err := w.analyze(ctx); err != nil {
-			return err
-		}
+		// A handful of rows, matched by key: no statistics needed.
 		if err := w.accounts(ctx, ch); err != nil {
 			return err
 		}
@@ -390,16 +388,18 @@ func (w *writer) hook(step string) error {
 
 // work says which write statements a snapshot needs, as found by survey.
 type work struct {
-	current, removing  int  // the customer's current users, and those the snapshot omits
-	usersKnown         bool // the customer has users rows or users history
-	usersUpsert        bool // a staged user is new, changed or reappearing
-	rolesCurrent       int  // current roles of the listed users
-	rolesUpsert        bool // a staged role is new, changed or reappearing
-	rolesRemove        bool // a current role of a listed user is not staged
-	invitationsCurrent int  // the customer's current invitations
-	invitationsUpsert  bool
-	invitationsRemove  bool
-	accounts           bool // accounts to add, change or remove
+	current, removing      int  // the customer's current users, and those the snapshot omits
+	usersKnown             bool // the customer has users rows or users history
+	usersUpsert            bool // a staged user is new, changed or reappearing
+	rolesCurrent           int  // current roles of the listed users
+	rolesUpsert            bool // a staged role is new, changed or reappearing
+	rolesHistoryOpen       bool // a staged role has an open history row (or rolesCurrent > 0: not looked for)
+	rolesRemove            bool // a current role of a listed user is not staged
+	invitationsCurrent     int  // the customer's current invitations
+	invitationsUpsert      bool
+	invitationsHistoryOpen bool // as rolesHistoryOpen
+	invitationsRemove      bool
+	accounts               bool // accounts to add, change or remove
 }
 
 func (k work) any() bool {
@@ -414,14 +414,24 @@ func (k work) any() bool {
 // current rows (cur), those with a staged row (keyed) and those whose staged
 // row has the same values (same): the upsert has work unless same equals the
 // number of staged rows, the removal unless keyed equals cur. "Same" is
-// exactly what the upserts' IS DISTINCT FROM filters skip. LATERAL ...
+// exactly what the upserts' IS DISTINCT FROM filters skip. When no listed
+// user has a current role (or the customer no current invitation), it also
+// looks for open history rows of the staged keys, which the plain inserts
+// of a first load must not meet. LATERAL ...
 // OFFSET 0 keeps the join order (scope rows outside, key probes inside)
 // whatever the statistics of the staging tables say, so this statement
 // needs no ANALYZE.
 const surveySQL = `
 SELECT u.total, u.cur, u.cur - u.keyed, u.same,
        u.total > 0 OR EXISTS (SELECT 1 FROM users_history h WHERE h.customer_id = $1),
-       r.cur, r.keyed, r.same, i.cur, i.keyed, i.same, a.cur, a.keyed, a.same
+       r.cur, r.keyed, r.same, i.cur, i.keyed, i.same, a.cur, a.keyed, a.same,
+       CASE WHEN r.cur = 0 THEN EXISTS (SELECT 1 FROM s_roles s WHERE EXISTS (
+           SELECT 1 FROM user_roles_history h
+           WHERE h.user_id = s.user_id AND h.customer_id = s.customer_id AND h.role_id = s.role_id AND h.valid_to IS NULL
+           OFFSET 0)) ELSE true END,
+       CASE WHEN i.cur = 0 THEN EXISTS (SELECT 1 FROM s_invitations s WHERE EXISTS (
+           SELECT 1 FROM user_invitations_history h WHERE h.invitation_id = s.invitation_id AND h.valid_to IS NULL
+           OFFSET 0)) ELSE true END
 FROM (
     SELECT count(*) AS total, count(*) FILTER (WHERE t.removed_at IS NULL) AS cur,
            count(s.same) FILTER (WHERE t.removed_at IS NULL) AS keyed,
@@ -471,7 +481,8 @@ func (w *writer) survey(ctx context.Context) error {
 	var usersTotal, usersSame, rolesCur, rolesKeyed, rolesSame, invCur, invKeyed, invSame, accCur, accKeyed, accSame int
 	k := &w.work
 	err := w.tx.QueryRow(ctx, surveySQL, w.st.customerID, w.st.accountsFetched).Scan(&usersTotal, &k.current, &k.removing,
-		&usersSame, &k.usersKnown, &rolesCur, &rolesKeyed, &rolesSame, &invCur, &invKeyed, &invSame, &accCur, &accKeyed, &accSame)
+		&usersSame, &k.usersKnown, &rolesCur, &rolesKeyed, &rolesSame, &invCur, &invKeyed, &invSame, &accCur, &accKeyed, &accSame,
+		&k.rolesHistoryOpen, &k.invitationsHistoryOpen)
 	if err != nil {
 		return fmt.Errorf("compare snapshot: %w", err)
 	}
@@ -737,25 +748,19 @@ WITH closed AS (
 SELECT change, count(*) FROM hist GROUP BY change`
 
 	// rolesInsertNew inserts the staged roles whose keys have no row and
-	// appends their 'added' history (closing an open history row, should a
-	// key have one without a row). A key another transaction holds is
-	// skipped, not waited into an update: the caller then runs the general
-	// statements for the rest.
+	// appends their 'added' history. Survey found no open history row for
+	// the staged keys, and a key that gains a row meanwhile (roles are
+	// shared between customers) is skipped, not waited into an update: the
+	// caller then runs the general statements for the rest.
 	rolesInsertNew = `
 WITH ins AS (
     INSERT INTO user_roles AS t (` + strings.Join(roleCols, ", ") + `)
     SELECT ` + prefixed("s.", roleCols) + ` FROM s_roles s ORDER BY s.user_id, s.customer_id, s.role_id
     ON CONFLICT (user_id, customer_id, role_id) DO NOTHING
     RETURNING ` + prefixed("t.", roleCols) + `
-), closed AS (
-    UPDATE user_roles_history h SET valid_to = greatest(now(), h.valid_from + interval '1 microsecond')
-    FROM ins
-    WHERE h.user_id = ins.user_id AND h.customer_id = ins.customer_id AND h.role_id = ins.role_id AND h.valid_to IS NULL
-    RETURNING h.user_id, h.customer_id, h.role_id, h.valid_to
 )
 INSERT INTO user_roles_history (` + strings.Join(roleCols, ", ") + `, valid_from, change, run_id)
-SELECT ` + prefixed("ins.", roleCols) + `, coalesce(closed.valid_to, now()), 'added', $1::bigint
-FROM ins LEFT JOIN closed ON closed.user_id = ins.user_id AND closed.customer_id = ins.customer_id AND closed.role_id = ins.role_id
+SELECT ` + prefixed("ins.", roleCols) + `, now(), 'added', $1::bigint FROM ins
 ORDER BY ins.user_id, ins.customer_id, ins.role_id`
 
 	// Roles are removed for the listed users (their complete role set is in
@@ -783,14 +788,9 @@ WITH ins AS (
     SELECT s.invitation_id, $1::bigint, ` + prefixed("s.", invitationCols[1:]) + ` FROM s_invitations s ORDER BY s.invitation_id
     ON CONFLICT (invitation_id) DO NOTHING
     RETURNING ` + prefixed("t.", invitationsEntity.all()) + `
-), closed AS (
-    UPDATE user_invitations_history h SET valid_to = greatest(now(), h.valid_from + interval '1 microsecond')
-    FROM ins WHERE h.invitation_id = ins.invitation_id AND h.valid_to IS NULL
-    RETURNING h.invitation_id, h.valid_to
 )
 INSERT INTO user_invitations_history (` + strings.Join(invitationsEntity.all(), ", ") + `, valid_from, change, run_id)
-SELECT ` + prefixed("ins.", invitationsEntity.all()) + `, coalesce(closed.valid_to, now()), 'added', $2::bigint
-FROM ins LEFT JOIN closed ON closed.invitation_id = ins.invitation_id
+SELECT ` + prefixed("ins.", invitationsEntity.all()) + `, now(), 'added', $2::bigint FROM ins
 ORDER BY ins.invitation_id`
 	invitationsRemove = invitationsEntity.remove(`t.customer_id = $1 AND NOT EXISTS (SELECT 1 FROM s_invitations s WHERE s.invitation_id = t.invitation_id)`, "")
 )
@@ -850,7 +850,7 @@ func (w *writer) roles(ctx context.Context, ch *Changes, removedUsers []int64) e
 	if !upsert && !remove {
 		return nil
 	}
-	if upsert && w.work.rolesCurrent == 0 && !remove {
+	if upsert && w.work.rolesCurrent == 0 && !w.work.rolesHistoryOpen && !remove {
 		// No listed user has a current role (a first load): insert the
 		// staged roles that no row has, with their 'added' history. Keys
 		// another writer holds or inserts meanwhile are skipped here and
@@ -904,7 +904,7 @@ func (w *writer) roles(ctx context.Context, ch *Changes, removedUsers []int64) e
 
 func (w *writer) invitations(ctx context.Context, ch *Changes) error {
 	upsert := w.work.invitationsUpsert
-	if upsert && w.work.invitationsCurrent == 0 {
+	if upsert && w.work.invitationsCurrent == 0 && !w.work.invitationsHistoryOpen {
 		// The customer has no current invitations (a first load): insert
 		// the staged ones that no row has, with their 'added' history; the
 		// general upsert below handles the rest, if any.

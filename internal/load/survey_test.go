@@ -134,3 +134,22 @@ func TestSurveyFindsEachChange(t *testing.T) {
 		})
 	}
 }
+
+// Role and invitation rows deleted by hand while their history stays: the
+// next load adds them again and closes the open history rows.
+func TestRolesAndInvitationsHistoryWithoutRows(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Options{})
+	b.write(t, baseSnapshot())
+	if _, err := b.pool.Exec(t.Context(), `DELETE FROM `+b.q("user_roles")+`; DELETE FROM `+b.q("user_invitations")); err != nil {
+		t.Fatal(err)
+	}
+	if ch, want := b.write(t, baseSnapshot()), (Changes{RolesAdded: 5, InvitationsAdded: 2}); ch != want {
+		t.Errorf("changes = %v, want %v", ch, want)
+	}
+	equal(t, "user 1 role history", b.strings(t, `SELECT change, valid_to IS NULL FROM user_roles_history WHERE user_id = 1 ORDER BY valid_from`),
+		[]string{"added|false", "added|true"})
+	equal(t, "invitation 501 history", b.strings(t, `SELECT change, valid_to IS NULL FROM user_invitations_history WHERE invitation_id = 501 ORDER BY valid_from`),
+		[]string{"added|false", "added|true"})
+	oneOpenVersion(t, b)
+}
