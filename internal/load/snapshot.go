@@ -288,6 +288,8 @@ SET LOCAL enable_seqscan = off;
 SET LOCAL enable_mergejoin = off;
 SET LOCAL enable_hashjoin = off;
 SET LOCAL enable_bitmapscan = off;
+-- Keys are unique: a cache of inner lookups (Memoize) would never hit.
+SET LOCAL enable_memoize = off;
 SET LOCAL jit = off;`
 
 var (
