@@ -4,7 +4,9 @@
 // Each snapshot is written in one transaction: the rows are copied into
 // temporary staging tables, then merged into the entity tables with set-based
 // upserts that skip unchanged rows, so a re-run that finds nothing new writes
-// no row version at all. Rows a complete snapshot omits are soft-removed
+// no row version at all. One read-only comparison first finds which
+// statements have work; the others are not run, and a customer's first load
+// uses plain inserts. Rows a complete snapshot omits are soft-removed
 // (removed_at), every change is appended to the history tables, and a removal
 // guard refuses snapshots that would remove too many of a customer's users.
 package load
