@@ -614,45 +614,6 @@ func TestOpenScrubsPassword(t *testing.T) {
 	}
 }
 
-func TestInvitationHelpers(t *testing.T) {
-	t.Parallel()
-	b := setup(t, Options{})
-	b.write(t, baseSnapshot())
-	stale, err := b.store.StaleInvitations(t.Context(), 24*time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(stale) != 1 || stale[0].InvitationID != 502 || !stale[0].Expired || stale[0].RoleName != "Viewer" || len(stale[0].AccountIDs) != 1 {
-		t.Errorf("StaleInvitations(24h) = %+v, want only the expired 502", stale)
-	}
-	all, err := b.store.StaleInvitations(t.Context(), 0)
-	if err != nil || len(all) != 2 {
-		t.Fatalf("StaleInvitations(0) = %d rows, %v; want 2", len(all), err)
-	}
-
-	ann, err := b.store.InvitationsToAnnounce(t.Context(), 0, time.Hour)
-	if err != nil || len(ann) != 2 {
-		t.Fatalf("InvitationsToAnnounce = %d rows, %v; want 2", len(ann), err)
-	}
-	if err := b.store.MarkAnnounced(t.Context(), []int64{501, 502}); err != nil {
-		t.Fatal(err)
-	}
-	if ann, err := b.store.InvitationsToAnnounce(t.Context(), 0, time.Hour); err != nil || len(ann) != 0 {
-		t.Errorf("after MarkAnnounced: %d rows, %v; want none within the period", len(ann), err)
-	}
-	if ann, err := b.store.InvitationsToAnnounce(t.Context(), 0, 0); err != nil || len(ann) != 2 {
-		t.Errorf("period 0: %d rows, %v; want 2 again", len(ann), err)
-	}
-
-	states, err := b.store.CustomerStates(t.Context(), 24*time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(states) != 1 || states[0].CustomerID != cust || states[0].PendingInvitations != 2 || states[0].StaleInvitations != 1 || states[0].LastSuccess.IsZero() {
-		t.Errorf("CustomerStates = %+v", states)
-	}
-}
-
 func TestTransientErrorsRetried(t *testing.T) {
 	t.Parallel()
 	b := setup(t, Options{})

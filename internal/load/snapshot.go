@@ -404,11 +404,6 @@ type work struct {
 	accounts               bool // accounts to add, change or remove
 }
 
-func (k work) any() bool {
-	return k.removing > 0 || k.usersUpsert || k.rolesUpsert || k.rolesRemove ||
-		k.invitationsUpsert || k.invitationsRemove || k.accounts
-}
-
 // surveySQL compares the staging tables with the warehouse, read-only, in
 // one pass per entity over the current rows in the snapshot's scope (the
 // customer's users, invitations and accounts; the roles of the listed
