@@ -2,7 +2,6 @@ package cli
 
 import (
 	"bufio"
-	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -30,7 +29,7 @@ func cmdAuth(args []string, io IO) int {
 		return fail(io, errors.New("microsoft_ads.client_id: is empty (register an app first; see README, OAuth setup)"))
 	}
 	logger := newLogger(io.Stderr, cfg.Log.Format, cfg.Log.Level)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	ctx, cancel := commandContext(io, 30*time.Minute, logger)
 	defer cancel()
 	pool, err := openDB(ctx, cfg, logger, true)
 	if err != nil {

@@ -219,7 +219,11 @@ func signalContexts(io IO, grace time.Duration, logger *slog.Logger) (ctx contex
 	go func() {
 		select {
 		case s := <-sigs:
-			logger.Warn("signal received: stopping after in-flight writes; send it again to stop at once", slog.String("signal", s.String()), slog.Duration("grace", grace))
+			if grace > 0 {
+				logger.Warn("signal received: stopping after in-flight writes; send it again to stop at once", slog.String("signal", s.String()), slog.Duration("grace", grace))
+			} else {
+				logger.Warn("signal received: stopping", slog.String("signal", s.String()))
+			}
 			close(stopCh)
 		case <-done:
 			return
@@ -241,6 +245,17 @@ func signalContexts(io IO, grace time.Duration, logger *slog.Logger) (ctx contex
 		if own != nil {
 			signal.Stop(own)
 		}
+	}
+}
+
+// commandContext is for commands with no graceful stage: its ctx ends at the
+// first SIGINT/SIGTERM or after timeout.
+func commandContext(io IO, timeout time.Duration, logger *slog.Logger) (context.Context, context.CancelFunc) {
+	sigCtx, _, stopSignals := signalContexts(io, 0, logger)
+	ctx, cancel := context.WithTimeout(sigCtx, timeout)
+	return ctx, func() {
+		cancel()
+		stopSignals()
 	}
 }
 
@@ -381,14 +396,11 @@ func cmdMigrate(args []string, io IO) int {
 		return fail(io, err)
 	}
 	logger := newLogger(io.Stderr, cfg.Log.Format, cfg.Log.Level)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	ctx, cancel := commandContext(io, 5*time.Minute, logger)
 	defer cancel()
-	if err := cfg.ValidateDatabase(); err != nil {
-		return fail(io, err)
-	}
-	pool, err := load.Open(ctx, cfg.Database.URL.Value())
+	pool, err := openDB(ctx, cfg, logger, false)
 	if err != nil {
-		return fail(io, fmt.Errorf("database unreachable: %w", err))
+		return fail(io, err)
 	}
 	defer pool.Close()
 	v, err := load.Migrate(ctx, pool, cfg.Database.Schema, cfg.Database.ReaderRole, logger)

@@ -2,17 +2,13 @@ package cli
 
 import (
 	"cmp"
-	"context"
 	"encoding/csv"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"os/signal"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/jackc/pgerrcode"
@@ -54,7 +50,7 @@ func cmdInvitations(args []string, io IO) int {
 		return fail(io, errors.New("--notify: invitations.webhook_url is not set in the configuration"))
 	}
 	logger := newLogger(io.Stderr, cfg.Log.Format, cfg.Log.Level)
-	ctx, cancel := commandContext(io, 10*time.Minute)
+	ctx, cancel := commandContext(io, 10*time.Minute, logger)
 	defer cancel()
 
 	// A read-mostly command: it does not migrate; a schema that was never
@@ -110,31 +106,6 @@ func cmdInvitations(args []string, io IO) int {
 		return ExitStale
 	}
 	return ExitOK
-}
-
-// commandContext is cancelled at the first SIGINT/SIGTERM or after timeout.
-func commandContext(io IO, timeout time.Duration) (context.Context, context.CancelFunc) {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	sigs := io.Signals
-	var own chan os.Signal
-	if sigs == nil {
-		own = make(chan os.Signal, 1)
-		signal.Notify(own, os.Interrupt, syscall.SIGTERM)
-		sigs = own
-	}
-	go func() {
-		select {
-		case <-sigs:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	return ctx, func() {
-		cancel()
-		if own != nil {
-			signal.Stop(own)
-		}
-	}
 }
 
 // schemaError explains an error caused by a schema that was never migrated.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -20,46 +21,79 @@ import (
 
 func cmdRun(args []string, io IO) int {
 	var c common
+	var f syncFlags
 	fs := newFlagSet("run", io, &c)
+	f.register(fs)
 	summary := fs.String("summary", "", "write a JSON summary per customer to this file")
-	allowMass := fs.Bool("allow-mass-removal", false, "let a snapshot remove more than sync.removal_guard of a customer's users")
-	skipMigrate := fs.Bool("skip-migrate", false, "do not apply schema migrations at start")
 	if code, done := parse(fs, args); done {
 		return code
 	}
-	cfg, err := loadConfig(&c, io)
+	s, cleanup, err := openSync(&c, f, io, true)
 	if err != nil {
 		return fail(io, err)
 	}
-	if err := cfg.ValidateCredentials(); err != nil {
-		return fail(io, err)
+	defer cleanup()
+	s.summaryPath = *summary
+	s.push = true
+	return executeRun(s.ctx, s)
+}
+
+// syncFlags are the flags of the commands that sync (run, serve).
+type syncFlags struct {
+	allowMassRemoval bool
+	skipMigrate      bool
+}
+
+func (f *syncFlags) register(fs *flag.FlagSet) {
+	fs.BoolVar(&f.allowMassRemoval, "allow-mass-removal", false, "let a snapshot remove more than sync.removal_guard of a customer's users")
+	fs.BoolVar(&f.skipMigrate, "skip-migrate", false, "do not apply schema migrations at start")
+}
+
+// openSync loads the configuration and builds what a syncing command needs:
+// logger (with live progress on a terminal when asked), metrics, the
+// two-stage shutdown, the migrated database, store, API client and runner.
+// cleanup releases them.
+func openSync(c *common, f syncFlags, io IO, withProgress bool) (runSetup, func(), error) {
+	cfg, err := loadConfig(c, io)
+	if err != nil {
+		return runSetup{}, nil, err
 	}
-	logOut, prog := newProgress(io.Stderr, cfg.Log.Format)
+	if err := cfg.ValidateCredentials(); err != nil {
+		return runSetup{}, nil, err
+	}
+	logOut, prog := io.Stderr, (*progress)(nil)
+	if withProgress {
+		logOut, prog = newProgress(io.Stderr, cfg.Log.Format)
+	}
 	logger := newLogger(logOut, cfg.Log.Format, cfg.Log.Level)
 	m := metrics.New()
 	ctx, stop, cancel := signalContexts(io, cfg.Sync.ShutdownTimeout.D(), logger)
-	defer cancel()
-
 	// A dry run writes nothing, migrations included.
-	pool, err := openDB(ctx, cfg, logger, !*skipMigrate && !c.dryRun)
+	pool, err := openDB(ctx, cfg, logger, !f.skipMigrate && !c.dryRun)
 	if err != nil {
-		return fail(io, err)
+		cancel()
+		return runSetup{}, nil, err
 	}
-	defer pool.Close()
-	runner, err := newRunner(cfg, newStore(pool, cfg, *allowMass, logger), m, logger)
+	runner, err := newRunner(cfg, newStore(pool, cfg, f.allowMassRemoval, logger), m, logger)
 	if err != nil {
-		return fail(io, err)
+		pool.Close()
+		cancel()
+		return runSetup{}, nil, err
 	}
-	return executeRun(ctx, runSetup{
+	s := runSetup{
+		ctx: ctx, stop: stop,
 		cfg: cfg, pool: pool, runner: runner, metrics: m, logger: logger, io: io, progress: prog,
-		opts:        job.Options{Only: c.customers, DryRun: c.dryRun, Stop: stop},
-		summaryPath: *summary,
-		push:        true,
-	})
+		opts: job.Options{Only: c.customers, DryRun: c.dryRun, Stop: stop},
+	}
+	return s, func() { pool.Close(); cancel() }, nil
 }
 
 // runSetup is everything one run needs; `run` and `demo` share it.
 type runSetup struct {
+	// ctx ends at a second signal or when the grace period after the first
+	// is over; stop is closed at the first.
+	ctx         context.Context
+	stop        <-chan struct{}
 	cfg         *config.Config
 	pool        *pgxpool.Pool
 	runner      *job.Runner

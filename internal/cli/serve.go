@@ -19,38 +19,21 @@ import (
 
 func cmdServe(args []string, io IO) int {
 	var c common
+	var f syncFlags
 	fs := newFlagSet("serve", io, &c)
+	f.register(fs)
 	now := fs.Bool("now", false, "also sync once at start, not only on the schedule")
-	allowMass := fs.Bool("allow-mass-removal", false, "let a snapshot remove more than sync.removal_guard of a customer's users")
-	skipMigrate := fs.Bool("skip-migrate", false, "do not apply schema migrations at start")
 	if code, done := parse(fs, args); done {
 		return code
 	}
-	cfg, err := loadConfig(&c, io)
+	setup, cleanup, err := openSync(&c, f, io, false)
 	if err != nil {
 		return fail(io, err)
 	}
-	if err := cfg.ValidateCredentials(); err != nil {
-		return fail(io, err)
-	}
-	logger := newLogger(io.Stderr, cfg.Log.Format, cfg.Log.Level)
-	m := metrics.New()
-	ctx, stop, cancel := signalContexts(io, cfg.Sync.ShutdownTimeout.D(), logger)
-	defer cancel()
-
-	pool, err := openDB(ctx, cfg, logger, !*skipMigrate && !c.dryRun)
-	if err != nil {
-		return fail(io, err)
-	}
-	defer pool.Close()
-	runner, err := newRunner(cfg, newStore(pool, cfg, *allowMass, logger), m, logger)
-	if err != nil {
-		return fail(io, err)
-	}
+	defer cleanup()
+	ctx, stop, cfg, logger, runner, m, pool := setup.ctx, setup.stop, setup.cfg, setup.logger, setup.runner, setup.metrics, setup.pool
 
 	st := &serveState{}
-	setup := runSetup{cfg: cfg, pool: pool, runner: runner, metrics: m, logger: logger, io: io,
-		opts: job.Options{Only: c.customers, DryRun: c.dryRun, Stop: stop}}
 	sched := schedule.New(cfg.CronSchedule, func(ctx context.Context) {
 		res, err := runner.Run(ctx, setup.opts)
 		if err != nil {
