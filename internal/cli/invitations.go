@@ -177,22 +177,9 @@ type invitationsJSON struct {
 }
 
 type customerInvitationsJS struct {
-	CustomerID   int64            `json:"customer_id"`
-	CustomerName string           `json:"customer_name"`
-	Invitations  []invitationJSON `json:"invitations"`
-}
-
-type invitationJSON struct {
-	InvitationID    int64      `json:"invitation_id"`
-	Email           string     `json:"email"`
-	RoleID          int32      `json:"role_id"`
-	RoleName        string     `json:"role_name"`
-	AccountIDs      []int64    `json:"account_ids"` // null: every account of the customer
-	FirstSeenAt     time.Time  `json:"first_seen_at"`
-	AgeSeconds      int64      `json:"age_seconds"`
-	EstimatedSentAt *time.Time `json:"estimated_sent_at"`
-	ExpirationDate  *time.Time `json:"expiration_date"`
-	Expired         bool       `json:"expired"`
+	CustomerID   string                     `json:"customer_id"`
+	CustomerName string                     `json:"customer_name"`
+	Invitations  []invite.MessageInvitation `json:"invitations"`
 }
 
 func writeInvitationsJSON(w io.Writer, invs []invite.Invitation, threshold time.Duration) error {
@@ -203,34 +190,15 @@ func writeInvitationsJSON(w io.Writer, invs []invite.Invitation, threshold time.
 		Customers:        []customerInvitationsJS{},
 	}
 	for _, group := range groupInvitations(invs) {
-		c := customerInvitationsJS{CustomerID: group[0].CustomerID, CustomerName: group[0].CustomerName}
+		c := customerInvitationsJS{CustomerID: strconv.FormatInt(group[0].CustomerID, 10), CustomerName: group[0].CustomerName}
 		for _, inv := range group {
-			c.Invitations = append(c.Invitations, invitationJSON{
-				InvitationID:    inv.InvitationID,
-				Email:           inv.Email,
-				RoleID:          inv.RoleID,
-				RoleName:        inv.RoleName,
-				AccountIDs:      inv.AccountIDs,
-				FirstSeenAt:     inv.FirstSeenAt.UTC(),
-				AgeSeconds:      int64(inv.Age / time.Second),
-				EstimatedSentAt: utcPtr(inv.EstimatedSentAt),
-				ExpirationDate:  utcPtr(inv.ExpirationDate),
-				Expired:         inv.Expired,
-			})
+			c.Invitations = append(c.Invitations, inv.JSON())
 		}
 		doc.Customers = append(doc.Customers, c)
 	}
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(doc)
-}
-
-func utcPtr(t *time.Time) *time.Time {
-	if t == nil {
-		return nil
-	}
-	u := t.UTC()
-	return &u
 }
 
 // invitationsCSVHeader is the --format csv header. account_ids is

@@ -161,18 +161,18 @@ func TestInvitationsJSON(t *testing.T) {
 		t.Fatalf("document = %+v", doc)
 	}
 	c1 := doc.Customers[0]
-	if c1.CustomerID != 1 || c1.CustomerName != "Contoso" || len(c1.Invitations) != 2 {
+	if c1.CustomerID != "1" || c1.CustomerName != "Contoso" || len(c1.Invitations) != 2 {
 		t.Fatalf("customer 1 = %+v", c1)
 	}
 	old, recent := c1.Invitations[0], c1.Invitations[1]
-	if old.InvitationID != 11 || old.RoleName != "Super Admin" || old.AccountIDs != nil || old.Expired ||
+	if old.InvitationID != "11" || old.RoleName != "Super Admin" || old.AccountIDs != nil || old.Expired ||
 		old.AgeSeconds < int64((10*day-time.Minute)/time.Second) || old.AgeSeconds > int64((10*day+time.Minute)/time.Second) {
 		t.Errorf("invitation 11 = %+v", old)
 	}
 	if old.ExpirationDate == nil || old.EstimatedSentAt == nil || !old.EstimatedSentAt.Equal(old.ExpirationDate.Add(-30*day)) {
 		t.Errorf("invitation 11: estimated sent %v, expiration %v", old.EstimatedSentAt, old.ExpirationDate)
 	}
-	if recent.InvitationID != 12 || !slices.Equal(recent.AccountIDs, []int64{7, 8}) {
+	if recent.InvitationID != "12" || !slices.Equal(recent.AccountIDs, []string{"7", "8"}) {
 		t.Errorf("invitation 12 = %+v", recent)
 	}
 

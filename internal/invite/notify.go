@@ -78,7 +78,9 @@ type Message struct {
 	Invitations  []MessageInvitation `json:"invitations"`
 }
 
-// MessageInvitation is one invitation of a Message.
+// MessageInvitation is the JSON form of one invitation, in webhook messages
+// and in `syncer invitations --format json`. Ids are strings, as the
+// Microsoft API sends them, so JavaScript receivers keep every digit.
 type MessageInvitation struct {
 	InvitationID    string     `json:"invitation_id"`
 	Email           string     `json:"email"`
@@ -249,28 +251,33 @@ func newMessage(invs []Invitation, staleAfter time.Duration) Message {
 		Invitations:  make([]MessageInvitation, len(invs)),
 	}
 	for i, inv := range invs {
-		var accounts []string
-		if inv.AccountIDs != nil {
-			accounts = make([]string, len(inv.AccountIDs))
-			for k, id := range inv.AccountIDs {
-				accounts[k] = strconv.FormatInt(id, 10)
-			}
-		}
-		m.Invitations[i] = MessageInvitation{
-			InvitationID:    strconv.FormatInt(inv.InvitationID, 10),
-			Email:           inv.Email,
-			RoleID:          inv.RoleID,
-			RoleName:        inv.RoleName,
-			AccountIDs:      accounts,
-			FirstSeenAt:     inv.FirstSeenAt.UTC(),
-			AgeSeconds:      int64(inv.Age / time.Second),
-			EstimatedSentAt: utc(inv.EstimatedSentAt),
-			ExpirationDate:  utc(inv.ExpirationDate),
-			Expired:         inv.Expired,
-		}
+		m.Invitations[i] = inv.JSON()
 	}
 	m.Text = messageText(invs, staleAfter)
 	return m
+}
+
+// JSON returns the invitation's JSON form.
+func (inv Invitation) JSON() MessageInvitation {
+	var accounts []string
+	if inv.AccountIDs != nil {
+		accounts = make([]string, len(inv.AccountIDs))
+		for k, id := range inv.AccountIDs {
+			accounts[k] = strconv.FormatInt(id, 10)
+		}
+	}
+	return MessageInvitation{
+		InvitationID:    strconv.FormatInt(inv.InvitationID, 10),
+		Email:           inv.Email,
+		RoleID:          inv.RoleID,
+		RoleName:        inv.RoleName,
+		AccountIDs:      accounts,
+		FirstSeenAt:     inv.FirstSeenAt.UTC(),
+		AgeSeconds:      int64(inv.Age / time.Second),
+		EstimatedSentAt: utc(inv.EstimatedSentAt),
+		ExpirationDate:  utc(inv.ExpirationDate),
+		Expired:         inv.Expired,
+	}
 }
 
 func utc(t *time.Time) *time.Time {
