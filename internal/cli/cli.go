@@ -34,7 +34,9 @@ const (
 	ExitFatal   = 1 // nothing could be synced: bad config, database, authentication
 	ExitPartial = 2 // some customers failed, others synced
 	ExitStale   = 3 // `invitations --fail-on-stale` found stale invitations
-	ExitUsage   = 64
+	// ExitUsage is a bad command line: like a bad config, nothing could run,
+	// so it keeps to the design's codes rather than sysexits' 64.
+	ExitUsage = ExitFatal
 )
 
 // Version and Commit are set at build time with -ldflags -X.
