@@ -181,7 +181,7 @@ type demoReport struct {
 
 func demoReports(staleAfter time.Duration) []demoReport {
 	return []demoReport{
-		{"Who can reach which account today (view access)",
+		{"Who can reach which account today (view access, first 25 rows)",
 			`SELECT user_name, customer_id, role_name, coalesce(account_name, CASE WHEN account_id IS NULL THEN 'every account' ELSE account_id::text END) AS account
 			   FROM access ORDER BY user_name, customer_id, role_name, account LIMIT 25`, nil},
 		{"What changed since the first sync (history tables)",
