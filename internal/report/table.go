@@ -1,5 +1,4 @@
-// Package report renders query results for people: aligned text tables for a
-// terminal, and CSV and JSON for scripts.
+// Package report renders query results for people as aligned text tables.
 package report
 
 import (
