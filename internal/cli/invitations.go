@@ -120,20 +120,6 @@ func schemaError(schema string, err error) error {
 	return err
 }
 
-// groupInvitations splits invitations ordered by customer.
-func groupInvitations(invs []invite.Invitation) [][]invite.Invitation {
-	var out [][]invite.Invitation
-	for i := 0; i < len(invs); {
-		j := i + 1
-		for j < len(invs) && invs[j].CustomerID == invs[i].CustomerID {
-			j++
-		}
-		out = append(out, invs[i:j])
-		i = j
-	}
-	return out
-}
-
 func writeInvitationsTable(w io.Writer, invs []invite.Invitation, threshold time.Duration) error {
 	if len(invs) == 0 {
 		_, err := fmt.Fprintf(w, "No stale invitations: none pending for more than %s, none expired.\n", report.Age(threshold))
@@ -142,7 +128,7 @@ func writeInvitationsTable(w io.Writer, invs []invite.Invitation, threshold time
 	fmt.Fprintf(w, "%d stale invitations: pending for more than %s (since the syncer first saw them), or expired but still listed.\n"+
 		"Anyone who holds an invitation link can accept it; cancel those not needed in the Microsoft Advertising web UI.\n",
 		len(invs), report.Age(threshold))
-	for _, group := range groupInvitations(invs) {
+	for _, group := range invite.ByCustomer(invs) {
 		c := group[0]
 		name := ""
 		if c.CustomerName != "" {
@@ -189,7 +175,7 @@ func writeInvitationsJSON(w io.Writer, invs []invite.Invitation, threshold time.
 		Stale:            len(invs),
 		Customers:        []customerInvitationsJS{},
 	}
-	for _, group := range groupInvitations(invs) {
+	for _, group := range invite.ByCustomer(invs) {
 		c := customerInvitationsJS{CustomerID: strconv.FormatInt(group[0].CustomerID, 10), CustomerName: group[0].CustomerName}
 		for _, inv := range group {
 			c.Invitations = append(c.Invitations, inv.JSON())

@@ -145,7 +145,7 @@ func (n *Notifier) Notify(ctx context.Context, pool *pgxpool.Pool, schema string
 		return res, err
 	}
 	var errs []error
-	groups := byCustomer(due)
+	groups := ByCustomer(due)
 	for i, group := range groups {
 		if err := ctx.Err(); err != nil {
 			errs = append(errs, err)
@@ -227,8 +227,9 @@ ON CONFLICT (invitation_id) DO UPDATE SET last_notified_at = excluded.last_notif
 	return nil
 }
 
-// byCustomer splits invitations ordered by customer into one group per customer.
-func byCustomer(invs []Invitation) [][]Invitation {
+// ByCustomer splits invitations ordered by customer (as Stale returns them)
+// into one group per customer.
+func ByCustomer(invs []Invitation) [][]Invitation {
 	var out [][]Invitation
 	for i := 0; i < len(invs); {
 		j := i + 1
