@@ -366,7 +366,8 @@ func TestRunBadInputExitsOneWithAClearLine(t *testing.T) {
 func TestTwoRunsAtOnceOnlyOneSyncs(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, msadstest.Generate(16, 2, 10), "")
-	e.sim.SetFault("GetUser", msadstest.Fault{Latency: 40 * time.Millisecond})
+	// Slow enough that the two runs overlap even on a loaded machine.
+	e.sim.SetFault("GetUser", msadstest.Fault{Latency: 300 * time.Millisecond})
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
 	var wg sync.WaitGroup
