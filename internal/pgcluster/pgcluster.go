@@ -57,8 +57,13 @@ func Start(ctx context.Context, logger *slog.Logger) (*Cluster, error) {
 			return nil, fmt.Errorf("pgcluster: neither %s nor /tmp can be traversed by the postgres user; set TMPDIR to a folder it can reach", os.TempDir())
 		}
 	}
+	reapOrphans(parent, bin, logger)
 	dir, err := os.MkdirTemp(parent, "syncer-pg-")
 	if err != nil {
+		return nil, fmt.Errorf("pgcluster: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, ownerFile), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
+		_ = os.RemoveAll(dir)
 		return nil, fmt.Errorf("pgcluster: %w", err)
 	}
 	c := &Cluster{
@@ -74,6 +79,45 @@ func Start(ctx context.Context, logger *slog.Logger) (*Cluster, error) {
 	}
 	logger.InfoContext(ctx, "started throwaway PostgreSQL", slog.String("dir", dir), slog.Int("port", c.port))
 	return c, nil
+}
+
+// ownerFile holds the pid of the process that started a cluster.
+const ownerFile = "owner.pid"
+
+// reapOrphans stops and removes the clusters left behind in parent (or the
+// temp dir) by processes that died without calling Stop: a test binary
+// killed by its timeout, an interrupted demo. A cluster whose owner is alive
+// is never touched.
+func reapOrphans(parent, bin string, logger *slog.Logger) {
+	if parent == "" {
+		parent = os.TempDir()
+	}
+	dirs, _ := filepath.Glob(filepath.Join(parent, "syncer-pg-*"))
+	for _, dir := range dirs {
+		b, err := os.ReadFile(filepath.Join(dir, ownerFile))
+		if err != nil {
+			continue // not ours, or still being created
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil || pid <= 0 || processAlive(pid) {
+			continue
+		}
+		o := &Cluster{dir: dir, dataDir: filepath.Join(dir, "data"), bin: bin}
+		if os.Geteuid() == 0 {
+			o.cred, _ = postgresCredential()
+		}
+		if err := o.Stop(); err != nil {
+			logger.Warn("could not remove an orphaned throwaway cluster", slog.String("dir", dir), slog.Any("error", err))
+			continue
+		}
+		logger.Info("removed an orphaned throwaway cluster", slog.String("dir", dir), slog.Int("owner_pid", pid))
+	}
+}
+
+// processAlive reports whether a process with this pid exists.
+func processAlive(pid int) bool {
+	err := syscall.Kill(pid, 0)
+	return err == nil || errors.Is(err, syscall.EPERM)
 }
 
 func (c *Cluster) start(ctx context.Context) error {

@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -79,4 +82,48 @@ func TestTraversable(t *testing.T) {
 	if traversable(private + "/x") {
 		t.Errorf("traversable under a 0700 folder = true, want false")
 	}
+}
+
+func TestStartReapsOrphans(t *testing.T) {
+	if _, err := findBin(); err != nil {
+		t.Skip("no PostgreSQL installed")
+	}
+	ctx := context.Background()
+	orphan, err := Start(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = orphan.Stop() })
+	live, err := Start(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = live.Stop() })
+
+	// Make the first cluster's owner a process that has exited.
+	dead := exec.Command("true")
+	if err := dead.Run(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(orphan.Dir(), ownerFile), []byte(strconv.Itoa(dead.Process.Pid)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	third, err := Start(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = third.Stop() })
+	if _, err := os.Stat(orphan.Dir()); !os.IsNotExist(err) {
+		t.Errorf("orphaned cluster %s not removed (stat: %v)", orphan.Dir(), err)
+	}
+	if conn, err := pgx.Connect(ctx, orphan.URL()+"&connect_timeout=2"); err == nil {
+		_ = conn.Close(ctx)
+		t.Error("orphaned cluster still accepts connections")
+	}
+	conn, err := pgx.Connect(ctx, live.URL())
+	if err != nil {
+		t.Fatalf("a cluster whose owner lives was touched: %v", err)
+	}
+	_ = conn.Close(ctx)
 }
