@@ -67,6 +67,19 @@ func (b *bundle) versions(t *testing.T) map[string]string {
 	return out
 }
 
+// sameVersions fails the test for every table whose rows or row versions
+// differ from before (a b.versions result); what says what should not have
+// written.
+func (b *bundle) sameVersions(t *testing.T, before map[string]string, what string) {
+	t.Helper()
+	after := b.versions(t)
+	for tb, v := range before {
+		if after[tb] != v {
+			t.Errorf("table %s %s: before %s, after %s", tb, what, v, after[tb])
+		}
+	}
+}
+
 func (b *bundle) strings(t *testing.T, query string, args ...any) []string {
 	t.Helper()
 	tx, err := b.pool.Begin(t.Context())
@@ -179,12 +192,7 @@ func TestNoChangeRerunWritesNothing(t *testing.T) {
 	if ch := b.write(t, snap); ch.Total() != 0 {
 		t.Errorf("re-run changes = %v, want none", ch)
 	}
-	after := b.versions(t)
-	for tb, v := range before {
-		if after[tb] != v {
-			t.Errorf("table %s rewritten by a no-change re-run: before %s, after %s", tb, v, after[tb])
-		}
-	}
+	b.sameVersions(t, before, "rewritten by a no-change re-run")
 }
 
 func TestUserRemovedAndReadded(t *testing.T) {
@@ -283,12 +291,7 @@ func TestRemovalGuard(t *testing.T) {
 	if _, err := b.store.WriteSnapshot(t.Context(), b.runID, empty, SyncInfo{}); !errors.Is(err, ErrRemovalGuard) || !strings.Contains(err.Error(), "empty") {
 		t.Errorf("empty listing: error = %v, want ErrRemovalGuard about the empty listing", err)
 	}
-	after := b.versions(t)
-	for tb, v := range before {
-		if after[tb] != v {
-			t.Errorf("table %s changed by a guarded snapshot", tb)
-		}
-	}
+	b.sameVersions(t, before, "changed by a guarded snapshot")
 
 	override := NewStore(b.pool, Options{Schema: b.schema, AllowMassRemoval: true})
 	ch, err := override.WriteSnapshot(t.Context(), b.runID, snap, SyncInfo{})
@@ -334,12 +337,7 @@ func TestFailureMidSnapshotKeepsPreviousState(t *testing.T) {
 	if _, err := b.store.WriteSnapshot(ctx, b.runID, snap, SyncInfo{}); !errors.Is(err, context.Canceled) {
 		t.Fatalf("canceled: error = %v, want context.Canceled", err)
 	}
-	after := b.versions(t)
-	for tb, v := range before {
-		if after[tb] != v {
-			t.Errorf("table %s changed by a failed snapshot", tb)
-		}
-	}
+	b.sameVersions(t, before, "changed by a failed snapshot")
 }
 
 func TestRecordCustomerFailure(t *testing.T) {
@@ -357,12 +355,7 @@ func TestRecordCustomerFailure(t *testing.T) {
 		[]string{"1001|true|GetUser: 500", "3003|false|denied"})
 	equal(t, "customer_syncs", b.strings(t, `SELECT customer_id, status, api_calls, coalesce(error, '') FROM customer_syncs ORDER BY 1`),
 		[]string{"1001|failed|7|GetUser: 500", "3003|failed|0|denied"})
-	after := b.versions(t)
-	for tb, v := range before {
-		if after[tb] != v {
-			t.Errorf("table %s changed by RecordCustomerFailure", tb)
-		}
-	}
+	b.sameVersions(t, before, "changed by RecordCustomerFailure")
 	if err := b.store.FinishRun(t.Context(), b.runID, RunPartial, 1, "1 customer failed"); err != nil {
 		t.Fatal(err)
 	}
@@ -423,12 +416,7 @@ func TestDiffSnapshotWritesNothing(t *testing.T) {
 	if want := (Changes{UsersAdded: 4, RolesAdded: 5, InvitationsAdded: 2, AccountsAdded: 2}); ch != want {
 		t.Errorf("diff = %v, want %v", ch, want)
 	}
-	after := b.versions(t)
-	for tb, v := range before {
-		if after[tb] != v {
-			t.Errorf("DiffSnapshot wrote to %s", tb)
-		}
-	}
+	b.sameVersions(t, before, "written by DiffSnapshot")
 	equal(t, "no customer rows", b.strings(t, `SELECT (SELECT count(*) FROM customers) + (SELECT count(*) FROM customer_syncs)`), []string{"0"})
 
 	b.write(t, baseSnapshot())

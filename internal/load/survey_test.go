@@ -125,12 +125,7 @@ func TestSurveyFindsEachChange(t *testing.T) {
 			if ch := b.write(t, snap); ch.Total() != 0 {
 				t.Errorf("re-run = %v, want none", ch)
 			}
-			after := b.versions(t)
-			for tb, v := range before {
-				if after[tb] != v {
-					t.Errorf("table %s rewritten by a no-change re-run", tb)
-				}
-			}
+			b.sameVersions(t, before, "rewritten by a no-change re-run")
 		})
 	}
 }
