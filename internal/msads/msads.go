@@ -39,11 +39,13 @@ type Snapshot struct {
 	FetchedAt    time.Time
 
 	// Users are the users GetUsersInfo listed for CustomerID, each completed by
-	// GetUser.
+	// GetUser, or marked unreadable (User.Readable false) when GetUser failed
+	// permanently for that user alone.
 	Users []User
 	// Roles are the CustomerRoles that GetUser returned for the listed users,
-	// whatever customer each role belongs to. For every user in Users, Roles
-	// holds the user's complete set of roles visible to the caller.
+	// whatever customer each role belongs to. For every readable user in
+	// Users, Roles holds the user's complete set of roles visible to the
+	// caller; unreadable users have none here and their stored roles stay.
 	Roles []Role
 	// Invitations are the pending invitations (expired ones included) of
 	// CustomerID.
@@ -54,6 +56,20 @@ type Snapshot struct {
 	Accounts        []Account
 	AccountsFetched bool
 }
+
+// Detail statuses of a listed user (users.detail_status): whether GetUser
+// could read the user the customer's GetUsersInfo listed.
+const (
+	// DetailOK: GetUser returned the user; every field is current.
+	DetailOK = "ok"
+	// DetailUnreadable: GetUser failed permanently for this user (106, a
+	// lone 105, another permanent 4xx, a null User). Only the listing's
+	// fields (id, user name) are current; the user's roles are unknown.
+	DetailUnreadable = "unreadable"
+	// DetailNotFound: GetUser said the user does not exist (1001
+	// UserNotFound): deleted between the listing and the read.
+	DetailNotFound = "not_found"
+)
 
 // User is one user object as seen through one customer's listing.
 type User struct {
@@ -71,15 +87,31 @@ type User struct {
 	Lcid             string
 	LifecycleStatus  string
 	LastModifiedTime *time.Time
+
+	// DetailStatus is DetailOK ("" means the same) when GetUser read the
+	// user, else DetailUnreadable or DetailNotFound. Then only ID, UserName
+	// (from the listing) and the Detail fields are meaningful: the stored
+	// row keeps its other values, and the user's roles are left as stored.
+	DetailStatus string
+	// DetailCode, DetailTrackingID and DetailError describe the last failed
+	// GetUser (fault code, TrackingId, one-line message); empty when read.
+	DetailCode       int
+	DetailTrackingID string
+	DetailError      string
 }
+
+// Readable reports whether GetUser read the user (DetailStatus ok or "").
+func (u *User) Readable() bool { return u.DetailStatus == "" || u.DetailStatus == DetailOK }
 
 // Role is one CustomerRole of a user.
 type Role struct {
 	UserID     int64
 	CustomerID int64 // the role's customer
 	RoleID     int32
-	// AccountIDs lists the accounts the role is scoped to; nil means every
-	// account of the customer (customer-level access).
+	// AccountIDs lists the accounts the role is scoped to; nil (the API's
+	// null or omitted) means every account of the customer (customer-level
+	// access); an empty non-nil slice is the API's [] (no account listed)
+	// and is stored as such ('{}', not NULL).
 	AccountIDs             []int64
 	LinkedAccountIDs       []int64
 	CustomerLinkPermission string
@@ -93,7 +125,8 @@ type Invitation struct {
 	FirstName  string
 	LastName   string
 	RoleID     int32
-	// AccountIDs nil means all current and future accounts.
+	// AccountIDs nil means all current and future accounts; empty non-nil
+	// is the API's [] and is stored as '{}'.
 	AccountIDs     []int64
 	Lcid           string
 	ExpirationDate *time.Time
@@ -113,6 +146,17 @@ type Account struct {
 type Customer struct {
 	ID   int64
 	Name string
+}
+
+// Unreadable returns how many listed users GetUser could not read.
+func (s *Snapshot) Unreadable() int {
+	n := 0
+	for i := range s.Users {
+		if !s.Users[i].Readable() {
+			n++
+		}
+	}
+	return n
 }
 
 // UserIDs returns the distinct user ids of the snapshot's users, sorted.
