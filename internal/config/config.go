@@ -74,6 +74,10 @@ type Sync struct {
 	RetryMaxElapsed Duration `yaml:"retry_max_elapsed"`
 	RemovalGuard    *float64 `yaml:"removal_guard"`
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
+	// MaxUnreadableFraction is the share of a customer's listed users whose
+	// GetUser may fail permanently (stored with detail_status unreadable or
+	// not_found) before the customer fails instead; default 0.2.
+	MaxUnreadableFraction *float64 `yaml:"max_unreadable_fraction"`
 }
 
 // Invitations configures stale-invitation alerts.
@@ -104,6 +108,7 @@ const (
 	DefaultRequestTimeout    = 30 * time.Second
 	DefaultRetryMaxElapsed   = 5 * time.Minute
 	DefaultRemovalGuard      = 0.5
+	DefaultMaxUnreadable     = 0.2
 	DefaultShutdownTimeout   = 30 * time.Second
 	DefaultSchedule          = "0 */6 * * *"
 	DefaultStaleAfter        = 168 * time.Hour
@@ -162,6 +167,15 @@ func (s Sync) Guard() float64 {
 		return DefaultRemovalGuard
 	}
 	return *s.RemovalGuard
+}
+
+// MaxUnreadable returns sync.max_unreadable_fraction (0 is allowed: then
+// any unreadable user fails its customer).
+func (s Sync) MaxUnreadable() float64 {
+	if s.MaxUnreadableFraction == nil {
+		return DefaultMaxUnreadable
+	}
+	return *s.MaxUnreadableFraction
 }
 
 // Load reads, expands, decodes, defaults and validates the file at path.
@@ -362,6 +376,9 @@ func (c *Config) Validate() error {
 	}
 	if g := s.Guard(); g <= 0 || g > 1 {
 		bad("sync.removal_guard", "must be a fraction > 0 and <= 1, got %v", g)
+	}
+	if f := s.MaxUnreadable(); f < 0 || f > 1 {
+		bad("sync.max_unreadable_fraction", "must be a fraction >= 0 and <= 1, got %v", f)
 	}
 	sched, err := cron.ParseStandard(c.Schedule)
 	if err != nil {

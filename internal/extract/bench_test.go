@@ -41,7 +41,7 @@ func BenchmarkFetch(b *testing.B) {
 		g.SetLimit(8)
 		for _, cid := range ds.CustomerIDs() {
 			g.Go(func() error {
-				_, _, err := c.FetchCustomer(ctx, cid, cache, true)
+				_, _, err := c.FetchCustomer(ctx, cid, cache, FetchOptions{Accounts: true})
 				return err
 			})
 		}

@@ -33,6 +33,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -103,6 +104,9 @@ type Client struct {
 	log     *slog.Logger
 	obs     Observer
 	red     *redactor
+
+	checkMu sync.Mutex
+	checks  map[string]*credCheck // by access token
 }
 
 // New validates cfg, applies defaults and returns a Client. It does no I/O:
@@ -188,6 +192,10 @@ type request struct {
 	customerID int64  // sent as the CustomerId header when not 0
 	body       any
 	stats      *callStats // may be nil
+	// onFail, when set, is called after every failed attempt.
+	onFail func()
+	// probe marks the credentials check itself (see checkCredentials).
+	probe bool
 }
 
 // throttleAware is a backoff.BackOff that waits nothing after a throttled
@@ -208,6 +216,11 @@ func (t *throttleAware) NextBackOff() time.Duration {
 	return 0
 }
 
+// maxMalformed is how many 2xx answers that are not the operation's answer
+// a call accepts before it gives up: a cut body is worth another try, a
+// service that keeps answering an HTML page is not worth five minutes.
+const maxMalformed = 3
+
 // call performs r with retries and decodes the 2xx body with decode.
 func (c *Client) call(ctx context.Context, r request, decode func([]byte) error) error {
 	body, err := json.Marshal(r.body)
@@ -220,9 +233,15 @@ func (c *Client) call(ctx context.Context, r request, decode func([]byte) error)
 		backoff.WithMaxElapsedTime(c.cfg.RetryMaxElapsed),
 	)
 	policy := &throttleAware{exp: exp}
-	attempts := 0
+	attempts, malformed := 0, 0
 	refreshed := false
 	var used string // access token of the last attempt
+	retried := func() {
+		c.obs.Retry(r.op)
+		if r.stats != nil {
+			r.stats.retries.Add(1)
+		}
+	}
 	op := func() error {
 		for {
 			attempts++
@@ -230,21 +249,38 @@ func (c *Client) call(ctx context.Context, r request, decode func([]byte) error)
 			if err == nil {
 				return nil
 			}
-			if ctx.Err() != nil {
+			if r.onFail != nil {
+				r.onFail()
+			}
+			if ctx.Err() != nil || IsRunFatal(err) {
 				return backoff.Permanent(err)
 			}
 			class := Classify(err)
-			if class == ClassTokenExpired && !refreshed {
-				refreshed = true
-				if _, ok := errors.AsType[*APIError](err); ok && used != "" {
+			if class == ClassAuth && used != "" {
+				if !refreshed {
+					// Any 401: one refresh for every caller that saw it
+					// with this token, then try again.
+					refreshed = true
 					if _, terr := c.tokens.forceRefresh(ctx, used); terr != nil {
 						return backoff.Permanent(c.wrapTokenErr(ctx, r, terr))
 					}
-					c.obs.Retry(r.op)
-					if r.stats != nil {
-						r.stats.retries.Add(1)
-					}
+					retried()
 					continue
+				}
+				// Refused again with a fresh token: the credentials
+				// themselves, or this call's entity alone?
+				if !r.probe {
+					if cerr := c.checkCredentials(ctx, used); errors.Is(cerr, ErrCredentialsRejected) {
+						return backoff.Permanent(fmt.Errorf("%w: %w", err, cerr))
+					} else if cerr != nil {
+						return backoff.Permanent(cerr)
+					}
+				}
+				return backoff.Permanent(err)
+			}
+			if ae := asAPIError(err); ae != nil && ae.Malformed {
+				if malformed++; malformed >= maxMalformed {
+					return backoff.Permanent(err)
 				}
 			}
 			if class != ClassThrottled && class != ClassTransient {
@@ -255,10 +291,7 @@ func (c *Client) call(ctx context.Context, r request, decode func([]byte) error)
 		}
 	}
 	notify := func(err error, next time.Duration) {
-		c.obs.Retry(r.op)
-		if r.stats != nil {
-			r.stats.retries.Add(1)
-		}
+		retried()
 		c.log.DebugContext(ctx, "retrying msads call", slog.String("op", r.op), slog.Int64("customer_id", r.customerID),
 			slog.String("class", Classify(err).String()), slog.Duration("backoff", next), slog.String("error", err.Error()))
 	}
@@ -272,6 +305,45 @@ func (c *Client) call(ctx context.Context, r request, decode func([]byte) error)
 		return fmt.Errorf("%w (gave up after %d attempts)", err, attempts)
 	}
 	return err
+}
+
+// credCheck is one check of the credentials with an access token.
+type credCheck struct {
+	done chan struct{}
+	err  error
+}
+
+// checkCredentials tells a refused credential from a refused entity after a
+// call was answered 401 even with a fresh access token: it asks for the
+// signed-in user (GetUser with a null UserId) once per access token, for
+// every caller. When that too is refused, every call of the run would be:
+// the result wraps ErrCredentialsRejected. Otherwise it returns nil and the
+// call's failure is its own (the user lost access to that customer).
+func (c *Client) checkCredentials(ctx context.Context, token string) error {
+	c.checkMu.Lock()
+	chk, ok := c.checks[token]
+	if !ok {
+		chk = &credCheck{done: make(chan struct{})}
+		if c.checks == nil {
+			c.checks = map[string]*credCheck{}
+		}
+		c.checks[token] = chk
+	}
+	c.checkMu.Unlock()
+	if !ok {
+		err := c.call(ctx, request{op: "GetUser", path: "User/Query", body: map[string]any{"UserId": nil}, probe: true},
+			func([]byte) error { return nil })
+		if Classify(err) == ClassAuth {
+			chk.err = ErrCredentialsRejected
+		}
+		close(chk.done)
+	}
+	select {
+	case <-chk.done:
+		return chk.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 func customerSuffix(id int64) string {
@@ -359,16 +431,15 @@ func (c *Client) attempt(ctx context.Context, r request, body []byte, decode fun
 	}
 
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
-		if derr := decode(data); derr != nil {
-			// A cut or garbled body is worth another try; a well-formed body
-			// of the wrong shape is not.
-			class := ClassPermanent
-			var se *json.SyntaxError
-			if errors.As(derr, &se) || errors.Is(derr, io.ErrUnexpectedEOF) || strings.Contains(derr.Error(), "unexpected end of JSON input") {
-				class = ClassTransient
-			}
+		if derr := decode(data); errors.Is(derr, errNullUser) {
 			return &APIError{Op: r.op, CustomerID: r.customerID, HTTPStatus: resp.StatusCode, TrackingID: tracking,
-				Class: class, Err: errors.New("decoding response: " + c.red.redact(derr.Error()))}
+				Class: ClassPermanent, Err: derr}
+		} else if derr != nil {
+			// Not the operation's answer (cut, not JSON, an HTML page, the
+			// result field missing): retried a few times, then the call
+			// fails. Never read as an empty answer.
+			return &APIError{Op: r.op, CustomerID: r.customerID, HTTPStatus: resp.StatusCode, TrackingID: tracking,
+				Class: ClassTransient, Malformed: true, Err: errors.New("malformed response: " + c.red.redact(derr.Error()))}
 		}
 		return nil
 	}

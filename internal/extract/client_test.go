@@ -108,7 +108,7 @@ func TestRequestsCarryHeadersAndShapes(t *testing.T) {
 		{"/api/CustomerManagement/v13/UsersInfo/Query", "", "", "150", "", "", `{"CustomerId":"150","StatusFilter":null}`},
 		{"/api/CustomerManagement/v13/User/Query", "", "", "150", "", "", `{"UserId":"7"}`},
 		{"/api/CustomerManagement/v13/UserInvitations/Search", "", "", "150", "", "", `{"Predicates":[{"Field":"CustomerId","Operator":"Equals","Value":"150"}]}`},
-		{"/api/CustomerManagement/v13/CustomersInfo/Query", "", "", "", "", "", `{"CustomerNameFilter":"","TopN":5000}`},
+		{"/api/CustomerManagement/v13/CustomersInfo/Query", "", "", "", "", "", `{"CustomerNameFilter":"","TopN":1000}`},
 		{"/api/CustomerManagement/v13/AccountsInfo/Query", "", "", "150", "", "", `{"CustomerId":"150","OnlyParentAccounts":true}`},
 	}
 	if len(got) != len(want) {
@@ -239,7 +239,7 @@ func TestServerRateLimitIsSurvived(t *testing.T) {
 	b.srv.SetFault(msadstest.AnyOp, msadstest.Fault{RateLimitPerSec: 50})
 	cache := NewUserCache()
 	for _, cid := range b.ds.CustomerIDs() {
-		if _, _, err := b.client.FetchCustomer(ctx, cid, cache, true); err != nil {
+		if _, _, err := b.client.FetchCustomer(ctx, cid, cache, FetchOptions{Accounts: true}); err != nil {
 			t.Fatalf("FetchCustomer: %v", err)
 		}
 	}
@@ -255,7 +255,7 @@ func TestTransientAndMalformedAreRetried(t *testing.T) {
 	cid := b.ds.CustomerIDs()[0]
 	b.srv.SetFault(msadstest.OpGetUsersInfo, msadstest.Fault{Status5xxCode0: 2})
 	b.srv.SetFault(msadstest.OpSearchUserInvitations, msadstest.Fault{Malformed: 1})
-	snap, st, err := b.client.FetchCustomer(ctx, cid, NewUserCache(), false)
+	snap, st, err := b.client.FetchCustomer(ctx, cid, NewUserCache(), FetchOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -292,13 +292,13 @@ func TestExpiredAccessTokenIsRefreshedOnce(t *testing.T) {
 	if got := b.srv.Calls(msadstest.OpToken); got != 2 {
 		t.Errorf("token calls = %d, want 2", got)
 	}
-	if b.obs.count("GetUsersInfo/token_expired") != 1 {
-		t.Errorf("token_expired outcomes = %d, want 1", b.obs.count("GetUsersInfo/token_expired"))
+	if b.obs.count("GetUsersInfo/unauthorized") != 1 {
+		t.Errorf("unauthorized outcomes = %d, want 1", b.obs.count("GetUsersInfo/unauthorized"))
 	}
 	// A server that keeps answering 109 fails after one refresh.
 	b.srv.SetFault(msadstest.OpGetUsersInfo, msadstest.Fault{Code: 109})
 	_, err := b.client.GetUsersInfo(ctx, cid)
-	if Classify(err) != ClassTokenExpired {
+	if Classify(err) != ClassAuth {
 		t.Errorf("err = %v, want token expired", err)
 	}
 	if got := b.srv.Calls(msadstest.OpToken); got != 3 {

@@ -51,9 +51,9 @@ func (f *flexInt64) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// flexInt64s decodes a long[]: null (or a missing field) is nil. An empty
-// array is also nil: a role or invitation scoped to no account cannot exist,
-// so the API's "omitted"/null (every account) is the only sensible reading.
+// flexInt64s decodes a long[]: null (or a missing field) is nil; an empty
+// array is an empty non-nil slice. The two mean different things for
+// AccountIds (every account, versus none listed) and are kept apart.
 type flexInt64s []int64
 
 func (f *flexInt64s) UnmarshalJSON(b []byte) error {
@@ -65,10 +65,6 @@ func (f *flexInt64s) UnmarshalJSON(b []byte) error {
 	var raw []flexInt64
 	if err := json.Unmarshal(b, &raw); err != nil {
 		return err
-	}
-	if len(raw) == 0 {
-		*f = nil
-		return nil
 	}
 	out := make([]int64, len(raw))
 	for i, v := range raw {
@@ -165,7 +161,7 @@ type wireUserInfo struct {
 }
 
 type wireUsersInfoResponse struct {
-	UsersInfo []*wireUserInfo `json:"UsersInfo"`
+	UsersInfo json.RawMessage `json:"UsersInfo"`
 }
 
 type wirePersonName struct {
@@ -199,7 +195,7 @@ type wireCustomerRole struct {
 }
 
 type wireGetUserResponse struct {
-	User          *wireUser           `json:"User"`
+	User          json.RawMessage     `json:"User"`
 	CustomerRoles []*wireCustomerRole `json:"CustomerRoles"`
 }
 
@@ -216,7 +212,7 @@ type wireInvitation struct {
 }
 
 type wireInvitationsResponse struct {
-	UserInvitations []*wireInvitation `json:"UserInvitations"`
+	UserInvitations json.RawMessage `json:"UserInvitations"`
 }
 
 type wireCustomerInfo struct {
@@ -225,7 +221,7 @@ type wireCustomerInfo struct {
 }
 
 type wireCustomersInfoResponse struct {
-	CustomersInfo []*wireCustomerInfo `json:"CustomersInfo"`
+	CustomersInfo json.RawMessage `json:"CustomersInfo"`
 }
 
 type wireAccountInfo struct {
@@ -237,7 +233,7 @@ type wireAccountInfo struct {
 }
 
 type wireAccountsInfoResponse struct {
-	AccountsInfo []*wireAccountInfo `json:"AccountsInfo"`
+	AccountsInfo json.RawMessage `json:"AccountsInfo"`
 }
 
 type wireError struct {
@@ -251,6 +247,7 @@ type wireFault struct {
 	Type            flexString   `json:"Type"`
 	Errors          []*wireError `json:"Errors"`
 	OperationErrors []*wireError `json:"OperationErrors"`
+	BatchErrors     []*wireError `json:"BatchErrors"`
 	// Some gateways wrap the fault; accept that too.
 	ApplicationFault *wireFault `json:"ApplicationFault"`
 }
@@ -268,6 +265,24 @@ func unmarshal(body []byte, v any) error {
 	return json.Unmarshal(body, v)
 }
 
+// errNullUser is a GetUser answer whose User is an explicit null: the
+// service will not show this user (permanent for the user, not malformed).
+var errNullUser = errors.New("the answer's User is null")
+
+// resultList decodes the operation's result field raw (named field) into
+// out: a missing field is an error (the body is not the operation's
+// answer: "{}", a gateway's JSON), an explicit null an empty list.
+func resultList[T any](raw json.RawMessage, field string, out *[]*T) error {
+	if len(raw) == 0 {
+		return fmt.Errorf("the answer has no %s field", field)
+	}
+	if string(raw) == "null" {
+		*out = nil
+		return nil
+	}
+	return json.Unmarshal(raw, out)
+}
+
 func toInt32(v int64) (int32, error) {
 	if v < -1<<31 || v > 1<<31-1 {
 		return 0, fmt.Errorf("value %d out of int32 range", v)
@@ -280,8 +295,12 @@ func decodeUsersInfo(body []byte) ([]UserInfo, error) {
 	if err := unmarshal(body, &r); err != nil {
 		return nil, err
 	}
-	out := make([]UserInfo, 0, len(r.UsersInfo))
-	for _, u := range r.UsersInfo {
+	var list []*wireUserInfo
+	if err := resultList(r.UsersInfo, "UsersInfo", &list); err != nil {
+		return nil, err
+	}
+	out := make([]UserInfo, 0, len(list))
+	for _, u := range list {
 		if u == nil {
 			continue
 		}
@@ -300,10 +319,19 @@ func decodeUser(body []byte) (msads.User, []msads.Role, error) {
 	if err := unmarshal(body, &r); err != nil {
 		return msads.User{}, nil, err
 	}
-	if r.User == nil || r.User.ID == 0 {
-		return msads.User{}, nil, errors.New("response has no User")
+	switch string(r.User) {
+	case "":
+		return msads.User{}, nil, errors.New("the answer has no User field")
+	case "null":
+		return msads.User{}, nil, errNullUser
 	}
-	w := r.User
+	var w *wireUser
+	if err := json.Unmarshal(r.User, &w); err != nil {
+		return msads.User{}, nil, err
+	}
+	if w == nil || w.ID == 0 {
+		return msads.User{}, nil, errors.New("User without Id")
+	}
 	u := msads.User{
 		ID:               int64(w.ID),
 		HomeCustomerID:   int64(w.CustomerID),
@@ -349,8 +377,12 @@ func decodeInvitations(body []byte) ([]msads.Invitation, error) {
 	if err := unmarshal(body, &r); err != nil {
 		return nil, err
 	}
-	out := make([]msads.Invitation, 0, len(r.UserInvitations))
-	for _, w := range r.UserInvitations {
+	var list []*wireInvitation
+	if err := resultList(r.UserInvitations, "UserInvitations", &list); err != nil {
+		return nil, err
+	}
+	out := make([]msads.Invitation, 0, len(list))
+	for _, w := range list {
 		if w == nil {
 			continue
 		}
@@ -381,8 +413,12 @@ func decodeCustomersInfo(body []byte) ([]msads.Customer, error) {
 	if err := unmarshal(body, &r); err != nil {
 		return nil, err
 	}
-	out := make([]msads.Customer, 0, len(r.CustomersInfo))
-	for _, w := range r.CustomersInfo {
+	var list []*wireCustomerInfo
+	if err := resultList(r.CustomersInfo, "CustomersInfo", &list); err != nil {
+		return nil, err
+	}
+	out := make([]msads.Customer, 0, len(list))
+	for _, w := range list {
 		if w == nil {
 			continue
 		}
@@ -399,8 +435,12 @@ func decodeAccountsInfo(body []byte, customerID int64) ([]msads.Account, error) 
 	if err := unmarshal(body, &r); err != nil {
 		return nil, err
 	}
-	out := make([]msads.Account, 0, len(r.AccountsInfo))
-	for _, w := range r.AccountsInfo {
+	var list []*wireAccountInfo
+	if err := resultList(r.AccountsInfo, "AccountsInfo", &list); err != nil {
+		return nil, err
+	}
+	out := make([]msads.Account, 0, len(list))
+	for _, w := range list {
 		if w == nil {
 			continue
 		}
@@ -433,12 +473,12 @@ func decodeFault(body []byte) (trackingID string, details []ErrorDetail, ok bool
 	if err := unmarshal(body, &f); err != nil {
 		return "", nil, false
 	}
-	if f.ApplicationFault != nil && len(f.Errors) == 0 && len(f.OperationErrors) == 0 {
+	if f.ApplicationFault != nil && len(f.Errors) == 0 && len(f.OperationErrors) == 0 && len(f.BatchErrors) == 0 {
 		inner := f.ApplicationFault
 		inner.ApplicationFault = nil
 		f = *inner
 	}
-	for _, list := range [][]*wireError{f.Errors, f.OperationErrors} {
+	for _, list := range [][]*wireError{f.Errors, f.OperationErrors, f.BatchErrors} {
 		for _, e := range list {
 			if e == nil {
 				continue

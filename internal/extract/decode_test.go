@@ -90,11 +90,11 @@ func TestDecodeUser(t *testing.T) {
 			wantRoles: []msads.Role{},
 		},
 		{
-			name: "date with Z and empty account list",
+			name: "date with Z; [] and null account lists kept apart",
 			body: `{"User":{"Id":"82","CustomerId":"1","LastModifiedTime":"2025-03-04T05:06:07Z","UserName":"c"},
-				"CustomerRoles":[{"AccountIds":[],"CustomerId":"1","RoleId":203}]}`,
+				"CustomerRoles":[{"AccountIds":[],"CustomerId":"1","RoleId":203},{"AccountIds":null,"CustomerId":"2","RoleId":41}]}`,
 			wantUser:  msads.User{ID: 82, HomeCustomerID: 1, UserName: "c", LastModifiedTime: ptrTime("2025-03-04T05:06:07Z")},
-			wantRoles: []msads.Role{{UserID: 82, CustomerID: 1, RoleID: 203}},
+			wantRoles: []msads.Role{{UserID: 82, CustomerID: 1, RoleID: 203, AccountIDs: []int64{}, LinkedAccountIDs: nil}, {UserID: 82, CustomerID: 2, RoleID: 41}},
 		},
 		{
 			name:      "enum as number, long fraction",

@@ -16,6 +16,41 @@ import (
 // Only a new interactive sign-in fixes it.
 var ErrReauth = errors.New("refresh token expired or revoked: run `syncer auth` to sign in again")
 
+// ErrCredentialsRejected is returned (wrapped) when the API answers 401 (code
+// 105 InvalidCredentials) to every call even with a freshly issued access
+// token, including the signed-in user's own GetUser: the developer token is
+// wrong for the environment, or the user lost access. Every customer would
+// fail the same way, so the run stops.
+var ErrCredentialsRejected = errors.New("the developer token or the user's access was rejected: check microsoft_ads.developer_token " +
+	"(and microsoft_ads.environment), and that the signed-in user can still open Microsoft Advertising; then run `syncer auth` if needed")
+
+// IsRunFatal reports whether err stops the whole run: every customer of the
+// credential would fail the same way (the token endpoint refused the client
+// or the refresh token, the API refused the credentials themselves). A
+// failure of one customer or one user is never run-fatal.
+func IsRunFatal(err error) bool {
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, ErrReauth) || errors.Is(err, ErrCredentialsRejected) {
+		return true
+	}
+	if te, ok := errors.AsType[*TokenError](err); ok && te.Fatal {
+		return true
+	}
+	if _, ok := errors.AsType[*fatalError](err); ok {
+		return true
+	}
+	if ae, ok := errors.AsType[*APIError](err); ok {
+		for _, e := range ae.Errors {
+			if identityCodes[e.Code] {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // Class says how a failed call should be handled.
 type Class int
 
@@ -30,9 +65,13 @@ const (
 	// ClassTransient is code 0 or 833, HTTP 5xx without a permanent code,
 	// network errors and timeouts: retried with exponential backoff.
 	ClassTransient
-	// ClassTokenExpired is code 109 AuthenticationTokenExpired (or a bare
-	// HTTP 401): the access token is refreshed once and the call retried.
-	ClassTokenExpired
+	// ClassAuth is any HTTP 401 (code 105 InvalidCredentials, 109
+	// AuthenticationTokenExpired, or none) and code 105 or 109 under any
+	// status: the access token is refreshed once (one refresh for all
+	// callers) and the call retried. A second 401 with the fresh token is
+	// run-fatal when the credentials themselves are refused (see
+	// ErrCredentialsRejected), else the failure of that call alone.
+	ClassAuth
 )
 
 // String returns the class name as used in metrics and logs.
@@ -42,8 +81,8 @@ func (c Class) String() string {
 		return "throttled"
 	case ClassTransient:
 		return "transient"
-	case ClassTokenExpired:
-		return "token_expired"
+	case ClassAuth:
+		return "unauthorized"
 	case ClassPermanent:
 		return "permanent"
 	}
@@ -71,6 +110,10 @@ type APIError struct {
 	// Err is the underlying cause when there is one (network error, decode
 	// error, token endpoint failure). Its text is scrubbed of secrets.
 	Err error
+	// Malformed is set for a 2xx response whose body is not the operation's
+	// answer (cut, not JSON, an HTML page, the result field missing). It is
+	// retried a few times (ClassTransient), never read as an empty list.
+	Malformed bool
 }
 
 func (e *APIError) Error() string {
@@ -133,6 +176,9 @@ func Classify(err error) Class {
 	if ae, ok := errors.AsType[*APIError](err); ok {
 		return ae.Class
 	}
+	if te, ok := errors.AsType[*TokenError](err); ok {
+		return te.Class
+	}
 	if errors.Is(err, ErrReauth) || errors.Is(err, context.Canceled) {
 		return ClassPermanent
 	}
@@ -159,7 +205,28 @@ func Classify(err error) Class {
 // Codes classified by the API reference (msads-api.md §6.3).
 var (
 	transientCodes = map[int]bool{0: true, 833: true}
+	authCodes      = map[int]bool{105: true, 109: true}
+	// identityCodes are about the signed-in identity itself: OAuthTokenInvalid
+	// (wrong scope), compromised user, consolidated login and identity-type
+	// mismatches. Every customer would fail the same way.
+	identityCodes = map[int]bool{3101: true, 108: true, 120: true, 122: true, 123: true, 124: true, 125: true, 126: true}
 )
+
+// FirstCode returns the first fault code and its symbol ("106
+// UserIsNotAuthorized"), or the HTTP status when the fault has no code.
+func (e *APIError) FirstCode() string {
+	if len(e.Errors) > 0 {
+		d := e.Errors[0]
+		if d.ErrorCode != "" {
+			return fmt.Sprintf("%d %s", d.Code, d.ErrorCode)
+		}
+		return fmt.Sprintf("%d", d.Code)
+	}
+	if e.HTTPStatus != 0 {
+		return fmt.Sprintf("HTTP %d", e.HTTPStatus)
+	}
+	return "no response"
+}
 
 // classifyResponse classifies a non-2xx response from its status and the
 // fault codes of its body (none when the body is not a fault: then a 5xx is
@@ -176,8 +243,10 @@ func classifyResponse(status int, codes []int) Class {
 	switch {
 	case status == 429 || has(func(c int) bool { return c == 117 }):
 		return ClassThrottled
-	case has(func(c int) bool { return c == 109 }):
-		return ClassTokenExpired
+	case has(func(c int) bool { return identityCodes[c] }):
+		return ClassPermanent // no new access token mends these
+	case status == 401 || has(func(c int) bool { return authCodes[c] }):
+		return ClassAuth
 	}
 	if len(codes) > 0 && !has(func(c int) bool { return !transientCodes[c] }) {
 		return ClassTransient // only codes 0 and 833
@@ -185,11 +254,8 @@ func classifyResponse(status int, codes []int) Class {
 	if len(codes) > 0 {
 		return ClassPermanent // at least one permanent code, whatever the status
 	}
-	switch {
-	case status >= 500:
-		return ClassTransient // no codes, or malformed body
-	case status == 401:
-		return ClassTokenExpired // bare 401: refresh once, like the .NET SDK
+	if status >= 500 || status == 408 {
+		return ClassTransient // no codes, or an HTML/empty body from a gateway
 	}
 	return ClassPermanent
 }

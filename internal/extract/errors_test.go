@@ -31,9 +31,9 @@ func TestClassifyResponse(t *testing.T) {
 		{"code 0 on 400", 400, []int{0}, ClassTransient},
 		{"bare 502", 502, nil, ClassTransient},
 		{"503 empty fault", 503, nil, ClassTransient},
-		{"109", 401, []int{109}, ClassTokenExpired},
-		{"bare 401", 401, nil, ClassTokenExpired},
-		{"105", 401, []int{105}, ClassPermanent},
+		{"109", 401, []int{109}, ClassAuth},
+		{"bare 401", 401, nil, ClassAuth},
+		{"105", 401, []int{105}, ClassAuth},
 		{"106", 400, []int{106}, ClassPermanent},
 		{"1001", 403, []int{1001}, ClassPermanent},
 		{"3101", 401, []int{3101}, ClassPermanent},
@@ -67,7 +67,7 @@ func TestClassify(t *testing.T) {
 		want Class
 	}{
 		{"api error throttled", &APIError{Op: "GetUser", Class: ClassThrottled}, ClassThrottled},
-		{"wrapped api error", fmt.Errorf("x: %w", &APIError{Class: ClassTokenExpired}), ClassTokenExpired},
+		{"wrapped api error", fmt.Errorf("x: %w", &APIError{Class: ClassAuth}), ClassAuth},
 		{"reauth", fmt.Errorf("token: %w", ErrReauth), ClassPermanent},
 		{"canceled", fmt.Errorf("GetUser: %w", context.Canceled), ClassPermanent},
 		{"deadline", context.DeadlineExceeded, ClassPermanent},
@@ -84,7 +84,7 @@ func TestClassify(t *testing.T) {
 			t.Errorf("%s: Classify = %v, want %v", tt.name, got, tt.want)
 		}
 	}
-	for c, s := range map[Class]string{ClassThrottled: "throttled", ClassTransient: "transient", ClassTokenExpired: "token_expired", ClassPermanent: "permanent"} {
+	for c, s := range map[Class]string{ClassThrottled: "throttled", ClassTransient: "transient", ClassAuth: "unauthorized", ClassPermanent: "permanent"} {
 		if c.String() != s {
 			t.Errorf("%d.String() = %q, want %q", int(c), c.String(), s)
 		}
@@ -138,7 +138,7 @@ func TestErrorsNeverContainSecrets(t *testing.T) {
 	}{
 		{"throttled", echoFault(429, 117), nil, ClassThrottled},
 		{"transient", echoFault(500, 0), nil, ClassTransient},
-		{"token expired", echoFault(401, 109), nil, ClassTokenExpired},
+		{"token expired", echoFault(401, 109), nil, ClassAuth},
 		{"permanent", echoFault(400, 106), nil, ClassPermanent},
 		{"malformed 5xx", func(w http.ResponseWriter, r *http.Request) {
 			w.WriteHeader(502)

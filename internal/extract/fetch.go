@@ -3,7 +3,10 @@ package extract
 import (
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -19,9 +22,21 @@ const userFetchConcurrency = 4
 // FetchStats counts the work done for one customer.
 type FetchStats struct {
 	Calls       int // HTTP attempts made for this customer (retries included; cached GetUser results cost 0)
-	Users       int
+	Users       int // users listed (readable or not)
+	Unreadable  int // listed users whose GetUser failed permanently
 	Invitations int
 	Retries     int
+}
+
+// FetchOptions are the choices of FetchCustomer.
+type FetchOptions struct {
+	// Accounts also calls GetAccountsInfo.
+	Accounts bool
+	// MaxUnreadableFraction is the share of a customer's listed users that
+	// may be unreadable (GetUser failing permanently for them alone) while
+	// the snapshot still counts as complete; above it the customer fails.
+	// 0 means any unreadable user fails the customer.
+	MaxUnreadableFraction float64
 }
 
 // UserCache shares GetUser results between the customers of one run: a user
@@ -36,6 +51,8 @@ type UserCache struct {
 
 type userEntry struct {
 	done     chan struct{}
+	slow     chan struct{} // closed when the fetch's first attempt fails
+	slowOnce sync.Once
 	customer int64 // the customer whose call fetches it
 	user     msads.User
 	roles    []msads.Role
@@ -55,20 +72,26 @@ func (uc *UserCache) Stats() (hits, misses int) {
 	return uc.hits, uc.misses
 }
 
-// get returns the user and roles, fetching them at most once at a time.
+// get returns the user and roles, fetching them at most once at a time. A
+// caller of another customer waits for a fetch in flight only while it goes
+// well: once an attempt of that fetch fails (a hung call timed out, a fault),
+// the waiter fetches for itself rather than wait through the other
+// customer's retries.
 func (uc *UserCache) get(ctx context.Context, c *Client, customerID, userID int64, st *callStats) (msads.User, []msads.Role, error) {
 	for {
 		uc.mu.Lock()
 		e, ok := uc.entries[userID]
 		if !ok {
-			e = &userEntry{done: make(chan struct{}), customer: customerID}
+			e = &userEntry{done: make(chan struct{}), slow: make(chan struct{}), customer: customerID}
 			uc.entries[userID] = e
 			uc.misses++
 			uc.mu.Unlock()
-			e.user, e.roles, e.err = c.getUser(ctx, customerID, userID, st)
+			e.user, e.roles, e.err = c.getUser(ctx, customerID, userID, st, func() { e.slowOnce.Do(func() { close(e.slow) }) })
 			if e.err != nil {
 				uc.mu.Lock()
-				delete(uc.entries, userID) // let a later caller try again
+				if uc.entries[userID] == e {
+					delete(uc.entries, userID) // let a later caller try again
+				}
 				uc.mu.Unlock()
 			}
 			close(e.done)
@@ -78,6 +101,16 @@ func (uc *UserCache) get(ctx context.Context, c *Client, customerID, userID int6
 		uc.mu.Unlock()
 		select {
 		case <-e.done:
+		case <-e.slow:
+			if e.customer != customerID {
+				// Don't wait through another customer's retries.
+				return c.getUser(ctx, customerID, userID, st, nil)
+			}
+			select {
+			case <-e.done:
+			case <-ctx.Done():
+				return msads.User{}, nil, ctx.Err()
+			}
 		case <-ctx.Done():
 			return msads.User{}, nil, ctx.Err()
 		}
@@ -97,10 +130,12 @@ func (uc *UserCache) get(ctx context.Context, c *Client, customerID, userID int6
 
 // FetchCustomer does steps 1–4 of a sync for one customer: GetUsersInfo,
 // GetUser for each listed user (through cache), SearchUserInvitations, and
-// GetAccountsInfo when withAccounts. Any failed call fails the whole
-// customer: the snapshot is returned only when complete. Stats are returned
-// in every case.
-func (c *Client) FetchCustomer(ctx context.Context, customerID int64, cache *UserCache, withAccounts bool) (*msads.Snapshot, FetchStats, error) {
+// GetAccountsInfo with opts.Accounts. The snapshot is returned only when
+// complete: any failed call fails the whole customer, except a GetUser that
+// fails permanently for that user alone (see msads.User.DetailStatus),
+// while such users are at most opts.MaxUnreadableFraction of the listing.
+// Stats are returned in every case.
+func (c *Client) FetchCustomer(ctx context.Context, customerID int64, cache *UserCache, opts FetchOptions) (*msads.Snapshot, FetchStats, error) {
 	if cache == nil {
 		cache = NewUserCache()
 	}
@@ -122,7 +157,7 @@ func (c *Client) FetchCustomer(ctx context.Context, customerID int64, cache *Use
 		snap.Invitations = dedupeInvitations(inv)
 		return err
 	})
-	if withAccounts {
+	if opts.Accounts {
 		g.Go(func() error {
 			acc, err := c.getAccountsInfo(gctx, customerID, st)
 			snap.Accounts = acc
@@ -141,8 +176,58 @@ func (c *Client) FetchCustomer(ctx context.Context, customerID int64, cache *Use
 	}
 	snap.Users, snap.Roles = users, roles
 	snap.FetchedAt = time.Now().UTC()
-	stats.Users, stats.Invitations = len(snap.Users), len(snap.Invitations)
+	stats.Users, stats.Invitations, stats.Unreadable = len(snap.Users), len(snap.Invitations), snap.Unreadable()
+	if err := checkUnreadable(customerID, snap.Users, opts.MaxUnreadableFraction); err != nil {
+		return nil, stats, err
+	}
 	return snap, stats, nil
+}
+
+// ErrTooManyUnreadable is returned (wrapped) when more of a customer's
+// listed users are unreadable than FetchOptions.MaxUnreadableFraction.
+var ErrTooManyUnreadable = errors.New("too many unreadable users")
+
+func checkUnreadable(customerID int64, users []msads.User, maxFraction float64) error {
+	var n int
+	var codes []string
+	for i := range users {
+		u := &users[i]
+		if u.Readable() {
+			continue
+		}
+		n++
+		if len(codes) < 3 {
+			codes = append(codes, fmt.Sprintf("user %d: %s", u.ID, u.DetailError))
+		}
+	}
+	if n == 0 || float64(n) <= maxFraction*float64(len(users)) {
+		return nil
+	}
+	return fmt.Errorf("customer %d: %w: GetUser failed for %d of %d listed users (more than sync.max_unreadable_fraction %g); first: %s",
+		customerID, ErrTooManyUnreadable, n, len(users), maxFraction, strings.Join(codes, "; "))
+}
+
+// unreadable returns the detail status of a GetUser failure that concerns
+// the user alone (the call was refused permanently for it: 1001, 106, a
+// lone 105, other 4xx codes, a null User), or "" when the failure should
+// fail the customer (transient, throttled, cancelled, run-fatal, 5xx).
+func unreadable(err error) string {
+	ae := asAPIError(err)
+	if ae == nil || ae.Class != ClassPermanent && ae.Class != ClassAuth || IsRunFatal(err) || ae.Malformed {
+		return ""
+	}
+	if errors.Is(err, errNullUser) {
+		return msads.DetailUnreadable
+	}
+	if ae.HTTPStatus < 400 || ae.HTTPStatus >= 500 {
+		return ""
+	}
+	for _, d := range ae.Errors {
+		if d.Code == 1001 || d.Code == 210 || strings.EqualFold(d.ErrorCode, "UserNotFound") {
+			return msads.DetailNotFound
+		}
+	}
+	return msads.DetailUnreadable
 }
 
 func (c *Client) fetchUsers(ctx context.Context, customerID int64, cache *UserCache, st *callStats) ([]msads.User, []msads.Role, error) {
@@ -150,23 +235,39 @@ func (c *Client) fetchUsers(ctx context.Context, customerID int64, cache *UserCa
 	if err != nil {
 		return nil, nil, err
 	}
-	ids := make([]int64, 0, len(infos))
+	listed := make([]UserInfo, 0, len(infos))
 	seen := make(map[int64]bool, len(infos))
 	for _, ui := range infos {
 		if !seen[ui.ID] {
 			seen[ui.ID] = true
-			ids = append(ids, ui.ID)
+			listed = append(listed, ui)
 		}
 	}
-	users := make([]msads.User, len(ids))
-	perUser := make([][]msads.Role, len(ids))
+	users := make([]msads.User, len(listed))
+	perUser := make([][]msads.Role, len(listed))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(userFetchConcurrency)
-	for i, id := range ids {
+	for i, ui := range listed {
 		g.Go(func() error {
-			u, rs, err := cache.get(gctx, c, customerID, id, st)
+			u, rs, err := cache.get(gctx, c, customerID, ui.ID, st)
 			if err != nil {
-				return err
+				status := unreadable(err)
+				if status == "" || gctx.Err() != nil {
+					return err
+				}
+				ae := asAPIError(err)
+				users[i] = msads.User{ID: ui.ID, CustomerID: customerID, UserName: ui.UserName, DetailStatus: status,
+					DetailTrackingID: ae.TrackingID, DetailError: ae.FirstCode()}
+				if len(ae.Errors) > 0 {
+					users[i].DetailCode = ae.Errors[0].Code
+				}
+				if errors.Is(err, errNullUser) {
+					users[i].DetailError = "GetUser answered User null"
+				}
+				c.log.WarnContext(ctx, "listed user cannot be read; keeping its stored details and roles",
+					slog.Int64("customer_id", customerID), slog.Int64("user_id", ui.ID), slog.String("detail_status", status),
+					slog.String("error", err.Error()))
+				return nil
 			}
 			u.CustomerID = customerID
 			users[i] = u
@@ -216,11 +317,14 @@ func mergeRoles(perUser [][]msads.Role) []msads.Role {
 	return out
 }
 
+// union merges two account lists: nil and nil stay nil (none given), and
+// anything else is a sorted non-nil list ([] and [] stay []).
 func union(a, b []int64) []int64 {
 	if a == nil && b == nil {
 		return nil
 	}
-	out := slices.Concat(a, b)
+	out := append(make([]int64, 0, len(a)+len(b)), a...)
+	out = append(out, b...)
 	slices.Sort(out)
 	return slices.Compact(out)
 }

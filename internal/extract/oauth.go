@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	"golang.org/x/oauth2"
 )
 
@@ -139,18 +140,33 @@ func firstLine(s string) string {
 // the scope (which x/oauth2's own refresh does not), rotating the refresh
 // token into the TokenStore, and reusing access tokens until shortly before
 // they expire.
+//
+// Refreshes are single-flight: however many calls need a token at once, one
+// caller (the leader) talks to the token endpoint, retrying transient
+// failures with backoff, and the others wait for its answer. A failure that
+// no retry can mend (a revoked refresh token, a wrong client secret) is
+// remembered until ResetAuthFailure, so the endpoint is asked at most twice
+// per run whatever the number of customers.
+//
+// Each grant runs on a context that a shutdown does not cancel (bounded by
+// its own timeout): once the endpoint has rotated the refresh token, the new
+// one is saved to the store before anything else, even when every caller
+// has gone away. Client.Close waits for such grants.
 type tokenSource struct {
-	conf    *oauth2.Config
-	scope   string
-	hc      *http.Client
-	store   TokenStore
-	seed    string
-	timeout time.Duration
-	log     *slog.Logger
-	red     *redactor
-	obs     Observer // reports token endpoint calls as op "Token"
+	conf         *oauth2.Config
+	scope        string
+	hc           *http.Client
+	store        TokenStore
+	seed         string
+	timeout      time.Duration // one grant's HTTP exchange
+	saveTimeout  time.Duration // saving a rotated refresh token
+	retryInitial time.Duration
+	retryMax     time.Duration
+	log          *slog.Logger
+	red          *redactor
+	obs          Observer // reports token endpoint calls as op "Token"
 
-	sem chan struct{} // one refresh at a time; cancellable wait
+	bg sync.WaitGroup // grants still running on a detached context
 
 	mu        sync.Mutex
 	loaded    bool
@@ -159,7 +175,23 @@ type tokenSource struct {
 	access    *oauth2.Token
 	refreshAt time.Time // when to replace access: shortly before its expiry
 	refreshes int
+	flight    *refreshFlight // the refresh under way, if any
+	failure   error          // a run-fatal failure, returned until reset
 }
+
+// refreshFlight is one single-flight refresh; done is closed when token
+// and err are set.
+type refreshFlight struct {
+	done  chan struct{}
+	token string
+	err   error
+}
+
+// fatalError marks an error that stops the run (see IsRunFatal).
+type fatalError struct{ err error }
+
+func (e *fatalError) Error() string { return e.err.Error() }
+func (e *fatalError) Unwrap() error { return e.err }
 
 func newTokenSource(cfg Config, hc *http.Client, log *slog.Logger, red *redactor) *tokenSource {
 	store := cfg.Store
@@ -168,62 +200,105 @@ func newTokenSource(cfg Config, hc *http.Client, log *slog.Logger, red *redactor
 	}
 	red.add(cfg.RefreshToken)
 	return &tokenSource{
-		conf:    oauthConfig(cfg, ""),
-		scope:   scopeFor(cfg.Environment),
-		hc:      hc,
-		store:   store,
-		seed:    cfg.RefreshToken,
-		timeout: cfg.RequestTimeout,
-		log:     log,
-		red:     red,
-		obs:     nopObserver{},
-		sem:     make(chan struct{}, 1),
+		conf:         oauthConfig(cfg, ""),
+		scope:        scopeFor(cfg.Environment),
+		hc:           hc,
+		store:        store,
+		seed:         cfg.RefreshToken,
+		timeout:      cfg.RequestTimeout,
+		saveTimeout:  10 * time.Second,
+		retryInitial: cfg.RetryInitialInterval,
+		retryMax:     cfg.RetryMaxElapsed,
+		log:          log,
+		red:          red,
+		obs:          nopObserver{},
 	}
-}
-
-func (ts *tokenSource) valid() *oauth2.Token {
-	ts.mu.Lock()
-	defer ts.mu.Unlock()
-	if ts.access != nil && time.Now().Before(ts.refreshAt) {
-		return ts.access
-	}
-	return nil
 }
 
 // token returns a valid access token, refreshing when needed.
 func (ts *tokenSource) token(ctx context.Context) (string, error) {
-	if t := ts.valid(); t != nil {
-		return t.AccessToken, nil
-	}
-	return ts.refreshNow(ctx, "")
+	return ts.get(ctx, "")
 }
 
-// forceRefresh replaces the access token stale (rejected by the API with
-// 109) unless another caller already did.
+// forceRefresh replaces the access token stale (refused by the API with a
+// 401) unless another caller already did, and returns the current one.
 func (ts *tokenSource) forceRefresh(ctx context.Context, stale string) (string, error) {
-	return ts.refreshNow(ctx, stale)
+	return ts.get(ctx, stale)
 }
 
-func (ts *tokenSource) refreshNow(ctx context.Context, stale string) (string, error) {
-	select {
-	case ts.sem <- struct{}{}:
-	case <-ctx.Done():
-		return "", ctx.Err()
+func (ts *tokenSource) get(ctx context.Context, stale string) (string, error) {
+	for {
+		ts.mu.Lock()
+		if ts.failure != nil {
+			err := ts.failure
+			ts.mu.Unlock()
+			return "", err
+		}
+		if ts.access != nil && time.Now().Before(ts.refreshAt) && (stale == "" || ts.access.AccessToken != stale) {
+			tok := ts.access.AccessToken
+			ts.mu.Unlock()
+			return tok, nil
+		}
+		f := ts.flight
+		leader := f == nil
+		if leader {
+			f = &refreshFlight{done: make(chan struct{})}
+			ts.flight = f
+		}
+		ts.mu.Unlock()
+		if leader {
+			f.token, f.err = ts.fly(ctx)
+			ts.mu.Lock()
+			ts.flight = nil
+			ts.mu.Unlock()
+			close(f.done)
+			return f.token, f.err
+		}
+		select {
+		case <-f.done:
+		case <-ctx.Done():
+			return "", ctx.Err()
+		}
+		if f.err != nil && ctx.Err() == nil && (errors.Is(f.err, context.Canceled) || errors.Is(f.err, context.DeadlineExceeded)) {
+			continue // the leader went away; lead a new flight ourselves
+		}
+		return f.token, f.err
 	}
-	defer func() { <-ts.sem }()
+}
 
-	// Someone else may have refreshed while we waited.
-	if t := ts.valid(); t != nil && (stale == "" || t.AccessToken != stale) {
-		return t.AccessToken, nil
+// fail records a run-fatal failure and returns it.
+func (ts *tokenSource) fail(err error) error {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	ts.failure = err
+	return err
+}
+
+// resetFailure forgets a remembered failure (at the start of a run), so the
+// next call asks the endpoint again, reading the store anew (`syncer auth`
+// may have stored a new refresh token meanwhile).
+func (ts *tokenSource) resetFailure() {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	if ts.failure != nil {
+		ts.failure = nil
+		ts.loaded = false
 	}
+}
 
+// fly is the leader's refresh: load the refresh token, then grant with
+// retries.
+func (ts *tokenSource) fly(ctx context.Context) (string, error) {
 	ts.mu.Lock()
 	loaded := ts.loaded
 	ts.mu.Unlock()
 	if !loaded {
 		stored, err := ts.store.Load(ctx)
 		if err != nil {
-			return "", fmt.Errorf("load refresh token from store: %s", ts.red.redact(err.Error()))
+			if ctx.Err() != nil {
+				return "", ctx.Err()
+			}
+			return "", ts.fail(&fatalError{fmt.Errorf("load refresh token from store: %s", ts.red.redact(err.Error()))})
 		}
 		ts.red.add(stored)
 		ts.mu.Lock()
@@ -231,26 +306,95 @@ func (ts *tokenSource) refreshNow(ctx context.Context, stale string) (string, er
 		if stored != "" {
 			ts.refresh, ts.fromStore = stored, true
 		} else {
-			ts.refresh = ts.seed
+			ts.refresh, ts.fromStore = ts.seed, false
 		}
 		ts.mu.Unlock()
 	}
 
-	ts.mu.Lock()
-	rt, fromStore := ts.refresh, ts.fromStore
-	ts.mu.Unlock()
-	if rt == "" {
-		return "", fmt.Errorf("no refresh token configured or stored: %w", ErrReauth)
-	}
-
-	tok, err := ts.redeem(ctx, rt)
-	if errors.Is(err, ErrReauth) && fromStore && ts.seed != "" && ts.seed != rt {
-		ts.log.WarnContext(ctx, "stored refresh token rejected; trying the configured one")
+	exp := backoff.NewExponentialBackOff(
+		backoff.WithInitialInterval(ts.retryInitial),
+		backoff.WithMaxInterval(30*time.Second),
+		backoff.WithMaxElapsedTime(ts.retryMax),
+	)
+	retried := false
+	attempts := 0
+	for {
 		ts.mu.Lock()
-		ts.fromStore = false
+		rt, fromStore := ts.refresh, ts.fromStore
 		ts.mu.Unlock()
-		tok, err = ts.redeem(ctx, ts.seed)
+		if rt == "" {
+			return "", ts.fail(fmt.Errorf("no refresh token configured or stored: %w", ErrReauth))
+		}
+		attempts++
+		tok, err := ts.grant(ctx, rt)
+		if err == nil {
+			return tok, nil
+		}
+		if ctx.Err() != nil {
+			return "", ctx.Err()
+		}
+		te, _ := errors.AsType[*TokenError](err)
+		var wait time.Duration
+		switch {
+		case te != nil && te.Fatal && te.retriedOnce() && !retried:
+			retried = true
+			if fromStore && ts.seed != "" && ts.seed != rt {
+				ts.log.WarnContext(ctx, "stored refresh token rejected; trying the configured one", slog.String("error", te.Error()))
+				ts.mu.Lock()
+				ts.refresh, ts.fromStore = ts.seed, false
+				ts.mu.Unlock()
+				continue
+			}
+			wait = min(time.Second, ts.retryInitial)
+			ts.log.WarnContext(ctx, "token endpoint refused the refresh token; trying once more", slog.String("error", te.Error()))
+		case te != nil && te.Fatal:
+			return "", ts.fail(te)
+		default: // transient
+			wait = exp.NextBackOff()
+			if wait == backoff.Stop {
+				return "", ts.fail(&fatalError{fmt.Errorf("token endpoint unavailable (gave up after %d attempts): %w", attempts, err)})
+			}
+			ts.log.WarnContext(ctx, "token endpoint failed; retrying", slog.String("error", err.Error()), slog.Duration("backoff", wait))
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return "", ctx.Err()
+		case <-t.C:
+		}
 	}
+}
+
+// grant redeems rt on a context that ctx's cancellation does not reach, so
+// a rotated refresh token is always saved; it returns early (with ctx's
+// error) when ctx ends, leaving the grant to finish in the background.
+func (ts *tokenSource) grant(ctx context.Context, rt string) (string, error) {
+	type result struct {
+		tok string
+		err error
+	}
+	ch := make(chan result, 1)
+	ts.bg.Add(1)
+	go func() {
+		defer ts.bg.Done()
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ts.timeout+ts.saveTimeout)
+		defer cancel()
+		tok, err := ts.redeemAndKeep(dctx, rt)
+		ch <- result{tok, err}
+	}()
+	select {
+	case r := <-ch:
+		return r.tok, r.err
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
+}
+
+// redeemAndKeep posts the grant, saves a rotated refresh token, then makes
+// the new access token current.
+func (ts *tokenSource) redeemAndKeep(ctx context.Context, rt string) (string, error) {
+	tok, err := ts.redeem(ctx, rt)
 	if err != nil {
 		return "", err
 	}
@@ -262,9 +406,12 @@ func (ts *tokenSource) refreshNow(ctx context.Context, stale string) (string, er
 		ts.fromStore = false
 		ts.mu.Unlock()
 		// Save before using the access token: the old refresh token may be
-		// rejected from now on. A failed save is logged, not fatal: the new
+		// refused from now on. A failed save is logged, not fatal: the new
 		// token is kept in memory and saved again after the next refresh.
-		if err := ts.store.Save(ctx, tok.RefreshToken); err != nil {
+		sctx, cancel := context.WithTimeout(ctx, ts.saveTimeout)
+		err := ts.store.Save(sctx, tok.RefreshToken)
+		cancel()
+		if err != nil {
 			ts.log.ErrorContext(ctx, "saving rotated refresh token failed", slog.String("error", ts.red.redact(err.Error())))
 		}
 	}
@@ -277,16 +424,30 @@ func (ts *tokenSource) refreshNow(ctx context.Context, stale string) (string, er
 	return tok.AccessToken, nil
 }
 
-type tokenResponse struct {
-	AccessToken      string          `json:"access_token"`
-	TokenType        string          `json:"token_type"`
-	ExpiresIn        json.RawMessage `json:"expires_in"`
-	RefreshToken     string          `json:"refresh_token"`
-	Error            string          `json:"error"`
-	ErrorDescription string          `json:"error_description"`
+// wait blocks until no grant runs in the background, or ctx ends.
+func (ts *tokenSource) wait(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		ts.bg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
-// redeem posts the refresh-token grant.
+type tokenResponse struct {
+	AccessToken  string          `json:"access_token"`
+	TokenType    string          `json:"token_type"`
+	ExpiresIn    json.RawMessage `json:"expires_in"`
+	RefreshToken string          `json:"refresh_token"`
+	Error        string          `json:"error"`
+}
+
+// redeem posts the refresh-token grant once.
 func (ts *tokenSource) redeem(ctx context.Context, refreshToken string) (tok *oauth2.Token, err error) {
 	start := time.Now()
 	defer func() {
@@ -313,7 +474,8 @@ func (ts *tokenSource) redeem(ctx context.Context, refreshToken string) (tok *oa
 	defer cancel()
 	req, err := http.NewRequestWithContext(actx, http.MethodPost, ts.conf.Endpoint.TokenURL, strings.NewReader(form.Encode()))
 	if err != nil {
-		return nil, &APIError{Op: "Token", Class: ClassPermanent, Err: errors.New(ts.red.redact(err.Error()))}
+		return nil, &TokenError{Class: ClassPermanent, Fatal: true, Description: ts.red.redact(err.Error()),
+			Fix: "check microsoft_ads.token_url and microsoft_ads.tenant"}
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Accept", "application/json")
@@ -322,7 +484,7 @@ func (ts *tokenSource) redeem(ctx context.Context, refreshToken string) (tok *oa
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		return nil, &APIError{Op: "Token", Class: ClassTransient, Err: errors.New(ts.red.redact(transportText(err, actx)))}
+		return nil, &TokenError{Class: ClassTransient, Description: ts.red.redact(transportText(err, actx))}
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
@@ -330,26 +492,16 @@ func (ts *tokenSource) redeem(ctx context.Context, refreshToken string) (tok *oa
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		return nil, &APIError{Op: "Token", HTTPStatus: resp.StatusCode, Class: ClassTransient, Err: errors.New(ts.red.redact(transportText(err, actx)))}
+		return nil, &TokenError{HTTPStatus: resp.StatusCode, Class: ClassTransient, Description: ts.red.redact(transportText(err, actx))}
 	}
 	var tr tokenResponse
 	jerr := json.Unmarshal(body, &tr)
 	if resp.StatusCode != http.StatusOK || tr.Error != "" || jerr != nil || tr.AccessToken == "" {
-		if tr.Error == "invalid_grant" {
-			return nil, fmt.Errorf("token endpoint: %s: %w", ts.red.redact(firstLine(tr.ErrorDescription)), ErrReauth)
+		te := classifyTokenFailure(resp.StatusCode, body, ts.red)
+		if resp.StatusCode == http.StatusOK && te.OAuthError == "" {
+			te.Description = "the answer has no access token"
 		}
-		class := ClassPermanent
-		if resp.StatusCode >= 500 || resp.StatusCode == 429 {
-			class = ClassTransient
-		}
-		msg := "unexpected token response"
-		if tr.Error != "" {
-			msg = tr.Error
-			if tr.ErrorDescription != "" {
-				msg += ": " + firstLine(tr.ErrorDescription)
-			}
-		}
-		return nil, &APIError{Op: "Token", HTTPStatus: resp.StatusCode, Class: class, Err: errors.New(ts.red.redact(msg))}
+		return nil, te
 	}
 	var expiresIn flexInt64
 	if len(tr.ExpiresIn) > 0 {

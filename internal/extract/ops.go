@@ -13,9 +13,14 @@ type UserInfo struct {
 	UserName string
 }
 
-// customersInfoTopN is the TopN of GetCustomersInfo: no paging exists and
-// no maximum is documented.
-const customersInfoTopN = 5000
+// GetCustomersInfo has no paging and no documented maximum TopN: it is
+// asked with customersInfoFirstTopN, and again with a TopN customersInfoGrowth
+// times larger while the answer fills it.
+const (
+	customersInfoFirstTopN = 1000
+	customersInfoGrowth    = 10
+	customersInfoMaxTopN   = 10_000_000
+)
 
 func idString(id int64) string { return strconv.FormatInt(id, 10) }
 
@@ -49,7 +54,7 @@ func (c *Client) getUsersInfo(ctx context.Context, customerID int64, st *callSta
 // header and set as User.CustomerID; User.HomeCustomerID is the User
 // object's own CustomerId.
 func (c *Client) GetUser(ctx context.Context, customerID, userID int64) (msads.User, []msads.Role, error) {
-	u, roles, err := c.getUser(ctx, customerID, userID, nil)
+	u, roles, err := c.getUser(ctx, customerID, userID, nil, nil)
 	if err != nil {
 		return msads.User{}, nil, err
 	}
@@ -57,13 +62,13 @@ func (c *Client) GetUser(ctx context.Context, customerID, userID int64) (msads.U
 	return u, roles, nil
 }
 
-func (c *Client) getUser(ctx context.Context, customerID, userID int64, st *callStats) (msads.User, []msads.Role, error) {
+func (c *Client) getUser(ctx context.Context, customerID, userID int64, st *callStats, onFail func()) (msads.User, []msads.Role, error) {
 	var (
 		u     msads.User
 		roles []msads.Role
 	)
 	err := c.call(ctx, request{op: "GetUser", path: "User/Query", customerID: customerID,
-		body: map[string]any{"UserId": idString(userID)}, stats: st},
+		body: map[string]any{"UserId": idString(userID)}, stats: st, onFail: onFail},
 		func(b []byte) (err error) { u, roles, err = decodeUser(b); return err })
 	if err != nil {
 		return msads.User{}, nil, err
@@ -101,20 +106,66 @@ func (c *Client) searchUserInvitations(ctx context.Context, customerID int64, st
 	return out, nil
 }
 
-// GetCustomersInfo lists the customers the credentials can reach (discovery).
+// GetCustomersInfo lists the customers the credentials can reach
+// (discovery). A full answer (as many customers as TopN) is never taken as
+// the whole list: it asks again with a larger TopN until the answer is
+// shorter than TopN. If a larger TopN brings no more customers, the service
+// caps the answer; that is logged, and the caller should add the customers
+// of the signed-in user's roles (Principal), as the job does.
 func (c *Client) GetCustomersInfo(ctx context.Context) ([]msads.Customer, error) {
 	var out []msads.Customer
-	err := c.call(ctx, request{op: "GetCustomersInfo", path: "CustomersInfo/Query",
-		body: map[string]any{"CustomerNameFilter": "", "TopN": customersInfoTopN}},
-		func(b []byte) (err error) { out, err = decodeCustomersInfo(b); return err })
-	if err != nil {
-		return nil, err
+	for topN := customersInfoFirstTopN; ; topN *= customersInfoGrowth {
+		var page []msads.Customer
+		err := c.call(ctx, request{op: "GetCustomersInfo", path: "CustomersInfo/Query",
+			body: map[string]any{"CustomerNameFilter": "", "TopN": topN}},
+			func(b []byte) (err error) { page, err = decodeCustomersInfo(b); return err })
+		if err != nil {
+			return nil, err
+		}
+		capped := len(out) > 0 && len(page) <= len(out)
+		if len(page) > len(out) {
+			out = page
+		}
+		if len(page) < topN || topN >= customersInfoMaxTopN {
+			return out, nil
+		}
+		if capped {
+			c.log.WarnContext(ctx, "GetCustomersInfo returns no more customers with a larger TopN; "+
+				"customers of the signed-in user's roles are added to the list", "customers", len(out), "top_n", topN)
+			return out, nil
+		}
 	}
-	if len(out) >= customersInfoTopN {
-		c.log.WarnContext(ctx, "GetCustomersInfo returned TopN customers; the list may be cut", "top_n", customersInfoTopN)
-	}
-	return out, nil
 }
+
+// Principal returns the signed-in user (GetUser with a null UserId) and the
+// roles it holds in the customers it can reach.
+func (c *Client) Principal(ctx context.Context) (msads.User, []msads.Role, error) {
+	var (
+		u     msads.User
+		roles []msads.Role
+	)
+	err := c.call(ctx, request{op: "GetUser", path: "User/Query", body: map[string]any{"UserId": nil}},
+		func(b []byte) (err error) { u, roles, err = decodeUser(b); return err })
+	if err != nil {
+		return msads.User{}, nil, err
+	}
+	return u, roles, nil
+}
+
+// ResetAuthFailure forgets a run-fatal token failure remembered by an
+// earlier run, so this run asks the token endpoint again (reading the
+// token store anew). Call it at the start of each run.
+func (c *Client) ResetAuthFailure() {
+	c.tokens.resetFailure()
+	c.checkMu.Lock()
+	c.checks = nil
+	c.checkMu.Unlock()
+}
+
+// Close waits (within ctx) for token grants still running in the
+// background, so a refresh token rotated during a shutdown is saved before
+// the process exits.
+func (c *Client) Close(ctx context.Context) error { return c.tokens.wait(ctx) }
 
 // GetAccountsInfo lists the customer's own accounts (OnlyParentAccounts).
 func (c *Client) GetAccountsInfo(ctx context.Context, customerID int64) ([]msads.Account, error) {

@@ -43,6 +43,7 @@ type Metrics struct {
 	staleInvitations   *prometheus.GaugeVec
 	lastSuccess        *prometheus.GaugeVec
 	invitationNotices  *prometheus.CounterVec
+	unreadableUsers    *prometheus.GaugeVec
 }
 
 // New registers every metric on a fresh registry.
@@ -51,7 +52,7 @@ func New() *Metrics {
 	f := func(c prometheus.Collector) { r.MustRegister(c) }
 	m := &Metrics{Registry: r}
 	m.apiCalls = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "msads_api_calls_total", Help: "Customer Management API calls by operation and outcome (ok, throttled, transient, token_expired, permanent, canceled).",
+		Name: "msads_api_calls_total", Help: "Customer Management API calls (operation Token: the OAuth token endpoint) by operation and outcome (ok, throttled, transient, unauthorized, permanent, canceled).",
 	}, []string{"operation", "outcome"})
 	m.apiCallDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "msads_api_call_duration_seconds", Help: "Duration of one API call attempt.",
@@ -101,8 +102,11 @@ func New() *Metrics {
 	m.invitationNotices = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "msads_invitation_notices_total", Help: "Stale-invitation webhook posts by outcome.",
 	}, []string{"outcome"})
+	m.unreadableUsers = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "msads_unreadable_users", Help: "Users a customer lists but GetUser cannot read (detail_status unreadable or not_found), as of the customer's last successful sync.",
+	}, []string{"customer_id"})
 	for _, c := range []prometheus.Collector{
-		m.apiCalls, m.apiCallDuration, m.apiRetries, m.apiThrottles, m.apiThrottleWait,
+		m.unreadableUsers, m.apiCalls, m.apiCallDuration, m.apiRetries, m.apiThrottles, m.apiThrottleWait,
 		m.rowsWritten, m.customerSyncs, m.customerDuration, m.runs, m.runDuration,
 		m.lastRunTime, m.lastRunSuccess, m.pendingInvitations, m.staleInvitations,
 		m.lastSuccess, m.invitationNotices,
@@ -139,6 +143,12 @@ func (m *Metrics) RowsWritten(entity, change string, n int) {
 func (m *Metrics) CustomerSync(status string, d time.Duration) {
 	m.customerSyncs.WithLabelValues(status).Inc()
 	m.customerDuration.Observe(d.Seconds())
+}
+
+// UnreadableUsers sets the number of listed users of a customer whose
+// GetUser failed in its last successful sync.
+func (m *Metrics) UnreadableUsers(customerID int64, n int) {
+	m.unreadableUsers.WithLabelValues(strconv.FormatInt(customerID, 10)).Set(float64(n))
 }
 
 // Run records one run's outcome.
