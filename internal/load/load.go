@@ -9,6 +9,12 @@
 // uses plain inserts. Rows a complete snapshot omits are soft-removed
 // (removed_at), every change is appended to the history tables, and a removal
 // guard refuses snapshots that would remove too many of a customer's users.
+//
+// A listed user whose GetUser failed (msads.User.Readable false) counts as
+// listed: its users row takes only the listing's user name and the
+// detail_status/detail_* columns, keeps its other values, and its roles are
+// left exactly as stored. Account id lists keep nil (NULL, every account)
+// distinct from empty ('{}', no account listed).
 package load
 
 import (

@@ -19,6 +19,11 @@ import (
 type SyncInfo struct {
 	StartedAt time.Time // when the customer's sync began
 	APICalls  int
+	// UsersUnreadable is how many listed users GetUser could not read
+	// (customer_syncs.users_unreadable). WriteSnapshot counts them in the
+	// snapshot when this is 0; RecordCustomerFailure records it as given
+	// (0 when unknown).
+	UsersUnreadable int
 }
 
 // Changes counts what a snapshot changed (or would change) in the warehouse.
@@ -135,6 +140,7 @@ type staged struct {
 	customerName    string
 	users           [][]any
 	userIDs         []int64
+	unreadable      int // staged users whose GetUser failed
 	roles           [][]any
 	invitations     [][]any
 	accounts        [][]any
@@ -148,13 +154,38 @@ func nullable(s string) any {
 	return s
 }
 
+// sortedIDs returns ids sorted and without duplicates. nil stays nil (NULL)
+// and an empty non-nil slice stays empty non-nil ('{}').
 func sortedIDs(ids []int64) []int64 {
 	if ids == nil {
 		return nil
 	}
-	out := slices.Clone(ids)
+	out := append(make([]int64, 0, len(ids)), ids...)
 	slices.Sort(out)
 	return slices.Compact(out)
+}
+
+// unionIDs is the union of two id lists where nil means "no list" and a
+// non-nil slice, even empty, is a list: [] ∪ [] is [], not nil. (For the
+// scope of a role, where nil means every account, the caller checks nil
+// first.)
+func unionIDs(a, b []int64) []int64 {
+	if a == nil && b == nil {
+		return nil
+	}
+	return append(append(make([]int64, 0, len(a)+len(b)), a...), b...)
+}
+
+// detailStatus returns the users.detail_status of u, or "" when u's
+// DetailStatus is not one the schema knows.
+func detailStatus(u *msads.User) string {
+	switch u.DetailStatus {
+	case "", msads.DetailOK:
+		return msads.DetailOK
+	case msads.DetailUnreadable, msads.DetailNotFound:
+		return u.DetailStatus
+	}
+	return ""
 }
 
 func stage(snap *msads.Snapshot) (*staged, error) {
@@ -169,23 +200,40 @@ func stage(snap *msads.Snapshot) (*staged, error) {
 
 	users := slices.Clone(snap.Users)
 	slices.SortStableFunc(users, func(a, b msads.User) int { return cmp.Compare(a.ID, b.ID) })
-	listed := make(map[int64]bool, len(users))
+	// listed maps the listed users to their detail status.
+	listed := make(map[int64]string, len(users))
 	for i, u := range users {
 		if u.CustomerID != 0 && u.CustomerID != cid {
 			return nil, bad("user %d is listed for customer %d", u.ID, u.CustomerID)
 		}
+		status := detailStatus(&u)
+		if status == "" {
+			return nil, bad("user %d has unknown detail status %q", u.ID, u.DetailStatus)
+		}
 		if i+1 < len(users) && users[i+1].ID == u.ID {
 			continue // keep the last of duplicates
 		}
-		listed[u.ID] = true
+		listed[u.ID] = status
 		st.userIDs = append(st.userIDs, u.ID)
-		var home any
-		if u.HomeCustomerID != 0 {
-			home = u.HomeCustomerID
+		if status == msads.DetailOK {
+			var home any
+			if u.HomeCustomerID != 0 {
+				home = u.HomeCustomerID
+			}
+			st.users = append(st.users, []any{u.ID, home, nullable(u.UserName), nullable(u.Email),
+				nullable(u.FirstName), nullable(u.LastName), nullable(u.JobTitle), nullable(u.Lcid),
+				nullable(u.LifecycleStatus), u.LastModifiedTime, status, nil, nil, nil})
+			continue
 		}
-		st.users = append(st.users, []any{u.ID, home, nullable(u.UserName), nullable(u.Email),
-			nullable(u.FirstName), nullable(u.LastName), nullable(u.JobTitle), nullable(u.Lcid),
-			nullable(u.LifecycleStatus), u.LastModifiedTime})
+		// GetUser failed: only the listing's user name and the failure are
+		// known; the other columns keep their stored values (userValues).
+		st.unreadable++
+		var code any
+		if u.DetailCode != 0 {
+			code = int32(u.DetailCode)
+		}
+		st.users = append(st.users, []any{u.ID, nil, nullable(u.UserName), nil, nil, nil, nil, nil, nil, nil,
+			status, code, nullable(u.DetailTrackingID), nullable(u.DetailError)})
 	}
 
 	type roleKey struct {
@@ -194,20 +242,25 @@ func stage(snap *msads.Snapshot) (*staged, error) {
 	}
 	merged := make(map[roleKey]msads.Role, len(snap.Roles))
 	for _, r := range snap.Roles {
-		if !listed[r.UserID] {
+		switch status := listed[r.UserID]; status {
+		case msads.DetailOK:
+		case "":
 			return nil, bad("role %d of user %d, who is not listed", r.RoleID, r.UserID)
+		default:
+			// The stored roles of a user GetUser could not read stay as
+			// they are: the snapshot cannot know any.
+			return nil, bad("role %d of user %d, whose detail status is %s", r.RoleID, r.UserID, status)
 		}
 		k := roleKey{r.UserID, r.CustomerID, r.RoleID}
 		if prev, ok := merged[k]; ok {
-			// The same role twice: the union of its scopes.
+			// The same role twice: the union of its scopes. nil (every
+			// account) wins; [] ∪ list is the list; [] ∪ [] stays [].
 			if prev.AccountIDs == nil || r.AccountIDs == nil {
 				r.AccountIDs = nil
 			} else {
-				r.AccountIDs = append(slices.Clone(prev.AccountIDs), r.AccountIDs...)
+				r.AccountIDs = unionIDs(prev.AccountIDs, r.AccountIDs)
 			}
-			if prev.LinkedAccountIDs != nil || r.LinkedAccountIDs != nil {
-				r.LinkedAccountIDs = append(slices.Clone(prev.LinkedAccountIDs), r.LinkedAccountIDs...)
-			}
+			r.LinkedAccountIDs = unionIDs(prev.LinkedAccountIDs, r.LinkedAccountIDs)
 		}
 		merged[k] = r
 	}
@@ -258,12 +311,14 @@ func stage(snap *msads.Snapshot) (*staged, error) {
 // saves creating five tables per snapshot. Their keys are
 // indexed so that the anti-joins of the removal statements probe them
 // instead of scanning. s_scope holds the users whose roles this snapshot
-// decides: the listed users, and the users it removed that no current users
-// row lists any more.
+// decides: the listed users GetUser read (detail_status 'ok'), and the users
+// it removed that no current users row lists any more. An unreadable user's
+// staged row has only user_id, user_name and the detail columns.
 const createStaging = `
 CREATE TEMP TABLE IF NOT EXISTS s_users (
     user_id bigint PRIMARY KEY, home_customer_id bigint, user_name text, email text, first_name text,
-    last_name text, job_title text, lcid text, lifecycle_status text, last_modified_time timestamptz
+    last_name text, job_title text, lcid text, lifecycle_status text, last_modified_time timestamptz,
+    detail_status text NOT NULL, detail_code integer, detail_tracking_id text, detail_error text
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS s_roles (
     user_id bigint NOT NULL, customer_id bigint NOT NULL, role_id integer NOT NULL,
@@ -293,7 +348,7 @@ SET LOCAL enable_memoize = off;
 SET LOCAL jit = off;`
 
 var (
-	userCols       = []string{"user_id", "home_customer_id", "user_name", "email", "first_name", "last_name", "job_title", "lcid", "lifecycle_status", "last_modified_time"}
+	userCols       = []string{"user_id", "home_customer_id", "user_name", "email", "first_name", "last_name", "job_title", "lcid", "lifecycle_status", "last_modified_time", "detail_status", "detail_code", "detail_tracking_id", "detail_error"}
 	roleCols       = []string{"user_id", "customer_id", "role_id", "account_ids", "linked_account_ids", "customer_link_permission"}
 	invitationCols = []string{"invitation_id", "email", "first_name", "last_name", "role_id", "account_ids", "lcid", "expiration_date"}
 	accountCols    = []string{"account_id", "name", "number", "status", "pause_reason"}
@@ -393,10 +448,10 @@ type work struct {
 	current, removing      int  // the customer's current users, and those the snapshot omits
 	usersKnown             bool // the customer has users rows or users history
 	usersUpsert            bool // a staged user is new, changed or reappearing
-	rolesCurrent           int  // current roles of the listed users
+	rolesCurrent           int  // current roles of the listed users GetUser read
 	rolesUpsert            bool // a staged role is new, changed or reappearing
 	rolesHistoryOpen       bool // a staged role has an open history row (or rolesCurrent > 0: not looked for)
-	rolesRemove            bool // a current role of a listed user is not staged
+	rolesRemove            bool // a current role of a listed user GetUser read is not staged
 	invitationsCurrent     int  // the customer's current invitations
 	invitationsUpsert      bool
 	invitationsHistoryOpen bool // as rolesHistoryOpen
@@ -404,12 +459,46 @@ type work struct {
 	accounts               bool // accounts to add, change or remove
 }
 
+// userValues returns, for each of usersEntity.cols, the SQL expression of
+// the value a users row gets from its staged row s over its stored version t
+// (whose columns are NULL when there is none):
+//
+//   - a user GetUser read (s.detail_status 'ok') gets its staged values;
+//   - an unreadable or not_found user keeps t's values, except user_name,
+//     taken from the listing when it has one, and the detail columns;
+//   - detail_tracking_id and detail_error describe the failure that put
+//     the row in its current (detail_status, detail_code): a later failure
+//     with the same status and code keeps them, so that a re-run that finds
+//     the same fault (with a new TrackingId) rewrites nothing. They are
+//     NULL when ok.
+//
+// The survey and the upsert compare and write these same expressions.
+func userValues(s, t string) []string {
+	out := make([]string, 0, len(userCols)-1)
+	for _, c := range userCols[1:] {
+		var e string
+		switch c {
+		case "user_name":
+			e = "CASE WHEN {s}.detail_status = 'ok' THEN {s}.user_name ELSE coalesce({s}.user_name, {t}.user_name) END"
+		case "detail_status", "detail_code":
+			e = "{s}." + c
+		case "detail_tracking_id", "detail_error":
+			e = "CASE WHEN {s}.detail_status <> 'ok' AND ({t}.detail_status, {t}.detail_code) IS NOT DISTINCT FROM ({s}.detail_status, {s}.detail_code) THEN {t}." + c + " ELSE {s}." + c + " END"
+		default:
+			e = "CASE WHEN {s}.detail_status = 'ok' THEN {s}." + c + " ELSE {t}." + c + " END"
+		}
+		out = append(out, strings.NewReplacer("{s}", s, "{t}", t).Replace(e))
+	}
+	return out
+}
+
 // surveySQL compares the staging tables with the warehouse, read-only, in
 // one pass per entity over the current rows in the snapshot's scope (the
 // customer's users, invitations and accounts; the roles of the listed
-// users), probing the staging row of each by key. Per entity it counts the
-// current rows (cur), those with a staged row (keyed) and those whose staged
-// row has the same values (same): the upsert has work unless same equals the
+// users GetUser read), probing the staging row of each by key. Per entity it
+// counts the current rows (cur), those with a staged row (keyed) and those
+// whose staged row has the same values (same; for users, the values
+// userValues would write): the upsert has work unless same equals the
 // number of staged rows, the removal unless keyed equals cur. "Same" is
 // exactly what the upserts' IS DISTINCT FROM filters skip. When no listed
 // user has a current role (or the customer no current invitation), it also
@@ -418,7 +507,7 @@ type work struct {
 // OFFSET 0 keeps the join order (scope rows outside, key probes inside)
 // whatever the statistics of the staging tables say, so this statement
 // needs no ANALYZE.
-const surveySQL = `
+var surveySQL = `
 SELECT u.total, u.cur, u.cur - u.keyed, u.same,
        u.total > 0 OR EXISTS (SELECT 1 FROM users_history h WHERE h.customer_id = $1),
        r.cur, r.keyed, r.same, i.cur, i.keyed, i.same, a.cur, a.keyed, a.same,
@@ -435,10 +524,8 @@ FROM (
            count(*) FILTER (WHERE t.removed_at IS NULL AND s.same) AS same
     FROM users t
     LEFT JOIN LATERAL (
-        SELECT (t.home_customer_id, t.user_name, t.email, t.first_name, t.last_name, t.job_title, t.lcid,
-                t.lifecycle_status, t.last_modified_time)
-            IS NOT DISTINCT FROM (s.home_customer_id, s.user_name, s.email, s.first_name, s.last_name,
-                s.job_title, s.lcid, s.lifecycle_status, s.last_modified_time) AS same
+        SELECT (` + prefixed("t.", userCols[1:]) + `)
+            IS NOT DISTINCT FROM (` + strings.Join(userValues("s", "t"), ", ") + `) AS same
         FROM s_users s WHERE s.user_id = t.user_id OFFSET 0
     ) s ON true
     WHERE t.customer_id = $1
@@ -454,6 +541,7 @@ FROM (
             IS NOT DISTINCT FROM (s.account_ids, s.linked_account_ids, s.customer_link_permission) AS same
         FROM s_roles s WHERE s.user_id = t.user_id AND s.customer_id = t.customer_id AND s.role_id = t.role_id OFFSET 0
     ) s ON true
+    WHERE sc.detail_status = 'ok'
 ) r, (
     SELECT count(*) AS cur, count(s.same) AS keyed, count(*) FILTER (WHERE s.same) AS same
     FROM user_invitations t
@@ -593,8 +681,7 @@ type entity struct {
 }
 
 var (
-	usersEntity = entity{"users", "users_history", []string{"customer_id", "user_id"},
-		[]string{"home_customer_id", "user_name", "email", "first_name", "last_name", "job_title", "lcid", "lifecycle_status", "last_modified_time"}}
+	usersEntity = entity{"users", "users_history", []string{"customer_id", "user_id"}, userCols[1:]}
 	rolesEntity = entity{"user_roles", "user_roles_history", []string{"user_id", "customer_id", "role_id"},
 		[]string{"account_ids", "linked_account_ids", "customer_link_permission"}}
 	invitationsEntity = entity{"user_invitations", "user_invitations_history", []string{"invitation_id"},
@@ -680,7 +767,10 @@ SELECT ` + prefixed("rm.", e.key) + ` FROM rm`
 }
 
 var (
-	usersUpsert = usersEntity.upsert(`SELECT $1::bigint, `+prefixed("s.", userCols)+` FROM s_users s ORDER BY s.user_id`,
+	// The staged values are merged with the stored row first (userValues),
+	// so an unreadable user keeps its stored columns.
+	usersUpsert = usersEntity.upsert(`SELECT $1::bigint, s.user_id, `+strings.Join(userValues("s", "x"), ", ")+`
+    FROM s_users s LEFT JOIN users x ON x.customer_id = $1 AND x.user_id = s.user_id ORDER BY s.user_id`,
 		`SELECT t.customer_id, t.user_id, t.removed_at FROM users t WHERE t.customer_id = $1`)
 	// usersInsertNew adds every staged user and its 'added' history row,
 	// for a customer that has neither users rows nor users history.
@@ -696,7 +786,7 @@ SELECT ins.customer_id, ` + prefixed("ins.", userCols) + `, now(), 'added', $2::
 
 	rolesScope = `
 INSERT INTO s_scope (user_id)
-SELECT user_id FROM s_users
+SELECT user_id FROM s_users WHERE detail_status = 'ok'
 UNION
 SELECT u FROM unnest($1::bigint[]) u
 WHERE NOT EXISTS (SELECT 1 FROM users x WHERE x.user_id = u AND x.removed_at IS NULL)`
@@ -963,9 +1053,9 @@ INSERT INTO customer_syncs (run_id, customer_id, started_at, finished_at, status
     users_added, users_changed, users_removed, users_reappeared,
     roles_added, roles_changed, roles_removed, roles_reappeared,
     invitations_added, invitations_changed, invitations_removed, invitations_reappeared,
-    accounts_added, accounts_changed, accounts_removed)
+    accounts_added, accounts_changed, accounts_removed, users_unreadable)
 VALUES ($1, $2, $3, clock_timestamp(), 'succeeded', $4, $5, $6, $7, $8, NULL,
-    $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)
+    $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)
 ON CONFLICT (run_id, customer_id) DO UPDATE SET started_at = excluded.started_at, finished_at = excluded.finished_at,
     status = excluded.status, users_seen = excluded.users_seen, roles_seen = excluded.roles_seen,
     invitations_seen = excluded.invitations_seen, accounts_seen = excluded.accounts_seen,
@@ -977,12 +1067,12 @@ ON CONFLICT (run_id, customer_id) DO UPDATE SET started_at = excluded.started_at
     invitations_added = excluded.invitations_added, invitations_changed = excluded.invitations_changed,
     invitations_removed = excluded.invitations_removed, invitations_reappeared = excluded.invitations_reappeared,
     accounts_added = excluded.accounts_added, accounts_changed = excluded.accounts_changed,
-    accounts_removed = excluded.accounts_removed`,
+    accounts_removed = excluded.accounts_removed, users_unreadable = excluded.users_unreadable`,
 		w.runID, st.customerID, startedAt(info), len(st.users), len(st.roles), len(st.invitations), accounts, info.APICalls,
 		ch.UsersAdded, ch.UsersChanged, ch.UsersRemoved, ch.UsersReappeared,
 		ch.RolesAdded, ch.RolesChanged, ch.RolesRemoved, ch.RolesReappeared,
 		ch.InvitationsAdded, ch.InvitationsChanged, ch.InvitationsRemoved, ch.InvitationsReappeared,
-		ch.AccountsAdded, ch.AccountsChanged, ch.AccountsRemoved)
+		ch.AccountsAdded, ch.AccountsChanged, ch.AccountsRemoved, cmp.Or(info.UsersUnreadable, st.unreadable))
 	if err != nil {
 		return fmt.Errorf("record customer sync: %w", err)
 	}

@@ -209,6 +209,31 @@ func (s *Store) FinishRun(ctx context.Context, runID int64, status string, custo
 	return nil
 }
 
+// SetRunPrincipal records who the run reads the data as (the credential's
+// own user, from GetUser without a user id) in sync_runs.principal_user_id
+// and principal_user_name. A userID of 0 or an empty userName is stored as
+// NULL. It fails with ErrNotFound when the run does not exist.
+func (s *Store) SetRunPrincipal(ctx context.Context, runID int64, userID int64, userName string) error {
+	var uid any
+	if userID != 0 {
+		uid = userID
+	}
+	var n int64
+	err := s.inTx(ctx, "", true, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `UPDATE sync_runs SET principal_user_id = $2, principal_user_name = NULLIF($3, '')
+			WHERE run_id = $1`, runID, uid, userName)
+		n = tag.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return interpret(fmt.Errorf("set principal of run %d: %w", runID, err))
+	}
+	if n == 0 {
+		return fmt.Errorf("set principal of run %d: %w", runID, ErrNotFound)
+	}
+	return nil
+}
+
 // RecordCustomerFailure records that a customer's sync failed: a failed
 // customer_syncs row (when runID is not 0) and the customer's
 // last_attempt_at and last_error. Entity rows are left untouched.
@@ -228,11 +253,11 @@ func (s *Store) RecordCustomerFailure(ctx context.Context, runID, customerID int
 		if runID == 0 {
 			return nil
 		}
-		_, err := tx.Exec(ctx, `INSERT INTO customer_syncs (run_id, customer_id, started_at, finished_at, status, api_calls, error)
-			VALUES ($1, $2, $3, now(), 'failed', $4, $5)
+		_, err := tx.Exec(ctx, `INSERT INTO customer_syncs (run_id, customer_id, started_at, finished_at, status, api_calls, error, users_unreadable)
+			VALUES ($1, $2, $3, now(), 'failed', $4, $5, $6)
 			ON CONFLICT (run_id, customer_id) DO UPDATE SET finished_at = excluded.finished_at, status = excluded.status,
-				api_calls = excluded.api_calls, error = excluded.error`,
-			runID, customerID, startedAt(info), info.APICalls, msg)
+				api_calls = excluded.api_calls, error = excluded.error, users_unreadable = excluded.users_unreadable`,
+			runID, customerID, startedAt(info), info.APICalls, msg, info.UsersUnreadable)
 		return err
 	})
 	if err != nil {

@@ -106,6 +106,17 @@ func TestSurveyFindsEachChange(t *testing.T) {
 		}, Changes{InvitationsAdded: 1}},
 		{"account renamed", func(s *msads.Snapshot) { s.Accounts[0].Name = "Renamed" }, Changes{AccountsChanged: 1}},
 		{"account removed", func(s *msads.Snapshot) { s.Accounts = s.Accounts[1:] }, Changes{AccountsRemoved: 1}},
+		{"user unreadable", func(s *msads.Snapshot) {
+			s.Users[2] = msads.User{ID: 3, UserName: "user3", DetailStatus: msads.DetailUnreadable, DetailCode: 106}
+			s.Roles = slicesDelete(slicesDelete(s.Roles, 3), 2)
+		}, Changes{UsersChanged: 1}},
+		{"user not found, renamed", func(s *msads.Snapshot) {
+			s.Users[0] = msads.User{ID: 1, UserName: "renamed", DetailStatus: msads.DetailNotFound, DetailCode: 1001}
+			s.Roles = s.Roles[1:]
+		}, Changes{UsersChanged: 1}},
+		{"role scope emptied", func(s *msads.Snapshot) { s.Roles[1].AccountIDs = []int64{} }, Changes{RolesChanged: 1}},
+		{"role scope all to empty", func(s *msads.Snapshot) { s.Roles[0].AccountIDs = []int64{} }, Changes{RolesChanged: 1}},
+		{"invitation scope all to empty", func(s *msads.Snapshot) { s.Invitations[0].AccountIDs = []int64{} }, Changes{InvitationsChanged: 1}},
 		{"user removed", func(s *msads.Snapshot) {
 			s.Users = s.Users[:3]
 			s.Roles = s.Roles[:4]
