@@ -339,6 +339,8 @@ func newRunner(cfg *config.Config, store *load.Store, m *metrics.Metrics, logger
 		Discover:      cfg.Customers.Discover,
 		Concurrency:   cfg.Sync.Concurrency,
 		AccountNames:  cfg.MicrosoftAds.AccountNamesEnabled(),
+
+		MaxUnreadableFraction: cfg.Sync.MaxUnreadable(),
 	}, nil
 }
 

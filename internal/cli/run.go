@@ -85,7 +85,18 @@ func openSync(c *common, f syncFlags, io IO, withProgress bool) (runSetup, func(
 		cfg: cfg, pool: pool, runner: runner, metrics: m, logger: logger, io: io, progress: prog,
 		opts: job.Options{Only: c.customers, DryRun: c.dryRun, Stop: stop},
 	}
-	return s, func() { pool.Close(); cancel() }, nil
+	cleanup := func() {
+		// A refresh token rotated while the run was stopping is still being
+		// saved: let it finish (bounded) before the pool goes.
+		wctx, wcancel := context.WithTimeout(context.Background(), 15*time.Second)
+		if err := runner.Client.Close(wctx); err != nil {
+			logger.Error("a token refresh was still running at exit", slog.Any("error", err))
+		}
+		wcancel()
+		pool.Close()
+		cancel()
+	}
+	return s, cleanup, nil
 }
 
 // runSetup is everything one run needs; `run` and `demo` share it.

@@ -257,7 +257,7 @@ func (c *Client) call(ctx context.Context, r request, decode func([]byte) error)
 			}
 			class := Classify(err)
 			if class == ClassAuth && used != "" {
-				if !refreshed {
+				if !refreshed && !r.probe && !c.tokens.wasForced(used) {
 					// Any 401: one refresh for every caller that saw it
 					// with this token, then try again.
 					refreshed = true
@@ -316,8 +316,9 @@ type credCheck struct {
 // checkCredentials tells a refused credential from a refused entity after a
 // call was answered 401 even with a fresh access token: it asks for the
 // signed-in user (GetUser with a null UserId) once per access token, for
-// every caller. When that too is refused, every call of the run would be:
-// the result wraps ErrCredentialsRejected. Otherwise it returns nil and the
+// every caller, without refreshing again. When that too is refused, every
+// call of the run would be: the result wraps ErrCredentialsRejected, and is
+// remembered (like a run-fatal token failure) until ResetAuthFailure. Otherwise it returns nil and the
 // call's failure is its own (the user lost access to that customer).
 func (c *Client) checkCredentials(ctx context.Context, token string) error {
 	c.checkMu.Lock()
@@ -333,8 +334,10 @@ func (c *Client) checkCredentials(ctx context.Context, token string) error {
 	if !ok {
 		err := c.call(ctx, request{op: "GetUser", path: "User/Query", body: map[string]any{"UserId": nil}, probe: true},
 			func([]byte) error { return nil })
-		if Classify(err) == ClassAuth {
+		if Classify(err) == ClassAuth || errors.Is(err, ErrCredentialsRejected) {
 			chk.err = ErrCredentialsRejected
+			// Every later call of this run would be refused too.
+			c.tokens.fail(fmt.Errorf("%w (%s)", ErrCredentialsRejected, err.Error()))
 		}
 		close(chk.done)
 	}

@@ -177,6 +177,8 @@ type tokenSource struct {
 	refreshes int
 	flight    *refreshFlight // the refresh under way, if any
 	failure   error          // a run-fatal failure, returned until reset
+	forced    string         // the access token issued by the last refresh a 401 forced
+	forcedAt  time.Time
 }
 
 // refreshFlight is one single-flight refresh; done is closed when token
@@ -250,6 +252,9 @@ func (ts *tokenSource) get(ctx context.Context, stale string) (string, error) {
 			f.token, f.err = ts.fly(ctx)
 			ts.mu.Lock()
 			ts.flight = nil
+			if stale != "" && f.err == nil {
+				ts.forced, ts.forcedAt = f.token, time.Now()
+			}
 			ts.mu.Unlock()
 			close(f.done)
 			return f.token, f.err
@@ -264,6 +269,19 @@ func (ts *tokenSource) get(ctx context.Context, stale string) (string, error) {
 		}
 		return f.token, f.err
 	}
+}
+
+// freshWindow is how long an access token issued by a refresh that a 401
+// forced counts as fresh: a 401 with it is not mended by refreshing again.
+const freshWindow = time.Minute
+
+// wasForced reports whether access was issued, moments ago, by a refresh
+// that a 401 forced: refreshing again would not help, the 401 is about the
+// call (or the credentials).
+func (ts *tokenSource) wasForced(access string) bool {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	return access != "" && access == ts.forced && time.Since(ts.forcedAt) < freshWindow
 }
 
 // fail records a run-fatal failure and returns it.

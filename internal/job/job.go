@@ -58,6 +58,9 @@ type Runner struct {
 	Discover      bool
 	Concurrency   int
 	AccountNames  bool
+	// MaxUnreadableFraction is sync.max_unreadable_fraction (see
+	// extract.FetchOptions).
+	MaxUnreadableFraction float64
 }
 
 // Options are the per-run choices of the command line.
@@ -99,6 +102,7 @@ type CustomerResult struct {
 	Name        string       `json:"name,omitempty"`
 	Status      string       `json:"status"`
 	Users       int          `json:"users_seen"`
+	Unreadable  int          `json:"users_unreadable"`
 	Invitations int          `json:"invitations_seen"`
 	Calls       int          `json:"api_calls"`
 	Changes     load.Changes `json:"changes"`
@@ -117,6 +121,10 @@ type Result struct {
 	Customers   []CustomerResult `json:"customers"`
 	Failed      int              `json:"customers_failed"`
 	Error       string           `json:"error,omitempty"`
+	// Principal is the signed-in user the data was read as (0 when the
+	// lookup failed).
+	PrincipalUserID   int64  `json:"principal_user_id,omitempty,string"`
+	PrincipalUserName string `json:"principal_user_name,omitempty"`
 	// Fatal is the credential-wide or setup error that stopped the run, if any.
 	Fatal error `json:"-"`
 }
@@ -166,15 +174,25 @@ func (r *Runner) Run(ctx context.Context, opts Options) (*Result, error) {
 		}()
 	}
 
-	customers, err := r.resolveCustomers(fetchCtx, opts.Only)
+	// A token failure remembered by an earlier run of this process is
+	// tried again: `syncer auth` may have fixed it meanwhile.
+	r.Client.ResetAuthFailure()
+	scope, err := r.resolveCustomers(fetchCtx, opts.Only)
 	if err != nil {
 		res.Fatal = err
 	}
+	customers := scope.customers
+	res.PrincipalUserID, res.PrincipalUserName = scope.principal.ID, scope.principal.UserName
 
 	if !opts.DryRun {
 		res.RunID, err = r.Store.StartRun(ctx, len(customers))
 		if err != nil {
 			return nil, fmt.Errorf("record the run: %w", err)
+		}
+		if scope.principal.ID != 0 {
+			if err := r.Store.SetRunPrincipal(ctx, res.RunID, scope.principal.ID, scope.principal.UserName); err != nil {
+				r.Logger.WarnContext(ctx, "could not record who the run signs in as", slog.Any("error", err))
+			}
 		}
 	}
 	if r.Counters != nil {
@@ -202,7 +220,12 @@ func (r *Runner) Run(ctx context.Context, opts Options) (*Result, error) {
 				return nil
 			default:
 			}
-			cr := r.syncCustomer(ctx, fetchCtx, res.RunID, c, cache, opts.DryRun)
+			var cr customerOutcome
+			if reason := scope.invisible[c.ID]; reason != "" {
+				cr = r.invisibleCustomer(ctx, res.RunID, c, reason, opts.DryRun)
+			} else {
+				cr = r.syncCustomer(ctx, fetchCtx, res.RunID, c, cache, opts.DryRun)
+			}
 			results[i] = cr
 			if cr.fatal != nil {
 				fatalOnce.Do(func() {
@@ -268,26 +291,53 @@ func (r *Runner) observeRun(res *Result) {
 	}
 }
 
+// runScope is what a run syncs and as whom.
+type runScope struct {
+	customers []msads.Customer
+	principal msads.User
+	// invisible maps configured customers that the signed-in user cannot
+	// see to the reason, naming code 106: they fail without a call.
+	invisible map[int64]string
+}
+
 // resolveCustomers returns the customers of this run, with names when the
-// API tells them. Discovery failing is fatal; a name lookup failing is not,
+// API tells them, and the signed-in user. The customers the credential can
+// see are the union of GetCustomersInfo (asked with a growing TopN until
+// the answer is not full) and the customers of the signed-in user's own
+// roles, so neither a capped list nor a customer reachable only through a
+// role is missed. Discovery failing is fatal; a name lookup failing is not,
 // unless the credentials themselves were rejected.
-func (r *Runner) resolveCustomers(ctx context.Context, only []int64) ([]msads.Customer, error) {
+func (r *Runner) resolveCustomers(ctx context.Context, only []int64) (runScope, error) {
+	var scope runScope
+	me, myRoles, perr := r.Client.Principal(ctx)
+	if perr != nil && (extract.IsRunFatal(perr) || ctx.Err() != nil) {
+		return scope, fmt.Errorf("look up the signed-in user: %w", perr)
+	}
+	if perr != nil {
+		r.Logger.WarnContext(ctx, "could not look up the signed-in user; going on without it", slog.Any("error", perr))
+	}
+	scope.principal = me
 	infos, err := r.Client.GetCustomersInfo(ctx)
 	if err != nil {
-		if r.Discover || isCredentialError(err) || ctx.Err() != nil {
-			return nil, fmt.Errorf("list customers: %w", err)
+		if r.Discover || extract.IsRunFatal(err) || ctx.Err() != nil {
+			return scope, fmt.Errorf("list customers: %w", err)
 		}
 		r.Logger.WarnContext(ctx, "could not look up customer names; going on without them", slog.Any("error", err))
 	}
 	names := make(map[int64]string, len(infos))
+	var visible []int64
 	for _, c := range infos {
 		names[c.ID] = c.Name
+		visible = append(visible, c.ID)
 	}
+	for _, role := range myRoles {
+		visible = append(visible, role.CustomerID)
+	}
+	slices.Sort(visible)
+	visible = slices.Compact(visible)
 	var ids []int64
 	if r.Discover {
-		for _, c := range infos {
-			ids = append(ids, c.ID)
-		}
+		ids = slices.Clone(visible)
 	} else {
 		ids = slices.Clone(r.CustomerIDs)
 	}
@@ -295,17 +345,50 @@ func (r *Runner) resolveCustomers(ctx context.Context, only []int64) ([]msads.Cu
 		ids = slices.DeleteFunc(ids, func(id int64) bool { return !slices.Contains(only, id) })
 		for _, id := range only {
 			if !slices.Contains(ids, id) {
-				return nil, fmt.Errorf("--customer %d is not among the configured or discovered customers", id)
+				return scope, fmt.Errorf("--customer %d is not among the configured or discovered customers", id)
 			}
 		}
 	}
 	slices.Sort(ids)
 	ids = slices.Compact(ids)
-	out := make([]msads.Customer, len(ids))
+	scope.customers = make([]msads.Customer, len(ids))
 	for i, id := range ids {
-		out[i] = msads.Customer{ID: id, Name: names[id]}
+		scope.customers[i] = msads.Customer{ID: id, Name: names[id]}
 	}
-	return out, nil
+	// Only when both lookups answered is "not visible" a fact.
+	if err == nil && perr == nil && !r.Discover {
+		for _, id := range ids {
+			if _, found := slices.BinarySearch(visible, id); !found {
+				if scope.invisible == nil {
+					scope.invisible = map[int64]string{}
+				}
+				scope.invisible[id] = fmt.Sprintf("customer %d is not visible to the signed-in user %s (%d): code 106 UserIsNotAuthorized; "+
+					"remove it from customers.ids or sign in (`syncer auth`) as a user with access to it", id, me.UserName, me.ID)
+			}
+		}
+	}
+	return scope, nil
+}
+
+// invisibleCustomer is the outcome of a configured customer the signed-in
+// user cannot see: failed, named, without a call.
+func (r *Runner) invisibleCustomer(ctx context.Context, runID int64, c msads.Customer, reason string, dryRun bool) customerOutcome {
+	out := customerOutcome{CustomerResult: CustomerResult{CustomerID: c.ID, Name: c.Name, Status: StatusFailed, Error: reason}}
+	if r.Metrics != nil {
+		r.Metrics.CustomerSync(StatusFailed, 0)
+	}
+	if r.Counters != nil {
+		r.Counters.CustomersDone.Add(1)
+	}
+	if !dryRun {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if err := r.Store.RecordCustomerFailure(rctx, runID, c.ID, load.SyncInfo{StartedAt: time.Now().UTC()}, errors.New(reason)); err != nil {
+			r.Logger.ErrorContext(ctx, "could not record the customer's failure", slog.Int64("customer_id", c.ID), slog.Any("error", err))
+		}
+	}
+	r.Logger.ErrorContext(ctx, "customer failed", slog.Int64("customer_id", c.ID), slog.String("error", reason))
+	return out
 }
 
 // skipped is the result of a customer that the run never started.
@@ -336,14 +419,16 @@ func (r *Runner) syncCustomer(ctx, fetchCtx context.Context, runID int64, c msad
 		}
 	}()
 
-	snap, stats, err := r.Client.FetchCustomer(fetchCtx, c.ID, cache, r.AccountNames)
+	snap, stats, err := r.Client.FetchCustomer(fetchCtx, c.ID, cache,
+		extract.FetchOptions{Accounts: r.AccountNames, MaxUnreadableFraction: r.MaxUnreadableFraction})
 	out.Calls = stats.Calls
+	out.Users, out.Unreadable = stats.Users, stats.Unreadable
 	if err == nil {
 		if snap.CustomerName == "" {
 			snap.CustomerName = c.Name
 		}
-		out.Users, out.Invitations = len(snap.Users), len(snap.Invitations)
-		info := load.SyncInfo{StartedAt: start, APICalls: stats.Calls}
+		out.Invitations = len(snap.Invitations)
+		info := load.SyncInfo{StartedAt: start, APICalls: stats.Calls, UsersUnreadable: stats.Unreadable}
 		if dryRun {
 			out.Changes, err = r.Store.DiffSnapshot(ctx, runID, snap, info)
 		} else {
@@ -353,14 +438,15 @@ func (r *Runner) syncCustomer(ctx, fetchCtx context.Context, runID int64, c msad
 	if err != nil {
 		out.Status = StatusFailed
 		out.Error = err.Error()
-		if isCredentialError(err) {
+		if extract.IsRunFatal(err) {
 			out.fatal = err
 		}
 		if !dryRun {
 			// Record the failure even when the fetch was cancelled.
 			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 			defer cancel()
-			if rerr := r.Store.RecordCustomerFailure(rctx, runID, c.ID, load.SyncInfo{StartedAt: start, APICalls: stats.Calls}, err); rerr != nil {
+			info := load.SyncInfo{StartedAt: start, APICalls: stats.Calls, UsersUnreadable: stats.Unreadable}
+			if rerr := r.Store.RecordCustomerFailure(rctx, runID, c.ID, info, err); rerr != nil {
 				log.ErrorContext(ctx, "could not record the customer's failure", slog.Any("error", rerr))
 			}
 		}
@@ -373,6 +459,7 @@ func (r *Runner) syncCustomer(ctx, fetchCtx context.Context, runID int64, c msad
 	}
 	out.Status = StatusSucceeded
 	if r.Metrics != nil && !dryRun {
+		r.Metrics.UnreadableUsers(c.ID, out.Unreadable)
 		ch := out.Changes
 		for _, x := range []struct {
 			entity, change string
@@ -386,26 +473,8 @@ func (r *Runner) syncCustomer(ctx, fetchCtx context.Context, runID int64, c msad
 			r.Metrics.RowsWritten(x.entity, x.change, x.n)
 		}
 	}
-	log.InfoContext(ctx, "customer synced", slog.Int("users", out.Users), slog.Int("invitations", out.Invitations),
+	log.InfoContext(ctx, "customer synced", slog.Int("users", out.Users), slog.Int("users_unreadable", out.Unreadable), slog.Int("invitations", out.Invitations),
 		slog.Int("api_calls", out.Calls), slog.String("changes", out.Changes.String()), slog.Bool("dry_run", dryRun),
 		slog.Duration("duration", time.Since(start)))
 	return out
-}
-
-// isCredentialError reports errors that every customer of the credential
-// would hit: the refresh token rejected, or the API refusing the credentials.
-func isCredentialError(err error) bool {
-	if errors.Is(err, extract.ErrReauth) {
-		return true
-	}
-	var apiErr *extract.APIError
-	if errors.As(err, &apiErr) {
-		for _, e := range apiErr.Errors {
-			switch e.Code {
-			case 105, 3101, 108, 120, 122, 123, 124, 125, 126:
-				return true
-			}
-		}
-	}
-	return false
 }

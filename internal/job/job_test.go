@@ -68,8 +68,9 @@ func TestRunFetchesSharedUsersOnce(t *testing.T) {
 	if distinct == listed {
 		t.Fatal("data set has no user listed under two customers: the test proves nothing")
 	}
-	if got := b.sim.Calls("GetUser"); got != distinct {
-		t.Errorf("GetUser calls = %d, want %d (distinct users; %d listings)", got, distinct, listed)
+	// One GetUser per distinct listed user, plus the signed-in user's own.
+	if got := b.sim.Calls("GetUser"); got != distinct+1 {
+		t.Errorf("GetUser calls = %d, want %d (distinct users + the signed-in user; %d listings)", got, distinct+1, listed)
 	}
 	users := 0
 	for _, c := range res.Customers {
@@ -78,8 +79,8 @@ func TestRunFetchesSharedUsersOnce(t *testing.T) {
 	if users != listed {
 		t.Errorf("users seen = %d, want %d", users, listed)
 	}
-	if got := b.runner.Counters.UsersFetched.Load(); got != int64(distinct) {
-		t.Errorf("progress counted %d users fetched, want %d", got, distinct)
+	if got := b.runner.Counters.UsersFetched.Load(); got != int64(distinct+1) {
+		t.Errorf("progress counted %d users fetched, want %d", got, distinct+1)
 	}
 }
 
@@ -108,7 +109,8 @@ func TestRunStopsEarlyWhenCredentialsAreRejected(t *testing.T) {
 	t.Parallel()
 	ds := msadstest.Generate(33, 8, 4)
 	b := setup(t, ds, 2)
-	b.sim.SetFault("GetUsersInfo", msadstest.Fault{Code: 105})
+	// Every call refused with 105, even with a fresh token.
+	b.sim.SetFault(msadstest.AnyOp, msadstest.Fault{Code: 105})
 	res, err := b.runner.Run(t.Context(), job.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -116,13 +118,37 @@ func TestRunStopsEarlyWhenCredentialsAreRejected(t *testing.T) {
 	if res.Status != job.StatusFailed || res.Fatal == nil {
 		t.Fatalf("status %s, fatal %v", res.Status, res.Fatal)
 	}
-	var apiErr *extract.APIError
-	if !errors.As(res.Fatal, &apiErr) {
-		t.Fatalf("fatal %v is not an APIError", res.Fatal)
+	if !errors.Is(res.Fatal, extract.ErrCredentialsRejected) {
+		t.Fatalf("fatal %v, want ErrCredentialsRejected", res.Fatal)
 	}
-	// With concurrency 2, at most the customers in flight saw the error.
-	if n := b.sim.Calls("GetUsersInfo"); n > 3 {
+	// Found out by the signed-in user's lookup, before any customer.
+	if n := b.sim.Calls("GetUsersInfo"); n != 0 {
 		t.Errorf("GetUsersInfo called %d times after the credentials were rejected", n)
+	}
+	if n := b.sim.Calls("Token"); n > 2 {
+		t.Errorf("token endpoint called %d times, want at most 2", n)
+	}
+}
+
+func TestRunOneCustomerRefusedIsItsFailureAlone(t *testing.T) {
+	t.Parallel()
+	ds := msadstest.Generate(34, 4, 4)
+	b := setup(t, ds, 2)
+	refused := ds.CustomerIDs()[2]
+	// 105 on every call of one customer, with a fresh token too: that
+	// customer's access was removed; the others sync.
+	b.sim.SetFault(msadstest.AnyOp, msadstest.Fault{CustomerID: refused, Code: 105})
+	res, err := b.runner.Run(t.Context(), job.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Status != job.StatusPartial || res.Fatal != nil || res.Failed != 1 {
+		t.Fatalf("status %s, failed %d, fatal %v; want partial with one failure", res.Status, res.Failed, res.Fatal)
+	}
+	for _, c := range res.Customers {
+		if (c.CustomerID == refused) != (c.Status == job.StatusFailed) {
+			t.Errorf("customer %d: %s %s", c.CustomerID, c.Status, c.Error)
+		}
 	}
 }
 
