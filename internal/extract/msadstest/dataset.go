@@ -55,6 +55,22 @@ func (d *Dataset) PrincipalID() int64 {
 	return 0
 }
 
+// GrantPrincipalEverywhere gives the principal (PrincipalID) roleID in
+// every customer where it holds no role, as a real credential's user holds
+// a role in every customer it reaches. The principal is then listed by
+// every customer.
+func (d *Dataset) GrantPrincipalEverywhere(roleID int32) {
+	p := d.PrincipalID()
+	if p == 0 {
+		return
+	}
+	for _, c := range d.Customers {
+		if !hasRoleIn(d.Roles, p, c.ID) {
+			d.Roles = append(d.Roles, msads.Role{UserID: p, CustomerID: c.ID, RoleID: roleID})
+		}
+	}
+}
+
 // CustomerIDs returns the ids of the reachable customers, in order.
 func (d *Dataset) CustomerIDs() []int64 {
 	ids := make([]int64, len(d.Customers))

@@ -1,7 +1,11 @@
 // Package msadstest is an in-process simulator of the Microsoft Advertising
 // Customer Management REST API v13 and of the Microsoft identity platform's
 // OAuth token endpoint, faithful to ../../../shared/msads-api.md as far as
-// the syncer uses them. Tests, benchmarks and `syncer demo` use it.
+// the syncer uses them, and at least as hard as the real service. Tests,
+// benchmarks and `syncer demo` use it. Everything odd is opt-in (methods,
+// Fault fields, Dataset.UserFaults and StaleListings), except in
+// DemoDataset, which is a realistic tenant; Generate's data sets carry no
+// faults.
 //
 // Wire behaviour:
 //   - The API is served under "/api" (APIURL), so absolute-URL bugs show;
@@ -12,20 +16,74 @@
 //     HTTP 401 code 105 InvalidCredentials, an expired access token HTTP 401
 //     code 109 AuthenticationTokenExpired.
 //   - Ids are JSON strings, unset fields explicit null, every User field
-//     present. Date-times alternate between "2025-03-04T05:06:07.123" (no
-//     zone) and "2025-03-04T05:06:07Z" by id parity.
-//   - Faults are the bare AdApiFaultDetail or ApiFault objects of §6.1, with
-//     the TrackingId also in a response header.
+//     present. Role and invitation AccountIds are null when the data's
+//     slice is nil and [] when it is empty. UserLifeCycleStatus is served
+//     as stored (Active, Inactive, Pending, Deleted or anything else).
+//   - Date-times (LastModifiedTime, ExpirationDate) are UTC with id%8
+//     fraction digits (0 to 7) and, by (id/8)%3, a "Z", a "+00:00" or no
+//     zone: "2025-03-04T05:06:07.123Z", "2025-03-04T05:06:07+00:00",
+//     "2025-03-04T05:06:07.1234567".
+//   - User.ForwardCompatibilityMap is [{"Key":"SomeFutureField","Value":"x"}]
+//     for users whose id%5 is 0, else [].
+//   - Faults are the bare fault objects of §6.1, with the TrackingId both in
+//     the body and in a "TrackingId" response header: AdApiFaultDetail
+//     {"Errors":[{Code,Detail,ErrorCode,Message}]} by default, or by
+//     Fault.Shape an ApiFault {"OperationErrors":[{Code,Details,Message}]}
+//     or an ApiFault with "BatchErrors":[{Code,Details,ErrorCode (null),
+//     FieldPath,ForwardCompatibilityMap,Index,Message,Type}] and empty
+//     OperationErrors. Fault.Codes sends several errors in one fault (the
+//     first decides the HTTP status). ErrorCode is the documented symbol
+//     (1001 UserNotFound, 210 EntityNotExistent, 108 UserCompromised, 120
+//     UserLoginAccessDenied, 122 PersonalIdentityNotAvailable, …) and ""
+//     for a code without a known symbol.
+//   - Code faults answer HTTP 400, or 401 for 105 and 109, unless
+//     Fault.Status says otherwise.
 //   - Throttling answers code 117 CallRateExceeded with HTTP 429 by default
 //     (Fault.ThrottleStatus may choose 400), and a Retry-After header only
-//     when Fault.RetryAfter is set.
-//   - An unreachable customer answers HTTP 400 code 106 UserIsNotAuthorized.
+//     when Fault.RetryAfter is set: in seconds, or as an HTTP-date with
+//     Fault.RetryAfterDate.
+//   - Fault.Response answers a Canned response verbatim after
+//     authentication: EmptyObject ({}), NullList (the result field null),
+//     HTMLPage (an IIS / Front Door error page), EmptyBody, StatusOnly (a
+//     bare 401, 408, 502, 504…), or any status, content type, body and
+//     headers.
+//   - An unreachable customer (not in Dataset.Customers, or SetUnreachable)
+//     answers HTTP 400 code 106 UserIsNotAuthorized. RevokeCustomerAccess
+//     makes every call in one customer's context (CustomerId header, body
+//     CustomerId or predicate) answer HTTP 401 code 105, fresh token or not.
+//   - GetUser with a null or omitted UserId answers the principal
+//     (Dataset.Principal, else the first user) with the roles it holds in
+//     reachable customers: in DemoDataset a role in every customer; in
+//     Generate's data only its generated roles, unless
+//     Dataset.GrantPrincipalEverywhere gives it one in every customer
+//     (Generate leaves it out so the benchmarks' listings stay). GetUser of a user that does not exist (deleted,
+//     or a stale listing) answers HTTP 400 code 1001 UserNotFound; per-user
+//     faults (SetUserFault, Dataset.UserFaults) answer a code or a 200
+//     {"User": null, "CustomerRoles": null}.
+//   - GetUsersInfo lists the users holding a role in the customer plus its
+//     stale listings (users deleted between the listing and GetUser:
+//     DeleteUserKeepListing).
+//   - GetCustomersInfo honours TopN exactly (a full page when more exist),
+//     omits unreachable customers and those hidden by
+//     HideFromCustomersInfo, and returns at most SetCustomersInfoCap.
 //   - The token endpoint ("/oauth2/v2.0/token", TokenURL) takes form-encoded
 //     refresh_token and authorization_code grants with client_id, the
 //     client_secret (unless WithPublicClient) and a scope containing
 //     msads.manage. Every grant issues a new refresh token (rotation) and an
-//     access token with expires_in. Failures are
-//     {"error":"invalid_grant","error_description":"AADSTS70000: ..."} (400).
+//     access token with expires_in. Errors have the identity platform's
+//     body: {"error","error_description":"AADSTSn: …\r\nTrace ID: …\r\n
+//     Correlation ID: …\r\nTimestamp: …","error_codes":[n],"timestamp",
+//     "trace_id","correlation_id","error_uri"}: invalid_client 700016
+//     (unknown client), 7000215 (wrong secret), 7000218 (no secret) and
+//     700025 (a public client sent one) on HTTP 401; invalid_scope 70011;
+//     invalid_grant 70000 (unknown or, with
+//     RejectSupersededRefreshTokens, superseded refresh token or unknown
+//     code) and 54005 (code redeemed twice). SetTokenError forces any
+//     identity platform answer (invalid_grant 70008, 700082, 50173, 54005,
+//     70000; invalid_client 7000215, 7000222, 700016, 700025;
+//     interaction_required 50076, 50079, 65001; invalid_scope 70011;
+//     temporarily_unavailable on 503; or a Canned HTML page), on every grant
+//     or the next Times.
 //   - "/oauth2/v2.0/authorize" redirects to redirect_uri with a fresh code and
 //     the state, as after a successful sign-in.
 package msadstest

@@ -757,6 +757,18 @@ func TestPrincipalAndCustomerVisibility(t *testing.T) {
 		t.Errorf("GetUser null: %v", out)
 	}
 
+	g2 := GenerateAt(14, 5, 3, time.Now())
+	g2.GrantPrincipalEverywhere(msads.RoleSuperAdmin)
+	gs2, gtok2 := newSim(t, g2)
+	if _, out := post(t, gs2, "User/Query", gtok2, `{}`, nil); len(out["CustomerRoles"].([]any)) < 5 {
+		t.Errorf("GrantPrincipalEverywhere: roles %v", out["CustomerRoles"])
+	}
+	for _, c := range g2.CustomerIDs() {
+		if !slices.Contains(g2.ListedUserIDs(c), g2.Users[0].ID) {
+			t.Errorf("principal not listed by %d", c)
+		}
+	}
+
 	customers := func(topN int) []string {
 		st, out := post(t, gs, "CustomersInfo/Query", gtok, `{"CustomerNameFilter":"","TopN":`+strconv.Itoa(topN)+`}`, nil)
 		if st != 200 {
