@@ -21,6 +21,54 @@ type Dataset struct {
 	Users       []msads.User // one per user id; CustomerID is ignored, HomeCustomerID is the User object's CustomerId
 	Roles       []msads.Role // every role, visible or not
 	Invitations []msads.Invitation
+
+	// Principal is the signed-in user (the credential's): GetUser with a
+	// null or omitted UserId answers it. 0 means the first of Users.
+	Principal int64
+	// UserFaults are GetUser faults of single users, in every customer
+	// context: users a customer lists but GetUser cannot read (106, a lone
+	// 105 on HTTP 401, a null User…). See also Server.SetUserFault.
+	UserFaults map[int64]UserFault
+	// StaleListings are users a customer's GetUsersInfo still lists though
+	// they were deleted: GetUser answers 1001 UserNotFound (see
+	// Server.DeleteUserKeepListing).
+	StaleListings []StaleListing
+}
+
+// StaleListing is a GetUsersInfo entry of a deleted user.
+type StaleListing struct {
+	CustomerID int64 // the listing customer
+	UserID     int64
+	UserName   string
+	Status     string // the UserLifeCycleStatus StatusFilter matches
+}
+
+// PrincipalID returns the signed-in user's id: Principal, else the first
+// user's, else 0.
+func (d *Dataset) PrincipalID() int64 {
+	if d.Principal != 0 {
+		return d.Principal
+	}
+	if len(d.Users) > 0 {
+		return d.Users[0].ID
+	}
+	return 0
+}
+
+// GrantPrincipalEverywhere gives the principal (PrincipalID) roleID in
+// every customer where it holds no role, as a real credential's user holds
+// a role in every customer it reaches. The principal is then listed by
+// every customer.
+func (d *Dataset) GrantPrincipalEverywhere(roleID int32) {
+	p := d.PrincipalID()
+	if p == 0 {
+		return
+	}
+	for _, c := range d.Customers {
+		if !hasRoleIn(d.Roles, p, c.ID) {
+			d.Roles = append(d.Roles, msads.Role{UserID: p, CustomerID: c.ID, RoleID: roleID})
+		}
+	}
 }
 
 // CustomerIDs returns the ids of the reachable customers, in order.
@@ -35,11 +83,25 @@ func (d *Dataset) CustomerIDs() []int64 {
 // Clone returns a deep copy.
 func (d *Dataset) Clone() *Dataset {
 	cp := &Dataset{
-		Customers:   slices.Clone(d.Customers),
-		Accounts:    slices.Clone(d.Accounts),
-		Users:       slices.Clone(d.Users),
-		Roles:       slices.Clone(d.Roles),
-		Invitations: slices.Clone(d.Invitations),
+		Customers:     slices.Clone(d.Customers),
+		Accounts:      slices.Clone(d.Accounts),
+		Users:         slices.Clone(d.Users),
+		Roles:         slices.Clone(d.Roles),
+		Invitations:   slices.Clone(d.Invitations),
+		Principal:     d.Principal,
+		StaleListings: slices.Clone(d.StaleListings),
+	}
+	if d.UserFaults != nil {
+		cp.UserFaults = make(map[int64]UserFault, len(d.UserFaults))
+		for k, v := range d.UserFaults {
+			cp.UserFaults[k] = v
+		}
+	}
+	for i := range cp.Users {
+		if t := cp.Users[i].LastModifiedTime; t != nil {
+			tc := *t
+			cp.Users[i].LastModifiedTime = &tc
+		}
 	}
 	for i := range cp.Roles {
 		cp.Roles[i].AccountIDs = slices.Clone(cp.Roles[i].AccountIDs)
@@ -47,16 +109,32 @@ func (d *Dataset) Clone() *Dataset {
 	}
 	for i := range cp.Invitations {
 		cp.Invitations[i].AccountIDs = slices.Clone(cp.Invitations[i].AccountIDs)
+		if t := cp.Invitations[i].ExpirationDate; t != nil {
+			tc := *t
+			cp.Invitations[i].ExpirationDate = &tc
+		}
+	}
+	for i := range cp.Accounts {
+		if p := cp.Accounts[i].PauseReason; p != nil {
+			pc := *p
+			cp.Accounts[i].PauseReason = &pc
+		}
 	}
 	return cp
 }
 
-// ListedUserIDs returns the ids GetUsersInfo(customerID) lists, sorted.
+// ListedUserIDs returns the ids GetUsersInfo(customerID) lists, sorted:
+// the users with a role in the customer and its stale listings.
 func (d *Dataset) ListedUserIDs(customerID int64) []int64 {
 	var ids []int64
 	for _, r := range d.Roles {
 		if r.CustomerID == customerID {
 			ids = append(ids, r.UserID)
+		}
+	}
+	for _, l := range d.StaleListings {
+		if l.CustomerID == customerID {
+			ids = append(ids, l.UserID)
 		}
 	}
 	slices.Sort(ids)
@@ -74,6 +152,11 @@ func (d *Dataset) DistinctListedUsers() int {
 	for _, r := range d.Roles {
 		if reach[r.CustomerID] {
 			seen[r.UserID] = true
+		}
+	}
+	for _, l := range d.StaleListings {
+		if reach[l.CustomerID] {
+			seen[l.UserID] = true
 		}
 	}
 	return len(seen)
@@ -248,10 +331,32 @@ func genInvitation(rng *rand.Rand, id, customerID int64, accounts []int64, now t
 	return inv
 }
 
+// Ids of the odd users DemoDataset adds to the generated ones (above every
+// generated id, so the demo's "first listed users" stay ordinary ones).
+const (
+	DemoPrincipal     int64 = userBase + 4_000_001 // the signed-in user: Super Admin in every customer
+	DemoUnreadable106 int64 = userBase + 4_000_010 // listed by customer 2; GetUser answers 106
+	DemoUnreadable105 int64 = userBase + 4_000_011 // listed by customer 3; GetUser answers a lone 105 on HTTP 401
+	DemoNullUser      int64 = userBase + 4_000_012 // listed by customer 1; GetUser answers {"User": null}
+	DemoDeletedUser   int64 = userBase + 4_000_020 // listed by customer 1, deleted: GetUser answers 1001
+	DemoInactiveUser  int64 = userBase + 4_000_030 // UserLifeCycleStatus Inactive
+	DemoPendingUser   int64 = userBase + 4_000_031 // UserLifeCycleStatus Pending
+	DemoTwoCustomers  int64 = userBase + 4_000_040 // roles in customers 1 and 2, one with AccountIds []
+	DemoNullAccounts  int64 = userBase + 4_000_050 // Advertiser Campaign Manager with AccountIds null
+)
+
 // DemoDataset is a small, human-looking data set for `syncer demo`: three
 // customers, a few dozen users (some with roles in two customers or in an
 // unreachable one), account-scoped and customer-level roles, and pending
 // invitations of which some have expired. Expiry dates are relative to now.
+//
+// It is also a realistic tenant, with the odd users of the Demo* ids: a
+// principal with a role in every customer; users listed but unreadable
+// (Dataset.UserFaults: 106, a lone 105 on HTTP 401, a null User); a user
+// deleted between the listing and the read (a stale listing, GetUser 1001);
+// Inactive and Pending users; a user with roles in two customers; and
+// account-scoped roles with AccountIds [] and null. Everything else is
+// generated deterministically.
 func DemoDataset() *Dataset {
 	now := time.Now().UTC().Truncate(time.Second)
 	d := GenerateAt(20260401, 3, 14, now)
@@ -267,7 +372,52 @@ func DemoDataset() *Dataset {
 				FirstName: "New", LastName: "Analyst", RoleID: msads.RoleViewer, Lcid: "EnglishUK", ExpirationDate: &fresh,
 				AccountIDs: []int64{accountIDsOf(d, c.ID)[0]}})
 	}
+	addDemoTenantTraits(d, now)
 	return d
+}
+
+// addDemoTenantTraits adds DemoDataset's odd users to d (which needs at
+// least three customers).
+func addDemoTenantTraits(d *Dataset, now time.Time) {
+	c := d.CustomerIDs()
+	c0, c1, c2 := c[0], c[1], c[2]
+	user := func(id, home int64, login, first, last, status string, ageDays int) {
+		mod := now.Add(-time.Duration(ageDays)*24*time.Hour - 17*time.Minute - 123*time.Millisecond)
+		d.Users = append(d.Users, msads.User{ID: id, HomeCustomerID: home, UserName: login, Email: login, FirstName: first, LastName: last,
+			Lcid: "EnglishUS", LifecycleStatus: status, LastModifiedTime: &mod})
+	}
+	role := func(uid, cid int64, roleID int32, accounts []int64) {
+		d.Roles = append(d.Roles, msads.Role{UserID: uid, CustomerID: cid, RoleID: roleID, AccountIDs: accounts})
+	}
+	user(DemoPrincipal, c0, "ads.admin@contoso.com", "Ada", "Admin", "Active", 3)
+	for _, cid := range c {
+		role(DemoPrincipal, cid, msads.RoleSuperAdmin, nil)
+	}
+	d.Principal = DemoPrincipal
+
+	user(DemoUnreadable106, c1, "partner.viewer@agency.example", "Pat", "Partner", "Active", 40)
+	role(DemoUnreadable106, c1, msads.RoleViewer, []int64{accountIDsOf(d, c1)[0]})
+	user(DemoUnreadable105, c2, "old.login@outlook.example", "Olga", "Login", "Active", 200)
+	role(DemoUnreadable105, c2, msads.RoleStandardUser, nil)
+	user(DemoNullUser, c0, "ghost.profile@fabrikam.example", "Gus", "Profile", "Active", 12)
+	role(DemoNullUser, c0, msads.RoleStandardUser, nil)
+	d.UserFaults = map[int64]UserFault{
+		DemoUnreadable106: {Code: 106},
+		DemoUnreadable105: {Code: 105},
+		DemoNullUser:      {NullUser: true},
+	}
+	d.StaleListings = append(d.StaleListings, StaleListing{CustomerID: c0, UserID: DemoDeletedUser, UserName: "left.last.week@contoso.com", Status: "Active"})
+
+	user(DemoInactiveUser, c1, "disabled.user@fabrikam.example", "Ivan", "Inactive", "Inactive", 100)
+	role(DemoInactiveUser, c1, msads.RoleStandardUser, nil)
+	user(DemoPendingUser, c2, "pending.user@northwind.example", "Penny", "Pending", "Pending", 1)
+	role(DemoPendingUser, c2, msads.RoleViewer, []int64{accountIDsOf(d, c2)[0]})
+
+	user(DemoTwoCustomers, c0, "two.hats@contoso.com", "Tom", "Twohats", "Active", 7)
+	role(DemoTwoCustomers, c0, msads.RoleStandardUser, nil)
+	role(DemoTwoCustomers, c1, msads.RoleViewer, []int64{}) // account-scoped, no account listed: []
+	user(DemoNullAccounts, c2, "campaigns@northwind.example", "Cam", "Paign", "Active", 30)
+	role(DemoNullAccounts, c2, msads.RoleAdvertiserCampaignManager, nil) // account-scoped role, AccountIds null
 }
 
 func accountIDsOf(d *Dataset, customerID int64) []int64 {
