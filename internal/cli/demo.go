@@ -144,6 +144,18 @@ func demoChanges(sim *msadstest.Server) string {
 		sim.SetRoles(promoted, roles)
 		did = append(did, fmt.Sprintf("user %d became Super Admin of every account of customer %d", promoted, cust))
 	}
+	// Two users read fine in sync 1 turn odd: the warehouse keeps their
+	// details and roles, and says why they could not be read.
+	if listed := ds.ListedUserIDs(cust); len(listed) > 2 {
+		sim.SetUserFault(listed[2], 0, msadstest.UserFault{Code: 106})
+		did = append(did, fmt.Sprintf("user %d can no longer be read by the signed-in user (106)", listed[2]))
+	}
+	if ids := ds.CustomerIDs(); len(ids) > 1 {
+		if listed := ds.ListedUserIDs(ids[1]); len(listed) > 2 {
+			sim.DeleteUserKeepListing(ids[1], listed[2])
+			did = append(did, fmt.Sprintf("user %d was deleted but customer %d still lists it", listed[2], ids[1]))
+		}
+	}
 	for _, inv := range ds.Invitations {
 		if inv.CustomerID == cust && inv.ExpirationDate != nil && inv.ExpirationDate.After(time.Now()) {
 			sim.AcceptInvitation(inv.ID)
@@ -194,6 +206,13 @@ func demoReports(staleAfter time.Duration) []demoReport {
 			 SELECT 'invitation', h.invitation_id::text, h.email, h.change FROM user_invitations_history h
 			   WHERE h.run_id = (SELECT max(run_id) FROM sync_runs)
 			 ORDER BY 1, 2`, nil},
+		{"Listed users the API would not show: kept with their last known details and roles (users.detail_status)",
+			`SELECT u.customer_id, u.user_id, u.user_name, u.detail_status, u.detail_error,
+			        (SELECT count(*) FROM user_roles r WHERE r.user_id = u.user_id AND r.removed_at IS NULL) AS roles_kept
+			   FROM users u WHERE u.removed_at IS NULL AND u.detail_status <> 'ok' ORDER BY u.customer_id, u.user_id`, nil},
+		{"Users who are not active (users.lifecycle_status)",
+			`SELECT customer_id, user_id, user_name, lifecycle_status FROM users
+			  WHERE removed_at IS NULL AND lifecycle_status IS DISTINCT FROM 'Active' AND detail_status = 'ok' ORDER BY customer_id, user_id`, nil},
 		{"Access as it was before the second sync (access_as_of)",
 			`SELECT count(*) AS access_rows_then, (SELECT count(*) FROM access) AS access_rows_now
 			   FROM access_as_of((SELECT finished_at FROM sync_runs ORDER BY run_id LIMIT 1))`, nil},
@@ -208,9 +227,9 @@ func demoReports(staleAfter time.Duration) []demoReport {
 // printRuns prints the runs recorded so far.
 func printRuns(ctx context.Context, w io.Writer, pool *pgxpool.Pool, schema string) error {
 	return queryTable(ctx, w, pool, schema,
-		`SELECT r.run_id, r.status, r.customers_total, r.customers_failed,
-		        sum(c.users_seen) AS users, sum(c.invitations_seen) AS invitations, sum(c.api_calls) AS api_calls,
-		        round(extract(epoch FROM r.finished_at - r.started_at)::numeric, 2) AS seconds
+		`SELECT r.run_id, r.status, r.principal_user_name AS signed_in_as, r.customers_total, r.customers_failed,
+		        sum(c.users_seen) AS users, sum(c.users_unreadable) AS unreadable, sum(c.invitations_seen) AS invitations,
+		        sum(c.api_calls) AS api_calls, round(extract(epoch FROM r.finished_at - r.started_at)::numeric, 2) AS seconds
 		   FROM sync_runs r LEFT JOIN customer_syncs c USING (run_id)
 		  GROUP BY r.run_id ORDER BY r.run_id`)
 }
