@@ -31,8 +31,10 @@ demo: ## the whole job end to end: API simulator + throwaway PostgreSQL, then th
 	@./scripts/ensure-postgres.sh demo
 	$(GO) run ./cmd/syncer demo
 
-fuzz: ## fuzz the API response decoding for 30s
-	$(GO) test -run '^$$' -fuzz '^FuzzDecode' -fuzztime 30s ./internal/extract/
+FUZZTIME ?= 15s
+fuzz: ## fuzz decoding, whole API answers of every operation and token endpoint answers ($(FUZZTIME) each)
+	@for t in FuzzDecodeResponses FuzzClientResponses FuzzTokenAnswer; do \
+	  echo "== $$t"; $(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) ./internal/extract/ || exit 1; done
 
 lint: $(GOLANGCI) ## gofmt, go vet and golangci-lint (.golangci.yml)
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }

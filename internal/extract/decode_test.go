@@ -1,8 +1,14 @@
 package extract
 
 import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -275,5 +281,150 @@ func FuzzDecodeResponses(f *testing.F) {
 		_, _, _ = decodeFault(b)
 		_, _ = parseTime(string(b))
 		_, _ = parseRetryAfter(string(b), time.Now())
+	})
+}
+
+// fuzzService serves whatever answer the fuzz input describes, for every
+// API operation, behind a token endpoint that always grants.
+var fuzzService struct {
+	once   sync.Once
+	srv    *httptest.Server
+	mu     sync.Mutex
+	status int
+	ctype  string
+	header string // Retry-After
+	body   []byte
+}
+
+func fuzzClient(t *testing.T) *Client {
+	fs := &fuzzService
+	fs.once.Do(func() {
+		mux := http.NewServeMux()
+		mux.HandleFunc("/token", func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprint(w, `{"token_type":"Bearer","expires_in":3600,"access_token":"ACCESS-fuzz","refresh_token":"REFRESH-fuzz"}`)
+		})
+		mux.HandleFunc("/api/", func(w http.ResponseWriter, _ *http.Request) {
+			fs.mu.Lock()
+			status, ctype, ra, body := fs.status, fs.ctype, fs.header, fs.body
+			fs.mu.Unlock()
+			w.Header().Set("Content-Type", ctype)
+			if ra != "" {
+				w.Header().Set("Retry-After", ra)
+			}
+			w.WriteHeader(status)
+			_, _ = w.Write(body)
+		})
+		fs.srv = httptest.NewServer(mux)
+	})
+	c, err := New(Config{APIURL: fs.srv.URL + "/api", TokenURL: fs.srv.URL + "/token", DeveloperToken: "DEVTOKEN-fuzz",
+		ClientID: "client", ClientSecret: "SECRET-fuzz", RefreshToken: "SEED-fuzz", RequestsPerSecond: 1000,
+		ThrottleWait: time.Millisecond, RequestTimeout: 2 * time.Second, RetryMaxElapsed: 20 * time.Millisecond,
+		RetryInitialInterval: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// FuzzClientResponses sends whole answers (status, content type,
+// Retry-After, body) to every operation of the client: no panic; a failure
+// is always a typed *APIError; a success needs a 2xx whose body holds the
+// operation's result field (a body without it is never an empty list).
+func FuzzClientResponses(f *testing.F) {
+	for _, s := range []struct {
+		op     uint8
+		status uint16
+		ctype  string
+		ra     string
+		body   string
+	}{
+		{0, 200, "application/json", "", `{"UsersInfo":[{"Id":"80123456","UserName":"alice@contoso.com"}]}`},
+		{1, 200, "application/json", "", getUserFixture},
+		{1, 200, "application/json", "", `{"User":null,"CustomerRoles":null}`},
+		{2, 200, "application/json", "", `{"UserInvitations":null}`},
+		{3, 200, "application/json", "", `{"CustomersInfo":[{"Id":"1","Name":"C"}]}`},
+		{4, 200, "application/json", "", `{"AccountsInfo":[{"Id":"1","PauseReason":4,"AccountLifeCycleStatus":"Active"}]}`},
+		{2, 200, "application/json", "", `{}`},
+		{0, 200, "text/html", "", `<html><body>Service Unavailable</body></html>`},
+		{0, 429, "application/json", "1", `{"TrackingId":"t","Type":"AdApiFaultDetail","Errors":[{"Code":117,"ErrorCode":"CallRateExceeded"}]}`},
+		{1, 400, "application/json", "", `{"TrackingId":"t","Type":"AdApiFaultDetail","Errors":[{"Code":1001,"ErrorCode":"UserNotFound"}]}`},
+		{2, 400, "application/json", "", `{"Type":"ApiFault","OperationErrors":[],"BatchErrors":[{"Code":4242,"Index":0}]}`},
+		{3, 401, "application/json", "", `{"Type":"AdApiFaultDetail","Errors":[{"Code":105}]}`},
+		{4, 503, "text/html", "Mon, 30 Nov 2026 12:00:09 GMT", `<html>503</html>`},
+		{0, 504, "", "", ``},
+		{1, 200, "application/json", "", `{"User":{"Id":"1","ForwardCompatibilityMap":[{"Key":"k","Value":"v"}],"LastModifiedTime":"2025-03-04T05:06:07.1234567+00:00"},"CustomerRoles":[{"CustomerId":"1","RoleId":41,"AccountIds":[]}]}`},
+	} {
+		f.Add(s.op, s.status, s.ctype, s.ra, []byte(s.body))
+	}
+	fields := []string{"UsersInfo", "User", "UserInvitations", "CustomersInfo", "AccountsInfo"}
+	f.Fuzz(func(t *testing.T, op uint8, status uint16, ctype, ra string, body []byte) {
+		if status < 200 || status > 599 || len(body) > 1<<16 {
+			return
+		}
+		if d, ok := parseRetryAfter(ra, time.Now()); ok && d > 20*time.Millisecond {
+			ra = "" // waiting out a long pause is not what is fuzzed here
+		}
+		fs := &fuzzService
+		c := fuzzClient(t)
+		fs.mu.Lock()
+		fs.status, fs.ctype, fs.header, fs.body = int(status), ctype, ra, body
+		fs.mu.Unlock()
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		defer cancel()
+		op %= uint8(len(fields))
+		var err error
+		switch op {
+		case 0:
+			_, err = c.GetUsersInfo(ctx, 1)
+		case 1:
+			_, _, err = c.GetUser(ctx, 1, 7)
+		case 2:
+			_, err = c.SearchUserInvitations(ctx, 1)
+		case 3:
+			_, err = c.GetCustomersInfo(ctx)
+		case 4:
+			_, err = c.GetAccountsInfo(ctx, 1)
+		}
+		if err == nil {
+			if status < 200 || status > 299 {
+				t.Fatalf("HTTP %d accepted as a success", status)
+			}
+			// encoding/json matches field names case-insensitively.
+			if !bytes.Contains(bytes.ToLower(body), []byte(strings.ToLower(`"`+fields[op]+`"`))) && !bytes.Contains(body, []byte(`\u`)) {
+				t.Fatalf("%s: a body without %q accepted: %q", fields[op], fields[op], body)
+			}
+			return
+		}
+		if asAPIError(err) == nil && !IsRunFatal(err) {
+			t.Fatalf("untyped error %T: %v", err, err)
+		}
+		for _, secret := range []string{"SECRET-fuzz", "SEED-fuzz", "DEVTOKEN-fuzz", "ACCESS-fuzz", "REFRESH-fuzz"} {
+			if strings.Contains(err.Error(), secret) && !bytes.Contains(body, []byte(secret)) {
+				t.Fatalf("error shows a secret it was not sent back: %v", err)
+			}
+		}
+	})
+}
+
+// FuzzTokenAnswer classifies any token endpoint answer: no panic, a
+// transient or a fatal class, and never a known secret in the text.
+func FuzzTokenAnswer(f *testing.F) {
+	for _, s := range []string{
+		`{"error":"invalid_grant","error_description":"AADSTS70008: expired","error_codes":[70008]}`,
+		`{"error":"invalid_client","error_description":"AADSTS7000215: Invalid client secret SECRET-fuzz provided."}`,
+		`{"error":"temporarily_unavailable"}`,
+		`<html>503</html>`, ``, `{"error":null}`, `{"error":"x","error_codes":"bad"}`,
+	} {
+		f.Add(uint16(400), []byte(s))
+	}
+	f.Fuzz(func(t *testing.T, status uint16, body []byte) {
+		te := classifyTokenFailure(int(status), body, newRedactor("SECRET-fuzz", "DEVTOKEN-fuzz"))
+		if te.Class != ClassTransient && !te.Fatal {
+			t.Fatalf("neither transient nor fatal: %+v", te)
+		}
+		if strings.Contains(te.Error(), "SECRET-fuzz") {
+			t.Fatalf("secret in %q", te.Error())
+		}
 	})
 }
