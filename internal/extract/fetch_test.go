@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/msads-syncer/syncer/internal/extract/msadstest"
 	"github.com/msads-syncer/syncer/internal/msads"
@@ -192,5 +193,48 @@ func TestFetchCustomerMergesDuplicateRoles(t *testing.T) {
 	want := []msads.Role{{UserID: 1, CustomerID: 2, RoleID: 16, AccountIDs: []int64{3, 5}}, {UserID: 4, CustomerID: 2, RoleID: 41}}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("mergeRoles = %+v, want %+v", got, want)
+	}
+}
+
+func TestHungSharedUserDoesNotHoldUpOtherCustomers(t *testing.T) {
+	t.Parallel()
+	ds := &msadstest.Dataset{Customers: []msads.Customer{{ID: 3001, Name: "A"}, {ID: 3002, Name: "B"}}}
+	for i := range int64(4) {
+		ds.Users = append(ds.Users, msads.User{ID: 900 + i, HomeCustomerID: 3001, UserName: "u"})
+		ds.Roles = append(ds.Roles,
+			msads.Role{UserID: 900 + i, CustomerID: 3001, RoleID: msads.RoleViewer},
+			msads.Role{UserID: 900 + i, CustomerID: 3002, RoleID: msads.RoleViewer})
+	}
+	srv := msadstest.NewServer(ds)
+	t.Cleanup(srv.Close)
+	// Every GetUser in A's context hangs; A retries until it gives up.
+	srv.SetFault(msadstest.OpGetUser, msadstest.Fault{CustomerID: 3001, Hang: 1000})
+	cfg := simConfig(t, srv)
+	cfg.RequestTimeout, cfg.RetryMaxElapsed = time.Second, 6*time.Second
+	c, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := testCtx(t)
+	cache := NewUserCache()
+	aStarted := make(chan struct{})
+	go func() {
+		close(aStarted)
+		_, _, _ = c.FetchCustomer(ctx, 3001, cache, FetchOptions{})
+	}()
+	<-aStarted
+	time.Sleep(100 * time.Millisecond) // A's GetUser calls are in flight and lead the cache entries
+	start := time.Now()
+	snap, _, err := c.FetchCustomer(ctx, 3002, cache, FetchOptions{})
+	if err != nil {
+		t.Fatalf("B: %v", err)
+	}
+	if len(snap.Users) != 4 || snap.Unreadable() != 0 {
+		t.Errorf("B's users = %d (unreadable %d), want 4 readable", len(snap.Users), snap.Unreadable())
+	}
+	// B waits at most for A's first (hung) attempt to time out, never for
+	// A's retries (6 s).
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("B took %v: held up by A's hung GetUser retries", d)
 	}
 }
