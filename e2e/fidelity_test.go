@@ -118,6 +118,43 @@ func (f *fenv) mustRun(want int, args ...string) (result, *fullSummary) {
 	return r, s
 }
 
+// fatalLine checks the one line `syncer run` prints on stderr when nothing
+// could be synced (the last line, after the logs) and that it says want.
+func fatalLine(t *testing.T, r result, want string) {
+	t.Helper()
+	lines := strings.Split(strings.TrimRight(r.stderr, "\n"), "\n")
+	last := lines[len(lines)-1]
+	if !strings.HasPrefix(last, "syncer: ") || !strings.Contains(last, want) {
+		t.Errorf("last stderr line %q does not say %q", last, want)
+	}
+}
+
+// failedRun checks the summary of a run that synced nothing.
+func failedRun(t *testing.T, s *fullSummary, want string) {
+	t.Helper()
+	if s == nil {
+		t.Error("no summary written")
+		return
+	}
+	if s.Status != "failed" || !strings.Contains(s.Error, want) {
+		t.Errorf("summary status %q error %q; want failed naming %q", s.Status, s.Error, want)
+	}
+	for _, c := range s.Customers {
+		if c.Status == "succeeded" {
+			t.Errorf("summary: customer %d succeeded", c.CustomerID)
+		}
+	}
+}
+
+// nothingWritten checks that no user, role, invitation or succeeded
+// customer sync is in the warehouse.
+func (f *fenv) nothingWritten() {
+	f.t.Helper()
+	if n := f.queryInt("SELECT (SELECT count(*) FROM S.users) + (SELECT count(*) FROM S.user_roles) + (SELECT count(*) FROM S.user_invitations) + (SELECT count(*) FROM S.customer_syncs WHERE status = 'succeeded')"); n != 0 {
+		f.t.Errorf("%d rows written by a run that could sync nothing", n)
+	}
+}
+
 func tail(s string, n int) string {
 	if len(s) > n {
 		return "…" + s[len(s)-n:]
@@ -317,7 +354,7 @@ func TestFidelityUnreadableUsers(t *testing.T) {
 func TestFidelityDeletedBetweenListAndRead(t *testing.T) {
 	t.Parallel()
 	ds := msadstest.Generate(102, 2, 10)
-	e := newFEnv(t, ds, "", false)
+	e := newFEnv(t, ds, "", true)
 	a := ds.CustomerIDs()[0]
 	u := exclusiveUsers(ds, a)[0]
 	e.mustRun(0)
@@ -329,6 +366,12 @@ func TestFidelityDeletedBetweenListAndRead(t *testing.T) {
 	}
 	if st, n, _ := s.customer(t, a); st != "succeeded" || n != 1 {
 		t.Errorf("summary: %s, users_unreadable %d; want succeeded, 1", st, n)
+	}
+	if n := e.queryInt("SELECT users_unreadable FROM S.customer_syncs WHERE customer_id = $1 ORDER BY run_id DESC LIMIT 1", a); n != 1 {
+		t.Errorf("customer_syncs.users_unreadable = %d, want 1", n)
+	}
+	if v, ok := e.gw.gauge(t, "msads_unreadable_users", "customer_id", fmt.Sprint(a)); !ok || v != 1 {
+		t.Errorf("pushed msads_unreadable_users{customer_id=%d} = %v (present %v), want 1", a, v, ok)
 	}
 
 	// The listing ends: AddUser of the id ends the stale listing, RemoveUser
@@ -350,7 +393,7 @@ func TestFidelityDeletedBetweenListAndRead(t *testing.T) {
 func TestFidelityTooManyUnreadable(t *testing.T) {
 	t.Parallel()
 	ds := msadstest.Generate(103, 3, 10)
-	e := newFEnv(t, ds, "", false)
+	e := newFEnv(t, ds, "", true)
 	ids := ds.CustomerIDs()
 	a := ids[0]
 	ex := exclusiveUsers(ds, a)
@@ -399,6 +442,13 @@ func TestFidelityTooManyUnreadable(t *testing.T) {
 	}
 	if c := e.queryInt("SELECT count(*) FROM S.customer_syncs WHERE customer_id = $1 AND status = 'failed' AND error LIKE '%106%'", a); c != 1 {
 		t.Errorf("failed customer_syncs rows naming 106 = %d, want 1", c)
+	}
+	// The gauge is "as of the customer's last successful sync": the failed
+	// snapshot's count is not published as one.
+	if v, ok := e.gw.gauge(t, "msads_unreadable_users", "customer_id", fmt.Sprint(a)); ok && v == float64(n) {
+		t.Errorf("pushed msads_unreadable_users{customer_id=%d} = %v from a failed sync", a, v)
+	} else {
+		t.Logf("pushed msads_unreadable_users{customer_id=%d} after its failed sync: %v (present %v)", a, v, ok)
 	}
 }
 
@@ -512,18 +562,39 @@ func TestFidelityRevokedRefreshToken(t *testing.T) {
 	ds := msadstest.Generate(107, 10, 3)
 	e := newFEnv(t, ds, "", false)
 	e.sim.SetTokenError(msadstest.TokenError{Error: "invalid_grant", Code: 50173})
-	r, _ := e.mustRun(1)
-	if !strings.Contains(r.stderr, "syncer auth") {
-		t.Errorf("stderr does not say to run syncer auth: %s", tail(r.stderr, 2000))
-	}
-	if n := e.queryInt("SELECT count(*) FROM S.users"); n != 0 {
-		t.Errorf("%d users written", n)
-	}
-	if n := e.queryInt("SELECT count(*) FROM S.customer_syncs WHERE status = 'succeeded'"); n != 0 {
-		t.Errorf("%d succeeded customer syncs", n)
-	}
+	r, s := e.mustRun(1)
+	fatalLine(t, r, "syncer auth")
+	failedRun(t, s, "syncer auth")
+	e.nothingWritten()
 	n := e.sim.Calls(msadstest.OpToken)
 	t.Logf("token endpoint calls for 10 customers with a revoked refresh token: %d", n)
+	if n > 2 {
+		t.Errorf("token endpoint called %d times, want at most 2", n)
+	}
+	if n := e.sim.TotalCalls(); n != 0 {
+		t.Errorf("%d API calls made without a token", n)
+	}
+}
+
+// 7b. The same after a clean run, when the refresh token the run uses is
+// the one it stored (rotated) in the database.
+func TestFidelityRevokedStoredRefreshToken(t *testing.T) {
+	t.Parallel()
+	ds := msadstest.Generate(127, 10, 3)
+	e := newFEnv(t, ds, "", false)
+	e.mustRun(0)
+	const rows = "SELECT (SELECT count(*) FROM S.users WHERE removed_at IS NULL) * 1000 + (SELECT count(*) FROM S.customer_syncs WHERE status = 'succeeded')"
+	before := e.queryInt(rows)
+	e.sim.ResetCalls()
+	e.sim.SetTokenError(msadstest.TokenError{Error: "invalid_grant", Code: 50173})
+	r, s := e.mustRun(1)
+	fatalLine(t, r, "syncer auth")
+	failedRun(t, s, "syncer auth")
+	if after := e.queryInt(rows); after != before {
+		t.Errorf("rows changed: %d -> %d", before, after)
+	}
+	n := e.sim.Calls(msadstest.OpToken)
+	t.Logf("token endpoint calls for 10 customers with a revoked stored refresh token: %d", n)
 	if n > 2 {
 		t.Errorf("token endpoint called %d times, want at most 2", n)
 	}
@@ -546,16 +617,18 @@ func TestFidelityTokenEndpointRefusals(t *testing.T) {
 			t.Parallel()
 			e := newFEnv(t, msadstest.Generate(108, 2, 3), "", false)
 			e.sim.SetTokenError(c.err)
-			r, _ := e.mustRun(1)
-			if !strings.Contains(r.stderr, c.want) {
-				t.Errorf("stderr does not name %s: %s", c.want, tail(r.stderr, 2000))
-			}
-			if n := e.sim.Calls(msadstest.OpToken); c.tokenCalls != 0 && n != c.tokenCalls {
+			r, s := e.mustRun(1)
+			fatalLine(t, r, c.want)
+			failedRun(t, s, c.want)
+			n := e.sim.Calls(msadstest.OpToken)
+			t.Logf("token calls: %d", n)
+			if c.tokenCalls != 0 && n != c.tokenCalls {
 				t.Errorf("token calls = %d, want %d", n, c.tokenCalls)
 			}
-			if n := e.queryInt("SELECT count(*) FROM S.users"); n != 0 {
-				t.Errorf("%d users written", n)
+			if n > 2 {
+				t.Errorf("token calls = %d for a permanent refusal", n)
 			}
+			e.nothingWritten()
 		})
 	}
 }
@@ -564,20 +637,21 @@ func TestFidelityTokenEndpointRefusals(t *testing.T) {
 // up after retry_max_elapsed.
 func TestFidelityTokenEndpointDown(t *testing.T) {
 	t.Parallel()
-	e := newFEnv(t, msadstest.Generate(109, 2, 3), "", false)
+	e := newFEnv(t, msadstest.Generate(109, 2, 3), "  concurrency: 4\n  request_timeout: 3s\n  retry_max_elapsed: 3s\n", false)
 	e.sim.SetTokenError(msadstest.TokenError{Canned: msadstest.HTMLPage(http.StatusServiceUnavailable)})
 	start := time.Now()
-	r, _ := e.mustRun(1)
+	r, s := e.mustRun(1)
 	took := time.Since(start)
-	if took > 1*time.Second+8*time.Second {
-		t.Errorf("exit after %v with retry_max_elapsed 1s", took)
-	}
-	if !strings.Contains(r.stderr, "token endpoint unavailable") {
-		t.Errorf("stderr does not say the token endpoint is unavailable: %s", tail(r.stderr, 2000))
+	t.Logf("exit after %v, %d token calls", took, e.sim.Calls(msadstest.OpToken))
+	if took > 3*time.Second+5*time.Second {
+		t.Errorf("exit after %v with retry_max_elapsed 3s", took)
 	}
 	if n := e.sim.Calls(msadstest.OpToken); n < 2 {
 		t.Errorf("token calls = %d: a transient failure was not retried", n)
 	}
+	fatalLine(t, r, "token endpoint unavailable")
+	failedRun(t, s, "token endpoint unavailable")
+	e.nothingWritten()
 }
 
 // 10. Every API call answers 105 even with a fresh token.
@@ -585,13 +659,10 @@ func TestFidelityCredentialsRejected(t *testing.T) {
 	t.Parallel()
 	e := newFEnv(t, msadstest.Generate(110, 3, 3), "", false)
 	e.sim.SetFault(msadstest.AnyOp, msadstest.Fault{Code: 105})
-	r, _ := e.mustRun(1)
-	if !strings.Contains(r.stderr, "developer token or the user's access was rejected") {
-		t.Errorf("stderr: %s", tail(r.stderr, 2000))
-	}
-	if n := e.queryInt("SELECT count(*) FROM S.users"); n != 0 {
-		t.Errorf("%d users written", n)
-	}
+	r, s := e.mustRun(1)
+	fatalLine(t, r, "developer token or the user's access was rejected")
+	failedRun(t, s, "developer token or the user's access was rejected")
+	e.nothingWritten()
 	if n := e.sim.Calls(msadstest.OpToken); n > 3 {
 		t.Errorf("token calls = %d for rejected credentials", n)
 	}
@@ -616,6 +687,9 @@ func TestFidelityCustomerAccessRevoked(t *testing.T) {
 	}
 	if !e.currentUsers(bad)[gone] {
 		t.Error("the failed customer's rows changed")
+	}
+	if n := e.queryInt("SELECT count(*) FROM S.customer_syncs WHERE customer_id = $1 AND status = 'failed'", bad); n != 1 {
+		t.Errorf("customer_syncs: %d failed rows for %d", n, bad)
 	}
 	for _, id := range []int64{ids[0], ids[2]} {
 		if st, _, _ := s.customer(t, id); st != "succeeded" {
@@ -697,6 +771,7 @@ func TestFidelityEmptyObjectVersusNullList(t *testing.T) {
 	t.Parallel()
 	pendingOf := "SELECT count(*) FROM S.user_invitations WHERE customer_id = $1 AND removed_at IS NULL"
 	accountsOf := "SELECT count(*) FROM S.accounts WHERE customer_id = $1 AND removed_at IS NULL"
+	usersOf := "SELECT count(*) FROM S.users WHERE customer_id = $1 AND removed_at IS NULL AND detail_status = 'ok'"
 	for _, c := range []struct {
 		name    string
 		op      string
@@ -707,6 +782,8 @@ func TestFidelityEmptyObjectVersusNullList(t *testing.T) {
 	}{
 		{"SearchUserInvitations {}", msadstest.OpSearchUserInvitations, msadstest.EmptyObject(), 2, pendingOf, false},
 		{"GetAccountsInfo {}", msadstest.OpGetAccountsInfo, msadstest.EmptyObject(), 2, accountsOf, false},
+		{"GetUsersInfo {}", msadstest.OpGetUsersInfo, msadstest.EmptyObject(), 2, usersOf, false},
+		{"GetUser {}", msadstest.OpGetUser, msadstest.EmptyObject(), 2, usersOf, false},
 		{"SearchUserInvitations null", msadstest.OpSearchUserInvitations, msadstest.NullList(msadstest.OpSearchUserInvitations), 0, pendingOf, true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -735,6 +812,7 @@ func TestFidelityEmptyObjectVersusNullList(t *testing.T) {
 				if st != "failed" || errText == "" {
 					t.Errorf("{}: customer %d status %s error %q; want failed", a, st, errText)
 				}
+				t.Logf("customer error: %s", errText)
 			}
 			if st, _, _ := s.customer(t, b); st != "succeeded" {
 				t.Errorf("customer %d: %s", b, st)
