@@ -347,6 +347,35 @@ func TestFidelityUnreadableUsers(t *testing.T) {
 	if v, ok := e.gw.gauge(t, "msads_unreadable_users", "customer_id", fmt.Sprint(b)); !ok || v != 0 {
 		t.Errorf("pushed msads_unreadable_users{customer_id=%d} = %v (present %v), want 0", b, v, ok)
 	}
+
+	// The same failures again: the rows keep the tracking id that put them
+	// in their state, and no history is written.
+	const rows = "SELECT string_agg(concat_ws('|', user_id, xmin, detail_tracking_id, updated_at), ',' ORDER BY user_id) FROM S.users WHERE detail_status <> 'ok'"
+	const hist = "SELECT (SELECT count(*) FROM S.users_history) + (SELECT count(*) FROM S.user_roles_history)"
+	rowsBefore, histBefore := e.queryText(rows), e.queryInt(hist)
+	e.mustRun(0)
+	if got := e.queryText(rows); got != rowsBefore {
+		t.Errorf("the same failures rewrote the unreadable rows:\n%s\n->\n%s", rowsBefore, got)
+	}
+	if got := e.queryInt(hist); got != histBefore {
+		t.Errorf("the same failures wrote history: %d -> %d rows", histBefore, got)
+	}
+	if v, ok := e.gw.gauge(t, "msads_unreadable_users", "customer_id", fmt.Sprint(a)); !ok || v != 3 {
+		t.Errorf("run 3: pushed msads_unreadable_users{customer_id=%d} = %v (present %v), want 3", a, v, ok)
+	}
+
+	// Readable again: back to ok, the detail columns cleared.
+	e.sim.ClearFaults()
+	_, s = e.mustRun(0)
+	if n := e.queryInt("SELECT count(*) FROM S.users WHERE detail_status <> 'ok' OR detail_code IS NOT NULL OR detail_tracking_id IS NOT NULL OR detail_error IS NOT NULL"); n != 0 {
+		t.Errorf("%d users still not ok once readable", n)
+	}
+	if _, n, _ := s.customer(t, a); n != 0 {
+		t.Errorf("summary users_unreadable = %d once readable", n)
+	}
+	if v, ok := e.gw.gauge(t, "msads_unreadable_users", "customer_id", fmt.Sprint(a)); !ok || v != 0 {
+		t.Errorf("run 4: pushed msads_unreadable_users{customer_id=%d} = %v (present %v), want 0", a, v, ok)
+	}
 }
 
 // 2. A user deleted between the listing and GetUser is 'not_found' (1001);
@@ -516,19 +545,31 @@ func TestFidelityAccountIDsEmptyVersusNull(t *testing.T) {
 // 6. A 401 is mended by one refresh.
 func TestFidelityUnauthorizedMendedByOneRefresh(t *testing.T) {
 	t.Parallel()
-	t.Run("first token answers 105", func(t *testing.T) {
-		t.Parallel()
-		ds := msadstest.Generate(106, 2, 6)
-		e := newFEnv(t, ds, "", false)
-		e.sim.SetFault(msadstest.AnyOp, msadstest.Fault{Code: 105, CodeTimes: 1})
-		e.mustRun(0)
-		if n := e.sim.Calls(msadstest.OpToken); n != 2 {
-			t.Errorf("token calls = %d, want 2 (the first grant and one refresh)", n)
-		}
-		for _, id := range ds.CustomerIDs() {
-			e.wantListed(id)
-		}
-	})
+	for _, c := range []struct {
+		name  string
+		fault msadstest.Fault
+	}{
+		{"first call answers 105", msadstest.Fault{Code: 105, CodeTimes: 1}},
+		{"first call answers 109", msadstest.Fault{Code: 109, CodeTimes: 1}},
+		{"first call answers a bare 401", msadstest.Fault{Response: &msadstest.Canned{Status: http.StatusUnauthorized, Times: 1}}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			ds := msadstest.Generate(106, 2, 6)
+			e := newFEnv(t, ds, "", false)
+			e.sim.SetFault(msadstest.AnyOp, c.fault)
+			_, s := e.mustRun(0)
+			if n := e.sim.Calls(msadstest.OpToken); n != 2 {
+				t.Errorf("token calls = %d, want 2 (the first grant and one refresh)", n)
+			}
+			for _, id := range ds.CustomerIDs() {
+				e.wantListed(id)
+				if st, n, _ := s.customer(t, id); st != "succeeded" || n != 0 {
+					t.Errorf("customer %d: %s, %d unreadable", id, st, n)
+				}
+			}
+		})
+	}
 	t.Run("access tokens expire mid-run", func(t *testing.T) {
 		t.Parallel()
 		ds := msadstest.Generate(116, 2, 8)
@@ -600,6 +641,22 @@ func TestFidelityRevokedStoredRefreshToken(t *testing.T) {
 	}
 }
 
+// 7c. An invalid_grant once (AADSTS70000 is sometimes intermittent) is
+// tried once more and the run goes on.
+func TestFidelityIntermittentInvalidGrant(t *testing.T) {
+	t.Parallel()
+	ds := msadstest.Generate(137, 2, 3)
+	e := newFEnv(t, ds, "", false)
+	e.sim.SetTokenError(msadstest.TokenError{Code: 70000, Times: 1})
+	e.mustRun(0)
+	if n := e.sim.Calls(msadstest.OpToken); n != 2 {
+		t.Errorf("token calls = %d, want 2", n)
+	}
+	for _, id := range ds.CustomerIDs() {
+		e.wantListed(id)
+	}
+}
+
 // 8. The identity platform refuses the client or wants a new sign-in.
 func TestFidelityTokenEndpointRefusals(t *testing.T) {
 	t.Parallel()
@@ -612,6 +669,9 @@ func TestFidelityTokenEndpointRefusals(t *testing.T) {
 		{"wrong client secret 7000215", msadstest.TokenError{Code: 7000215}, "client_secret", 1},
 		{"unknown application 700016", msadstest.TokenError{Code: 700016}, "client_id", 0},
 		{"mfa required 50076", msadstest.TokenError{Code: 50076}, "syncer auth", 0},
+		{"expired client secret 7000222", msadstest.TokenError{Code: 7000222}, "client_secret", 1},
+		{"consent required 65001", msadstest.TokenError{Code: 65001}, "syncer auth", 0},
+		{"invalid scope 70011", msadstest.TokenError{Code: 70011}, "microsoft_ads.environment", 1},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
@@ -654,12 +714,40 @@ func TestFidelityTokenEndpointDown(t *testing.T) {
 	e.nothingWritten()
 }
 
+// 9b. The token endpoint unavailable for two grants, then fine: the run
+// waits it out.
+func TestFidelityTokenEndpointRecovers(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name string
+		err  msadstest.TokenError
+	}{
+		{"temporarily_unavailable", msadstest.TokenError{Error: "temporarily_unavailable", Times: 2}},
+		{"HTML 503", msadstest.TokenError{Canned: msadstest.HTMLPage(http.StatusServiceUnavailable), Times: 2}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			ds := msadstest.Generate(119, 2, 3)
+			e := newFEnv(t, ds, "  concurrency: 4\n  request_timeout: 3s\n  retry_max_elapsed: 5s\n", false)
+			e.sim.SetTokenError(c.err)
+			e.mustRun(0)
+			if n := e.sim.Calls(msadstest.OpToken); n != 3 {
+				t.Errorf("token calls = %d, want 3", n)
+			}
+			for _, id := range ds.CustomerIDs() {
+				e.wantListed(id)
+			}
+		})
+	}
+}
+
 // 10. Every API call answers 105 even with a fresh token.
 func TestFidelityCredentialsRejected(t *testing.T) {
 	t.Parallel()
 	e := newFEnv(t, msadstest.Generate(110, 3, 3), "", false)
 	e.sim.SetFault(msadstest.AnyOp, msadstest.Fault{Code: 105})
 	r, s := e.mustRun(1)
+	t.Logf("token calls %d, API calls %d", e.sim.Calls(msadstest.OpToken), e.sim.TotalCalls())
 	fatalLine(t, r, "developer token or the user's access was rejected")
 	failedRun(t, s, "developer token or the user's access was rejected")
 	e.nothingWritten()
