@@ -481,6 +481,53 @@ func TestFidelityTooManyUnreadable(t *testing.T) {
 	}
 }
 
+// 3b. sync.max_unreadable_fraction is read: at 0 a single unreadable user
+// fails its customer; at the fraction exactly the customer is synced.
+func TestFidelityUnreadableFractionSetting(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name       string
+		fraction   string
+		unreadable int
+		code       int
+	}{
+		{"fraction 0, one unreadable", "0", 1, 2},
+		{"fraction 0.2, exactly a fifth unreadable", "0.2", 2, 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			ds := msadstest.Generate(123, 2, 10)
+			a := ds.CustomerIDs()[0]
+			ex := exclusiveUsers(ds, a)
+			if len(ds.ListedUserIDs(a)) != 10 {
+				t.Fatalf("customer %d lists %d users, want 10", a, len(ds.ListedUserIDs(a)))
+			}
+			e := newFEnv(t, ds, fastSync+"  max_unreadable_fraction: "+c.fraction+"\n", false)
+			for _, u := range ex[:c.unreadable] {
+				e.sim.SetUserFault(u, 0, msadstest.UserFault{Code: 106})
+			}
+			_, s := e.mustRun(c.code)
+			st, n, errText := s.customer(t, a)
+			if n != c.unreadable {
+				t.Errorf("users_unreadable = %d, want %d", n, c.unreadable)
+			}
+			switch c.code {
+			case 0:
+				if st != "succeeded" {
+					t.Errorf("customer %d: %s %q", a, st, errText)
+				}
+			default:
+				if st != "failed" || !strings.Contains(errText, "max_unreadable_fraction") {
+					t.Errorf("customer %d: %s %q; want failed naming max_unreadable_fraction", a, st, errText)
+				}
+				if n := e.queryInt("SELECT count(*) FROM S.users WHERE customer_id = $1", a); n != 0 {
+					t.Errorf("%d users written for the failed customer", n)
+				}
+			}
+		})
+	}
+}
+
 // 4. Lifecycle statuses other than Active, known or not, are kept as text.
 func TestFidelityLifecycleStatuses(t *testing.T) {
 	t.Parallel()
@@ -853,6 +900,53 @@ func TestFidelityDiscovery(t *testing.T) {
 	}
 }
 
+// 13b. GetCustomersInfo answering {} or a null list. Configured customers
+// only lose their names (the run goes on); discovery cannot tell the
+// customers from {} (the run fails) while a null list is an answer (the
+// principal's roles still find every customer).
+func TestFidelityCustomersInfoOddAnswers(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name     string
+		discover bool
+		canned   *msadstest.Canned
+		code     int
+	}{
+		{"configured, {}", false, msadstest.EmptyObject(), 0},
+		{"discover, {}", true, msadstest.EmptyObject(), 1},
+		{"discover, null list", true, msadstest.NullList(msadstest.OpGetCustomersInfo), 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			ds := msadstest.Generate(133, 3, 3)
+			ds.GrantPrincipalEverywhere(msads.RoleSuperAdmin)
+			e := newFEnv(t, ds, "", false)
+			if c.discover {
+				y, err := os.ReadFile(e.config)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(e.config, customersSection.ReplaceAll(y, []byte("customers:\n  discover: true\n")), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			e.sim.SetFault(msadstest.OpGetCustomersInfo, msadstest.Fault{Response: c.canned})
+			r, s := e.mustRun(c.code)
+			if c.code == 1 {
+				fatalLine(t, r, "GetCustomersInfo")
+				e.nothingWritten()
+				return
+			}
+			if len(s.Customers) != 3 {
+				t.Errorf("%d customers synced, want 3", len(s.Customers))
+			}
+			for _, id := range ds.CustomerIDs() {
+				e.wantListed(id)
+			}
+		})
+	}
+}
+
 // 14. A 200 {} is not an empty list: the customer fails and keeps its rows.
 // An explicit null list is an answer: the rows go.
 func TestFidelityEmptyObjectVersusNullList(t *testing.T) {
@@ -990,5 +1084,61 @@ func TestFidelityApiFaultShapes(t *testing.T) {
 			}
 			e.wantListed(b)
 		})
+	}
+}
+
+// The demo tenant, which carries every odd user at once, in one run.
+func TestFidelityDemoTenant(t *testing.T) {
+	t.Parallel()
+	ds := msadstest.DemoDataset()
+	e := newFEnv(t, ds, "", true)
+	c := ds.CustomerIDs()
+	_, s := e.mustRun(0)
+	for _, u := range []struct {
+		customer, user int64
+		want           string
+	}{
+		{c[1], msadstest.DemoUnreadable106, "unreadable|106"},
+		{c[2], msadstest.DemoUnreadable105, "unreadable|105"},
+		{c[0], msadstest.DemoNullUser, "unreadable|"},
+		{c[0], msadstest.DemoDeletedUser, "not_found|1001"},
+		{c[0], msadstest.DemoPrincipal, "ok|"},
+	} {
+		if got := e.queryText("SELECT concat_ws('|', detail_status, coalesce(detail_code::text, '')) FROM S.users WHERE customer_id = $1 AND user_id = $2 AND removed_at IS NULL", u.customer, u.user); got != u.want {
+			t.Errorf("user %d in customer %d: %s, want %s", u.user, u.customer, got, u.want)
+		}
+	}
+	for u, st := range map[int64]string{msadstest.DemoInactiveUser: "Inactive", msadstest.DemoPendingUser: "Pending"} {
+		if got := e.queryText("SELECT lifecycle_status FROM S.users WHERE user_id = $1", u); got != st {
+			t.Errorf("user %d: lifecycle_status %q, want %q", u, got, st)
+		}
+	}
+	if n := e.queryInt("SELECT count(*) FROM S.user_roles WHERE user_id = $1 AND customer_id = $2 AND cardinality(account_ids) = 0", msadstest.DemoTwoCustomers, c[1]); n != 1 {
+		t.Errorf("DemoTwoCustomers: AccountIds [] not stored as '{}'")
+	}
+	if n := e.queryInt("SELECT count(*) FROM S.user_roles WHERE user_id = $1 AND customer_id = $2 AND account_ids IS NULL", msadstest.DemoTwoCustomers, c[0]); n != 1 {
+		t.Errorf("DemoTwoCustomers: customer-level role not stored with NULL")
+	}
+	if n := e.queryInt("SELECT count(*) FROM S.user_roles WHERE user_id = $1 AND account_ids IS NULL AND role_id = $2", msadstest.DemoNullAccounts, msads.RoleAdvertiserCampaignManager); n != 1 {
+		t.Errorf("DemoNullAccounts: AccountIds null not stored as NULL")
+	}
+	want := map[int64]int{c[0]: 2, c[1]: 1, c[2]: 1}
+	for id, n := range want {
+		if st, got, _ := s.customer(t, id); st != "succeeded" || got != n {
+			t.Errorf("customer %d: %s, users_unreadable %d, want %d", id, st, got, n)
+		}
+		if got := e.queryInt("SELECT users_unreadable FROM S.customer_syncs WHERE customer_id = $1", id); got != n {
+			t.Errorf("customer_syncs.users_unreadable of %d = %d, want %d", id, got, n)
+		}
+		if v, ok := e.gw.gauge(t, "msads_unreadable_users", "customer_id", fmt.Sprint(id)); !ok || v != float64(n) {
+			t.Errorf("pushed msads_unreadable_users{customer_id=%d} = %v (present %v), want %d", id, v, ok, n)
+		}
+	}
+	pid, pname := e.sim.Principal()
+	if pid != msadstest.DemoPrincipal || s.PrincipalUserID != fmt.Sprint(pid) || s.PrincipalUserName != pname {
+		t.Errorf("summary principal %s %s, want %d %s", s.PrincipalUserID, s.PrincipalUserName, pid, pname)
+	}
+	if n := e.queryInt("SELECT count(*) FROM S.sync_runs WHERE principal_user_id = $1 AND principal_user_name = $2", pid, pname); n != 1 {
+		t.Errorf("sync_runs does not record the principal")
 	}
 }
