@@ -294,7 +294,10 @@ func TestFidelityUnreadableUsers(t *testing.T) {
 	const userCols = "SELECT concat_ws('|', email, first_name, last_name, job_title, lifecycle_status, home_customer_id) FROM S.users WHERE customer_id = $1 AND user_id = $2"
 	const roleCols = "SELECT coalesce(string_agg(concat_ws('|', role_id, coalesce(account_ids::text, 'NULL'), coalesce(linked_account_ids::text, 'NULL'), customer_link_permission, first_seen_at, updated_at, removed_at, xmin), ',' ORDER BY customer_id, role_id), '') FROM S.user_roles WHERE user_id = $1"
 	const roleHist = "SELECT count(*) FROM S.user_roles_history WHERE user_id = $1"
-	type before struct{ user, roles string; hist int }
+	type before struct {
+		user, roles string
+		hist        int
+	}
 	was := map[int64]before{}
 	for _, u := range []int64{u106, u105, uNull} {
 		was[u] = before{e.queryText(userCols, a, u), e.queryText(roleCols, u), e.queryInt(roleHist, u)}
