@@ -607,6 +607,7 @@ func TestFidelityUnauthorizedMendedByOneRefresh(t *testing.T) {
 			t.Parallel()
 			ds := msadstest.Generate(106, 2, 6)
 			e := newFEnv(t, ds, "", false)
+			e.sim.RejectSupersededRefreshTokens(true)
 			e.sim.SetFault(msadstest.AnyOp, c.fault)
 			_, s := e.mustRun(0)
 			if n := e.sim.Calls(msadstest.OpToken); n != 2 {
@@ -624,6 +625,9 @@ func TestFidelityUnauthorizedMendedByOneRefresh(t *testing.T) {
 		t.Parallel()
 		ds := msadstest.Generate(116, 2, 8)
 		e := newFEnv(t, ds, "", false)
+		// Strict rotation: two refreshes with the same refresh token would
+		// fail the second one.
+		e.sim.RejectSupersededRefreshTokens(true)
 		e.sim.SetFault(msadstest.OpGetUser, msadstest.Fault{Latency: 100 * time.Millisecond})
 		ctx := t.Context()
 		cmd, o, er := e.start(ctx, "run", "--config", e.config)
