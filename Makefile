@@ -4,9 +4,10 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 LDFLAGS  := -s -w -X github.com/msads-syncer/syncer/internal/cli.Version=$(VERSION)
 BENCHPKG := ./internal/extract/ ./internal/load/
 GOLANGCI_VERSION := v2.15.0
+HELM := $(GO) run helm.sh/helm/v3/cmd/helm@v3.19.5
 GOLANGCI := bin/golangci-lint-$(GOLANGCI_VERSION)
 
-.PHONY: help build test test/short bench demo lint fuzz postgres clean
+.PHONY: help build test test/short bench demo lint helm fuzz postgres clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z/_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -36,7 +37,14 @@ fuzz: ## fuzz decoding, whole API answers of every operation and token endpoint 
 	@for t in FuzzDecodeResponses FuzzClientResponses FuzzTokenAnswer; do \
 	  echo "== $$t"; $(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) ./internal/extract/ || exit 1; done
 
-lint: $(GOLANGCI) ## gofmt, go vet and golangci-lint (.golangci.yml)
+helm: ## lint the Helm chart and validate what it renders in both modes (and the plain manifests)
+	$(HELM) lint deploy/helm/syncer
+	$(HELM) lint deploy/helm/syncer --set mode=deployment --set serviceMonitor.enabled=true --set prometheusRule.enabled=true
+	$(HELM) template syncer deploy/helm/syncer --set prometheusRule.enabled=true --set cronjob.pushgatewayURL=http://pushgateway:9091 | $(GO) run ./scripts/manifestcheck
+	$(HELM) template syncer deploy/helm/syncer --set mode=deployment --set serviceMonitor.enabled=true --set prometheusRule.enabled=true | $(GO) run ./scripts/manifestcheck
+	$(GO) run ./scripts/manifestcheck deploy/*.yaml
+
+lint: $(GOLANGCI) helm ## gofmt, go vet, golangci-lint (.golangci.yml) and the Helm chart
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
 	$(GO) vet ./...
 	$(GOLANGCI) run ./...

@@ -37,11 +37,11 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{/* The pod spec shared by both modes; .args is the syncer command line. */}}
 {{- define "syncer.podSpec" -}}
 {{- $root := .root -}}
+terminationGracePeriodSeconds: {{ $root.Values.terminationGracePeriodSeconds }}
 {{- with $root.Values.imagePullSecrets }}
 imagePullSecrets:
   {{- toYaml . | nindent 2 }}
 {{- end }}
-terminationGracePeriodSeconds: {{ $root.Values.terminationGracePeriodSeconds }}
 securityContext:
   {{- toYaml $root.Values.podSecurityContext | nindent 2 }}
 containers:
