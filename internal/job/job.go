@@ -125,6 +125,13 @@ type Result struct {
 	// lookup failed).
 	PrincipalUserID   int64  `json:"principal_user_id,omitempty,string"`
 	PrincipalUserName string `json:"principal_user_name,omitempty"`
+	// RolesSwept counts the roles of users no customer lists any more that
+	// the run removed after writing its customers (load.Store.SweepRoles);
+	// they are not in any customer's Changes.
+	RolesSwept int `json:"roles_swept"`
+	// SweepError is why that removal failed, if it did (the roles stay
+	// until a later run removes them).
+	SweepError string `json:"sweep_error,omitempty"`
 	// Fatal is the credential-wide or setup error that stopped the run, if any.
 	Fatal error `json:"-"`
 }
@@ -224,7 +231,7 @@ func (r *Runner) Run(ctx context.Context, opts Options) (*Result, error) {
 			if reason := scope.invisible[c.ID]; reason != "" {
 				cr = r.invisibleCustomer(ctx, res.RunID, c, reason, opts.DryRun)
 			} else {
-				cr = r.syncCustomer(ctx, fetchCtx, res.RunID, c, cache, opts.DryRun)
+				cr = r.syncCustomer(ctx, fetchCtx, res.RunID, c, cache, scope.roleCustomers, opts.DryRun)
 			}
 			results[i] = cr
 			if cr.fatal != nil {
@@ -238,11 +245,17 @@ func (r *Runner) Run(ctx context.Context, opts Options) (*Result, error) {
 	}
 	_ = g.Wait()
 
+	var synced []int64
 	for _, cr := range results {
 		if cr.Status != StatusSucceeded {
 			res.Failed++
+		} else {
+			synced = append(synced, cr.CustomerID)
 		}
 		res.Customers = append(res.Customers, cr.CustomerResult)
+	}
+	if !opts.DryRun {
+		r.sweepRoles(ctx, res, scope.roleCustomers, synced)
 	}
 	switch {
 	case stopped.Load() || ctx.Err() != nil:
@@ -281,8 +294,36 @@ func (r *Runner) Run(ctx context.Context, opts Options) (*Result, error) {
 	}
 	r.Logger.Log(ctx, level, "sync finished", slog.Int64("run_id", res.RunID), slog.String("status", res.Status),
 		slog.Int("customers", len(customers)), slog.Int("customers_failed", res.Failed),
-		slog.Float64("duration_seconds", res.DurationSec), slog.String("error", res.Error))
+		slog.Float64("duration_seconds", res.DurationSec), slog.Int("roles_swept", res.RolesSwept), slog.String("error", res.Error))
 	return res, nil
+}
+
+// sweepRoles removes, once every customer of the run is written, the
+// roles of users that no customer lists any more, in the customers the
+// credential can see that synced in this run (load.Store.SweepRoles).
+func (r *Runner) sweepRoles(ctx context.Context, res *Result, roleCustomers, synced []int64) {
+	var customers []int64
+	for _, id := range synced {
+		if _, ok := slices.BinarySearch(roleCustomers, id); ok {
+			customers = append(customers, id)
+		}
+	}
+	if len(customers) == 0 || ctx.Err() != nil {
+		return
+	}
+	n, err := r.Store.SweepRoles(ctx, res.RunID, customers)
+	if err != nil {
+		res.SweepError = err.Error()
+		r.Logger.ErrorContext(ctx, "could not remove the roles of users no customer lists any more; a later run will",
+			slog.Int64("run_id", res.RunID), slog.Any("error", err))
+		return
+	}
+	res.RolesSwept = n
+	if r.Metrics != nil {
+		r.Metrics.RowsWritten("user_roles", "removed", n)
+	}
+	r.Logger.InfoContext(ctx, "roles of users no customer lists removed", slog.Int64("run_id", res.RunID),
+		slog.Int("roles_removed", n), slog.Int("customers", len(customers)))
 }
 
 func (r *Runner) observeRun(res *Result) {
@@ -298,6 +339,10 @@ type runScope struct {
 	// invisible maps configured customers that the signed-in user cannot
 	// see to the reason, naming code 106: they fail without a call.
 	invisible map[int64]string
+	// roleCustomers are the customers whose roles the run may remove
+	// (msads.Snapshot.RoleCustomers), sorted: the customers the credential
+	// can see, or, when that could not be determined, the run's own.
+	roleCustomers []int64
 }
 
 // resolveCustomers returns the customers of this run, with names when the
@@ -355,7 +400,13 @@ func (r *Runner) resolveCustomers(ctx context.Context, only []int64) (runScope, 
 	for i, id := range ids {
 		scope.customers[i] = msads.Customer{ID: id, Name: names[id]}
 	}
-	// Only when both lookups answered is "not visible" a fact.
+	// Only when both lookups answered is "not visible" a fact, and the
+	// visible set complete.
+	if err == nil && perr == nil {
+		scope.roleCustomers = visible
+	} else {
+		scope.roleCustomers = slices.Clone(ids)
+	}
 	if err == nil && perr == nil && !r.Discover {
 		for _, id := range ids {
 			if _, found := slices.BinarySearch(visible, id); !found {
@@ -404,7 +455,7 @@ type customerOutcome struct {
 
 // syncCustomer fetches and writes one customer. fetchCtx carries the graceful
 // stop; ctx bounds the write.
-func (r *Runner) syncCustomer(ctx, fetchCtx context.Context, runID int64, c msads.Customer, cache *extract.UserCache, dryRun bool) customerOutcome {
+func (r *Runner) syncCustomer(ctx, fetchCtx context.Context, runID int64, c msads.Customer, cache *extract.UserCache, roleCustomers []int64, dryRun bool) customerOutcome {
 	start := time.Now().UTC()
 	out := customerOutcome{CustomerResult: CustomerResult{CustomerID: c.ID, Name: c.Name}}
 	log := r.Logger.With(slog.Int64("customer_id", c.ID))
@@ -427,6 +478,7 @@ func (r *Runner) syncCustomer(ctx, fetchCtx context.Context, runID int64, c msad
 		if snap.CustomerName == "" {
 			snap.CustomerName = c.Name
 		}
+		snap.RoleCustomers = roleCustomers
 		out.Invitations = len(snap.Invitations)
 		info := load.SyncInfo{StartedAt: start, APICalls: stats.Calls, UsersUnreadable: stats.Unreadable}
 		if dryRun {

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/msads-syncer/syncer/internal/extract"
 	"github.com/msads-syncer/syncer/internal/extract/msadstest"
 	"github.com/msads-syncer/syncer/internal/job"
@@ -22,6 +24,8 @@ type bundle struct {
 	sim    *msadstest.Server
 	store  *load.Store
 	runner *job.Runner
+	pool   *pgxpool.Pool
+	schema string
 }
 
 func setup(t *testing.T, ds *msadstest.Dataset, concurrency int) bundle {
@@ -42,7 +46,7 @@ func setup(t *testing.T, ds *msadstest.Dataset, concurrency int) bundle {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return bundle{sim: sim, store: store, runner: &job.Runner{
+	return bundle{sim: sim, store: store, pool: pool, schema: schema, runner: &job.Runner{
 		Client: client, Store: store, Logger: logger, Counters: counters,
 		CredentialKey: job.CredentialKey(sim.ClientID(), sim.DeveloperToken()) + schema,
 		CustomerIDs:   ds.CustomerIDs(), Concurrency: concurrency, AccountNames: true,

@@ -113,6 +113,9 @@ func TestUnreadableUserReappears(t *testing.T) {
 	snap := baseSnapshot()
 	snap.Users, snap.Roles = snap.Users[:3], withoutRolesOf(snap.Roles, 4)
 	b.write(t, snap)
+	if n := b.sweep(t, cust); n != 1 {
+		t.Errorf("sweep removed %d roles, want 1", n)
+	}
 	snap.Users = append(snap.Users, unreadable(4, "", msads.DetailUnreadable, 0, ""))
 	if ch, want := b.write(t, snap), (Changes{UsersReappeared: 1}); ch != want {
 		t.Errorf("changes = %v, want %v", ch, want)
@@ -131,11 +134,17 @@ func TestNotFoundUserThenAbsent(t *testing.T) {
 	if ch, want := b.write(t, snap), (Changes{UsersChanged: 1}); ch != want {
 		t.Errorf("not_found: changes = %v, want %v", ch, want)
 	}
+	if n := b.sweep(t, cust); n != 0 {
+		t.Errorf("sweep removed %d roles of a listed user", n)
+	}
 	equal(t, "role of user 4 kept", b.strings(t, `SELECT role_id, removed_at IS NULL FROM user_roles WHERE user_id = 4`), []string{"999|true"})
 
 	snap.Users = snap.Users[:3]
-	if ch, want := b.write(t, snap), (Changes{UsersRemoved: 1, RolesRemoved: 1}); ch != want {
+	if ch, want := b.write(t, snap), (Changes{UsersRemoved: 1}); ch != want {
 		t.Errorf("absent: changes = %v, want %v", ch, want)
+	}
+	if n := b.sweep(t, cust); n != 1 {
+		t.Errorf("sweep removed %d roles, want 1", n)
 	}
 	equal(t, "user 4 removed", b.strings(t, `SELECT detail_status, removed_at IS NOT NULL FROM users WHERE user_id = 4`), []string{"not_found|true"})
 	equal(t, "user 4 history", b.strings(t, `SELECT change, detail_status FROM users_history WHERE user_id = 4 ORDER BY valid_from`),
@@ -158,8 +167,11 @@ func TestRemovalGuardCountsUnreadableAsListed(t *testing.T) {
 	if err != nil {
 		t.Fatalf("WriteSnapshot: %v", err)
 	}
-	if want := (Changes{UsersChanged: 2, UsersRemoved: 1, RolesRemoved: 1}); ch != want {
+	if want := (Changes{UsersChanged: 2, UsersRemoved: 1}); ch != want {
 		t.Errorf("changes = %v, want %v", ch, want)
+	}
+	if n := b.sweep(t, cust, 2002); n != 1 {
+		t.Errorf("sweep removed %d roles, want 1", n)
 	}
 	equal(t, "current users", b.strings(t, `SELECT user_id, detail_status FROM users WHERE removed_at IS NULL ORDER BY 1`),
 		[]string{"1|ok", "2|unreadable", "3|not_found"})

@@ -50,6 +50,17 @@ func (b *bundle) write(t *testing.T, snap *msads.Snapshot) Changes {
 	return ch
 }
 
+// sweep runs SweepRoles over customers as the job does once a run's
+// customers are written, and returns how many roles it removed.
+func (b *bundle) sweep(t *testing.T, customers ...int64) int {
+	t.Helper()
+	n, err := b.store.SweepRoles(t.Context(), b.runID, customers)
+	if err != nil {
+		t.Fatalf("SweepRoles: %v", err)
+	}
+	return n
+}
+
 // versions fingerprints every row version of the entity and history tables:
 // a row rewritten (even with equal values) gets a new ctid and xmin.
 func (b *bundle) versions(t *testing.T) map[string]string {
@@ -204,8 +215,12 @@ func TestUserRemovedAndReadded(t *testing.T) {
 	snap.Users = snap.Users[:2] // users 3 and 4 gone: 2 of 4, exactly the limit
 	snap.Roles = snap.Roles[:2]
 	ch := b.write(t, snap)
-	if want := (Changes{UsersRemoved: 2, RolesRemoved: 3}); ch != want {
+	if want := (Changes{UsersRemoved: 2}); ch != want {
 		t.Errorf("removal changes = %v, want %v", ch, want)
+	}
+	// Their roles go with the sweep after the run's writes.
+	if n := b.sweep(t, cust, 2002); n != 3 {
+		t.Errorf("sweep removed %d roles, want 3", n)
 	}
 	equal(t, "users removed", b.strings(t, `SELECT user_id FROM users WHERE removed_at IS NOT NULL ORDER BY 1`), []string{"3", "4"})
 	equal(t, "access without 3 and 4", b.strings(t, `SELECT DISTINCT user_id FROM access ORDER BY 1`), []string{"1", "2"})
@@ -445,9 +460,16 @@ func TestUserSharedByTwoCustomers(t *testing.T) {
 	}
 	equal(t, "user 3 access", b.strings(t, `SELECT customer_id, role_id FROM access WHERE user_id = 3 ORDER BY 1`),
 		[]string{"1001|203", "2002|100"})
-	// 2002 drops them too: the roles go with the last listing.
-	if ch := b.write(t, &msads.Snapshot{CustomerID: 2002}); ch != (Changes{UsersRemoved: 1, RolesRemoved: 2}) {
-		t.Errorf("2002 drops user 3: %v, want 1 user and 2 roles removed", ch)
+	if n := b.sweep(t, cust, 2002); n != 0 {
+		t.Errorf("sweep removed %d roles of a user 2002 still lists", n)
+	}
+	// 2002 drops them too: the roles go with the last listing, in the
+	// sweep after the run's writes.
+	if ch := b.write(t, &msads.Snapshot{CustomerID: 2002}); ch != (Changes{UsersRemoved: 1}) {
+		t.Errorf("2002 drops user 3: %v, want 1 user removed", ch)
+	}
+	if n := b.sweep(t, cust, 2002); n != 2 {
+		t.Errorf("sweep removed %d roles, want 2", n)
 	}
 	equal(t, "user 3 access gone", b.strings(t, `SELECT count(*) FROM access WHERE user_id = 3`), []string{"0"})
 }

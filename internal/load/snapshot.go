@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 
@@ -113,10 +114,21 @@ func (s *Store) writeSnapshot(ctx context.Context, runID int64, snap *msads.Snap
 	if err != nil {
 		return Changes{}, err
 	}
+	if r := st.replaced; len(r.users)+len(r.invitations)+len(r.accounts) > 0 || r.customer {
+		// Never the values: they may be anything.
+		s.log.WarnContext(ctx, "snapshot strings with NUL bytes or invalid UTF-8, which PostgreSQL text cannot hold: replaced by U+FFFD",
+			slog.Int64("customer_id", snap.CustomerID), slog.Any("user_ids", r.users),
+			slog.Any("invitation_ids", r.invitations), slog.Any("account_ids", r.accounts), slog.Bool("customer_name", r.customer))
+	}
 	var ch Changes
 	lock := "customer:" + strconv.FormatInt(snap.CustomerID, 10)
 	err = s.inTx(ctx, lock, commit, func(tx pgx.Tx) error {
 		ch = Changes{}
+		// Shared: snapshot writes go side by side, and SweepRoles, which
+		// takes it exclusively, sees none of them half done.
+		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock_shared(hashtextextended($1, 0))", s.lockName(sweepLock)); err != nil {
+			return fmt.Errorf("take the role sweep lock: %w", err)
+		}
 		w := &writer{tx: tx, st: st, runID: runID, store: s}
 		if err := w.write(ctx, &ch); err != nil {
 			return err
@@ -145,6 +157,38 @@ type staged struct {
 	invitations     [][]any
 	accounts        [][]any
 	accountsFetched bool
+	// roleCustomers is Snapshot.RoleCustomers sorted (nil: no restriction).
+	roleCustomers []int64
+	// replaced names what had strings PostgreSQL cannot store (see clean).
+	replaced replacedStrings
+}
+
+// replacedStrings are the ids whose strings clean changed.
+type replacedStrings struct {
+	users, invitations, accounts []int64
+	customer                     bool
+}
+
+// clean returns s as PostgreSQL text can hold it: a NUL byte, or a byte
+// sequence that is not UTF-8, becomes U+FFFD; every other string (quotes,
+// newlines, emoji, right-to-left text, long values) stays verbatim. It
+// reports whether it changed s.
+func clean(s string) (string, bool) {
+	if !strings.ContainsRune(s, 0) && utf8.ValidString(s) {
+		return s, false
+	}
+	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD"), true
+}
+
+// cleanAll cleans the strings ps point to and reports whether any changed.
+func cleanAll(ps ...*string) bool {
+	changed := false
+	for _, p := range ps {
+		var c bool
+		*p, c = clean(*p)
+		changed = changed || c
+	}
+	return changed
 }
 
 func nullable(s string) any {
@@ -196,10 +240,19 @@ func stage(snap *msads.Snapshot) (*staged, error) {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("%w: customer %d: %s", ErrInvalidSnapshot, cid, fmt.Sprintf(format, args...))
 	}
-	st := &staged{customerID: cid, customerName: snap.CustomerName, accountsFetched: snap.AccountsFetched}
+	st := &staged{customerID: cid, customerName: snap.CustomerName, accountsFetched: snap.AccountsFetched,
+		roleCustomers: sortedIDs(snap.RoleCustomers)}
+	st.replaced.customer = cleanAll(&st.customerName)
 
 	users := slices.Clone(snap.Users)
 	slices.SortStableFunc(users, func(a, b msads.User) int { return cmp.Compare(a.ID, b.ID) })
+	for i := range users {
+		u := &users[i]
+		if cleanAll(&u.UserName, &u.Email, &u.FirstName, &u.LastName, &u.JobTitle, &u.Lcid, &u.LifecycleStatus,
+			&u.DetailTrackingID, &u.DetailError) {
+			st.replaced.users = append(st.replaced.users, u.ID)
+		}
+	}
 	// listed maps the listed users to their detail status.
 	listed := make(map[int64]string, len(users))
 	for i, u := range users {
@@ -273,6 +326,9 @@ func stage(snap *msads.Snapshot) (*staged, error) {
 	})
 	for _, k := range keys {
 		r := merged[k]
+		if cleanAll(&r.CustomerLinkPermission) {
+			st.replaced.users = append(st.replaced.users, r.UserID)
+		}
 		st.roles = append(st.roles, []any{r.UserID, r.CustomerID, r.RoleID, sortedIDs(r.AccountIDs),
 			sortedIDs(r.LinkedAccountIDs), nullable(r.CustomerLinkPermission)})
 	}
@@ -285,6 +341,9 @@ func stage(snap *msads.Snapshot) (*staged, error) {
 		}
 		if i+1 < len(invs) && invs[i+1].ID == inv.ID {
 			continue
+		}
+		if cleanAll(&inv.Email, &inv.FirstName, &inv.LastName, &inv.Lcid) {
+			st.replaced.invitations = append(st.replaced.invitations, inv.ID)
 		}
 		st.invitations = append(st.invitations, []any{inv.ID, nullable(inv.Email), nullable(inv.FirstName),
 			nullable(inv.LastName), inv.RoleID, sortedIDs(inv.AccountIDs), nullable(inv.Lcid), inv.ExpirationDate})
@@ -300,9 +359,14 @@ func stage(snap *msads.Snapshot) (*staged, error) {
 			if i+1 < len(accs) && accs[i+1].ID == a.ID {
 				continue
 			}
+			if cleanAll(&a.Name, &a.Number, &a.Status) {
+				st.replaced.accounts = append(st.replaced.accounts, a.ID)
+			}
 			st.accounts = append(st.accounts, []any{a.ID, nullable(a.Name), nullable(a.Number), nullable(a.Status), a.PauseReason})
 		}
 	}
+	slices.Sort(st.replaced.users)
+	st.replaced.users = slices.Compact(st.replaced.users)
 	return st, nil
 }
 
@@ -311,8 +375,9 @@ func stage(snap *msads.Snapshot) (*staged, error) {
 // saves creating five tables per snapshot. Their keys are
 // indexed so that the anti-joins of the removal statements probe them
 // instead of scanning. s_scope holds the users whose roles this snapshot
-// decides: the listed users GetUser read (detail_status 'ok'), and the users
-// it removed that no current users row lists any more. An unreadable user's
+// decides: the listed users GetUser read (detail_status 'ok'); the roles of
+// users no current users row lists any more are SweepRoles' to remove, once
+// every customer of a run is written. An unreadable user's
 // staged row has only user_id, user_name and the detail columns.
 const createStaging = `
 CREATE TEMP TABLE IF NOT EXISTS s_users (
@@ -417,14 +482,13 @@ func (w *writer) write(ctx context.Context, ch *Changes) error {
 	if err := w.hook("accounts"); err != nil {
 		return err
 	}
-	removedUsers, err := w.users(ctx, ch)
-	if err != nil {
+	if err := w.users(ctx, ch); err != nil {
 		return err
 	}
 	if err := w.hook("users"); err != nil {
 		return err
 	}
-	if err := w.roles(ctx, ch, removedUsers); err != nil {
+	if err := w.roles(ctx, ch); err != nil {
 		return err
 	}
 	if err := w.hook("roles"); err != nil {
@@ -451,7 +515,7 @@ type work struct {
 	rolesCurrent           int  // current roles of the listed users GetUser read
 	rolesUpsert            bool // a staged role is new, changed or reappearing
 	rolesHistoryOpen       bool // a staged role has an open history row (or rolesCurrent > 0: not looked for)
-	rolesRemove            bool // a current role of a listed user GetUser read is not staged
+	rolesRemove            bool // a current role of a listed user GetUser read is not staged, in a customer the snapshot may remove roles of
 	invitationsCurrent     int  // the customer's current invitations
 	invitationsUpsert      bool
 	invitationsHistoryOpen bool // as rolesHistoryOpen
@@ -499,7 +563,9 @@ func userValues(s, t string) []string {
 // counts the current rows (cur), those with a staged row (keyed) and those
 // whose staged row has the same values (same; for users, the values
 // userValues would write): the upsert has work unless same equals the
-// number of staged rows, the removal unless keyed equals cur. "Same" is
+// number of staged rows, the removal unless keyed equals cur. For roles it
+// counts instead the unstaged current rows the removal rule (ownedBy) lets
+// this snapshot remove. "Same" is
 // exactly what the upserts' IS DISTINCT FROM filters skip. When no listed
 // user has a current role (or the customer no current invitation), it also
 // looks for open history rows of the staged keys, which the plain inserts
@@ -510,7 +576,7 @@ func userValues(s, t string) []string {
 var surveySQL = `
 SELECT u.total, u.cur, u.cur - u.keyed, u.same,
        u.total > 0 OR EXISTS (SELECT 1 FROM users_history h WHERE h.customer_id = $1),
-       r.cur, r.keyed, r.same, i.cur, i.keyed, i.same, a.cur, a.keyed, a.same,
+       r.cur, r.removable, r.same, i.cur, i.keyed, i.same, a.cur, a.keyed, a.same,
        CASE WHEN r.cur = 0 THEN EXISTS (SELECT 1 FROM s_roles s WHERE EXISTS (
            SELECT 1 FROM user_roles_history h
            WHERE h.user_id = s.user_id AND h.customer_id = s.customer_id AND h.role_id = s.role_id AND h.valid_to IS NULL
@@ -530,7 +596,8 @@ FROM (
     ) s ON true
     WHERE t.customer_id = $1
 ) u, (
-    SELECT count(*) AS cur, count(s.same) AS keyed, count(*) FILTER (WHERE s.same) AS same
+    SELECT count(*) AS cur, count(*) FILTER (WHERE s.same IS NULL AND ` + ownedBy("$3::bigint[]") + `) AS removable,
+           count(*) FILTER (WHERE s.same) AS same
     FROM s_users sc
     CROSS JOIN LATERAL (
         SELECT x.user_id, x.customer_id, x.role_id, x.account_ids, x.linked_account_ids, x.customer_link_permission
@@ -563,10 +630,10 @@ FROM (
 ) a`
 
 func (w *writer) survey(ctx context.Context) error {
-	var usersTotal, usersSame, rolesCur, rolesKeyed, rolesSame, invCur, invKeyed, invSame, accCur, accKeyed, accSame int
+	var usersTotal, usersSame, rolesCur, rolesRemovable, rolesSame, invCur, invKeyed, invSame, accCur, accKeyed, accSame int
 	k := &w.work
-	err := w.tx.QueryRow(ctx, surveySQL, w.st.customerID, w.st.accountsFetched).Scan(&usersTotal, &k.current, &k.removing,
-		&usersSame, &k.usersKnown, &rolesCur, &rolesKeyed, &rolesSame, &invCur, &invKeyed, &invSame, &accCur, &accKeyed, &accSame,
+	err := w.tx.QueryRow(ctx, surveySQL, w.st.customerID, w.st.accountsFetched, w.st.roleCustomers).Scan(&usersTotal, &k.current, &k.removing,
+		&usersSame, &k.usersKnown, &rolesCur, &rolesRemovable, &rolesSame, &invCur, &invKeyed, &invSame, &accCur, &accKeyed, &accSame,
 		&k.rolesHistoryOpen, &k.invitationsHistoryOpen)
 	if err != nil {
 		return fmt.Errorf("compare snapshot: %w", err)
@@ -575,7 +642,7 @@ func (w *writer) survey(ctx context.Context) error {
 	k.usersUpsert = usersSame < len(st.users)
 	k.rolesCurrent = rolesCur
 	k.rolesUpsert = rolesSame < len(st.roles)
-	k.rolesRemove = rolesKeyed < rolesCur
+	k.rolesRemove = rolesRemovable > 0
 	k.invitationsCurrent = invCur
 	k.invitationsUpsert = invSame < len(st.invitations)
 	k.invitationsRemove = invKeyed < invCur
@@ -750,9 +817,31 @@ WITH cur AS (` + cur + `
 SELECT change, count(*) FROM hist GROUP BY change`
 }
 
-// remove soft-removes the current rows matched by where (on alias t) and
-// appends 'removed' history rows; it returns the removed rows' keys.
-func (e entity) remove(where, from string) string {
+// The removal rule, written once: a writer removes a row only when the row's
+// customer (its customer_id: the listing customer of a users row, the
+// invitation's customer, the role's customer) is one whose rows of that kind
+// the writer saw completely. owners is the SQL bigint[] of those customers:
+//
+//   - users and invitations: the snapshot's own customer, whose complete
+//     listing omitted them;
+//   - roles of the listed users GetUser read: Snapshot.RoleCustomers, the
+//     customers the run's credential can see (GetUser returns a user's
+//     complete role set in those, and only in those); NULL means any;
+//   - SweepRoles (users no current users row lists): the customers the
+//     credential can see that synced in the run.
+//
+// So a row is only ever removed by a writer that could have seen it, and
+// several credentials writing one schema never undo each other. Every
+// removal statement is built by entity.remove, which applies it; the
+// survey counts removable roles with it too.
+func ownedBy(owners string) string {
+	return "(" + owners + " IS NULL OR t.customer_id = ANY(" + owners + "))"
+}
+
+// remove soft-removes the current rows matched by where (on alias t) whose
+// customer is in owners (ownedBy) and appends 'removed' history rows
+// ($2 is the run id); it returns the removed rows' keys.
+func (e entity) remove(owners, where, from string) string {
 	all := append(slices.Clone(e.key), e.cols...)
 	if from != "" {
 		from = "\n    FROM " + from
@@ -760,7 +849,7 @@ func (e entity) remove(where, from string) string {
 	return `
 WITH rm AS (
     UPDATE ` + e.table + ` t SET removed_at = now(), updated_at = now()` + from + `
-    WHERE t.removed_at IS NULL AND ` + where + `
+    WHERE t.removed_at IS NULL AND ` + ownedBy(owners) + ` AND ` + where + `
     RETURNING ` + prefixed("t.", all) + `
 )` + e.historyCTEs("rm", "'removed'", "") + `
 SELECT ` + prefixed("rm.", e.key) + ` FROM rm`
@@ -782,15 +871,10 @@ WITH ins AS (
 )
 INSERT INTO users_history (customer_id, ` + strings.Join(userCols, ", ") + `, valid_from, change, run_id)
 SELECT ins.customer_id, ` + prefixed("ins.", userCols) + `, now(), 'added', $2::bigint FROM ins ORDER BY ins.user_id`
-	usersRemove = usersEntity.remove(`t.customer_id = $1 AND NOT EXISTS (SELECT 1 FROM s_users s WHERE s.user_id = t.user_id)`, "")
+	usersRemove = usersEntity.remove("ARRAY[$1::bigint]", `NOT EXISTS (SELECT 1 FROM s_users s WHERE s.user_id = t.user_id)`, "")
 
-	rolesScope = `
-INSERT INTO s_scope (user_id)
-SELECT user_id FROM s_users WHERE detail_status = 'ok'
-UNION
-SELECT u FROM unnest($1::bigint[]) u
-WHERE NOT EXISTS (SELECT 1 FROM users x WHERE x.user_id = u AND x.removed_at IS NULL)`
-	rolesLock = `
+	rolesScope = `INSERT INTO s_scope (user_id) SELECT user_id FROM s_users WHERE detail_status = 'ok'`
+	rolesLock  = `
 SELECT 1 FROM s_scope sc JOIN user_roles t ON t.user_id = sc.user_id
 ORDER BY t.user_id, t.customer_id, t.role_id
 FOR UPDATE OF t`
@@ -850,11 +934,14 @@ INSERT INTO user_roles_history (` + strings.Join(roleCols, ", ") + `, valid_from
 SELECT ` + prefixed("ins.", roleCols) + `, now(), 'added', $1::bigint FROM ins
 ORDER BY ins.user_id, ins.customer_id, ins.role_id`
 
-	// Roles are removed for the listed users (their complete role set is in
-	// the snapshot) and for users no current users row lists any more.
+	// Roles are removed for the listed users GetUser read (their complete
+	// role set visible to the credential is in the snapshot), in the
+	// customers of Snapshot.RoleCustomers ($3). The roles of users no
+	// current users row lists any more are SweepRoles': concurrent
+	// snapshot transactions see each other's users rows half written.
 	// The candidates are found from s_scope through the user_roles key
 	// (LATERAL ... OFFSET 0 keeps that join order whatever the statistics).
-	rolesRemove = rolesEntity.remove(`$1::bigint IS NOT NULL AND t.user_id = c.user_id AND t.customer_id = c.customer_id AND t.role_id = c.role_id`, `(
+	rolesRemove = rolesEntity.remove("$3::bigint[]", `$1::bigint IS NOT NULL AND t.user_id = c.user_id AND t.customer_id = c.customer_id AND t.role_id = c.role_id`, `(
         SELECT r.user_id, r.customer_id, r.role_id
         FROM s_scope sc
         CROSS JOIN LATERAL (
@@ -879,10 +966,10 @@ WITH ins AS (
 INSERT INTO user_invitations_history (` + strings.Join(invitationsEntity.all(), ", ") + `, valid_from, change, run_id)
 SELECT ` + prefixed("ins.", invitationsEntity.all()) + `, now(), 'added', $2::bigint FROM ins
 ORDER BY ins.invitation_id`
-	invitationsRemove = invitationsEntity.remove(`t.customer_id = $1 AND NOT EXISTS (SELECT 1 FROM s_invitations s WHERE s.invitation_id = t.invitation_id)`, "")
+	invitationsRemove = invitationsEntity.remove("ARRAY[$1::bigint]", `NOT EXISTS (SELECT 1 FROM s_invitations s WHERE s.invitation_id = t.invitation_id)`, "")
 )
 
-func (w *writer) users(ctx context.Context, ch *Changes) (removed []int64, err error) {
+func (w *writer) users(ctx context.Context, ch *Changes) error {
 	switch {
 	case !w.work.usersUpsert:
 	case !w.work.usersKnown:
@@ -891,49 +978,40 @@ func (w *writer) users(ctx context.Context, ch *Changes) (removed []int64, err e
 		// of this customer's rows out, so plain inserts do.
 		tag, err := w.tx.Exec(ctx, usersInsertNew, w.st.customerID, w.run())
 		if err != nil {
-			return nil, fmt.Errorf("write users: %w", err)
+			return fmt.Errorf("write users: %w", err)
 		}
 		ch.UsersAdded += int(tag.RowsAffected())
 	default:
 		if err := w.analyze(ctx); err != nil {
-			return nil, err
+			return err
 		}
 		rows, err := w.tx.Query(ctx, usersUpsert, w.st.customerID, w.run())
 		if err != nil {
-			return nil, fmt.Errorf("write users: %w", err)
+			return fmt.Errorf("write users: %w", err)
 		}
 		if err := countChanges(rows, &ch.UsersAdded, &ch.UsersChanged, &ch.UsersRemoved, &ch.UsersReappeared); err != nil {
-			return nil, fmt.Errorf("write users: %w", err)
+			return fmt.Errorf("write users: %w", err)
 		}
 	}
 	if w.work.removing == 0 {
-		return nil, nil
-	}
-	if err := w.analyze(ctx); err != nil {
-		return nil, err
-	}
-	rows, err := w.tx.Query(ctx, usersRemove, w.st.customerID, w.run())
-	if err != nil {
-		return nil, fmt.Errorf("remove users: %w", err)
-	}
-	removed, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (int64, error) {
-		var cid, uid int64
-		err := r.Scan(&cid, &uid)
-		return uid, err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("remove users: %w", err)
-	}
-	ch.UsersRemoved += len(removed)
-	return removed, nil
-}
-
-func (w *writer) roles(ctx context.Context, ch *Changes, removedUsers []int64) error {
-	if len(w.st.userIDs) == 0 && len(removedUsers) == 0 {
 		return nil
 	}
-	// removedUsers widen the scope beyond what survey compared.
-	upsert, remove := w.work.rolesUpsert, w.work.rolesRemove || len(removedUsers) > 0
+	if err := w.analyze(ctx); err != nil {
+		return err
+	}
+	tag, err := w.tx.Exec(ctx, usersRemove, w.st.customerID, w.run())
+	if err != nil {
+		return fmt.Errorf("remove users: %w", err)
+	}
+	ch.UsersRemoved += int(tag.RowsAffected())
+	return nil
+}
+
+func (w *writer) roles(ctx context.Context, ch *Changes) error {
+	if len(w.st.userIDs) == 0 {
+		return nil
+	}
+	upsert, remove := w.work.rolesUpsert, w.work.rolesRemove
 	if !upsert && !remove {
 		return nil
 	}
@@ -955,7 +1033,7 @@ func (w *writer) roles(ctx context.Context, ch *Changes, removedUsers []int64) e
 	if err := w.analyze(ctx); err != nil {
 		return err
 	}
-	if _, err := w.tx.Exec(ctx, rolesScope, removedUsers); err != nil {
+	if _, err := w.tx.Exec(ctx, rolesScope); err != nil {
 		return fmt.Errorf("stage role scope: %w", err)
 	}
 	if _, err := w.tx.Exec(ctx, "ANALYZE s_scope"); err != nil {
@@ -981,7 +1059,7 @@ func (w *writer) roles(ctx context.Context, ch *Changes, removedUsers []int64) e
 	if !remove {
 		return nil
 	}
-	tag, err := w.tx.Exec(ctx, rolesRemove, w.st.customerID, w.run())
+	tag, err := w.tx.Exec(ctx, rolesRemove, w.st.customerID, w.run(), w.st.roleCustomers)
 	if err != nil {
 		return fmt.Errorf("remove roles: %w", err)
 	}

@@ -31,8 +31,11 @@ func TestFirstLoadRoleKeyRemovedElsewhere(t *testing.T) {
 		Roles: []msads.Role{{UserID: 7, CustomerID: 1, RoleID: msads.RoleViewer}, {UserID: 8, CustomerID: 1, RoleID: msads.RoleViewer}}}
 	b.write(t, a)
 	a.Users, a.Roles = a.Users[1:], a.Roles[1:] // user 7 gone, and with it its role
-	if ch, want := b.write(t, a), (Changes{UsersRemoved: 1, RolesRemoved: 1}); ch != want {
+	if ch, want := b.write(t, a), (Changes{UsersRemoved: 1}); ch != want {
 		t.Fatalf("removal = %v, want %v", ch, want)
+	}
+	if n := b.sweep(t, 1); n != 1 {
+		t.Fatalf("sweep removed %d roles, want 1", n)
 	}
 	// Customer 2's first load lists user 7 with the same role and a new one.
 	c := &msads.Snapshot{CustomerID: 2, Users: []msads.User{{ID: 7, UserName: "seven"}},
@@ -90,37 +93,38 @@ func TestSurveyFindsEachChange(t *testing.T) {
 		name   string
 		change func(*msads.Snapshot)
 		want   Changes
+		swept  int // roles SweepRoles then removes
 	}{
-		{"user changed", func(s *msads.Snapshot) { s.Users[2].LastName = "New" }, Changes{UsersChanged: 1}},
-		{"user field cleared", func(s *msads.Snapshot) { s.Users[0].Email = "" }, Changes{UsersChanged: 1}},
-		{"role scope", func(s *msads.Snapshot) { s.Roles[1].AccountIDs = []int64{11} }, Changes{RolesChanged: 1}},
-		{"role scope widened to all", func(s *msads.Snapshot) { s.Roles[1].AccountIDs = nil }, Changes{RolesChanged: 1}},
+		{"user changed", func(s *msads.Snapshot) { s.Users[2].LastName = "New" }, Changes{UsersChanged: 1}, 0},
+		{"user field cleared", func(s *msads.Snapshot) { s.Users[0].Email = "" }, Changes{UsersChanged: 1}, 0},
+		{"role scope", func(s *msads.Snapshot) { s.Roles[1].AccountIDs = []int64{11} }, Changes{RolesChanged: 1}, 0},
+		{"role scope widened to all", func(s *msads.Snapshot) { s.Roles[1].AccountIDs = nil }, Changes{RolesChanged: 1}, 0},
 		{"role added", func(s *msads.Snapshot) {
 			s.Roles = append(s.Roles, msads.Role{UserID: 4, CustomerID: 2002, RoleID: msads.RoleViewer})
-		}, Changes{RolesAdded: 1}},
-		{"role removed", func(s *msads.Snapshot) { s.Roles = s.Roles[:3] }, Changes{RolesRemoved: 2}},
-		{"invitation changed", func(s *msads.Snapshot) { s.Invitations[0].RoleID = msads.RoleViewer }, Changes{InvitationsChanged: 1}},
-		{"invitation removed", func(s *msads.Snapshot) { s.Invitations = s.Invitations[1:] }, Changes{InvitationsRemoved: 1}},
+		}, Changes{RolesAdded: 1}, 0},
+		{"role removed", func(s *msads.Snapshot) { s.Roles = s.Roles[:3] }, Changes{RolesRemoved: 2}, 0},
+		{"invitation changed", func(s *msads.Snapshot) { s.Invitations[0].RoleID = msads.RoleViewer }, Changes{InvitationsChanged: 1}, 0},
+		{"invitation removed", func(s *msads.Snapshot) { s.Invitations = s.Invitations[1:] }, Changes{InvitationsRemoved: 1}, 0},
 		{"invitation added", func(s *msads.Snapshot) {
 			s.Invitations = append(s.Invitations, msads.Invitation{ID: 503, Email: "z@example.com"})
-		}, Changes{InvitationsAdded: 1}},
-		{"account renamed", func(s *msads.Snapshot) { s.Accounts[0].Name = "Renamed" }, Changes{AccountsChanged: 1}},
-		{"account removed", func(s *msads.Snapshot) { s.Accounts = s.Accounts[1:] }, Changes{AccountsRemoved: 1}},
+		}, Changes{InvitationsAdded: 1}, 0},
+		{"account renamed", func(s *msads.Snapshot) { s.Accounts[0].Name = "Renamed" }, Changes{AccountsChanged: 1}, 0},
+		{"account removed", func(s *msads.Snapshot) { s.Accounts = s.Accounts[1:] }, Changes{AccountsRemoved: 1}, 0},
 		{"user unreadable", func(s *msads.Snapshot) {
 			s.Users[2] = msads.User{ID: 3, UserName: "user3", DetailStatus: msads.DetailUnreadable, DetailCode: 106}
 			s.Roles = slicesDelete(slicesDelete(s.Roles, 3), 2)
-		}, Changes{UsersChanged: 1}},
+		}, Changes{UsersChanged: 1}, 0},
 		{"user not found, renamed", func(s *msads.Snapshot) {
 			s.Users[0] = msads.User{ID: 1, UserName: "renamed", DetailStatus: msads.DetailNotFound, DetailCode: 1001}
 			s.Roles = s.Roles[1:]
-		}, Changes{UsersChanged: 1}},
-		{"role scope emptied", func(s *msads.Snapshot) { s.Roles[1].AccountIDs = []int64{} }, Changes{RolesChanged: 1}},
-		{"role scope all to empty", func(s *msads.Snapshot) { s.Roles[0].AccountIDs = []int64{} }, Changes{RolesChanged: 1}},
-		{"invitation scope all to empty", func(s *msads.Snapshot) { s.Invitations[0].AccountIDs = []int64{} }, Changes{InvitationsChanged: 1}},
+		}, Changes{UsersChanged: 1}, 0},
+		{"role scope emptied", func(s *msads.Snapshot) { s.Roles[1].AccountIDs = []int64{} }, Changes{RolesChanged: 1}, 0},
+		{"role scope all to empty", func(s *msads.Snapshot) { s.Roles[0].AccountIDs = []int64{} }, Changes{RolesChanged: 1}, 0},
+		{"invitation scope all to empty", func(s *msads.Snapshot) { s.Invitations[0].AccountIDs = []int64{} }, Changes{InvitationsChanged: 1}, 0},
 		{"user removed", func(s *msads.Snapshot) {
 			s.Users = s.Users[:3]
 			s.Roles = s.Roles[:4]
-		}, Changes{UsersRemoved: 1, RolesRemoved: 1}},
+		}, Changes{UsersRemoved: 1}, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -130,6 +134,9 @@ func TestSurveyFindsEachChange(t *testing.T) {
 			tc.change(snap)
 			if ch := b.write(t, snap); ch != tc.want {
 				t.Errorf("changes = %v, want %v", ch, tc.want)
+			}
+			if n := b.sweep(t, cust, 2002); n != tc.swept {
+				t.Errorf("sweep removed %d roles, want %d", n, tc.swept)
 			}
 			oneOpenVersion(t, b)
 			before := b.versions(t)

@@ -47,6 +47,14 @@ type Snapshot struct {
 	// Users, Roles holds the user's complete set of roles visible to the
 	// caller; unreadable users have none here and their stored roles stay.
 	Roles []Role
+	// RoleCustomers are the customers whose roles this snapshot may remove:
+	// a current role of a listed readable user that Roles omits is removed
+	// only when its customer is in RoleCustomers, i.e. one the credential
+	// that read the snapshot can see (GetUser shows a user's roles only in
+	// those). Roles of other customers are added or updated, never
+	// removed. nil means no restriction (tests and tools); an empty non-nil
+	// slice removes no role.
+	RoleCustomers []int64
 	// Invitations are the pending invitations (expired ones included) of
 	// CustomerID.
 	Invitations []Invitation

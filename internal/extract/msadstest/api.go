@@ -189,7 +189,8 @@ func (s *Server) handleAPI(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	if e, ok := s.authenticate(r); !ok {
+	cred, e, ok := s.authenticate(r)
+	if !ok {
 		s.writeFault(w, e)
 		return
 	}
@@ -231,24 +232,24 @@ func (s *Server) handleAPI(w http.ResponseWriter, r *http.Request) {
 
 	var (
 		resp any
-		e    *apiErr
+		fe   *apiErr
 	)
 	s.mu.Lock()
 	switch op {
 	case OpGetUsersInfo:
-		resp, e = s.getUsersInfoLocked(&req)
+		resp, fe = s.getUsersInfoLocked(cred, &req)
 	case OpGetUser:
-		resp, e = s.getUserLocked(&req, r)
+		resp, fe = s.getUserLocked(cred, &req, r)
 	case OpSearchUserInvitations:
-		resp, e = s.searchInvitationsLocked(&req)
+		resp, fe = s.searchInvitationsLocked(cred, &req)
 	case OpGetCustomersInfo:
-		resp, e = s.getCustomersInfoLocked(&req)
+		resp, fe = s.getCustomersInfoLocked(cred, &req)
 	case OpGetAccountsInfo:
-		resp, e = s.getAccountsInfoLocked(&req)
+		resp, fe = s.getAccountsInfoLocked(cred, &req)
 	}
 	s.mu.Unlock()
-	if e != nil {
-		s.writeFault(w, *e)
+	if fe != nil {
+		s.writeFault(w, *fe)
 		return
 	}
 	w.Header().Set("TrackingId", s.trackingID())
@@ -274,34 +275,32 @@ func (s *Server) isRevoked(customers []int64) bool {
 
 const invalidCredentials = "Authentication failed. Either supplied credentials are invalid or the account is inactive."
 
-func (s *Server) authenticate(r *http.Request) (apiErr, bool) {
-	if r.Header.Get("DeveloperToken") != s.devToken {
-		return *fault(401, 105, invalidCredentials), false
-	}
+// authenticate checks the developer token (any credential's) and the
+// access token, and returns the credential the access token was issued to.
+func (s *Server) authenticate(r *http.Request) (*Credential, apiErr, bool) {
+	dev := r.Header.Get("DeveloperToken")
 	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if !ok || tok == "" {
-		return *fault(401, 105, invalidCredentials), false
-	}
 	s.mu.Lock()
-	exp, known := s.access[tok]
+	devKnown := slices.ContainsFunc(s.creds, func(c *Credential) bool { return c.devToken == dev })
+	at, known := s.access[tok]
 	s.mu.Unlock()
 	switch {
-	case !known:
-		return *fault(401, 105, invalidCredentials), false
-	case time.Now().After(exp):
-		return *fault(401, 109, ""), false
+	case !devKnown, !ok, tok == "", !known:
+		return nil, *fault(401, 105, invalidCredentials), false
+	case time.Now().After(at.exp):
+		return nil, *fault(401, 109, ""), false
 	}
-	return apiErr{}, true
+	return at.cred, apiErr{}, true
 }
 
 func notAuthorized() *apiErr { return fault(400, 106, "") }
 
-func (s *Server) getUsersInfoLocked(req *apiRequest) (any, *apiErr) {
+func (s *Server) getUsersInfoLocked(c *Credential, req *apiRequest) (any, *apiErr) {
 	cid, ok := parseID(req.CustomerID)
 	if !ok {
 		return nil, fault(400, 203, "CustomerId is null or invalid.")
 	}
-	if !s.reachable[cid] {
+	if !s.reachableLocked(c, cid) {
 		return nil, notAuthorized()
 	}
 	list := []any{}
@@ -372,16 +371,16 @@ func forwardCompatibilityMap(id int64) []any {
 	return []any{}
 }
 
-func (s *Server) getUserLocked(req *apiRequest, r *http.Request) (any, *apiErr) {
+func (s *Server) getUserLocked(c *Credential, req *apiRequest, r *http.Request) (any, *apiErr) {
 	ctx := headerCustomer(r)
 	if h := r.Header.Get("CustomerId"); h != "" {
-		if id, err := strconv.ParseInt(h, 10, 64); err != nil || !s.reachable[id] {
+		if id, err := strconv.ParseInt(h, 10, 64); err != nil || !s.reachableLocked(c, id) {
 			return nil, notAuthorized()
 		}
 	}
 	var uid int64
 	if len(req.UserID) == 0 || string(req.UserID) == "null" {
-		uid = s.ds.PrincipalID() // the caller
+		uid = s.principalLocked(c) // the caller
 		if uid == 0 {
 			return nil, notAuthorized()
 		}
@@ -411,7 +410,7 @@ func (s *Server) getUserLocked(req *apiRequest, r *http.Request) (any, *apiErr) 
 	u := s.ds.Users[i]
 	roles := []any{}
 	for _, rl := range s.ds.Roles {
-		if rl.UserID != uid || !s.reachable[rl.CustomerID] {
+		if rl.UserID != uid || !s.reachableLocked(c, rl.CustomerID) {
 			continue
 		}
 		roles = append(roles, map[string]any{"AccountIds": ids(rl.AccountIDs), "CustomerId": strconv.FormatInt(rl.CustomerID, 10),
@@ -437,7 +436,7 @@ func (s *Server) getUserLocked(req *apiRequest, r *http.Request) (any, *apiErr) 
 	return map[string]any{"User": user, "CustomerRoles": roles}, nil
 }
 
-func (s *Server) searchInvitationsLocked(req *apiRequest) (any, *apiErr) {
+func (s *Server) searchInvitationsLocked(c *Credential, req *apiRequest) (any, *apiErr) {
 	bad := &apiErr{status: 400, codes: []int{3030}, shape: ShapeApiFault}
 	if len(req.Predicates) != 1 || req.Predicates[0].Field != "CustomerId" {
 		return nil, bad
@@ -467,7 +466,7 @@ func (s *Server) searchInvitationsLocked(req *apiRequest) (any, *apiErr) {
 		return nil, bad
 	}
 	for _, id := range want {
-		if !s.reachable[id] {
+		if !s.reachableLocked(c, id) {
 			return nil, notAuthorized()
 		}
 	}
@@ -483,7 +482,7 @@ func (s *Server) searchInvitationsLocked(req *apiRequest) (any, *apiErr) {
 	return map[string]any{"UserInvitations": list}, nil
 }
 
-func (s *Server) getCustomersInfoLocked(req *apiRequest) (any, *apiErr) {
+func (s *Server) getCustomersInfoLocked(cred *Credential, req *apiRequest) (any, *apiErr) {
 	if req.TopN == nil || *req.TopN < 1 {
 		return nil, fault(400, 201, "TopN must be at least 1.")
 	}
@@ -500,7 +499,7 @@ func (s *Server) getCustomersInfoLocked(req *apiRequest) (any, *apiErr) {
 		if len(list) >= limit {
 			break
 		}
-		if !s.reachable[c.ID] || s.hidden[c.ID] {
+		if !s.reachableLocked(cred, c.ID) || s.hidden[c.ID] {
 			continue
 		}
 		if strings.HasPrefix(strings.ToLower(c.Name), prefix) {
@@ -510,11 +509,14 @@ func (s *Server) getCustomersInfoLocked(req *apiRequest) (any, *apiErr) {
 	return map[string]any{"CustomersInfo": list}, nil
 }
 
-func (s *Server) getAccountsInfoLocked(req *apiRequest) (any, *apiErr) {
+func (s *Server) getAccountsInfoLocked(c *Credential, req *apiRequest) (any, *apiErr) {
 	var cid int64
 	if len(req.CustomerID) == 0 || string(req.CustomerID) == "null" {
-		if len(s.ds.Customers) > 0 {
-			cid = s.ds.Customers[0].ID
+		for _, x := range s.ds.Customers {
+			if c.customers == nil || c.customers[x.ID] {
+				cid = x.ID
+				break
+			}
 		}
 	} else {
 		id, ok := parseID(req.CustomerID)
@@ -523,7 +525,7 @@ func (s *Server) getAccountsInfoLocked(req *apiRequest) (any, *apiErr) {
 		}
 		cid = id
 	}
-	if !s.reachable[cid] {
+	if !s.reachableLocked(c, cid) {
 		return nil, notAuthorized()
 	}
 	list := []any{}

@@ -49,7 +49,7 @@ var codeOfError = map[string]int{
 // of an AADSTS code.
 func (s *Server) tokenDescription(code int) string {
 	issued := time.Now().UTC().Add(-91 * 24 * time.Hour).Format("2006-01-02T15:04:05.0000000Z")
-	app := s.clientID
+	app := s.def.clientID
 	var d string
 	switch code {
 	case 70008:
@@ -184,7 +184,10 @@ func (s *Server) takeTokenErrorLocked() (TokenError, bool) {
 func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	ru, err := url.Parse(q.Get("redirect_uri"))
-	if q.Get("client_id") != s.clientID || err != nil || ru.Scheme == "" || q.Get("response_type") != "code" {
+	s.mu.Lock()
+	known := s.credentialLocked(q.Get("client_id")) != nil
+	s.mu.Unlock()
+	if !known || err != nil || ru.Scheme == "" || q.Get("response_type") != "code" {
 		http.Error(w, "AADSTS50011: bad authorize request", http.StatusBadRequest)
 		return
 	}
@@ -223,18 +226,21 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f := r.PostForm
-	if f.Get("client_id") != s.clientID {
+	s.mu.Lock()
+	cred := s.credentialLocked(f.Get("client_id"))
+	s.mu.Unlock()
+	if cred == nil {
 		s.writeTokenError(w, http.StatusUnauthorized, "invalid_client", 700016, "")
 		return
 	}
 	switch {
-	case s.clientSecret == "" && f.Has("client_secret"):
+	case cred.clientSecret == "" && f.Has("client_secret"):
 		s.writeTokenError(w, http.StatusUnauthorized, "invalid_client", 700025, "")
 		return
-	case s.clientSecret != "" && !f.Has("client_secret"):
+	case cred.clientSecret != "" && !f.Has("client_secret"):
 		s.writeTokenError(w, http.StatusUnauthorized, "invalid_client", 7000218, "")
 		return
-	case s.clientSecret != "" && f.Get("client_secret") != s.clientSecret:
+	case cred.clientSecret != "" && f.Get("client_secret") != cred.clientSecret:
 		s.writeTokenError(w, http.StatusUnauthorized, "invalid_client", 7000215, "")
 		return
 	}
@@ -247,13 +253,14 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 	switch f.Get("grant_type") {
 	case "refresh_token":
 		rt := f.Get("refresh_token")
-		used, known := s.refresh[rt]
-		if !known || (used && s.rejectSuperseded) {
+		st, known := s.refresh[rt]
+		// A refresh token is bound to the client it was issued to.
+		if !known || st.cred != cred || (st.used && s.rejectSuperseded) {
 			s.writeTokenError(w, http.StatusBadRequest, "invalid_grant", 70000,
 				"AADSTS70000: The provided value for the 'refresh_token' is not valid. The refresh token has expired, been revoked or superseded.")
 			return
 		}
-		s.refresh[rt] = true
+		st.used = true
 	case "authorization_code":
 		code := f.Get("code")
 		unused, issued := s.codes[code]
@@ -276,11 +283,11 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 		s.writeTokenError(w, http.StatusBadRequest, "unsupported_grant_type", 70003, "")
 		return
 	}
-	newRT := s.newRefreshLocked()
-	s.latestRefresh = newRT
+	newRT := s.newRefreshLocked(cred)
+	cred.latestRefresh = newRT
 	writeJSON(w, http.StatusOK, map[string]any{
 		"token_type": "Bearer", "scope": "https://ads.microsoft.com/msads.manage",
 		"expires_in": int(s.accessTTL / time.Second), "ext_expires_in": int(s.accessTTL / time.Second),
-		"access_token": s.newAccessLocked(), "refresh_token": newRT,
+		"access_token": s.newAccessLocked(cred), "refresh_token": newRT,
 	})
 }

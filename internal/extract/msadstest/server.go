@@ -84,6 +84,15 @@
 //     interaction_required 50076, 50079, 65001; invalid_scope 70011;
 //     temporarily_unavailable on 503; or a Canned HTML page), on every grant
 //     or the next Times.
+//   - Several credentials over the same data: AddCredential(principal,
+//     customers) returns one with its own developer token, OAuth client id
+//     and secret and refresh tokens. Access tokens remember the credential
+//     they were issued to, refresh tokens are bound to their client, and
+//     any known developer token is accepted. A credential reaches only its
+//     customers: calls for others answer 106, GetCustomersInfo lists only
+//     its own, GetUser returns only the roles in them, and GetUser without
+//     a user id answers its principal. The default credential (ClientID,
+//     DeveloperToken…) reaches every reachable customer, as before.
 //   - "/oauth2/v2.0/authorize" redirects to redirect_uri with a fresh code and
 //     the state, as after a successful sign-in.
 package msadstest
@@ -131,7 +140,7 @@ type Option func(*Server)
 
 // WithPublicClient makes the OAuth client public: no client secret, and a
 // token request that sends one is refused with invalid_request.
-func WithPublicClient() Option { return func(s *Server) { s.clientSecret = "" } }
+func WithPublicClient() Option { return func(s *Server) { s.def.clientSecret = "" } }
 
 // WithAccessTokenTTL sets the lifetime of issued access tokens (default 1h).
 func WithAccessTokenTTL(d time.Duration) Option { return func(s *Server) { s.accessTTL = d } }
@@ -142,18 +151,20 @@ type Server struct {
 	closed chan struct{}
 	once   sync.Once
 
-	devToken, clientID, clientSecret string
-	accessTTL                        time.Duration
+	// def is the default credential; creds are every credential, def
+	// first (see AddCredential).
+	def       *Credential
+	creds     []*Credential
+	accessTTL time.Duration
 
 	mu               sync.Mutex
 	ds               *Dataset
 	reachable        map[int64]bool
 	calls            map[string]int
 	faults           map[faultKey]*faultState
-	access           map[string]time.Time // access token -> expiry
-	refresh          map[string]bool      // refresh token -> used (superseded)
-	latestRefresh    string
-	codes            map[string]bool // auth code -> unused (false: redeemed)
+	access           map[string]issuedAccess  // access token -> expiry and credential
+	refresh          map[string]*refreshState // refresh token -> its state
+	codes            map[string]bool          // auth code -> unused (false: redeemed)
 	rejectSuperseded bool
 	tokenErr         *TokenError
 	userFaults       map[userFaultKey]UserFault
@@ -171,27 +182,26 @@ func NewServer(ds *Dataset, opts ...Option) *Server {
 		ds = &Dataset{}
 	}
 	s := &Server{
-		closed:       make(chan struct{}),
-		devToken:     "DEVTOKEN-" + randHex(6),
-		clientID:     "00000000-sim-" + randHex(4),
-		clientSecret: "secret~" + randHex(10),
-		accessTTL:    time.Hour,
-		ds:           ds,
-		calls:        map[string]int{},
-		faults:       map[faultKey]*faultState{},
-		access:       map[string]time.Time{},
-		refresh:      map[string]bool{},
-		codes:        map[string]bool{},
-		userFaults:   map[userFaultKey]UserFault{},
-		revoked:      map[int64]bool{},
-		unreachable:  map[int64]bool{},
-		hidden:       map[int64]bool{},
+		closed:      make(chan struct{}),
+		accessTTL:   time.Hour,
+		ds:          ds,
+		calls:       map[string]int{},
+		faults:      map[faultKey]*faultState{},
+		access:      map[string]issuedAccess{},
+		refresh:     map[string]*refreshState{},
+		codes:       map[string]bool{},
+		userFaults:  map[userFaultKey]UserFault{},
+		revoked:     map[int64]bool{},
+		unreachable: map[int64]bool{},
+		hidden:      map[int64]bool{},
 	}
+	s.def = s.newCredential()
+	s.creds = []*Credential{s.def}
 	for _, o := range opts {
 		o(s)
 	}
 	s.reindex()
-	s.latestRefresh = s.newRefreshLocked()
+	s.def.latestRefresh = s.newRefreshLocked(s.def)
 	mux := http.NewServeMux()
 	mux.HandleFunc("/oauth2/v2.0/token", s.handleToken)
 	mux.HandleFunc("/oauth2/v2.0/authorize", s.handleAuthorize)
@@ -217,31 +227,138 @@ func (s *Server) APIURL() string { return s.ts.URL + basePath }
 // TokenURL is the OAuth token endpoint to pass as extract.Config.TokenURL.
 func (s *Server) TokenURL() string { return s.ts.URL + "/oauth2/v2.0/token" }
 
-// DeveloperToken is the developer token the server accepts.
-func (s *Server) DeveloperToken() string { return s.devToken }
+// DeveloperToken is the default credential's developer token.
+func (s *Server) DeveloperToken() string { return s.def.devToken }
 
-// ClientID is the OAuth client id the server accepts.
-func (s *Server) ClientID() string { return s.clientID }
+// ClientID is the default credential's OAuth client id.
+func (s *Server) ClientID() string { return s.def.clientID }
 
-// ClientSecret is the OAuth client secret ("" with WithPublicClient).
-func (s *Server) ClientSecret() string { return s.clientSecret }
+// ClientSecret is the default credential's OAuth client secret (""
+// with WithPublicClient).
+func (s *Server) ClientSecret() string { return s.def.clientSecret }
 
-// RefreshToken returns the most recently issued refresh token: the seed
-// until a grant is made, then the latest rotated one. It is valid unless a
-// token fault is set.
-func (s *Server) RefreshToken() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.latestRefresh
+// RefreshToken returns the default credential's most recently issued
+// refresh token: the seed until a grant is made, then the latest rotated
+// one. It is valid unless a token fault is set.
+func (s *Server) RefreshToken() string { return s.def.RefreshToken() }
+
+// IssueRefreshToken mints an additional valid refresh token of the default
+// credential.
+func (s *Server) IssueRefreshToken() string { return s.def.IssueRefreshToken() }
+
+// Credential is one sign-in to the simulated API: a developer token, an
+// OAuth client (id and secret), its refresh and access tokens, a signed-in
+// user (the principal) and the customers it reaches. Several credentials
+// serve the same data, as several logins of one agency do.
+type Credential struct {
+	s                                *Server
+	devToken, clientID, clientSecret string
+	// principal is the signed-in user; 0 on the default credential:
+	// Dataset.PrincipalID.
+	principal int64
+	// customers are the customers it can reach (among the reachable ones
+	// of the data); nil on the default credential: every one.
+	customers map[int64]bool
+	// latestRefresh is guarded by s.mu.
+	latestRefresh string
 }
 
-// IssueRefreshToken mints an additional valid refresh token.
-func (s *Server) IssueRefreshToken() string {
+// AddCredential adds a credential over the same data, with its own
+// developer token, OAuth client id, secret and refresh tokens, whose
+// signed-in user is principal and which reaches only customers (those of
+// them the data has and that are not SetUnreachable): calls for any other
+// customer answer HTTP 400 code 106, GetCustomersInfo lists only its
+// customers, and GetUser returns only the roles in them (answering 106
+// when the user holds none there). GetUser without a user id answers
+// principal, who should hold a role in its customers (AddUser). Access
+// tokens remember the credential they were issued to; the default
+// credential (Server.ClientID…) is unchanged.
+func (s *Server) AddCredential(principal int64, customers []int64) *Credential {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	t := s.newRefreshLocked()
-	s.latestRefresh = t
+	c := s.newCredential()
+	c.principal = principal
+	c.customers = make(map[int64]bool, len(customers))
+	for _, id := range customers {
+		c.customers[id] = true
+	}
+	c.latestRefresh = s.newRefreshLocked(c)
+	s.creds = append(s.creds, c)
+	return c
+}
+
+func (s *Server) newCredential() *Credential {
+	return &Credential{s: s, devToken: "DEVTOKEN-" + randHex(6), clientID: "00000000-sim-" + randHex(4),
+		clientSecret: "secret~" + randHex(10)}
+}
+
+// DeveloperToken is the credential's developer token.
+func (c *Credential) DeveloperToken() string { return c.devToken }
+
+// ClientID is the credential's OAuth client id.
+func (c *Credential) ClientID() string { return c.clientID }
+
+// ClientSecret is the credential's OAuth client secret.
+func (c *Credential) ClientSecret() string { return c.clientSecret }
+
+// RefreshToken returns the credential's most recently issued refresh
+// token.
+func (c *Credential) RefreshToken() string {
+	c.s.mu.Lock()
+	defer c.s.mu.Unlock()
+	return c.latestRefresh
+}
+
+// IssueRefreshToken mints an additional valid refresh token of the
+// credential.
+func (c *Credential) IssueRefreshToken() string {
+	c.s.mu.Lock()
+	defer c.s.mu.Unlock()
+	t := c.s.newRefreshLocked(c)
+	c.latestRefresh = t
 	return t
+}
+
+// Principal returns the credential's signed-in user id.
+func (c *Credential) Principal() int64 {
+	c.s.mu.Lock()
+	defer c.s.mu.Unlock()
+	return c.s.principalLocked(c)
+}
+
+// issuedAccess is an issued access token.
+type issuedAccess struct {
+	exp  time.Time
+	cred *Credential
+}
+
+// refreshState is an issued refresh token.
+type refreshState struct {
+	used bool // redeemed (superseded)
+	cred *Credential
+}
+
+// credentialLocked returns the credential whose OAuth client id is id.
+func (s *Server) credentialLocked(clientID string) *Credential {
+	for _, c := range s.creds {
+		if c.clientID == clientID {
+			return c
+		}
+	}
+	return nil
+}
+
+// reachableLocked reports whether credential c reaches customer id.
+func (s *Server) reachableLocked(c *Credential, id int64) bool {
+	return s.reachable[id] && (c.customers == nil || c.customers[id])
+}
+
+// principalLocked returns credential c's signed-in user.
+func (s *Server) principalLocked(c *Credential) int64 {
+	if c.principal != 0 {
+		return c.principal
+	}
+	return s.ds.PrincipalID()
 }
 
 // IssueAuthCode mints a one-time authorization code for the
@@ -296,8 +413,9 @@ func (s *Server) ExpireAccessTokens() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	past := time.Now().Add(-time.Second)
-	for t := range s.access {
-		s.access[t] = past
+	for t, a := range s.access {
+		a.exp = past
+		s.access[t] = a
 	}
 }
 
@@ -449,17 +567,17 @@ func randHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
-func (s *Server) newRefreshLocked() string {
+func (s *Server) newRefreshLocked(c *Credential) string {
 	s.seq++
 	t := fmt.Sprintf("M.R3_sim.%d.%s", s.seq, randHex(16))
-	s.refresh[t] = false
+	s.refresh[t] = &refreshState{cred: c}
 	return t
 }
 
-func (s *Server) newAccessLocked() string {
+func (s *Server) newAccessLocked(c *Credential) string {
 	s.seq++
 	t := fmt.Sprintf("EwB.sim.%d.%s", s.seq, randHex(16))
-	s.access[t] = time.Now().Add(s.accessTTL)
+	s.access[t] = issuedAccess{exp: time.Now().Add(s.accessTTL), cred: c}
 	return t
 }
 
@@ -541,9 +659,9 @@ func (s *Server) SetCustomersInfoCap(n int) {
 	s.customersCap = max(n, 0)
 }
 
-// Principal returns the signed-in user (Dataset.Principal, else the first
-// user): the user GetUser answers for a null or omitted UserId. It returns
-// 0 and "" when there is none.
+// Principal returns the default credential's signed-in user
+// (Dataset.Principal, else the first user): the user GetUser answers for a
+// null or omitted UserId. It returns 0 and "" when there is none.
 func (s *Server) Principal() (id int64, userName string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

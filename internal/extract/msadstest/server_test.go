@@ -1007,3 +1007,135 @@ func TestDemoDatasetIsARealisticTenant(t *testing.T) {
 		t.Errorf("date %q", lm)
 	}
 }
+
+// credToken redeems c's refresh token for an access token; it returns the
+// token endpoint's status and the access token.
+func credToken(t *testing.T, s *Server, clientID, secret, refresh string) (int, string) {
+	t.Helper()
+	form := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {refresh}, "client_id": {clientID},
+		"client_secret": {secret}, "scope": {"https://ads.microsoft.com/msads.manage offline_access"}}
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, s.TokenURL(), strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var tr struct {
+		AccessToken string `json:"access_token"`
+	}
+	_ = json.NewDecoder(resp.Body).Decode(&tr)
+	return resp.StatusCode, tr.AccessToken
+}
+
+func TestSeveralCredentials(t *testing.T) {
+	t.Parallel()
+	ds := GenerateAt(17, 3, 4, time.Now())
+	c1, c2, c3 := ds.CustomerIDs()[0], ds.CustomerIDs()[1], ds.CustomerIDs()[2]
+	s := NewServer(ds.Clone())
+	t.Cleanup(s.Close)
+	// A user with roles in all three customers; the second credential's
+	// principal holds a role in c2 and c3, which it reaches.
+	const shared, principal = 900001, 900002
+	s.AddUser(c1, msads.User{ID: shared, UserName: "shared"}, []msads.Role{
+		{CustomerID: c1, RoleID: msads.RoleViewer}, {CustomerID: c2, RoleID: msads.RoleStandardUser}, {CustomerID: c3, RoleID: msads.RoleSuperAdmin}})
+	s.AddUser(c2, msads.User{ID: principal, UserName: "second"}, []msads.Role{
+		{CustomerID: c2, RoleID: msads.RoleSuperAdmin}, {CustomerID: c3, RoleID: msads.RoleSuperAdmin}})
+	cred := s.AddCredential(principal, []int64{c2, c3})
+	if cred.DeveloperToken() == s.DeveloperToken() || cred.ClientID() == s.ClientID() || cred.ClientSecret() == s.ClientSecret() ||
+		cred.RefreshToken() == s.RefreshToken() || cred.Principal() != principal {
+		t.Fatal("the added credential shares the default one's secrets or principal")
+	}
+	// Refresh tokens are bound to their client, and secrets are checked per client.
+	if st, _ := credToken(t, s, cred.ClientID(), cred.ClientSecret(), s.RefreshToken()); st != http.StatusBadRequest {
+		t.Errorf("the default credential's refresh token with the second client: status %d, want 400", st)
+	}
+	if st, _ := credToken(t, s, cred.ClientID(), s.ClientSecret(), cred.RefreshToken()); st != http.StatusUnauthorized {
+		t.Errorf("the second client with the default secret: status %d, want 401", st)
+	}
+	st, tok2 := credToken(t, s, cred.ClientID(), cred.ClientSecret(), cred.RefreshToken())
+	if st != http.StatusOK || tok2 == "" {
+		t.Fatalf("second credential's token: status %d", st)
+	}
+	tok1 := accessToken(t, s)
+
+	call := func(tok, dev, path, body string, hdr map[string]string) (int, map[string]any) {
+		t.Helper()
+		h := map[string]string{"DeveloperToken": dev}
+		for k, v := range hdr {
+			h[k] = v
+		}
+		return post(t, s, path, tok, body, h)
+	}
+	dev2 := cred.DeveloperToken()
+	// GetCustomersInfo lists only the credential's customers.
+	customers := func(tok, dev string) []string {
+		st, out := call(tok, dev, "CustomersInfo/Query", `{"TopN":100}`, nil)
+		if st != 200 {
+			t.Fatalf("GetCustomersInfo: %d %v", st, out)
+		}
+		var ids []string
+		for _, c := range out["CustomersInfo"].([]any) {
+			ids = append(ids, c.(map[string]any)["Id"].(string))
+		}
+		slices.Sort(ids)
+		return ids
+	}
+	if got, want := customers(tok2, dev2), []string{itoa(c2), itoa(c3)}; !slices.Equal(got, want) {
+		t.Errorf("second credential's customers %v, want %v", got, want)
+	}
+	if got := customers(tok1, s.DeveloperToken()); len(got) != 3 {
+		t.Errorf("default credential's customers %v, want all 3", got)
+	}
+	// Calls for a customer it does not reach answer 106.
+	if st, out := call(tok2, dev2, "UsersInfo/Query", `{"CustomerId":"`+itoa(c1)+`"}`, nil); st != 400 || !strings.Contains(jsonString(out), "106") {
+		t.Errorf("GetUsersInfo of an unreached customer: %d %v, want 400 code 106", st, out)
+	}
+	if st, _ := call(tok2, dev2, "UsersInfo/Query", `{"CustomerId":"`+itoa(c2)+`"}`, nil); st != 200 {
+		t.Errorf("GetUsersInfo of a reached customer: %d", st)
+	}
+	if st, _ := call(tok2, dev2, "UserInvitations/Search", `{"Predicates":[{"Field":"CustomerId","Operator":"Equals","Value":"`+itoa(c1)+`"}]}`, nil); st != 400 {
+		t.Errorf("SearchUserInvitations of an unreached customer: %d, want 400", st)
+	}
+	if st, _ := call(tok2, dev2, "User/Query", `{"UserId":"`+itoa(shared)+`"}`, map[string]string{"CustomerId": itoa(c1)}); st != 400 {
+		t.Errorf("GetUser in an unreached customer's context: %d, want 400", st)
+	}
+	// GetUser returns only the roles in the credential's customers.
+	roles := func(tok, dev, user string) []string {
+		st, out := call(tok, dev, "User/Query", `{"UserId":`+user+`}`, nil)
+		if st != 200 {
+			t.Fatalf("GetUser %s: %d %v", user, st, out)
+		}
+		var got []string
+		for _, r := range out["CustomerRoles"].([]any) {
+			got = append(got, r.(map[string]any)["CustomerId"].(string))
+		}
+		slices.Sort(got)
+		return got
+	}
+	if got, want := roles(tok2, dev2, `"`+itoa(shared)+`"`), []string{itoa(c2), itoa(c3)}; !slices.Equal(got, want) {
+		t.Errorf("second credential sees the shared user's roles in %v, want %v", got, want)
+	}
+	if got := roles(tok1, s.DeveloperToken(), `"`+itoa(shared)+`"`); len(got) != 3 {
+		t.Errorf("default credential sees the shared user's roles in %v, want all 3", got)
+	}
+	// Each credential's signed-in user.
+	st, out := call(tok2, dev2, "User/Query", `{"UserId":null}`, nil)
+	if st != 200 || out["User"].(map[string]any)["Id"] != itoa(principal) {
+		t.Errorf("second credential's principal: %d %v", st, out["User"])
+	}
+	defID, _ := s.Principal()
+	st, out = call(tok1, s.DeveloperToken(), "User/Query", `{"UserId":null}`, nil)
+	if st != 200 || out["User"].(map[string]any)["Id"] != itoa(defID) {
+		t.Errorf("default credential's principal: %d %v", st, out["User"])
+	}
+	// An unknown developer token is refused.
+	if st, _ := call(tok2, "DEVTOKEN-unknown", "CustomersInfo/Query", `{"TopN":10}`, nil); st != http.StatusUnauthorized {
+		t.Errorf("unknown developer token: %d, want 401", st)
+	}
+}
+
+func jsonString(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}
