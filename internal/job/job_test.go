@@ -188,12 +188,12 @@ func TestSecondRunFindsTheLockHeld(t *testing.T) {
 	t.Parallel()
 	ds := msadstest.Generate(35, 2, 6)
 	b := setup(t, ds, 1)
-	release, ok, err := b.store.TryLock(t.Context(), b.runner.CredentialKey)
+	lease, ok, err := b.store.AcquireLease(t.Context(), b.runner.CredentialKey, time.Minute)
 	if err != nil || !ok {
-		t.Fatalf("TryLock: %v %v", ok, err)
+		t.Fatalf("AcquireLease: %v %v", ok, err)
 	}
 	res, err := b.runner.Run(t.Context(), job.Options{})
-	release()
+	_ = lease.Release(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
