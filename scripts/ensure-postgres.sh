@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Makes sure the PostgreSQL server programs (initdb, pg_ctl) that the tests and
 # `syncer demo` start a throwaway cluster with are installed. Installs Debian's
-# `postgresql` package when they are missing. Does nothing when
+# `postgresql` package when they are missing, and Debian's `pgbouncer` (the
+# tests run the run lease behind a transaction-mode PgBouncer). Does nothing when
 # TEST_DATABASE_URL (tests) or DATABASE_URL (demo) points at a server already.
 set -euo pipefail
 
@@ -18,11 +19,22 @@ find_initdb() {
   return 1
 }
 
-if find_initdb >/dev/null; then
+find_pgbouncer() {
+  command -v pgbouncer 2>/dev/null && return 0
+  ls /usr/sbin/pgbouncer 2>/dev/null && return 0
+  return 1
+}
+
+want=""
+find_initdb >/dev/null || want="postgresql"
+if [ "${1:-}" = "test" ] && ! find_pgbouncer >/dev/null; then
+  want="$want pgbouncer"
+fi
+if [ -z "$want" ]; then
   exit 0
 fi
 
-echo "PostgreSQL server programs (initdb) not found: installing Debian's postgresql package..." >&2
+echo "installing Debian's packages:$want (PostgreSQL server programs / pgbouncer not found)..." >&2
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then
   if command -v sudo >/dev/null 2>&1; then
@@ -42,9 +54,14 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 # The package's post-install creates a default cluster we do not use; tests and
 # the demo start their own throwaway cluster as the 'postgres' user.
-$SUDO apt-get install -y -qq postgresql >/dev/null
+# pgbouncer's post-install does not start it here; the tests start their own.
+$SUDO apt-get install -y -qq $want >/dev/null
 if ! find_initdb >/dev/null; then
   echo "error: postgresql installed but initdb still not found under /usr/lib/postgresql/*/bin" >&2
   exit 1
 fi
-echo "PostgreSQL installed: $(find_initdb)" >&2
+echo "PostgreSQL: $(find_initdb)" >&2
+if [ "${1:-}" = "test" ]; then
+  find_pgbouncer >/dev/null || { echo "error: pgbouncer installed but not found" >&2; exit 1; }
+  echo "pgbouncer: $(find_pgbouncer)" >&2
+fi

@@ -81,7 +81,7 @@ var (
 		"access", "pending_invitations", "customer_freshness",
 		"users", "user_roles", "user_invitations", "accounts", "roles", "customers",
 		"users_history", "user_roles_history", "user_invitations_history",
-		"sync_runs", "customer_syncs",
+		"sync_runs", "customer_syncs", "sync_leases",
 	}
 	readerFunctions = []string{
 		"stale_invitations(interval)",

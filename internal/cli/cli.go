@@ -287,6 +287,7 @@ func newStore(pool *pgxpool.Pool, cfg *config.Config, allowMassRemoval bool, log
 		AllowMassRemoval: allowMassRemoval,
 		TokenKey:         cfg.Database.TokenKey.Value(),
 		Logger:           logger,
+		RetryMaxElapsed:  cfg.Sync.RetryMaxElapsed.D(),
 	})
 }
 
@@ -341,6 +342,7 @@ func newRunner(cfg *config.Config, store *load.Store, m *metrics.Metrics, logger
 		AccountNames:  cfg.MicrosoftAds.AccountNamesEnabled(),
 
 		MaxUnreadableFraction: cfg.Sync.MaxUnreadable(),
+		LeaseTTL:              cfg.Sync.LeaseTTL.D(),
 	}, nil
 }
 

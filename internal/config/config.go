@@ -78,6 +78,10 @@ type Sync struct {
 	// GetUser may fail permanently (stored with detail_status unreadable or
 	// not_found) before the customer fails instead; default 0.2.
 	MaxUnreadableFraction *float64 `yaml:"max_unreadable_fraction"`
+	// LeaseTTL is how long the run lease (sync_leases) lives without a
+	// renewal: a crashed run's lease is taken over after at most this long,
+	// and a run that cannot renew it for this long stops. Default 2m.
+	LeaseTTL Duration `yaml:"lease_ttl"`
 }
 
 // Invitations configures stale-invitation alerts.
@@ -107,6 +111,7 @@ const (
 	DefaultConcurrency       = 4
 	DefaultRequestTimeout    = 30 * time.Second
 	DefaultRetryMaxElapsed   = 5 * time.Minute
+	DefaultLeaseTTL          = 2 * time.Minute
 	DefaultRemovalGuard      = 0.5
 	DefaultMaxUnreadable     = 0.2
 	DefaultShutdownTimeout   = 30 * time.Second
@@ -314,6 +319,7 @@ func (c *Config) SetDefaults() {
 	s.Concurrency = cmp.Or(s.Concurrency, DefaultConcurrency)
 	s.RequestTimeout = cmp.Or(s.RequestTimeout, Duration(DefaultRequestTimeout))
 	s.RetryMaxElapsed = cmp.Or(s.RetryMaxElapsed, Duration(DefaultRetryMaxElapsed))
+	s.LeaseTTL = cmp.Or(s.LeaseTTL, Duration(DefaultLeaseTTL))
 	s.ShutdownTimeout = cmp.Or(s.ShutdownTimeout, Duration(DefaultShutdownTimeout))
 	c.Schedule = cmp.Or(c.Schedule, DefaultSchedule)
 	c.Invitations.StaleAfter = cmp.Or(c.Invitations.StaleAfter, Duration(DefaultStaleAfter))
@@ -373,6 +379,9 @@ func (c *Config) Validate() error {
 	}
 	if s.ShutdownTimeout.D() <= 0 {
 		bad("sync.shutdown_timeout", "must be positive")
+	}
+	if d := s.LeaseTTL.D(); d < 10*time.Second || d > time.Hour {
+		bad("sync.lease_ttl", "must be between 10s and 1h, got %v", d)
 	}
 	if g := s.Guard(); g <= 0 || g > 1 {
 		bad("sync.removal_guard", "must be a fraction > 0 and <= 1, got %v", g)

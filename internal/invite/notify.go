@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/msads-syncer/syncer/internal/load"
 	"github.com/msads-syncer/syncer/internal/report"
 )
 
@@ -68,6 +69,14 @@ type NotifyResult struct {
 	Skipped   bool // another process was announcing for this schema; nothing done
 }
 
+// AnnounceLeaseKey is the sync_leases key of the webhook announcer: one
+// process announces for a schema at a time.
+const AnnounceLeaseKey = "announce"
+
+// announceLeaseTTL is the announcer's lease time-to-live: a crashed
+// announcer's lease is taken over after this long.
+const announceLeaseTTL = time.Minute
+
 // Message is the JSON body posted for one customer. Ids are strings so that
 // receivers that read numbers as float64 (JavaScript) keep every digit.
 type Message struct {
@@ -113,18 +122,14 @@ func (n *Notifier) Notify(ctx context.Context, pool *pgxpool.Pool, schema string
 	}
 	period := cmp.Or(n.Period, staleAfter)
 
-	conn, err := pool.Acquire(ctx)
+	// One announcer per schema: the lease "announce" in sync_leases (the
+	// run lease's mechanism; it holds behind transaction poolers too).
+	store := load.NewStore(pool, load.Options{Schema: schema, Logger: n.Logger})
+	lease, ok, err := store.AcquireLease(ctx, AnnounceLeaseKey, announceLeaseTTL)
 	if err != nil {
-		return res, fmt.Errorf("notify: %w", err)
+		return res, fmt.Errorf("notify: take the announcement lease: %w", err)
 	}
-	lockKey := "syncer:" + schema + ":invitation-notices"
-	var locked bool
-	if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock(hashtextextended($1, 0))", lockKey).Scan(&locked); err != nil {
-		conn.Release()
-		return res, fmt.Errorf("notify: take announcement lock: %w", err)
-	}
-	if !locked {
-		conn.Release()
+	if !ok {
 		n.logger().InfoContext(ctx, "another process is announcing stale invitations; skipped", slog.String("schema", schema))
 		res.Skipped = true
 		return res, nil
@@ -132,15 +137,13 @@ func (n *Notifier) Notify(ctx context.Context, pool *pgxpool.Pool, schema string
 	defer func() {
 		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
-		if _, err := conn.Exec(uctx, "SELECT pg_advisory_unlock(hashtextextended($1, 0))", lockKey); err != nil {
-			// Never hand a connection that may still hold the lock back to the pool.
-			_ = conn.Hijack().Close(uctx)
-			return
+		if err := lease.Release(uctx); err != nil {
+			n.logger().WarnContext(ctx, "could not release the announcement lease", slog.Any("error", err))
 		}
-		conn.Release()
 	}()
+	ctx = lease.Context()
 
-	due, err := n.due(ctx, conn.Conn(), schema, staleAfter, period, now)
+	due, err := n.due(ctx, pool, schema, staleAfter, period, now)
 	if err != nil {
 		return res, err
 	}
@@ -173,7 +176,7 @@ func (n *Notifier) Notify(ctx context.Context, pool *pgxpool.Pool, schema string
 		for i, inv := range group {
 			ids[i] = inv.InvitationID
 		}
-		if err := record(ctx, conn.Conn(), schema, ids, now); err != nil {
+		if err := record(ctx, pool, lease, schema, ids, now); err != nil {
 			// Posted but not remembered: the next run announces them again.
 			errs = append(errs, fmt.Errorf("customer %d: %w", c.CustomerID, err))
 			log.ErrorContext(ctx, "stale invitations announced but not recorded", slog.Any("error", err))
@@ -193,7 +196,7 @@ func (n *Notifier) logger() *slog.Logger {
 }
 
 // due selects the stale invitations not announced within the period.
-func (n *Notifier) due(ctx context.Context, conn *pgx.Conn, schema string, staleAfter, period time.Duration, now time.Time) ([]Invitation, error) {
+func (n *Notifier) due(ctx context.Context, conn *pgxpool.Pool, schema string, staleAfter, period time.Duration, now time.Time) ([]Invitation, error) {
 	q := `SELECT p.invitation_id, p.customer_id, coalesce(c.name, ''), coalesce(p.email, ''), coalesce(p.role_id, 0),
        p.role_name, p.account_ids, p.expiration_date, p.estimated_sent_at, p.first_seen_at,
        coalesce(p.expiration_date <= $1, false),
@@ -216,11 +219,18 @@ ORDER BY p.customer_id, p.first_seen_at, p.invitation_id`
 	return out, nil
 }
 
-// record remembers that the invitations were announced at now.
-func record(ctx context.Context, conn *pgx.Conn, schema string, ids []int64, now time.Time) error {
-	_, err := conn.Exec(ctx, `INSERT INTO `+ident(schema, "invitation_alerts")+` (invitation_id, last_notified_at)
+// record remembers that the invitations were announced at now, fenced by
+// the announcement lease.
+func record(ctx context.Context, pool *pgxpool.Pool, lease *load.Lease, schema string, ids []int64, now time.Time) error {
+	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		if err := lease.Fence(ctx, tx); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO `+ident(schema, "invitation_alerts")+` (invitation_id, last_notified_at)
 SELECT DISTINCT unnest($1::bigint[]), $2::timestamptz
 ON CONFLICT (invitation_id) DO UPDATE SET last_notified_at = excluded.last_notified_at`, ids, now)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("record announcement: %w", err)
 	}

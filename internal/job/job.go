@@ -1,4 +1,5 @@
-// Package job is one sync run: it takes the credential's run lock, resolves
+// Package job is one sync run: it takes the credential's run lease
+// (load.Store.AcquireLease; a run that finds it held does nothing), resolves
 // the customers (the configured list or discovery), fans out across them with
 // a bounded errgroup, fetches each customer's complete snapshot through the
 // shared API client (one rate limiter, one user cache per run), writes each
@@ -61,7 +62,13 @@ type Runner struct {
 	// MaxUnreadableFraction is sync.max_unreadable_fraction (see
 	// extract.FetchOptions).
 	MaxUnreadableFraction float64
+	// LeaseTTL is the run lease's time-to-live (sync.lease_ttl); default
+	// load.DefaultLeaseTTL.
+	LeaseTTL time.Duration
 }
+
+// ErrLeaseLost is the Fatal error of a run whose lease was lost mid-run.
+var ErrLeaseLost = load.ErrLeaseLost
 
 // Options are the per-run choices of the command line.
 type Options struct {
@@ -143,6 +150,11 @@ func CredentialKey(clientID, developerToken string) string {
 	return "cred:" + hex.EncodeToString(h[:12])
 }
 
+// recordTimeout bounds the recording of a run's end and of a customer's
+// failure; the store itself waits up to load.Options.RecordRetryMax (1m by
+// default) for an unreachable database.
+const recordTimeout = 75 * time.Second
+
 // ErrNoCustomers is returned when the run has nothing to sync.
 var ErrNoCustomers = errors.New("no customers to sync")
 
@@ -153,18 +165,36 @@ func (r *Runner) Run(ctx context.Context, opts Options) (*Result, error) {
 	start := time.Now().UTC()
 	res := &Result{StartedAt: start, DryRun: opts.DryRun}
 
-	release, ok, err := r.Store.TryLock(ctx, r.CredentialKey)
+	// The run lease (see load.Lease): held in sync_leases, renewed in short
+	// transactions, so it holds behind a transaction pooler too. Its
+	// context is cancelled the moment the lease is lost, which stops
+	// fetches and in-flight writes at once; writes made with it are fenced.
+	lease, ok, err := r.Store.AcquireLease(ctx, r.CredentialKey, r.LeaseTTL)
 	if err != nil {
-		return nil, fmt.Errorf("take the run lock: %w", err)
+		return nil, fmt.Errorf("take the run lease: %w", err)
 	}
 	if !ok {
-		r.Logger.WarnContext(ctx, "another sync holds the run lock for these credentials: nothing to do")
+		msg := "another sync holds the run lease for these credentials: nothing to do"
+		if info, held, herr := r.Store.LeaseHolderOf(ctx, r.CredentialKey); herr == nil && held {
+			r.Logger.WarnContext(ctx, msg, slog.String("holder", info.Holder), slog.Int64("holder_run_id", info.RunID),
+				slog.Time("expires_at", info.ExpiresAt))
+		} else {
+			r.Logger.WarnContext(ctx, msg)
+		}
 		res.Status = StatusLocked
 		res.FinishedAt = time.Now().UTC()
 		r.observeRun(res)
 		return res, nil
 	}
-	defer release()
+	parent := ctx
+	defer func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(parent), 10*time.Second)
+		defer cancel()
+		if err := lease.Release(rctx); err != nil {
+			r.Logger.WarnContext(parent, "could not release the run lease", slog.Any("error", err))
+		}
+	}()
+	ctx = lease.Context()
 
 	// fetchCtx ends on the graceful stop; writes keep ctx so they can finish.
 	fetchCtx, cancelFetch := context.WithCancelCause(ctx)
@@ -258,7 +288,11 @@ func (r *Runner) Run(ctx context.Context, opts Options) (*Result, error) {
 		r.sweepRoles(ctx, res, scope.roleCustomers, synced)
 	}
 	switch {
-	case stopped.Load() || ctx.Err() != nil:
+	case lease.Err() != nil:
+		res.Status = StatusFailed
+		res.Fatal = fmt.Errorf("the run lease was lost and the run stopped: %w", lease.Err())
+		res.Error = res.Fatal.Error()
+	case stopped.Load() || parent.Err() != nil:
 		res.Status = StatusCanceled
 		res.Error = "canceled: stop requested"
 	case res.Fatal != nil:
@@ -280,8 +314,10 @@ func (r *Runner) Run(ctx context.Context, opts Options) (*Result, error) {
 	res.FinishedAt = time.Now().UTC()
 	res.DurationSec = res.FinishedAt.Sub(start).Seconds()
 	if !opts.DryRun {
-		// Record the end even when ctx was cancelled by a second signal.
-		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		// Record the end even when ctx was cancelled by a second signal or
+		// the lease was lost (FinishRun is not fenced: it writes only this
+		// run's row); FinishRun waits for the database up to its bound.
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
 		defer cancel()
 		if err := r.Store.FinishRun(fctx, res.RunID, res.Status, res.Failed, res.Error); err != nil {
 			r.Logger.ErrorContext(ctx, "could not record the run's end", slog.Any("error", err))
@@ -432,7 +468,7 @@ func (r *Runner) invisibleCustomer(ctx context.Context, runID int64, c msads.Cus
 		r.Counters.CustomersDone.Add(1)
 	}
 	if !dryRun {
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
 		defer cancel()
 		if err := r.Store.RecordCustomerFailure(rctx, runID, c.ID, load.SyncInfo{StartedAt: time.Now().UTC()}, errors.New(reason)); err != nil {
 			r.Logger.ErrorContext(ctx, "could not record the customer's failure", slog.Int64("customer_id", c.ID), slog.Any("error", err))
@@ -495,7 +531,7 @@ func (r *Runner) syncCustomer(ctx, fetchCtx context.Context, runID int64, c msad
 		}
 		if !dryRun {
 			// Record the failure even when the fetch was cancelled.
-			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
 			defer cancel()
 			info := load.SyncInfo{StartedAt: start, APICalls: stats.Calls, UsersUnreadable: stats.Unreadable}
 			if rerr := r.Store.RecordCustomerFailure(rctx, runID, c.ID, info, err); rerr != nil {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/msads-syncer/syncer/internal/extract"
@@ -192,12 +193,12 @@ func TestSecondRunFindsTheLockHeld(t *testing.T) {
 	t.Parallel()
 	ds := msadstest.Generate(35, 2, 6)
 	b := setup(t, ds, 1)
-	release, ok, err := b.store.TryLock(t.Context(), b.runner.CredentialKey)
+	lease, ok, err := b.store.AcquireLease(t.Context(), b.runner.CredentialKey, time.Minute)
 	if err != nil || !ok {
-		t.Fatalf("TryLock: %v %v", ok, err)
+		t.Fatalf("AcquireLease: %v %v", ok, err)
 	}
 	res, err := b.runner.Run(t.Context(), job.Options{})
-	release()
+	_ = lease.Release(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -219,5 +220,46 @@ func TestCredentialKeyHidesSecrets(t *testing.T) {
 		if strings.Contains(k, s) {
 			t.Errorf("key %q shows %q", k, s)
 		}
+	}
+}
+
+func TestLeaseLostMidRunStopsTheRun(t *testing.T) {
+	t.Parallel()
+	ds := msadstest.Generate(41, 40, 6)
+	b := setup(t, ds, 1)
+	b.runner.LeaseTTL = time.Minute
+	pool, schema := pgtest.Pool(t), b.store.Schema()
+	runs := pgx.Identifier{schema, "sync_runs"}.Sanitize()
+	leases := pgx.Identifier{schema, "sync_leases"}.Sanitize()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			var n int
+			_ = pool.QueryRow(context.Background(), `SELECT count(*) FROM `+runs+` WHERE status = 'running'`).Scan(&n)
+			if n > 0 && b.runner.Counters.CustomersDone.Load() >= 1 {
+				_, _ = pool.Exec(context.Background(), `UPDATE `+leases+` SET holder = 'thief:1:0'`)
+				return
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	}()
+	res, err := b.runner.Run(t.Context(), job.Options{})
+	<-done
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Status != job.StatusFailed || !errors.Is(res.Fatal, load.ErrLeaseLost) || !strings.Contains(res.Error, "lease was lost") {
+		t.Fatalf("status %s, fatal %v, error %q; want failed with the lease lost", res.Status, res.Fatal, res.Error)
+	}
+	if ok := len(res.Customers) - res.Failed; ok == len(ds.CustomerIDs()) {
+		t.Errorf("every customer synced: the loss did not stop the run")
+	}
+	var st, msg string
+	if err := pool.QueryRow(t.Context(), `SELECT status, coalesce(error, '') FROM `+runs+` WHERE run_id = $1`, res.RunID).Scan(&st, &msg); err != nil {
+		t.Fatal(err)
+	}
+	if st != load.RunFailed || !strings.Contains(msg, "lease") {
+		t.Errorf("recorded run: %s %q; want failed, naming the lease", st, msg)
 	}
 }

@@ -22,15 +22,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/url"
 	"regexp"
 	"strings"
 	"time"
 
-	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	schemasql "github.com/msads-syncer/syncer/sql"
@@ -163,37 +160,4 @@ func interpret(err error) error {
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	return err
-}
-
-// isTransient reports whether a failed transaction may succeed when retried:
-// serialization failures, deadlocks and lost connections.
-func isTransient(err error) bool {
-	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return false
-	}
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		switch pgErr.Code {
-		case pgerrcode.SerializationFailure, pgerrcode.DeadlockDetected,
-			pgerrcode.TooManyConnections, pgerrcode.AdminShutdown,
-			pgerrcode.CannotConnectNow, pgerrcode.LockNotAvailable:
-			return true
-		}
-		return pgerrcode.IsConnectionException(pgErr.Code)
-	}
-	return isConnError(err)
-}
-
-func isConnError(err error) bool {
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		return pgerrcode.IsConnectionException(pgErr.Code)
-	}
-	if pgconn.SafeToRetry(err) {
-		return true
-	}
-	var netErr net.Error
-	var connErr *pgconn.ConnectError
-	return errors.As(err, &netErr) || errors.As(err, &connErr) ||
-		strings.Contains(err.Error(), "conn closed") || strings.Contains(err.Error(), "unexpected EOF")
 }

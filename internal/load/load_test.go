@@ -570,31 +570,6 @@ func TestTokenStore(t *testing.T) {
 	}
 }
 
-func TestTryLock(t *testing.T) {
-	t.Parallel()
-	b := setup(t, Options{})
-	release, ok, err := b.store.TryLock(t.Context(), "cred")
-	if err != nil || !ok {
-		t.Fatalf("first TryLock = %v, %v", ok, err)
-	}
-	if _, ok, err := b.store.TryLock(t.Context(), "cred"); err != nil || ok {
-		t.Errorf("second TryLock while held = %v, %v; want false", ok, err)
-	}
-	if r, ok, err := b.store.TryLock(t.Context(), "other"); err != nil || !ok {
-		t.Errorf("TryLock of another key = %v, %v; want true", ok, err)
-	} else {
-		r()
-	}
-	release()
-	release() // idempotent
-	r, ok, err := b.store.TryLock(t.Context(), "cred")
-	if err != nil || !ok {
-		t.Errorf("TryLock after release = %v, %v; want true", ok, err)
-	} else {
-		r()
-	}
-}
-
 func TestOpenScrubsPassword(t *testing.T) {
 	t.Parallel()
 	for _, dsn := range []string{

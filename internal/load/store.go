@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"sync"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -33,9 +32,18 @@ type Options struct {
 	TokenKey string
 	// Logger defaults to discarding.
 	Logger *slog.Logger
-	// MaxTries bounds the attempts of a transaction failing with transient
-	// errors; default 4.
+	// MaxTries bounds the attempts of a transaction that loses a race with
+	// another one (serialization failure, deadlock, lock not available);
+	// default 4.
 	MaxTries int
+	// RetryMaxElapsed bounds how long a transaction waits for the database
+	// to come back after a connection-level failure (sync.retry_max_elapsed);
+	// default 5m. A customer whose data was fetched is never failed by an
+	// outage shorter than this.
+	RetryMaxElapsed time.Duration
+	// RecordRetryMax bounds how long FinishRun and RecordCustomerFailure wait
+	// for the database to come back; default 1m.
+	RecordRetryMax time.Duration
 }
 
 // Store writes to the warehouse in one schema.
@@ -61,6 +69,12 @@ func NewStore(pool *pgxpool.Pool, opts Options) *Store {
 	if opts.MaxTries <= 0 {
 		opts.MaxTries = 4
 	}
+	if opts.RetryMaxElapsed <= 0 {
+		opts.RetryMaxElapsed = 5 * time.Minute
+	}
+	if opts.RecordRetryMax <= 0 {
+		opts.RecordRetryMax = time.Minute
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -70,106 +84,215 @@ func NewStore(pool *pgxpool.Pool, opts Options) *Store {
 // Schema returns the store's schema name.
 func (s *Store) Schema() string { return s.opts.Schema }
 
+// txOpts are the choices of one inTxOpts call.
+type txOpts struct {
+	// lockKey, when not empty, is the transaction-level advisory lock taken
+	// first (the per-customer guard; see writeSnapshot).
+	lockKey string
+	// commit commits the transaction; else it is rolled back.
+	commit bool
+	// noFence skips the lease check of a ctx carrying a lease.
+	noFence bool
+	// outage bounds the wait for the database after connection-level
+	// failures; Options.RetryMaxElapsed when 0.
+	outage time.Duration
+}
+
 // inTx runs fn in a transaction with the store's search_path, holding the
-// transaction-level advisory lock lockKey when not empty. It commits when
-// commit is true, else rolls back. Transient failures (serialization,
-// deadlock, lost connection) are retried with backoff; every attempt starts
-// afresh.
+// transaction-level advisory lock lockKey when not empty, fenced by the lease
+// ctx carries (see Lease). It commits when commit is true, else rolls back.
 func (s *Store) inTx(ctx context.Context, lockKey string, commit bool, fn func(pgx.Tx) error) error {
-	attempt := 0
-	op := func() error {
-		attempt++
-		err := s.txOnce(ctx, lockKey, commit, fn)
-		if err == nil {
-			return nil
-		}
-		if ctx.Err() != nil || !isTransient(err) {
-			return backoff.Permanent(err)
-		}
-		s.log.WarnContext(ctx, "transient database error, retrying",
-			slog.Int("attempt", attempt), slog.String("error", err.Error()))
-		return err
+	return s.inTxOpts(ctx, txOpts{lockKey: lockKey, commit: commit}, fn)
+}
+
+// inTxOpts runs fn in a transaction, retrying by the class of the failure
+// (see faultClass); every attempt starts afresh on another connection:
+//
+//   - outage (connection refused, reset or closed, server shutting down,
+//     class 08): retried with exponential backoff while the database is
+//     unreachable, for up to o.outage (Options.RetryMaxElapsed). Failing to
+//     start a transaction does not use up an attempt; a transaction that
+//     dies mid-way does (see statement).
+//   - statement (statement timeout, 53xxx such as disk full, an exception
+//     raised by a trigger) and a transaction whose connection died mid-way:
+//     retried once, then a *FaultError naming the SQLSTATE.
+//   - conflict (serialization failure, deadlock, lock not available):
+//     retried up to Options.MaxTries attempts.
+//   - anything else (and a cancelled ctx, a lost lease): not retried.
+func (s *Store) inTxOpts(ctx context.Context, o txOpts, fn func(pgx.Tx) error) error {
+	if o.outage <= 0 {
+		o.outage = s.opts.RetryMaxElapsed
 	}
 	eb := backoff.NewExponentialBackOff()
 	eb.InitialInterval = 100 * time.Millisecond
 	eb.MaxInterval = 2 * time.Second
-	eb.MaxElapsedTime = time.Minute
-	err := backoff.Retry(op, backoff.WithContext(backoff.WithMaxRetries(eb, uint64(s.opts.MaxTries-1)), ctx))
-	if err != nil && isTransient(err) && !errors.Is(err, ErrUnavailable) {
-		err = fmt.Errorf("%w after %d attempts: %w", ErrUnavailable, attempt, err)
+	eb.MaxElapsedTime = 0
+	eb.Reset()
+	var outageSince time.Time
+	attempts, conflicts := 0, 0
+	for {
+		started, err := s.txOnce(ctx, o, fn)
+		if err == nil {
+			return nil
+		}
+		class := classify(err)
+		if ctx.Err() != nil {
+			if cause := context.Cause(ctx); cause != nil && !errors.Is(err, cause) {
+				return fmt.Errorf("%w (%w)", err, cause)
+			}
+			return err
+		}
+		if started {
+			attempts++
+		}
+		switch class {
+		case faultPermanent:
+			return err
+		case faultConflict:
+			conflicts++
+			if conflicts >= s.opts.MaxTries {
+				what, code := describeFault(err)
+				return &FaultError{What: what, Code: code, Attempts: conflicts, Err: err}
+			}
+		case faultStatement:
+			if attempts >= 2 {
+				what, code := describeFault(err)
+				return &FaultError{What: what, Code: code, Attempts: attempts, Err: err}
+			}
+		case faultOutage:
+			if started && attempts >= 2 {
+				what, code := describeFault(err)
+				return &FaultError{What: what, Code: code, Attempts: attempts, Err: err}
+			}
+			if outageSince.IsZero() {
+				outageSince = time.Now()
+			}
+			if waited := time.Since(outageSince); waited >= o.outage {
+				what, code := describeFault(err)
+				if code != "" {
+					what += " (SQLSTATE " + code + ")"
+				}
+				return fmt.Errorf("%w: %s for %s (retry_max_elapsed %s): %w", ErrUnavailable, what,
+					waited.Round(time.Millisecond), o.outage, err)
+			}
+		}
+		wait := eb.NextBackOff()
+		if class != faultOutage {
+			wait = min(wait, 200*time.Millisecond)
+		} else if left := o.outage - time.Since(outageSince); wait > left {
+			wait = max(left, time.Millisecond)
+		}
+		s.log.WarnContext(ctx, "database error, retrying", slog.String("class", class.String()),
+			slog.Int("attempts", attempts), slog.Duration("wait", wait), slog.String("error", err.Error()))
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("%w (%w)", err, context.Cause(ctx))
+		case <-t.C:
+		}
 	}
-	return err
 }
 
-func (s *Store) txOnce(ctx context.Context, lockKey string, commit bool, fn func(pgx.Tx) error) error {
-	tx, err := s.pool.Begin(ctx)
+// txOnce makes one attempt. started is true when the transaction began and
+// its body ran (a failure then uses up an attempt; see inTxOpts). The
+// connection of a failed attempt is closed, so the next one gets another.
+func (s *Store) txOnce(ctx context.Context, o txOpts, fn func(pgx.Tx) error) (started bool, err error) {
+	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
-		return err
+		return false, err
+	}
+	defer func() {
+		if err != nil && classify(err) != faultPermanent && !conn.Conn().IsClosed() {
+			// A fresh connection for the next attempt.
+			cctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			_ = conn.Hijack().Close(cctx)
+			cancel()
+			return
+		}
+		conn.Release()
+	}()
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		return false, err
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-	if lockKey != "" {
+	if o.lockKey != "" {
 		_, err = tx.Exec(ctx, "SELECT set_config('search_path', $1, true), pg_advisory_xact_lock(hashtextextended($2, 0))",
-			s.path, s.lockName(lockKey))
+			s.path, s.lockName(o.lockKey))
 	} else {
 		_, err = tx.Exec(ctx, "SELECT set_config('search_path', $1, true)", s.path)
 	}
 	if err != nil {
-		return err
+		// A dead pooled connection fails here: not an attempt yet, unless
+		// the statement itself failed on a live server.
+		return classify(err) != faultOutage, err
+	}
+	if l := leaseFrom(ctx); l != nil && !o.noFence {
+		if err := l.Fence(ctx, tx); err != nil {
+			return true, err
+		}
 	}
 	if err := fn(tx); err != nil {
-		return err
+		return true, err
 	}
-	if !commit {
-		return nil
+	if !o.commit {
+		return true, nil
 	}
-	return tx.Commit(ctx)
+	return true, tx.Commit(ctx)
 }
 
 // lockName namespaces advisory lock keys by schema, so stores on different
 // schemas of one server do not exclude each other.
+//
+// The per-customer guard is pg_advisory_xact_lock, a transaction-level lock:
+// it is released when the transaction ends, however it ends (a lost
+// connection rolls the transaction back and frees it), and it never outlives
+// its transaction on a pooled server connection, so it holds behind session
+// and transaction poolers alike (statement pooling allows no multi-statement
+// transactions at all and is not supported).
 func (s *Store) lockName(key string) string { return "syncer:" + s.opts.Schema + ":" + key }
 
-// TryLock takes the session-level advisory lock named key without waiting.
-// It holds a pooled connection until release is called. ok is false when
-// another session holds the lock.
-func (s *Store) TryLock(ctx context.Context, key string) (release func(), ok bool, err error) {
-	conn, err := s.pool.Acquire(ctx)
-	if err != nil {
-		return nil, false, interpret(fmt.Errorf("try lock %q: %w", key, err))
-	}
-	name := s.lockName("run:" + key)
-	if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock(hashtextextended($1, 0))", name).Scan(&ok); err != nil {
-		conn.Release()
-		return nil, false, interpret(fmt.Errorf("try lock %q: %w", key, err))
-	}
-	if !ok {
-		conn.Release()
-		return func() {}, false, nil
-	}
-	release = sync.OnceFunc(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		var unlocked bool
-		if err := conn.QueryRow(ctx, "SELECT pg_advisory_unlock(hashtextextended($1, 0))", name).Scan(&unlocked); err != nil || !unlocked {
-			// Closing the session releases the lock for sure.
-			_ = conn.Hijack().Close(ctx)
-			return
-		}
-		conn.Release()
-	})
-	return release, true, nil
-}
-
-// StartRun records a new run in sync_runs (status running) and returns its id.
+// StartRun records a new run in sync_runs (status running) and returns its
+// id. When ctx carries a lease (Lease.Context), the run is recorded under it
+// (fenced), with the lease's key as sync_runs.credential_key, and the runs of
+// that key still marked running, whose processes died without recording an
+// end, are marked abandoned.
 func (s *Store) StartRun(ctx context.Context, customersTotal int) (int64, error) {
 	host, _ := os.Hostname()
+	var key, holder any
+	l := leaseFrom(ctx)
+	if l != nil {
+		key, holder = l.key, l.holder
+	}
 	var id int64
+	var abandoned []int64
 	err := s.inTx(ctx, "", true, func(tx pgx.Tx) error {
-		return tx.QueryRow(ctx, `INSERT INTO sync_runs (customers_total, hostname) VALUES ($1, NULLIF($2, '')) RETURNING run_id`,
-			customersTotal, host).Scan(&id)
+		abandoned = abandoned[:0]
+		if err := tx.QueryRow(ctx, `INSERT INTO sync_runs (customers_total, hostname, credential_key) VALUES ($1, NULLIF($2, ''), $3) RETURNING run_id`,
+			customersTotal, host, key).Scan(&id); err != nil {
+			return err
+		}
+		if l == nil {
+			return nil
+		}
+		if _, err := tx.Exec(ctx, `UPDATE sync_leases SET run_id = $3 WHERE credential_key = $1 AND holder = $2`, key, holder, id); err != nil {
+			return err
+		}
+		rows, err := tx.Query(ctx, `UPDATE sync_runs SET status = 'abandoned', finished_at = now(),
+			error = concat_ws('; ', error, 'abandoned: still running when run ' || $2::bigint || ' of the same credential started (its process stopped without recording an end)')
+			WHERE credential_key = $1 AND status = 'running' AND run_id <> $2 RETURNING run_id`, key, id)
+		if err != nil {
+			return err
+		}
+		abandoned, err = pgx.CollectRows(rows, pgx.RowTo[int64])
+		return err
 	})
 	if err != nil {
 		return 0, interpret(fmt.Errorf("start run: %w", err))
+	}
+	if len(abandoned) > 0 {
+		s.log.WarnContext(ctx, "marked runs that never recorded an end as abandoned", slog.Any("run_ids", abandoned), slog.Int64("run_id", id))
 	}
 	return id, nil
 }
@@ -181,20 +304,25 @@ const (
 	RunPartial   = "partial"
 	RunFailed    = "failed"
 	RunCanceled  = "canceled"
+	// RunAbandoned: the run's process stopped without recording an end; the
+	// next run of the same credential marked it.
+	RunAbandoned = "abandoned"
 )
 
-// FinishRun closes a run with its final status.
+// FinishRun closes a run with its final status. It writes only the run's own
+// row, so it is not fenced by a lease: a run that lost its lease still
+// records how it ended. While the database is unreachable it retries with
+// backoff for up to Options.RecordRetryMax, so the run is recorded once the
+// database is back; ctx cancels the wait (pass context.WithoutCancel to
+// record a run that was cancelled).
 func (s *Store) FinishRun(ctx context.Context, runID int64, status string, customersFailed int, errText string) error {
 	switch status {
 	case RunSucceeded, RunPartial, RunFailed, RunCanceled:
 	default:
 		return fmt.Errorf("finish run %d: invalid status %q", runID, status)
 	}
-	// The run is often finished because ctx was canceled: still record it.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-	defer cancel()
 	var n int64
-	err := s.inTx(ctx, "", true, func(tx pgx.Tx) error {
+	err := s.inTxOpts(ctx, txOpts{commit: true, noFence: true, outage: s.opts.RecordRetryMax}, func(tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, `UPDATE sync_runs SET finished_at = now(), status = $2, customers_failed = $3, error = NULLIF($4, '')
 			WHERE run_id = $1`, runID, status, customersFailed, errText)
 		n = tag.RowsAffected()
@@ -236,19 +364,34 @@ func (s *Store) SetRunPrincipal(ctx context.Context, runID int64, userID int64, 
 
 // RecordCustomerFailure records that a customer's sync failed: a failed
 // customer_syncs row (when runID is not 0) and the customer's
-// last_attempt_at and last_error. Entity rows are left untouched.
+// last_attempt_at and last_error. Entity rows are left untouched. Under a
+// lease that was lost, only the run's own customer_syncs row is written. Like
+// FinishRun, it waits up to Options.RecordRetryMax for the database, and ctx
+// cancels the wait.
 func (s *Store) RecordCustomerFailure(ctx context.Context, runID, customerID int64, info SyncInfo, cause error) error {
 	msg := "unknown error"
 	if cause != nil {
 		msg = cause.Error()
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-	defer cancel()
-	err := s.inTx(ctx, "", true, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `INSERT INTO customers (customer_id, last_attempt_at, last_error) VALUES ($1, now(), $2)
-			ON CONFLICT (customer_id) DO UPDATE SET last_attempt_at = excluded.last_attempt_at, last_error = excluded.last_error`,
-			customerID, msg); err != nil {
-			return err
+	l := leaseFrom(ctx)
+	err := s.inTxOpts(ctx, txOpts{commit: true, noFence: true, outage: s.opts.RecordRetryMax}, func(tx pgx.Tx) error {
+		held := true
+		if l != nil {
+			if err := l.Fence(ctx, tx); errors.Is(err, ErrLeaseLost) {
+				held = false
+			} else if err != nil {
+				return err
+			}
+		}
+		if !held && runID == 0 {
+			return nil
+		}
+		if held {
+			if _, err := tx.Exec(ctx, `INSERT INTO customers (customer_id, last_attempt_at, last_error) VALUES ($1, now(), $2)
+				ON CONFLICT (customer_id) DO UPDATE SET last_attempt_at = excluded.last_attempt_at, last_error = excluded.last_error`,
+				customerID, msg); err != nil {
+				return err
+			}
 		}
 		if runID == 0 {
 			return nil

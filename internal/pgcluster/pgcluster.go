@@ -309,3 +309,24 @@ func freePort() (int, error) {
 	defer func() { _ = l.Close() }()
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
+
+// StopServer stops the server (fast shutdown: sessions are terminated)
+// without removing its data; StartServer starts it again on the same port.
+// Tests simulate an outage with them.
+func (c *Cluster) StopServer(ctx context.Context) error {
+	out, err := c.run(ctx, "pg_ctl", "stop", "-w", "-m", "fast", "-D", c.dataDir)
+	if err != nil {
+		return fmt.Errorf("pgcluster: pg_ctl stop: %w\n%s", err, tail(out, 10))
+	}
+	return nil
+}
+
+// StartServer starts a server stopped by StopServer, on the same port.
+func (c *Cluster) StartServer(ctx context.Context) error {
+	out, err := c.run(ctx, "pg_ctl", "start", "-w", "-t", "60", "-D", c.dataDir, "-l", c.logFile,
+		"-o", "-p "+strconv.Itoa(c.port))
+	if err != nil {
+		return fmt.Errorf("pgcluster: pg_ctl start: %w\n%s\nserver log:\n%s", err, tail(out, 10), c.logTail(20))
+	}
+	return nil
+}

@@ -1,0 +1,305 @@
+package load
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/msads-syncer/syncer/internal/pgcluster"
+	schemasql "github.com/msads-syncer/syncer/sql"
+)
+
+// killer returns a test hook that terminates the writing backend from
+// another connection at step, the first `times` times.
+func killer(t *testing.T, b *bundle, step string, times int32, calls *atomic.Int32) func(string, pgx.Tx) error {
+	return func(s string, tx pgx.Tx) error {
+		if s != step || calls.Add(1) > times {
+			return nil
+		}
+		var pid int
+		if err := tx.QueryRow(context.Background(), "SELECT pg_backend_pid()").Scan(&pid); err != nil {
+			return err
+		}
+		if _, err := b.pool.Exec(context.Background(), "SELECT pg_terminate_backend($1, 5000)", pid); err != nil {
+			t.Errorf("pg_terminate_backend: %v", err)
+		}
+		return nil
+	}
+}
+
+func TestConnectionKilledTwiceFailsCleanly(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Options{})
+	var calls atomic.Int32
+	s := NewStore(b.pool, Options{Schema: b.schema})
+	s.testHook = killer(t, b, "users", 2, &calls)
+	_, err := s.WriteSnapshot(t.Context(), b.runID, baseSnapshot(), SyncInfo{})
+	var fe *FaultError
+	if !errors.As(err, &fe) || fe.Attempts != 2 {
+		t.Fatalf("write killed twice: %v, want a FaultError after 2 attempts", err)
+	}
+	if got := calls.Load(); got != 2 {
+		t.Errorf("attempts reaching the hook = %d, want 2 (retried once)", got)
+	}
+	if n := b.count(t, "users"); n != 0 {
+		t.Errorf("users = %d after a failed write, want 0", n)
+	}
+}
+
+func TestStatementTimeoutRetriedOnceThenNamed(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Options{})
+	var calls atomic.Int32
+	s := NewStore(b.pool, Options{Schema: b.schema})
+	s.testHook = func(step string, tx pgx.Tx) error {
+		if step != "users" {
+			return nil
+		}
+		calls.Add(1)
+		if _, err := tx.Exec(context.Background(), "SET LOCAL statement_timeout = '50ms'"); err != nil {
+			return err
+		}
+		_, err := tx.Exec(context.Background(), "SELECT pg_sleep(2)")
+		return err
+	}
+	_, err := s.WriteSnapshot(t.Context(), b.runID, baseSnapshot(), SyncInfo{})
+	if err == nil || !strings.Contains(err.Error(), "statement timeout") || !strings.Contains(err.Error(), "57014") {
+		t.Fatalf("error = %v, want one naming the statement timeout and SQLSTATE 57014", err)
+	}
+	if got := calls.Load(); got != 2 {
+		t.Errorf("attempts = %d, want 2 (retried once)", got)
+	}
+	if n := b.count(t, "users"); n != 0 {
+		t.Errorf("users = %d after a failed write, want 0", n)
+	}
+}
+
+func TestDiskFullTriggerFailsCleanly(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Options{})
+	_, err := b.pool.Exec(t.Context(), `
+CREATE FUNCTION `+b.q("disk_full")+`() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	RAISE EXCEPTION 'could not extend file: No space left on device' USING ERRCODE = '53100';
+END $$;
+CREATE TRIGGER disk_full BEFORE INSERT ON `+b.q("users")+` FOR EACH ROW EXECUTE FUNCTION `+b.q("disk_full")+`()`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := b.versions(t)
+	_, err = b.store.WriteSnapshot(t.Context(), b.runID, baseSnapshot(), SyncInfo{})
+	var fe *FaultError
+	if !errors.As(err, &fe) || fe.Code != "53100" || !strings.Contains(err.Error(), "disk full") || fe.Attempts != 2 {
+		t.Fatalf("error = %v, want a FaultError naming disk full (53100) after 2 attempts", err)
+	}
+	b.sameVersions(t, before, "changed by a write that hit a full disk")
+	// The reason is recorded for the customer.
+	if err := b.store.RecordCustomerFailure(t.Context(), b.runID, cust, SyncInfo{}, err); err != nil {
+		t.Fatal(err)
+	}
+	var msg string
+	if err := b.pool.QueryRow(t.Context(), `SELECT error FROM `+b.q("customer_syncs")+` WHERE run_id = $1 AND customer_id = $2`, b.runID, cust).Scan(&msg); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(msg, "disk full") || !strings.Contains(msg, "53100") {
+		t.Errorf("customer_syncs.error = %q, want it to name disk full and 53100", msg)
+	}
+}
+
+// ownCluster starts a throwaway cluster only this test uses (it is stopped
+// and started), with a migrated schema.
+func ownCluster(t *testing.T) (*pgcluster.Cluster, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	c, err := pgcluster.Start(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := c.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	pool, err := Open(ctx, c.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	if _, err := schemasql.Migrate(ctx, pool, "msads", "", slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	return c, "msads"
+}
+
+// A server restart during a write, shorter than retry_max_elapsed: the
+// write waits for the database and succeeds; the run records its end.
+func TestOutageDuringWriteWaitsAndSucceeds(t *testing.T) {
+	t.Parallel()
+	c, schema := ownCluster(t)
+	pool, err := Open(t.Context(), c.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	s := NewStore(pool, Options{Schema: schema, RetryMaxElapsed: 30 * time.Second})
+	l, ok, err := s.AcquireLease(t.Context(), "cred", 20*time.Second)
+	if err != nil || !ok {
+		t.Fatalf("AcquireLease = %v, %v", ok, err)
+	}
+	defer func() { _ = l.Release(context.Background()) }()
+	runID, err := s.StartRun(l.Context(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stopped atomic.Bool
+	restarted := make(chan error, 1)
+	s.testHook = func(step string, _ pgx.Tx) error {
+		if step != "users" || !stopped.CompareAndSwap(false, true) {
+			return nil
+		}
+		if err := c.StopServer(context.Background()); err != nil {
+			return err
+		}
+		go func() {
+			time.Sleep(2 * time.Second)
+			restarted <- c.StartServer(context.Background())
+		}()
+		return nil
+	}
+	start := time.Now()
+	if _, err := s.WriteSnapshot(l.Context(), runID, baseSnapshot(), SyncInfo{}); err != nil {
+		t.Fatalf("write during a 2s outage: %v", err)
+	}
+	if err := <-restarted; err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d < 2*time.Second {
+		t.Errorf("write took %v: the outage did not happen mid-write", d)
+	}
+	var n int
+	if err := pool.QueryRow(t.Context(), `SELECT count(*) FROM msads.users`).Scan(&n); err != nil || n == 0 {
+		t.Errorf("users after the outage = %d, %v; want rows", n, err)
+	}
+	if l.Err() != nil {
+		t.Errorf("lease lost in a 2s outage with a 20s TTL: %v", l.Err())
+	}
+
+	// The server goes away between customers; FinishRun waits for it.
+	if err := c.StopServer(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		time.Sleep(1500 * time.Millisecond)
+		restarted <- c.StartServer(context.Background())
+	}()
+	if err := s.FinishRun(context.Background(), runID, RunSucceeded, 0, ""); err != nil {
+		t.Fatalf("FinishRun across an outage: %v", err)
+	}
+	if err := <-restarted; err != nil {
+		t.Fatal(err)
+	}
+	var st string
+	if err := pool.QueryRow(t.Context(), `SELECT status FROM msads.sync_runs WHERE run_id = $1`, runID).Scan(&st); err != nil || st != RunSucceeded {
+		t.Errorf("run status = %q, %v; want succeeded", st, err)
+	}
+}
+
+// An outage longer than retry_max_elapsed fails the write with
+// ErrUnavailable, saying how long it waited.
+func TestOutageLongerThanBudgetFails(t *testing.T) {
+	t.Parallel()
+	c, schema := ownCluster(t)
+	pool, err := Open(t.Context(), c.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	s := NewStore(pool, Options{Schema: schema, RetryMaxElapsed: time.Second})
+	if err := c.StopServer(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = c.StartServer(context.Background()) }()
+	start := time.Now()
+	_, err = s.WriteSnapshot(t.Context(), 0, baseSnapshot(), SyncInfo{})
+	if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "retry_max_elapsed") {
+		t.Fatalf("error = %v, want ErrUnavailable naming retry_max_elapsed", err)
+	}
+	if d := time.Since(start); d < time.Second || d > 10*time.Second {
+		t.Errorf("gave up after %v, want about 1s", d)
+	}
+}
+
+// Behind PgBouncer in transaction mode, where a session advisory lock would
+// not hold, the lease excludes a second run and fences the first after a
+// take-over.
+func TestLeaseBehindPgBouncerTransactionMode(t *testing.T) {
+	t.Parallel()
+	if _, err := pgcluster.PgBouncerPath(); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("%v: CI must run the PgBouncer test (make test installs it)", err)
+		}
+		t.Skipf("%v; this test needs it", err)
+	}
+	c, schema := ownCluster(t)
+	bouncer, err := pgcluster.StartPgBouncer(t.Context(), c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bouncer.Stop()
+	open := func() *Store {
+		pool, err := Open(t.Context(), bouncer.URL())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(pool.Close)
+		return NewStore(pool, Options{Schema: schema})
+	}
+	first, second := open(), open()
+
+	// Through a transaction pooler a session advisory lock is taken on
+	// whichever server connection ran the statement, then that connection
+	// serves other clients: it proves nothing. The lease does.
+	a, ok, err := first.AcquireLease(t.Context(), "cred", time.Minute)
+	if err != nil || !ok {
+		t.Fatalf("first run's lease = %v, %v", ok, err)
+	}
+	defer func() { _ = a.Release(context.Background()) }()
+	if _, ok, err := second.AcquireLease(t.Context(), "cred", time.Minute); err != nil || ok {
+		t.Fatalf("second run's lease while the first holds it = %v, %v; want false", ok, err)
+	}
+	runID, err := first.StartRun(a.Context(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := first.WriteSnapshot(a.Context(), runID, baseSnapshot(), SyncInfo{}); err != nil {
+		t.Fatalf("snapshot write through pgbouncer: %v", err)
+	}
+
+	// The first run's lease expires (it hung); the second takes over and
+	// the first's next write is refused.
+	if _, err := first.pool.Exec(t.Context(), `UPDATE msads.sync_leases SET expires_at = now() - interval '1 second'`); err != nil {
+		t.Fatal(err)
+	}
+	b, ok, err := second.AcquireLease(t.Context(), "cred", time.Minute)
+	if err != nil || !ok {
+		t.Fatalf("take-over through pgbouncer = %v, %v", ok, err)
+	}
+	defer func() { _ = b.Release(context.Background()) }()
+	snap := baseSnapshot()
+	snap.Users[0].Email = "late@example.com"
+	if _, err := first.WriteSnapshot(context.WithoutCancel(a.Context()), runID, snap, SyncInfo{}); !errors.Is(err, ErrLeaseLost) {
+		t.Fatalf("the old holder's write after the take-over: %v, want ErrLeaseLost", err)
+	}
+	var n int
+	if err := first.pool.QueryRow(t.Context(), `SELECT count(*) FROM msads.users WHERE email = 'late@example.com'`).Scan(&n); err != nil || n != 0 {
+		t.Errorf("rows written by the fenced-out holder = %d, %v; want 0", n, err)
+	}
+}
