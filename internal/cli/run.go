@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"os"
 	"time"
 
@@ -147,13 +146,17 @@ func executeRun(ctx context.Context, s runSetup) int {
 		afterRun(context.WithoutCancel(ctx), s)
 	}
 	if s.push && s.cfg.Metrics.PushgatewayURL != "" {
-		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
-		defer cancel()
-		if err := s.metrics.Push(pctx, s.cfg.Metrics.PushgatewayURL, &http.Client{Timeout: 15 * time.Second}); err != nil {
-			s.logger.ErrorContext(ctx, "metrics push failed", slog.Any("error", err))
+		if err := s.metrics.Push(ctx, s.cfg.Metrics.PushgatewayURL, pushGroup(s.cfg), nil); err != nil {
+			logAfterRun(ctx, s, "metrics push failed", err)
 		}
 	}
 	return exitCode(s.io, res)
+}
+
+// pushGroup is the Pushgateway grouping key of the configuration: job
+// "syncer", the credential key and, when set, metrics.instance.
+func pushGroup(cfg *config.Config) metrics.Group {
+	return metrics.Group{Credential: credentialKey(cfg), Instance: cfg.Metrics.Instance}
 }
 
 // exitCode maps a run's result to the design's exit codes, printing one clear
