@@ -198,30 +198,3 @@ func TestRunPushesMetricsToThePushgateway(t *testing.T) {
 		t.Fatal("nothing was pushed")
 	}
 }
-
-func TestDebugLogsShowNoSecret(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t, msadstest.Generate(25, 2, 4), "")
-	// A throttle, a 5xx and an expired access token make the client log its
-	// retries and a token refresh.
-	e.sim.SetFault("GetUsersInfo", msadstest.Fault{Throttle: 1, Status5xxCode0: 1})
-	r := e.run("run", "--config", e.config, "--log-level", "debug", "--log-format", "text")
-	if r.code != 0 {
-		t.Fatalf("exit %d: %s", r.code, r.stderr)
-	}
-	e.sim.ExpireAccessTokens()
-	r2 := e.run("run", "--config", e.config, "--log-level", "debug", "--log-format", "json")
-	if r2.code != 0 {
-		t.Fatalf("second run exit %d: %s", r2.code, r2.stderr)
-	}
-	out := r.stderr + r.stdout + r2.stderr + r2.stdout
-	// RefreshToken is the newest one: the runs rotated through it.
-	for _, s := range []string{e.sim.ClientSecret(), e.sim.DeveloperToken(), e.sim.RefreshToken()} {
-		if s != "" && strings.Contains(out, s) {
-			t.Errorf("a secret appears in the debug output")
-		}
-	}
-	if strings.Contains(out, "Bearer ") {
-		t.Error("an Authorization header appears in the debug output")
-	}
-}
