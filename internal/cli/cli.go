@@ -262,6 +262,9 @@ func untilHardStop(ctx context.Context, fn func() int) (code int, finished bool)
 	go func() { done <- fn() }()
 	select {
 	case code := <-done:
+		if sc, ok := signalExit(ctx); ok {
+			return sc, true
+		}
 		return code, true
 	case <-ctx.Done():
 	}
