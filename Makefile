@@ -33,9 +33,10 @@ demo: ## the whole job end to end: API simulator + throwaway PostgreSQL, then th
 	$(GO) run ./cmd/syncer demo
 
 FUZZTIME ?= 15s
-fuzz: ## fuzz decoding, whole API answers of every operation and token endpoint answers ($(FUZZTIME) each)
-	@for t in FuzzDecodeResponses FuzzClientResponses FuzzTokenAnswer; do \
-	  echo "== $$t"; $(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) ./internal/extract/ || exit 1; done
+fuzz: ## fuzz decoding, whole API answers of every operation, token endpoint answers and config loading ($(FUZZTIME) each)
+	@for t in ./internal/extract/:FuzzDecodeResponses ./internal/extract/:FuzzClientResponses ./internal/extract/:FuzzTokenAnswer ./internal/config/:FuzzLoad; do \
+	  pkg=$${t%%:*}; fn=$${t#*:}; \
+	  echo "== $$fn ($$pkg)"; $(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; done
 
 helm: ## lint the Helm chart and validate what it renders in both modes (and the plain manifests)
 	$(HELM) lint deploy/helm/syncer

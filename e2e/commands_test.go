@@ -121,7 +121,13 @@ func TestServeSyncsServesProbesAndStops(t *testing.T) {
 	if code, body := get("/readyz"); code != 200 {
 		t.Errorf("/readyz = %d %s", code, body)
 	}
+	// The run is recorded before its follow-up refreshes the per-customer
+	// gauges: give that a moment.
 	code, body := get("/metrics")
+	for deadline := time.Now().Add(10 * time.Second); code == 200 && !strings.Contains(body, "msads_pending_invitations{customer_id=") && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+		code, body = get("/metrics")
+	}
 	if code != 200 {
 		t.Fatalf("/metrics = %d", code)
 	}
@@ -196,32 +202,5 @@ func TestRunPushesMetricsToThePushgateway(t *testing.T) {
 		}
 	default:
 		t.Fatal("nothing was pushed")
-	}
-}
-
-func TestDebugLogsShowNoSecret(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t, msadstest.Generate(25, 2, 4), "")
-	// A throttle, a 5xx and an expired access token make the client log its
-	// retries and a token refresh.
-	e.sim.SetFault("GetUsersInfo", msadstest.Fault{Throttle: 1, Status5xxCode0: 1})
-	r := e.run("run", "--config", e.config, "--log-level", "debug", "--log-format", "text")
-	if r.code != 0 {
-		t.Fatalf("exit %d: %s", r.code, r.stderr)
-	}
-	e.sim.ExpireAccessTokens()
-	r2 := e.run("run", "--config", e.config, "--log-level", "debug", "--log-format", "json")
-	if r2.code != 0 {
-		t.Fatalf("second run exit %d: %s", r2.code, r2.stderr)
-	}
-	out := r.stderr + r.stdout + r2.stderr + r2.stdout
-	// RefreshToken is the newest one: the runs rotated through it.
-	for _, s := range []string{e.sim.ClientSecret(), e.sim.DeveloperToken(), e.sim.RefreshToken()} {
-		if s != "" && strings.Contains(out, s) {
-			t.Errorf("a secret appears in the debug output")
-		}
-	}
-	if strings.Contains(out, "Bearer ") {
-		t.Error("an Authorization header appears in the debug output")
 	}
 }

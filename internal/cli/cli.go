@@ -204,9 +204,89 @@ func fail(io IO, err error) int {
 	return ExitFatal
 }
 
+// Bounds of the stop at once (second signal). A command gets hardStopWait
+// to unwind (the run recorded as canceled, the lock released) and then
+// returns whatever it is doing; cleanup then waits at most hardCleanupWait
+// (a rotated token being saved, the pool closing). Together they keep the
+// exit within 2 s of the second signal.
+const (
+	hardStopWait    = 1 * time.Second
+	hardCleanupWait = 400 * time.Millisecond
+	// tokenSaveWait bounds the wait at exit for a rotated refresh token
+	// still being saved, when no second signal came.
+	tokenSaveWait = 15 * time.Second
+)
+
+// secondSignal is the cause of the signal ctx when a second SIGINT/SIGTERM
+// ended it.
+type secondSignal struct{ sig os.Signal }
+
+func (e *secondSignal) Error() string { return "stopped at once by a second " + signalName(e.sig) }
+
+func signalName(s os.Signal) string {
+	switch s {
+	case os.Interrupt:
+		return "SIGINT"
+	case syscall.SIGTERM:
+		return "SIGTERM"
+	}
+	return s.String()
+}
+
+// signalExit returns the exit code of a command that a second signal
+// stopped: 128 + the signal's number, 130 for SIGINT and 143 for SIGTERM.
+func signalExit(ctx context.Context) (int, bool) {
+	var s *secondSignal
+	if ctx == nil || !errors.As(context.Cause(ctx), &s) {
+		return 0, false
+	}
+	return signalCode(s), true
+}
+
+func signalCode(s *secondSignal) int {
+	if n, ok := s.sig.(syscall.Signal); ok {
+		return 128 + int(n)
+	}
+	if s.sig == os.Interrupt {
+		return 130
+	}
+	return 143
+}
+
+// untilHardStop runs fn and returns its exit code. When a second signal
+// ends ctx, fn gets hardStopWait to return; after that untilHardStop returns
+// the signal's exit code without it (finished false), leaving fn to the
+// process's exit.
+func untilHardStop(ctx context.Context, fn func() int) (code int, finished bool) {
+	done := make(chan int, 1)
+	go func() { done <- fn() }()
+	select {
+	case code := <-done:
+		if sc, ok := signalExit(ctx); ok {
+			return sc, true
+		}
+		return code, true
+	case <-ctx.Done():
+	}
+	sc, ok := signalExit(ctx)
+	if !ok {
+		// The grace period is over: fn's own bounds end it.
+		return <-done, true
+	}
+	t := time.NewTimer(hardStopWait)
+	defer t.Stop()
+	select {
+	case <-done:
+		return sc, true
+	case <-t.C:
+		return sc, false
+	}
+}
+
 // signalContexts gives the two-stage shutdown: stop is closed at the first
-// SIGINT/SIGTERM; ctx is cancelled at the second one, or grace after the
-// first. cancel releases the signal handler.
+// SIGINT/SIGTERM; ctx is cancelled at the second one (its cause then a
+// *secondSignal, see signalExit), or grace after the first. cancel releases
+// the signal handler.
 func signalContexts(io IO, grace time.Duration, logger *slog.Logger) (ctx context.Context, stop <-chan struct{}, cancel func()) {
 	sigs := io.Signals
 	var own chan os.Signal
@@ -215,7 +295,7 @@ func signalContexts(io IO, grace time.Duration, logger *slog.Logger) (ctx contex
 		signal.Notify(own, os.Interrupt, syscall.SIGTERM)
 		sigs = own
 	}
-	ctx, cancelCtx := context.WithCancel(context.Background())
+	ctx, cancelCtx := context.WithCancelCause(context.Background())
 	stopCh := make(chan struct{})
 	done := make(chan struct{})
 	go func() {
@@ -227,23 +307,29 @@ func signalContexts(io IO, grace time.Duration, logger *slog.Logger) (ctx contex
 				logger.Warn("signal received: stopping", slog.String("signal", s.String()))
 			}
 			close(stopCh)
+			if grace <= 0 {
+				cancelCtx(&secondSignal{sig: s})
+				return
+			}
 		case <-done:
 			return
 		}
 		t := time.NewTimer(grace)
 		defer t.Stop()
 		select {
-		case <-sigs:
-			logger.Warn("second signal: stopping now")
+		case s := <-sigs:
+			logger.Warn("second signal: stopping now", slog.String("signal", s.String()))
+			cancelCtx(&secondSignal{sig: s})
 		case <-t.C:
 			logger.Warn("grace period over: stopping now")
+			cancelCtx(nil)
 		case <-done:
+			cancelCtx(nil)
 		}
-		cancelCtx()
 	}()
 	return ctx, stopCh, func() {
 		close(done)
-		cancelCtx()
+		cancelCtx(nil)
 		if own != nil {
 			signal.Stop(own)
 		}

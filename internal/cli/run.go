@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"os"
 	"time"
 
@@ -30,12 +29,34 @@ func cmdRun(args []string, io IO) int {
 	}
 	s, cleanup, err := openSync(&c, f, io, true)
 	if err != nil {
+		if code, ok := stoppedAtOnce(io, err); ok {
+			return code
+		}
 		return fail(io, err)
 	}
 	defer cleanup()
 	s.summaryPath = *summary
 	s.push = true
-	return executeRun(s.ctx, s)
+	code, finished := untilHardStop(s.ctx, func() int { return executeRun(s.ctx, s) })
+	if sc, ok := signalExit(s.ctx); ok {
+		if !finished {
+			s.logger.Warn("the run did not unwind in time after the second signal: exiting now")
+		}
+		fmt.Fprintf(io.Stderr, "syncer: %v\n", context.Cause(s.ctx))
+		return sc
+	}
+	return code
+}
+
+// stoppedAtOnce reports the exit code of a command that a second signal
+// stopped before it could run (while connecting or migrating).
+func stoppedAtOnce(io IO, err error) (int, bool) {
+	var s *secondSignal
+	if !errors.As(err, &s) {
+		return 0, false
+	}
+	fmt.Fprintf(io.Stderr, "syncer: %v\n", s)
+	return signalCode(s), true
 }
 
 // syncFlags are the flags of the commands that sync (run, serve).
@@ -71,6 +92,9 @@ func openSync(c *common, f syncFlags, io IO, withProgress bool) (runSetup, func(
 	// A dry run writes nothing, migrations included.
 	pool, err := openDB(ctx, cfg, logger, !f.skipMigrate && !c.dryRun)
 	if err != nil {
+		if _, ok := signalExit(ctx); ok {
+			err = context.Cause(ctx)
+		}
 		cancel()
 		return runSetup{}, nil, err
 	}
@@ -87,13 +111,38 @@ func openSync(c *common, f syncFlags, io IO, withProgress bool) (runSetup, func(
 	}
 	cleanup := func() {
 		// A refresh token rotated while the run was stopping is still being
-		// saved: let it finish (bounded) before the pool goes.
-		wctx, wcancel := context.WithTimeout(context.Background(), 15*time.Second)
+		// saved: let it finish (bounded) before the pool goes. After a
+		// second signal (even one that comes during this wait) the wait is
+		// short, and a pool that does not close at once is left to the
+		// process's exit.
+		hard := func() bool { _, ok := signalExit(ctx); return ok }
+		wait := tokenSaveWait
+		if hard() {
+			wait = hardCleanupWait
+		}
+		wctx, wcancel := context.WithTimeout(context.Background(), wait)
+		defer wcancel()
+		stopWatch := context.AfterFunc(ctx, func() {
+			if hard() {
+				time.AfterFunc(hardCleanupWait, wcancel)
+			}
+		})
+		defer stopWatch()
 		if err := runner.Client.Close(wctx); err != nil {
 			logger.Error("a token refresh was still running at exit", slog.Any("error", err))
 		}
-		wcancel()
-		pool.Close()
+		closed := make(chan struct{})
+		go func() {
+			pool.Close()
+			close(closed)
+		}()
+		select {
+		case <-closed:
+		case <-wctx.Done(): // after a second signal: bounded
+			if !hard() {
+				<-closed
+			}
+		}
 		cancel()
 	}
 	return s, cleanup, nil
@@ -143,17 +192,29 @@ func executeRun(ctx context.Context, s runSetup) int {
 			s.logger.ErrorContext(ctx, "could not write the summary", slog.Any("error", err))
 		}
 	}
+	if ctx.Err() != nil {
+		// Stopped at once (or the grace period is over): no follow-ups.
+		s.logger.WarnContext(ctx, "stopped: invitation alerts and metrics push skipped")
+		return exitCode(s.io, res)
+	}
+	// The follow-ups have their own short bounds (the webhook's
+	// invite.DefaultPostTimeout, metrics.PushTimeout) and end at once on a
+	// second signal.
 	if !s.opts.DryRun {
-		afterRun(context.WithoutCancel(ctx), s)
+		afterRun(ctx, s)
 	}
 	if s.push && s.cfg.Metrics.PushgatewayURL != "" {
-		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
-		defer cancel()
-		if err := s.metrics.Push(pctx, s.cfg.Metrics.PushgatewayURL, &http.Client{Timeout: 15 * time.Second}); err != nil {
-			s.logger.ErrorContext(ctx, "metrics push failed", slog.Any("error", err))
+		if err := s.metrics.Push(ctx, s.cfg.Metrics.PushgatewayURL, pushGroup(s.cfg), nil); err != nil {
+			logAfterRun(ctx, s, "metrics push failed", err)
 		}
 	}
 	return exitCode(s.io, res)
+}
+
+// pushGroup is the Pushgateway grouping key of the configuration: job
+// "syncer", the credential key and, when set, metrics.instance.
+func pushGroup(cfg *config.Config) metrics.Group {
+	return metrics.Group{Credential: credentialKey(cfg), Instance: cfg.Metrics.Instance}
 }
 
 // exitCode maps a run's result to the design's exit codes, printing one clear

@@ -28,6 +28,9 @@ func cmdServe(args []string, io IO) int {
 	}
 	setup, cleanup, err := openSync(&c, f, io, false)
 	if err != nil {
+		if code, ok := stoppedAtOnce(io, err); ok {
+			return code
+		}
 		return fail(io, err)
 	}
 	defer cleanup()
@@ -72,11 +75,33 @@ func cmdServe(args []string, io IO) int {
 	waitCtx, cancelWait := context.WithTimeout(ctx, cfg.Sync.ShutdownTimeout.D())
 	defer cancelWait()
 	if !sched.Stop(waitCtx) {
-		logger.Warn("running sync did not finish in time; it was canceled")
+		if _, hard := signalExit(ctx); hard {
+			// Second signal: the sync's ctx is canceled; give it a moment
+			// to record the run as canceled, then go whatever it is doing.
+			hctx, cancelHard := context.WithTimeout(context.Background(), hardStopWait)
+			if !sched.Stop(hctx) {
+				logger.Warn("the running sync did not unwind in time after the second signal: exiting now")
+			}
+			cancelHard()
+		} else {
+			logger.Warn("running sync did not finish in time; it was canceled")
+		}
 	}
 	sctx, cancelShutdown := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancelShutdown()
-	_ = srv.Shutdown(sctx)
+	stopWatch := context.AfterFunc(ctx, func() {
+		if _, hard := signalExit(ctx); hard {
+			cancelShutdown()
+		}
+	})
+	defer stopWatch()
+	if err := srv.Shutdown(sctx); err != nil {
+		_ = srv.Close()
+	}
+	if code, hard := signalExit(ctx); hard {
+		fmt.Fprintf(io.Stderr, "syncer: %v\n", context.Cause(ctx))
+		return code
+	}
 	logger.Info("stopped")
 	return ExitOK
 }

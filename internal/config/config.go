@@ -94,6 +94,10 @@ type Invitations struct {
 type Metrics struct {
 	Listen         string `yaml:"listen"`
 	PushgatewayURL string `yaml:"pushgateway_url"`
+	// Instance, when set, is added to the Pushgateway grouping key
+	// (job="syncer", credential=<key>, instance=<this>): set it when two
+	// CronJobs share credentials but must keep separate groups.
+	Instance string `yaml:"instance"`
 }
 
 // Log configures logging.
@@ -267,9 +271,9 @@ func expandNode(n *yaml.Node, getenv func(string) string) error {
 		n.Value = refPattern.ReplaceAllStringFunc(n.Value, func(m string) string {
 			ref := m[2 : len(m)-1]
 			if p, ok := strings.CutPrefix(ref, "file:"); ok {
-				b, err := os.ReadFile(p)
+				b, err := readRefFile(p)
 				if err != nil && firstErr == nil {
-					firstErr = fmt.Errorf("line %d: read ${file:%s}: %w", n.Line, p, errors.Unwrap(err))
+					firstErr = fmt.Errorf("line %d: read ${file:%s}: %w", n.Line, p, err)
 				}
 				return strings.TrimRight(string(b), "\r\n")
 			}
@@ -291,6 +295,46 @@ func expandNode(n *yaml.Node, getenv func(string) string) error {
 		}
 	}
 	return nil
+}
+
+// MaxRefFileSize bounds a file named by ${file:/path}: secrets are small,
+// and a path such as /dev/zero must not exhaust memory.
+const MaxRefFileSize = 1 << 20
+
+// readRefFile reads a ${file:} reference: a regular file (a mounted secret,
+// or a symlink to one) of at most MaxRefFileSize bytes. A pipe or device is
+// refused, since reading it could block or never end.
+func readRefFile(path string) ([]byte, error) {
+	if path == "" {
+		return nil, errors.New("no path after file:")
+	}
+	// Stat before opening: opening a FIFO for reading blocks until a
+	// writer comes.
+	if st, err := os.Stat(path); err != nil {
+		return nil, cmp.Or(errors.Unwrap(err), err)
+	} else if !st.Mode().IsRegular() {
+		return nil, errors.New("not a regular file")
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, cmp.Or(errors.Unwrap(err), err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, cmp.Or(errors.Unwrap(err), err)
+	}
+	if !st.Mode().IsRegular() {
+		return nil, errors.New("not a regular file")
+	}
+	b, err := io.ReadAll(io.LimitReader(f, MaxRefFileSize+1))
+	if err != nil {
+		return nil, cmp.Or(errors.Unwrap(err), err)
+	}
+	if len(b) > MaxRefFileSize {
+		return nil, fmt.Errorf("larger than %d bytes", MaxRefFileSize)
+	}
+	return b, nil
 }
 
 // parseScalarAs lets numbers and booleans from the environment keep their
@@ -328,7 +372,10 @@ func (c *Config) SetDefaults() {
 	c.Log.Level = cmp.Or(c.Log.Level, DefaultLogLevel)
 }
 
-var identPattern = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
+var (
+	identPattern    = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
+	instancePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$`)
+)
 
 // Validate checks every key and returns one error naming each bad field.
 // Credentials are checked by ValidateCredentials, since some commands
@@ -394,6 +441,9 @@ func (c *Config) Validate() error {
 		bad("schedule", "%q is not a 5-field cron spec or @every/@hourly descriptor: %v", c.Schedule, err)
 	}
 	c.CronSchedule = sched
+	if in := c.Metrics.Instance; in != "" && !instancePattern.MatchString(in) {
+		bad("metrics.instance", "%q must be 1 to 128 letters, digits, '.', '_', ':' or '-', starting with a letter or digit", in)
+	}
 	if c.Invitations.StaleAfter.D() <= 0 {
 		bad("invitations.stale_after", "must be positive")
 	}

@@ -194,3 +194,38 @@ func TestExampleConfigIsValid(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestMetricsInstance(t *testing.T) {
+	t.Parallel()
+	cfg, err := Parse([]byte(minimal+"metrics:\n  instance: eu-west-1.prod\n"), env(nil))
+	if err != nil || cfg.Metrics.Instance != "eu-west-1.prod" {
+		t.Fatalf("instance = %q, err %v", cfg.Metrics.Instance, err)
+	}
+	cfg, err = Parse([]byte(minimal), env(nil))
+	if err != nil || cfg.Metrics.Instance != "" {
+		t.Fatalf("default instance = %q (want none), err %v", cfg.Metrics.Instance, err)
+	}
+	for _, bad := range []string{`"a/b"`, `"-x"`, `"has space"`, `"` + strings.Repeat("x", 129) + `"`} {
+		_, err := Parse([]byte(minimal+"metrics:\n  instance: "+bad+"\n"), env(nil))
+		if err == nil || !strings.Contains(err.Error(), "metrics.instance") {
+			t.Errorf("instance %s: err %v, want one naming metrics.instance", bad, err)
+		}
+	}
+}
+
+func TestFileRefRefusesDevicesAndHugeFiles(t *testing.T) {
+	t.Parallel()
+	for _, p := range []string{"/dev/zero", "/dev/null", os.TempDir()} {
+		_, err := Parse([]byte("database:\n  token_key: ${file:"+p+"}\n"), env(nil))
+		if err == nil || !strings.Contains(err.Error(), "not a regular file") {
+			t.Errorf("${file:%s}: err %v, want not a regular file", p, err)
+		}
+	}
+	big := filepath.Join(t.TempDir(), "big")
+	if err := os.WriteFile(big, make([]byte, MaxRefFileSize+1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Parse([]byte("database:\n  token_key: ${file:"+big+"}\n"), env(nil)); err == nil || !strings.Contains(err.Error(), "larger than") {
+		t.Errorf("huge ${file:}: err %v", err)
+	}
+}

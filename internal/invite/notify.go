@@ -27,7 +27,12 @@ import (
 const (
 	DefaultAttempts  = 4
 	DefaultRetryWait = time.Second
-	DefaultTimeout   = 15 * time.Second
+	DefaultTimeout   = 15 * time.Second // one attempt, when Client is nil
+	// DefaultPostTimeout bounds the post of one message, every attempt and
+	// wait between them included: a receiver that hangs holds a run's
+	// follow-ups (and the process at exit) this long at most, not the
+	// attempts times DefaultTimeout plus the waits (about 80 s).
+	DefaultPostTimeout = 10 * time.Second
 
 	maxRetryWait   = 30 * time.Second // cap of one wait, Retry-After included
 	maxTextItems   = 50               // invitations listed in a message's text
@@ -59,6 +64,9 @@ type Notifier struct {
 	// retried; other 4xx answers are not.
 	Attempts  int
 	RetryWait time.Duration
+	// PostTimeout bounds one message's post, retries included
+	// (DefaultPostTimeout when 0).
+	PostTimeout time.Duration
 }
 
 // NotifyResult counts what one Notify call did.
@@ -349,6 +357,8 @@ func slackEscape(s string) string {
 
 // post sends one message, retrying 429, 5xx and network errors.
 func (n *Notifier) post(ctx context.Context, m Message) error {
+	ctx, cancel := context.WithTimeout(ctx, cmp.Or(n.PostTimeout, DefaultPostTimeout))
+	defer cancel()
 	body, err := json.Marshal(m)
 	if err != nil {
 		return fmt.Errorf("encode message: %w", err)

@@ -395,3 +395,39 @@ func mapsEqual(a, b map[string][]string) bool {
 	}
 	return true
 }
+
+// A receiver that hangs holds one post for PostTimeout at most, all
+// attempts included, even when the caller's ctx has no deadline; the other
+// customers are not tried against the same dead receiver.
+func TestNotifyPostTimeoutBoundsAHangingReceiver(t *testing.T) {
+	t.Parallel()
+	pool, schema, now := fixture(t)
+	block := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-block:
+		case <-r.Context().Done():
+		}
+	}))
+	defer srv.Close()
+	defer close(block)
+	n := notifier(srv.URL+secretPath, nil)
+	n.PostTimeout = 300 * time.Millisecond
+	start := time.Now()
+	res, err := n.Notify(context.WithoutCancel(t.Context()), pool, schema, 7*day, now)
+	if err == nil {
+		t.Fatal("Notify succeeded against a hanging webhook")
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("Notify took %v against a hanging webhook with PostTimeout 300ms", d)
+	}
+	if res.Failed != 2 || res.Messages != 0 {
+		t.Errorf("result %+v, want 2 failed", res)
+	}
+	if strings.Contains(err.Error(), secretPath) {
+		t.Errorf("error shows the webhook path: %v", err)
+	}
+	if invite.DefaultPostTimeout > 15*time.Second {
+		t.Errorf("DefaultPostTimeout %v is not short", invite.DefaultPostTimeout)
+	}
+}

@@ -5,14 +5,19 @@
 // msads_stale_invitations, msads_customer_last_success_timestamp_seconds).
 //
 // `syncer serve` exposes the registry on /metrics; `syncer run` pushes it to a
-// Pushgateway when one is configured.
+// Pushgateway when one is configured, grouped by job, credential and (when
+// set) instance, so that the CronJobs of several credentials keep their own
+// groups.
 package metrics
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
+	neturl "net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -199,14 +204,68 @@ func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry})
 }
 
-// Push sends the registry to a Pushgateway under job "syncer".
-func (m *Metrics) Push(ctx context.Context, url string, client *http.Client) error {
-	p := push.New(url, "syncer").Gatherer(m.Registry)
-	if client != nil {
-		p = p.Client(client)
+// PushTimeout bounds one push to the Pushgateway, the whole request; the
+// push is a follow-up of the run and never holds the process longer.
+const PushTimeout = 10 * time.Second
+
+// PushJob is the value of the job label of every push.
+const PushJob = "syncer"
+
+// Group is the grouping key of a push besides job="syncer". Several CronJobs
+// (one per credential) push to one Pushgateway: each must land in a group of
+// its own, or the last push replaces the others' metrics.
+type Group struct {
+	// Credential is the credential key (a hash of the OAuth client id and
+	// developer token, never a secret); always sent.
+	Credential string
+	// Instance is metrics.instance; sent only when set.
+	Instance string
+}
+
+// Push sends the registry to a Pushgateway, replacing the metrics of its
+// group: /metrics/job/syncer/credential/<key>[/instance/<instance>]. A nil
+// client means one with PushTimeout; ctx is bounded by PushTimeout as well.
+func (m *Metrics) Push(ctx context.Context, url string, group Group, client *http.Client) error {
+	if group.Credential == "" {
+		return errors.New("push metrics to pushgateway: no credential key for the grouping key")
+	}
+	ctx, cancel := context.WithTimeout(ctx, PushTimeout)
+	defer cancel()
+	if client == nil {
+		client = &http.Client{Timeout: PushTimeout}
+	}
+	p := push.New(url, PushJob).Gatherer(m.Registry).Client(client).Grouping("credential", group.Credential)
+	if group.Instance != "" {
+		p = p.Grouping("instance", group.Instance)
 	}
 	if err := p.PushContext(ctx); err != nil {
-		return fmt.Errorf("push metrics to pushgateway: %w", err)
+		return fmt.Errorf("push metrics to pushgateway: %w", redactUserinfo(err, url))
 	}
 	return nil
+}
+
+// redactUserinfo keeps a password given in the Pushgateway URL
+// (https://user:password@host) out of an error: the push library names the
+// full URL in its errors.
+func redactUserinfo(err error, rawURL string) error {
+	u, perr := neturl.Parse(rawURL)
+	if perr != nil || u.User == nil {
+		return err
+	}
+	msg := err.Error()
+	secrets := []string{u.User.String()}
+	if pw, ok := u.User.Password(); ok && pw != "" {
+		secrets = append(secrets, pw)
+	}
+	changed := false
+	for _, sec := range secrets {
+		if sec != "" && strings.Contains(msg, sec) {
+			msg = strings.ReplaceAll(msg, sec, "[redacted]")
+			changed = true
+		}
+	}
+	if !changed {
+		return err
+	}
+	return errors.New(msg)
 }

@@ -1,10 +1,13 @@
 package metrics
 
 import (
+	"context"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -65,26 +68,95 @@ func TestMetricsExposition(t *testing.T) {
 	}
 }
 
-func TestPush(t *testing.T) {
-	t.Parallel()
-	var got string
+// fakeGateway records the method and path of every push.
+func fakeGateway(t *testing.T) (*httptest.Server, func() []string) {
+	t.Helper()
+	var mu sync.Mutex
+	var got []string
 	gw := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got = r.Method + " " + r.URL.Path
+		_, _ = io.Copy(io.Discard, r.Body)
+		mu.Lock()
+		got = append(got, r.Method+" "+r.URL.Path)
+		mu.Unlock()
 		w.WriteHeader(http.StatusOK)
 	}))
-	defer gw.Close()
+	t.Cleanup(gw.Close)
+	return gw, func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(got)
+	}
+}
+
+func TestPush(t *testing.T) {
+	t.Parallel()
+	gw, got := fakeGateway(t)
 	m := New()
-	if err := m.Push(t.Context(), gw.URL, nil); err != nil {
+	if err := m.Push(t.Context(), gw.URL, Group{Credential: "cred:0a1b2c"}, nil); err != nil {
 		t.Fatal(err)
 	}
-	if got != "PUT /metrics/job/syncer" {
-		t.Errorf("push request %q", got)
+	if g := got(); len(g) != 1 || g[0] != "PUT /metrics/job/syncer/credential/cred:0a1b2c" {
+		t.Errorf("push requests %q", g)
 	}
 	bad := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "nope", http.StatusInternalServerError)
 	}))
 	defer bad.Close()
-	if err := m.Push(t.Context(), bad.URL, nil); err == nil {
+	if err := m.Push(t.Context(), bad.URL, Group{Credential: "cred:0a1b2c"}, nil); err == nil {
 		t.Error("push to a failing gateway returned no error")
+	}
+	if err := m.Push(t.Context(), gw.URL, Group{}, nil); err == nil {
+		t.Error("push without a credential key returned no error")
+	}
+}
+
+// Two CronJobs of two credentials push to one gateway: each lands in a group
+// of its own (a PUT replaces only its own group), and instance, when set,
+// splits further.
+func TestPushGroupsByCredentialAndInstance(t *testing.T) {
+	t.Parallel()
+	gw, got := fakeGateway(t)
+	for _, g := range []Group{{Credential: "cred:aaaa"}, {Credential: "cred:bbbb"}, {Credential: "cred:aaaa", Instance: "eu-west"}} {
+		if err := New().Push(t.Context(), gw.URL, g, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := []string{
+		"PUT /metrics/job/syncer/credential/cred:aaaa",
+		"PUT /metrics/job/syncer/credential/cred:bbbb",
+		"PUT /metrics/job/syncer/credential/cred:aaaa/instance/eu-west",
+	}
+	if g := got(); !slices.Equal(g, want) {
+		t.Errorf("push requests\n%q\nwant\n%q", g, want)
+	}
+}
+
+func TestPushHasItsOwnTimeoutAndKeepsTheURLPasswordOut(t *testing.T) {
+	t.Parallel()
+	hang := make(chan struct{})
+	gw := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-hang:
+		case <-r.Context().Done():
+		}
+	}))
+	defer gw.Close()
+	defer close(hang)
+	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+	defer cancel()
+	u := strings.Replace(gw.URL, "http://", "http://pusher:gw-pass-Secret@", 1)
+	start := time.Now()
+	err := New().Push(ctx, u, Group{Credential: "cred:aaaa"}, nil)
+	if err == nil {
+		t.Fatal("push to a hanging gateway returned no error")
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("push to a hanging gateway took %v after its ctx ended", d)
+	}
+	if strings.Contains(err.Error(), "gw-pass-Secret") {
+		t.Errorf("push error shows the gateway password: %v", err)
+	}
+	if PushTimeout > 15*time.Second {
+		t.Errorf("PushTimeout %v is not short", PushTimeout)
 	}
 }

@@ -2,6 +2,10 @@
 // robfig/cron/v3: the schedule is parsed when the configuration loads, runs
 // never overlap (a tick that finds the previous run still going is skipped and
 // logged), and Stop waits for the running sync within a bound.
+//
+// Every run, whether cron's tick or RunNow started it, is counted before it
+// starts and under the same lock that Stop takes: once Stop has begun no run
+// starts, and Stop waits for each run that did.
 package schedule
 
 import (
@@ -13,8 +17,8 @@ import (
 	"github.com/robfig/cron/v3"
 )
 
-// Job is one scheduled run. Its ctx is the one given to Start: cancelling it
-// cancels the running job.
+// Job is one scheduled run. Its ctx is the one given to Start or RunNow:
+// cancelling it cancels the running job.
 type Job func(ctx context.Context)
 
 // Scheduler fires a Job on a cron schedule, never two at once.
@@ -26,7 +30,9 @@ type Scheduler struct {
 
 	mu      sync.Mutex
 	running bool
+	stopped bool
 	skipped int
+	runs    sync.WaitGroup // every run that began; Add only under mu while !stopped
 }
 
 // New returns a Scheduler for schedule (from cron.ParseStandard).
@@ -39,39 +45,69 @@ func New(schedule cron.Schedule, job Job, logger *slog.Logger) *Scheduler {
 	}
 }
 
-// Start begins firing the job; ctx is handed to every run.
+// Start begins firing the job; ctx is handed to every run. After Stop it
+// does nothing.
 func (s *Scheduler) Start(ctx context.Context) {
+	s.mu.Lock()
+	stopped := s.stopped
+	s.mu.Unlock()
+	if stopped {
+		return
+	}
 	s.cron.Schedule(s.schedule, cron.FuncJob(func() { s.fire(ctx) }))
 	s.cron.Start()
 	s.logger.InfoContext(ctx, "scheduler started", slog.Time("next_run", s.Next()))
 }
 
-// RunNow fires the job at once, in the background, unless a run is going.
-func (s *Scheduler) RunNow(ctx context.Context) {
-	go s.fire(ctx)
+// RunNow starts the job at once, in the background, and reports whether it
+// did: it does not when a run is going (the call counts as a skipped tick),
+// when Stop has begun, or when ctx is done. A run it starts is one that Stop
+// waits for.
+func (s *Scheduler) RunNow(ctx context.Context) bool {
+	if !s.begin(ctx) {
+		return false
+	}
+	go func() {
+		defer s.end()
+		s.job(ctx)
+	}()
+	return true
 }
 
-// fire runs the job unless the previous run is still going.
+// fire runs the job unless the previous run is still going (cron's ticks).
 func (s *Scheduler) fire(ctx context.Context) {
+	if !s.begin(ctx) {
+		return
+	}
+	defer s.end()
+	s.job(ctx)
+}
+
+// begin claims the right to run: not stopped, ctx alive, no run going.
+func (s *Scheduler) begin(ctx context.Context) bool {
 	s.mu.Lock()
+	if s.stopped || ctx.Err() != nil {
+		s.mu.Unlock()
+		return false
+	}
 	if s.running {
 		s.skipped++
 		s.mu.Unlock()
 		s.logger.WarnContext(ctx, "previous sync still running: skipping this tick")
-		return
-	}
-	if ctx.Err() != nil {
-		s.mu.Unlock()
-		return
+		return false
 	}
 	s.running = true
+	s.runs.Add(1)
 	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		s.running = false
-		s.mu.Unlock()
-	}()
-	s.job(ctx)
+	return true
+}
+
+// end releases what begin claimed.
+func (s *Scheduler) end() {
+	s.mu.Lock()
+	s.running = false
+	s.mu.Unlock()
+	s.runs.Done()
 }
 
 // Next returns when the job fires next.
@@ -84,27 +120,26 @@ func (s *Scheduler) Skipped() int {
 	return s.skipped
 }
 
-// Stop stops firing new runs and waits for a running one to end, or for ctx
-// to be done, whichever comes first. It reports whether the running job ended.
+// Stop stops firing new runs at once (cron's ticks and RunNow are refused
+// from the moment it is called) and waits for every run that began, or for
+// ctx to be done, whichever comes first. It reports whether no run is left
+// going. Calling it again waits again.
 func (s *Scheduler) Stop(ctx context.Context) bool {
-	done := s.cron.Stop() // waits for jobs started by cron
-	// RunNow jobs are not tracked by cron: wait on our own flag too.
-	for {
-		select {
-		case <-ctx.Done():
-			return false
-		case <-done.Done():
-		}
-		s.mu.Lock()
-		running := s.running
-		s.mu.Unlock()
-		if !running {
-			return true
-		}
-		select {
-		case <-ctx.Done():
-			return false
-		case <-time.After(50 * time.Millisecond):
-		}
+	s.mu.Lock()
+	s.stopped = true
+	s.mu.Unlock()
+	cronDone := s.cron.Stop()
+	done := make(chan struct{})
+	go func() {
+		<-cronDone.Done()
+		// No Add can happen any more: stopped was set under mu before.
+		s.runs.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
