@@ -27,7 +27,7 @@ func cmdInvitations(args []string, io IO) int {
 	fs := newFlagSet("invitations", io, &c)
 	olderThan := fs.Duration("older-than", 0, "list invitations pending longer than this, e.g. 72h (default invitations.stale_after)")
 	format := fs.String("format", "table", "output format: table, json or csv")
-	failOnStale := fs.Bool("fail-on-stale", false, "exit 3 when any stale invitation is listed")
+	failOnStale := fs.Bool("fail-on-stale", false, "exit 3 when any stale invitation is listed, and exit 1 when a customer has no complete sync within invitations.max_data_age")
 	notify := fs.Bool("notify", false, "post the stale invitations not announced within invitations.stale_after to invitations.webhook_url")
 	if code, done := parse(fs, args); done {
 		return code
@@ -102,10 +102,38 @@ func cmdInvitations(args []string, io IO) int {
 			}
 		}
 	}
-	if *failOnStale && len(invs) > 0 {
-		return ExitStale
+	if *failOnStale {
+		// An empty list proves nothing when the data is old or missing.
+		ids := c.customers
+		if len(ids) == 0 && !cfg.Customers.Discover {
+			ids = cfg.Customers.IDs
+		}
+		gaps, err := invite.DataGaps(ctx, pool, schema, ids, cfg.Invitations.MaxDataAge.D(), time.Now())
+		if err != nil {
+			return fail(io, schemaError(schema, err))
+		}
+		if len(gaps) > 0 {
+			return fail(io, dataStaleError(gaps, cfg.Invitations.MaxDataAge.D()))
+		}
+		if len(invs) > 0 {
+			return ExitStale
+		}
 	}
 	return ExitOK
+}
+
+// dataStaleError names the customers whose data is too old to trust.
+func dataStaleError(gaps []invite.DataGap, maxAge time.Duration) error {
+	parts := make([]string, 0, len(gaps))
+	for _, g := range gaps {
+		if g.CustomerID == 0 {
+			parts = append(parts, "the warehouse has no synced customer")
+			continue
+		}
+		parts = append(parts, g.String())
+	}
+	return fmt.Errorf("data is stale: %s (invitations.max_data_age is %s): run `syncer run` and check its errors",
+		strings.Join(parts, "; "), report.Age(maxAge))
 }
 
 // schemaError explains an error caused by a schema that was never migrated.
@@ -125,7 +153,7 @@ func writeInvitationsTable(w io.Writer, invs []invite.Invitation, threshold time
 		_, err := fmt.Fprintf(w, "No stale invitations: none pending for more than %s, none expired.\n", report.Age(threshold))
 		return err
 	}
-	fmt.Fprintf(w, "%d stale invitations: pending for more than %s (since the syncer first saw them), or expired but still listed.\n"+
+	fmt.Fprintf(w, "%d stale invitations: sent more than %s ago (estimated from the expiration date), or expired but still listed.\n"+
 		"Anyone who holds an invitation link can accept it; cancel those not needed in the Microsoft Advertising web UI.\n",
 		len(invs), report.Age(threshold))
 	for _, group := range invite.ByCustomer(invs) {

@@ -102,13 +102,15 @@ func TestInvitationsFailOnStale(t *testing.T) {
 		args []string
 		want int
 	}{
-		{"stale found", []string{"--config", cfg, "--fail-on-stale"}, ExitStale},
+		// Customer 1 synced an hour ago; customer 2 never did.
+		{"stale found", []string{"--config", cfg, "--fail-on-stale", "--customer", "1"}, ExitStale},
 		{"stale found, no flag", []string{"--config", cfg}, ExitOK},
-		{"threshold above every age", []string{"--config", cfg, "--fail-on-stale", "--older-than", "264h"}, ExitOK},
-		{"threshold below one age", []string{"--config", cfg, "--fail-on-stale", "--older-than", "216h"}, ExitStale},
-		{"customer filter", []string{"--config", cfg, "--fail-on-stale", "--older-than", "216h", "--customer", "2"}, ExitOK},
-		{"nothing pending", []string{"--config", emptyCfg, "--fail-on-stale"}, ExitOK},
-		{"json too", []string{"--config", cfg, "--fail-on-stale", "--format", "json"}, ExitStale},
+		{"a configured customer never synced", []string{"--config", cfg, "--fail-on-stale"}, ExitFatal},
+		{"threshold above every age", []string{"--config", cfg, "--fail-on-stale", "--older-than", "264h", "--customer", "1"}, ExitOK},
+		{"threshold below one age", []string{"--config", cfg, "--fail-on-stale", "--older-than", "216h", "--customer", "1"}, ExitStale},
+		{"nothing stale, but the customer never synced", []string{"--config", cfg, "--fail-on-stale", "--older-than", "216h", "--customer", "2"}, ExitFatal},
+		{"empty warehouse never passes", []string{"--config", emptyCfg, "--fail-on-stale"}, ExitFatal},
+		{"json too", []string{"--config", cfg, "--fail-on-stale", "--format", "json", "--customer", "1"}, ExitStale},
 		{"bad format", []string{"--config", cfg, "--format", "xml"}, ExitUsage},
 		{"notify without a webhook", []string{"--config", cfg, "--notify"}, ExitFatal},
 	} {
@@ -265,9 +267,11 @@ func TestInvitationsNotify(t *testing.T) {
 
 	// Announced on the next call, then not again.
 	for i, want := range []int{2, 0} {
+		// Customer 2 was never synced: --fail-on-stale exits 1 (data is
+		// stale) after the announcements.
 		code, _, stderr := runCLI(t, "invitations", "--config", cfg, "--notify", "--fail-on-stale")
-		if code != ExitStale {
-			t.Errorf("call %d: exit %d, want %d: %s", i, code, ExitStale, stderr)
+		if code != ExitFatal || !strings.Contains(stderr, "data is stale: customer 2 was never synced completely") {
+			t.Errorf("call %d: exit %d, want %d (data is stale): %s", i, code, ExitFatal, stderr)
 		}
 		if got := rec.take(); len(got) != want {
 			t.Errorf("call %d: %d messages, want %d", i, len(got), want)

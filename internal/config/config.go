@@ -87,6 +87,9 @@ type Sync struct {
 // Invitations configures stale-invitation alerts.
 type Invitations struct {
 	StaleAfter Duration `yaml:"stale_after"`
+	// MaxDataAge: `syncer invitations --fail-on-stale` also fails when a
+	// customer's last complete sync is older than this (or never happened).
+	MaxDataAge Duration `yaml:"max_data_age"`
 	WebhookURL Secret   `yaml:"webhook_url"`
 }
 
@@ -121,6 +124,7 @@ const (
 	DefaultShutdownTimeout   = 30 * time.Second
 	DefaultSchedule          = "0 */6 * * *"
 	DefaultStaleAfter        = 168 * time.Hour
+	DefaultMaxDataAge        = 48 * time.Hour
 	DefaultMetricsListen     = ":9090"
 	DefaultLogFormat         = "json"
 	DefaultLogLevel          = "info"
@@ -367,6 +371,7 @@ func (c *Config) SetDefaults() {
 	s.ShutdownTimeout = cmp.Or(s.ShutdownTimeout, Duration(DefaultShutdownTimeout))
 	c.Schedule = cmp.Or(c.Schedule, DefaultSchedule)
 	c.Invitations.StaleAfter = cmp.Or(c.Invitations.StaleAfter, Duration(DefaultStaleAfter))
+	c.Invitations.MaxDataAge = cmp.Or(c.Invitations.MaxDataAge, Duration(DefaultMaxDataAge))
 	c.Metrics.Listen = cmp.Or(c.Metrics.Listen, DefaultMetricsListen)
 	c.Log.Format = cmp.Or(c.Log.Format, DefaultLogFormat)
 	c.Log.Level = cmp.Or(c.Log.Level, DefaultLogLevel)
@@ -446,6 +451,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Invitations.StaleAfter.D() <= 0 {
 		bad("invitations.stale_after", "must be positive")
+	}
+	if c.Invitations.MaxDataAge.D() <= 0 {
+		bad("invitations.max_data_age", "must be positive")
 	}
 	if c.Log.Format != "json" && c.Log.Format != "text" {
 		bad("log.format", "must be json or text, got %q", c.Log.Format)

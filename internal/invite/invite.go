@@ -2,11 +2,16 @@
 //
 // A pending Microsoft Advertising invitation can be accepted by anyone who
 // holds its link, with any login, and the API cannot cancel it, so old ones
-// are a security risk. An invitation is stale when the syncer first saw it
-// more than a threshold ago (invitations.stale_after), or when it has expired
-// but is still listed. The API gives no creation date: age counts from the
-// invitation's first_seen_at, and the sending date is estimated as the
-// expiration date minus 30 days.
+// are a security risk. An invitation is stale when it was sent more than a
+// threshold ago (invitations.stale_after), or when it has expired but is
+// still listed. The API gives no sending date: it is estimated as the
+// expiration date minus 30 days, and age counts from it (from first_seen_at
+// when the expiration date is unknown), so an invitation sent weeks before
+// the first sync is stale on the first run.
+//
+// DataGaps tells whether the warehouse can answer at all: a customer without
+// a complete sync within invitations.max_data_age makes an empty list of
+// stale invitations meaningless.
 //
 // Stale lists them through the schema's stale_invitations function;
 // CustomerStates gives the per-customer gauges of package metrics; a Notifier
@@ -39,12 +44,11 @@ type Invitation struct {
 	EstimatedSentAt *time.Time // expiration date minus 30 days
 	FirstSeenAt     time.Time
 	Expired         bool
-	Age             time.Duration // since FirstSeenAt
+	Age             time.Duration // since EstimatedSentAt (FirstSeenAt when unknown)
 }
 
-// Stale returns the pending invitations of schema first seen more than
-// olderThan ago, or already expired, ordered by customer then age (oldest
-// first). When customers is not empty only their invitations are returned.
+// Stale returns the pending invitations of schema sent more than olderThan
+// ago, or already expired, ordered by customer then age (oldest first). When customers is not empty only their invitations are returned.
 func Stale(ctx context.Context, pool *pgxpool.Pool, schema string, olderThan time.Duration, customers []int64) ([]Invitation, error) {
 	q := `SELECT p.invitation_id, p.customer_id, coalesce(c.name, ''), coalesce(p.email, ''), coalesce(p.role_id, 0),
        p.role_name, p.account_ids, p.expiration_date, p.estimated_sent_at, p.first_seen_at, p.expired,
@@ -52,7 +56,7 @@ func Stale(ctx context.Context, pool *pgxpool.Pool, schema string, olderThan tim
 FROM ` + ident(schema, "stale_invitations") + `($1) p
 LEFT JOIN ` + ident(schema, "customers") + ` c ON c.customer_id = p.customer_id
 WHERE coalesce(cardinality($2::bigint[]), 0) = 0 OR p.customer_id = ANY ($2)
-ORDER BY p.customer_id, p.first_seen_at, p.invitation_id`
+ORDER BY p.customer_id, p.age DESC, p.invitation_id`
 	rows, err := pool.Query(ctx, q, interval(olderThan), customers)
 	if err != nil {
 		return nil, fmt.Errorf("query stale invitations: %w", err)
@@ -104,6 +108,54 @@ ORDER BY ids.customer_id`
 		return nil, fmt.Errorf("query customer states: %w", err)
 	}
 	return out, nil
+}
+
+// DataGap is a customer whose warehouse data is too old to answer for it.
+type DataGap struct {
+	CustomerID  int64
+	LastSuccess *time.Time // nil: never synced completely
+}
+
+func (g DataGap) String() string {
+	if g.LastSuccess == nil {
+		return fmt.Sprintf("customer %d was never synced completely", g.CustomerID)
+	}
+	return fmt.Sprintf("customer %d last synced completely %s ago", g.CustomerID, time.Since(*g.LastSuccess).Round(time.Minute))
+}
+
+// DataGaps returns the customers whose last complete sync is older than
+// maxAge at now, or missing: each of customers, or, when customers is
+// empty, every customer the warehouse knows (and a gap with id 0 when it
+// knows none: an empty warehouse never passes).
+func DataGaps(ctx context.Context, pool *pgxpool.Pool, schema string, customers []int64, maxAge time.Duration, now time.Time) ([]DataGap, error) {
+	q := `SELECT ids.id, c.last_success_at
+FROM (SELECT unnest($1::bigint[]) AS id WHERE cardinality($1::bigint[]) > 0
+      UNION SELECT customer_id FROM ` + ident(schema, "customers") + ` WHERE coalesce(cardinality($1::bigint[]), 0) = 0) ids
+LEFT JOIN ` + ident(schema, "customers") + ` c ON c.customer_id = ids.id
+WHERE c.last_success_at IS NULL OR c.last_success_at < $2
+ORDER BY ids.id`
+	rows, err := pool.Query(ctx, q, customers, now.Add(-maxAge))
+	if err != nil {
+		return nil, fmt.Errorf("query data age: %w", err)
+	}
+	gaps, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (DataGap, error) {
+		var g DataGap
+		err := r.Scan(&g.CustomerID, &g.LastSuccess)
+		return g, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("query data age: %w", err)
+	}
+	if len(customers) == 0 {
+		var known int
+		if err := pool.QueryRow(ctx, `SELECT count(*) FROM `+ident(schema, "customers")).Scan(&known); err != nil {
+			return nil, fmt.Errorf("query data age: %w", err)
+		}
+		if known == 0 {
+			gaps = append(gaps, DataGap{})
+		}
+	}
+	return gaps, nil
 }
 
 // ident quotes a schema-qualified name.

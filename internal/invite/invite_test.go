@@ -80,6 +80,70 @@ func ids(invs []invite.Invitation) []int64 {
 	return out
 }
 
+// An invitation sent three weeks before the syncer first saw it is stale on
+// the first run: age counts from the estimated sending date (expiration -
+// 30 days), not from first_seen_at; without an expiration date, from
+// first_seen_at.
+func TestStaleFromEstimatedSendingDate(t *testing.T) {
+	t.Parallel()
+	pool, schema := pgtest.Schema(t)
+	now := time.Now()
+	insert(t, pool, schema, now,
+		inv{id: 31, customer: 1, email: "sent-23-days-ago@example.com", role: 41, firstSeen: time.Minute, expiresIn: 7 * day},
+		inv{id: 32, customer: 1, email: "sent-yesterday@example.com", role: 41, firstSeen: time.Minute, expiresIn: 29 * day},
+	)
+	if _, err := pool.Exec(t.Context(), `INSERT INTO `+pgx.Identifier{schema, "user_invitations"}.Sanitize()+`
+		(invitation_id, customer_id, email, role_id, first_seen_at) VALUES (33, 1, 'no-expiry@example.com', 41, $1)`, now.Add(-8*day)); err != nil {
+		t.Fatal(err)
+	}
+	got, err := invite.Stale(t.Context(), pool, schema, 7*day, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(ids(got), []int64{31, 33}) {
+		t.Fatalf("stale = %v, want [31 33]", ids(got))
+	}
+	if a := got[0].Age; a < 23*day-time.Minute || a > 23*day+time.Minute {
+		t.Errorf("age of 31 = %v, want about 23 days", a)
+	}
+}
+
+func TestDataGaps(t *testing.T) {
+	t.Parallel()
+	pool, schema := pgtest.Schema(t)
+	now := time.Now()
+	ctx := t.Context()
+	gaps, err := invite.DataGaps(ctx, pool, schema, nil, 48*time.Hour, now)
+	if err != nil || len(gaps) != 1 || gaps[0].CustomerID != 0 {
+		t.Fatalf("empty warehouse: gaps %v, %v; want one gap (nothing synced)", gaps, err)
+	}
+	fresh, old := now.Add(-time.Hour), now.Add(-72*time.Hour)
+	insertCustomer(t, pool, schema, 1, "fresh", &fresh)
+	insertCustomer(t, pool, schema, 2, "old", &old)
+	insertCustomer(t, pool, schema, 3, "never", nil)
+	for _, tc := range []struct {
+		customers []int64
+		want      []int64
+	}{
+		{nil, []int64{2, 3}},
+		{[]int64{1}, nil},
+		{[]int64{1, 2}, []int64{2}},
+		{[]int64{4}, []int64{4}}, // configured, unknown to the warehouse
+	} {
+		gaps, err := invite.DataGaps(ctx, pool, schema, tc.customers, 48*time.Hour, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []int64
+		for _, g := range gaps {
+			got = append(got, g.CustomerID)
+		}
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("DataGaps(%v) = %v, want %v", tc.customers, got, tc.want)
+		}
+	}
+}
+
 func TestStaleThresholds(t *testing.T) {
 	t.Parallel()
 	pool, schema, now := fixture(t)
@@ -90,12 +154,12 @@ func TestStaleThresholds(t *testing.T) {
 		customers []int64
 		want      []int64
 	}{
-		{"week", 7 * day, nil, []int64{11, 13, 21}},
-		{"one and a half days", 36 * time.Hour, nil, []int64{11, 12, 13, 21}},
-		{"nine days", 9 * day, nil, []int64{11, 13}},
+		{"week", 7 * day, nil, []int64{13, 11, 21}},
+		{"one and a half days", 36 * time.Hour, nil, []int64{13, 11, 12, 21}},
+		{"nine days", 9 * day, nil, []int64{13, 11}},
 		{"month: only the expired one", 30 * day, nil, []int64{13}},
 		{"customer filter", 7 * day, []int64{2}, []int64{21}},
-		{"customer filter, several", 7 * day, []int64{1, 2}, []int64{11, 13, 21}},
+		{"customer filter, several", 7 * day, []int64{1, 2}, []int64{13, 11, 21}},
 		{"unknown customer", 7 * day, []int64{99}, []int64{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -208,14 +208,14 @@ func (n *Notifier) due(ctx context.Context, conn *pgxpool.Pool, schema string, s
 	q := `SELECT p.invitation_id, p.customer_id, coalesce(c.name, ''), coalesce(p.email, ''), coalesce(p.role_id, 0),
        p.role_name, p.account_ids, p.expiration_date, p.estimated_sent_at, p.first_seen_at,
        coalesce(p.expiration_date <= $1, false),
-       extract(epoch FROM $1 - p.first_seen_at)::float8
+       extract(epoch FROM $1 - coalesce(p.estimated_sent_at, p.first_seen_at))::float8
 FROM ` + ident(schema, "pending_invitations") + ` p
 LEFT JOIN ` + ident(schema, "customers") + ` c ON c.customer_id = p.customer_id
 LEFT JOIN ` + ident(schema, "invitation_alerts") + ` a ON a.invitation_id = p.invitation_id
-WHERE (p.first_seen_at < $1 - $2::interval OR p.expiration_date <= $1)
+WHERE (coalesce(p.estimated_sent_at, p.first_seen_at) < $1 - $2::interval OR p.expiration_date <= $1)
   AND (a.last_notified_at IS NULL OR a.last_notified_at <= $1 - $3::interval)
   AND (coalesce(cardinality($4::bigint[]), 0) = 0 OR p.customer_id = ANY ($4))
-ORDER BY p.customer_id, p.first_seen_at, p.invitation_id`
+ORDER BY p.customer_id, coalesce(p.estimated_sent_at, p.first_seen_at), p.invitation_id`
 	rows, err := conn.Query(ctx, q, now, interval(staleAfter), interval(period), n.Customers)
 	if err != nil {
 		return nil, fmt.Errorf("notify: query stale invitations: %w", err)
@@ -335,9 +335,11 @@ func messageText(invs []Invitation, staleAfter time.Duration) string {
 		if inv.AccountIDs != nil {
 			accounts = "accounts " + report.Cell(inv.AccountIDs)
 		}
-		fmt.Fprintf(&b, "\n• %s: %s, %s; first seen %s ago", slackEscape(email), slackEscape(inv.RoleName), accounts, report.Age(inv.Age))
 		if inv.EstimatedSentAt != nil {
-			fmt.Fprintf(&b, " (sent about %s)", inv.EstimatedSentAt.UTC().Format(time.DateOnly))
+			fmt.Fprintf(&b, "\n• %s: %s, %s; sent about %s ago (%s)", slackEscape(email), slackEscape(inv.RoleName), accounts,
+				report.Age(inv.Age), inv.EstimatedSentAt.UTC().Format(time.DateOnly))
+		} else {
+			fmt.Fprintf(&b, "\n• %s: %s, %s; first seen %s ago", slackEscape(email), slackEscape(inv.RoleName), accounts, report.Age(inv.Age))
 		}
 		switch {
 		case inv.ExpirationDate == nil:
