@@ -123,7 +123,7 @@ func TestNotifyOncePerPeriod(t *testing.T) {
 		t.Errorf("first Notify = %+v, want 2 messages, 3 announced", res)
 	}
 	msgs, _ := hook.take()
-	if got, want := messageIDs(msgs), map[string][]string{"1": {"11", "13"}, "2": {"21"}}; !mapsEqual(got, want) {
+	if got, want := messageIDs(msgs), map[string][]string{"1": {"13", "11"}, "2": {"21"}}; !mapsEqual(got, want) {
 		t.Fatalf("messages carry %v, want %v", got, want)
 	}
 	m := msgs[0]
@@ -188,7 +188,7 @@ func TestNotifyOncePerPeriod(t *testing.T) {
 		t.Fatal(err)
 	}
 	msgs, _ = hook.take()
-	if got, want := messageIDs(msgs), map[string][]string{"1": {"11", "13"}, "2": {"21"}}; !mapsEqual(got, want) {
+	if got, want := messageIDs(msgs), map[string][]string{"1": {"13", "11"}, "2": {"21"}}; !mapsEqual(got, want) {
 		t.Errorf("after the period: messages carry %v, want %v (result %+v)", got, want, res)
 	}
 }
