@@ -319,7 +319,7 @@ func messageText(invs []Invitation, staleAfter time.Duration) string {
 	if c.CustomerName != "" {
 		who = "*" + slackEscape(c.CustomerName) + "* (" + who + ")"
 	}
-	fmt.Fprintf(&b, ":warning: %d stale Microsoft Advertising %s for customer %s: pending for more than %s, or expired but still listed. "+
+	fmt.Fprintf(&b, ":warning: %d stale Microsoft Advertising %s for customer %s: sent more than %s ago, or expired but still listed. "+
 		"Anyone who holds an invitation link can accept it with any login; cancel those not needed in the Microsoft Advertising web UI.",
 		len(invs), noun, who, report.Age(staleAfter))
 	for i, inv := range invs {

@@ -130,7 +130,7 @@ func TestNotifyOncePerPeriod(t *testing.T) {
 	if m.CustomerID != "1" || m.CustomerName != "Contoso" || m.StaleAfter != "168h0m0s" {
 		t.Errorf("message = %+v", m)
 	}
-	for _, want := range []string{"2 stale Microsoft Advertising invitations", "*Contoso* (1)", "old@example.com: Super Admin, every account; first seen 10d 0h ago", "expired@example.com", "*expired*"} {
+	for _, want := range []string{"2 stale Microsoft Advertising invitations", "*Contoso* (1)", "old@example.com: Super Admin, every account; sent about 10d 0h ago", "expired@example.com", "*expired*"} {
 		if !strings.Contains(m.Text, want) {
 			t.Errorf("text lacks %q:\n%s", want, m.Text)
 		}
@@ -138,14 +138,15 @@ func TestNotifyOncePerPeriod(t *testing.T) {
 	if strings.Contains(m.Text, "recent@example.com") {
 		t.Errorf("text lists a fresh invitation:\n%s", m.Text)
 	}
-	first := m.Invitations[0]
+	// Oldest first: 13 was sent 30 days ago (expired), 11 ten days ago.
+	if !m.Invitations[0].Expired || m.Invitations[0].InvitationID != "13" {
+		t.Errorf("invitation 13 not first and marked expired: %+v", m.Invitations[0])
+	}
+	first := m.Invitations[1]
 	if first.Email != "old@example.com" || first.RoleID != 41 || first.AccountIDs != nil || first.Expired ||
 		first.AgeSeconds < int64((10*day-time.Minute)/time.Second) || first.ExpirationDate == nil || first.EstimatedSentAt == nil ||
 		!first.EstimatedSentAt.Equal(first.ExpirationDate.Add(-30*day)) {
 		t.Errorf("first invitation = %+v", first)
-	}
-	if !m.Invitations[1].Expired {
-		t.Errorf("invitation 13 not marked expired: %+v", m.Invitations[1])
 	}
 
 	// Repeated runs within the period announce nothing.
