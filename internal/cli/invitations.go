@@ -150,7 +150,7 @@ func schemaError(schema string, err error) error {
 
 func writeInvitationsTable(w io.Writer, invs []invite.Invitation, threshold time.Duration) error {
 	if len(invs) == 0 {
-		_, err := fmt.Fprintf(w, "No stale invitations: none pending for more than %s, none expired.\n", report.Age(threshold))
+		_, err := fmt.Fprintf(w, "No stale invitations: none sent more than %s ago, none expired.\n", report.Age(threshold))
 		return err
 	}
 	fmt.Fprintf(w, "%d stale invitations: sent more than %s ago (estimated from the expiration date), or expired but still listed.\n"+
