@@ -21,7 +21,9 @@ import (
 	"slices"
 	"strconv"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -186,6 +188,32 @@ func grantReader(ctx context.Context, pool *pgxpool.Pool, schema, role string) e
 			return err
 		}
 		s, r := ident(schema), ident(role)
+		// A named reader role that does not exist yet is created without
+		// login (a group role: grant it to the people or tools that read).
+		var exists bool
+		if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)", role).Scan(&exists); err != nil {
+			return err
+		}
+		if !exists {
+			// Roles are cluster-wide: another schema's migration may create it
+			// at the same moment (a savepoint keeps this transaction alive).
+			if _, err := tx.Exec(ctx, "SAVEPOINT create_reader"); err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, "CREATE ROLE "+r+" NOLOGIN"); err != nil {
+				var pe *pgconn.PgError
+				if errors.As(err, &pe) && (pe.Code == pgerrcode.DuplicateObject || pe.Code == pgerrcode.UniqueViolation) {
+					if _, err := tx.Exec(ctx, "ROLLBACK TO SAVEPOINT create_reader"); err != nil {
+						return err
+					}
+				} else if errors.As(err, &pe) && pe.Code == pgerrcode.InsufficientPrivilege {
+					return fmt.Errorf("role %s does not exist and this database user may not create it: create it once "+
+						"(CREATE ROLE %s NOLOGIN) or leave database.reader_role empty: %w", role, r, err)
+				} else {
+					return fmt.Errorf("create reader role %s: %w", role, err)
+				}
+			}
+		}
 		stmts := []string{"GRANT USAGE ON SCHEMA " + s + " TO " + r}
 		for _, rel := range readerRelations {
 			stmts = append(stmts, "GRANT SELECT ON "+s+"."+ident(rel)+" TO "+r)

@@ -121,7 +121,29 @@ func TestReaderRole(t *testing.T) {
 		}
 	}
 	_ = tx.Rollback(ctx)
-	if _, err := schemasql.Migrate(ctx, pool, schema, "no_such_role_xyz", nil); err == nil {
-		t.Error("Migrate with a missing reader role succeeded, want error")
+}
+
+// A named reader role that does not exist is created NOLOGIN (the shipped
+// manifests name one).
+func TestReaderRoleCreatedWhenMissing(t *testing.T) {
+	t.Parallel()
+	pool, schema := pgtest.Schema(t)
+	ctx := context.Background()
+	role := schema + "_new_reader"
+	t.Cleanup(func() {
+		_, _ = pool.Exec(context.Background(), "DROP OWNED BY "+role)
+		_, _ = pool.Exec(context.Background(), "DROP ROLE IF EXISTS "+role)
+	})
+	if _, err := schemasql.Migrate(ctx, pool, schema, role, nil); err != nil {
+		t.Fatal(err)
 	}
+	var canLogin, canView bool
+	if err := pool.QueryRow(ctx, `SELECT rolcanlogin, has_table_privilege($1, $2, 'SELECT') FROM pg_roles WHERE rolname = $1`,
+		role, schema+".access").Scan(&canLogin, &canView); err != nil {
+		t.Fatalf("reader role not created: %v", err)
+	}
+	if canLogin || !canView {
+		t.Errorf("created role: login %v (want false), can read access %v (want true)", canLogin, canView)
+	}
+
 }
