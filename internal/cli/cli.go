@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -453,28 +454,51 @@ func (o observers) Throttle(d time.Duration) {
 	}
 }
 
-func cmdVersion(io IO) int {
-	fmt.Fprintf(io.Stdout, "syncer %s\n", Version)
-	if info, ok := debug.ReadBuildInfo(); ok {
-		rev, modified := Commit, ""
-		for _, s := range info.Settings {
-			switch s.Key {
-			case "vcs.revision":
-				if rev == "" {
-					rev = s.Value
-				}
-			case "vcs.modified":
-				if s.Value == "true" {
-					modified = " (modified)"
-				}
+// buildInfo returns the commit (with " (modified)" for a dirty tree; "" when
+// unknown) and the Go version of this binary.
+func buildInfo() (commit, goVersion string) {
+	goVersion = runtime.Version()
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return Commit, goVersion
+	}
+	rev, modified := Commit, ""
+	for _, s := range info.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			if rev == "" {
+				rev = s.Value
+			}
+		case "vcs.modified":
+			if s.Value == "true" {
+				modified = " (modified)"
 			}
 		}
-		if rev != "" {
-			fmt.Fprintf(io.Stdout, "commit %s%s\n", rev, modified)
-		}
-		fmt.Fprintf(io.Stdout, "built with %s\n", info.GoVersion)
 	}
+	if rev == "" {
+		return "", info.GoVersion
+	}
+	return rev + modified, info.GoVersion
+}
+
+func cmdVersion(io IO) int {
+	fmt.Fprintf(io.Stdout, "syncer %s\n", Version)
+	commit, goVersion := buildInfo()
+	if commit != "" {
+		fmt.Fprintf(io.Stdout, "commit %s\n", commit)
+	}
+	fmt.Fprintf(io.Stdout, "built with %s\n", goVersion)
 	return ExitOK
+}
+
+// newMetrics builds the process's metrics: syncer_build_info set, and the
+// per-customer counters of the configured customers started at 0.
+func newMetrics(cfg *config.Config) *metrics.Metrics {
+	m := metrics.New()
+	commit, goVersion := buildInfo()
+	m.SetBuildInfo(Version, commit, goVersion)
+	m.InitCustomers(cfg.Customers.IDs)
+	return m
 }
 
 func cmdMigrate(args []string, io IO) int {

@@ -15,7 +15,6 @@ import (
 	"github.com/msads-syncer/syncer/internal/config"
 	"github.com/msads-syncer/syncer/internal/extract/msadstest"
 	"github.com/msads-syncer/syncer/internal/job"
-	"github.com/msads-syncer/syncer/internal/metrics"
 	"github.com/msads-syncer/syncer/internal/msads"
 	"github.com/msads-syncer/syncer/internal/pgcluster"
 	"github.com/msads-syncer/syncer/internal/report"
@@ -86,7 +85,7 @@ func cmdDemo(args []string, io IO) int {
 		return fail(io, err)
 	}
 	defer pool.Close()
-	m := metrics.New()
+	m := newMetrics(cfg)
 	runner, err := newRunner(cfg, newStore(pool, cfg, false, logger), m, logger)
 	if err != nil {
 		return fail(io, err)

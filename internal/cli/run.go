@@ -87,7 +87,7 @@ func openSync(c *common, f syncFlags, io IO, withProgress bool) (runSetup, func(
 		logOut, prog = newProgress(io.Stderr, cfg.Log.Format)
 	}
 	logger := newLogger(logOut, cfg.Log.Format, cfg.Log.Level)
-	m := metrics.New()
+	m := newMetrics(cfg)
 	ctx, stop, cancel := signalContexts(io, cfg.Sync.ShutdownTimeout.D(), logger)
 	// A dry run writes nothing, migrations included.
 	pool, err := openDB(ctx, cfg, logger, !f.skipMigrate && !c.dryRun)

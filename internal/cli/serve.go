@@ -8,9 +8,8 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
-
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/msads-syncer/syncer/internal/job"
 	"github.com/msads-syncer/syncer/internal/metrics"
@@ -34,7 +33,7 @@ func cmdServe(args []string, io IO) int {
 		return fail(io, err)
 	}
 	defer cleanup()
-	ctx, stop, cfg, logger, runner, m, pool := setup.ctx, setup.stop, setup.cfg, setup.logger, setup.runner, setup.metrics, setup.pool
+	ctx, stop, cfg, logger, runner, m := setup.ctx, setup.stop, setup.cfg, setup.logger, setup.runner, setup.metrics
 
 	st := &serveState{}
 	sched := schedule.New(cfg.CronSchedule, func(ctx context.Context) {
@@ -56,7 +55,7 @@ func cmdServe(args []string, io IO) int {
 	if err != nil {
 		return fail(io, fmt.Errorf("metrics.listen %s: %w", cfg.Metrics.Listen, err))
 	}
-	srv := &http.Server{Handler: serveMux(m, pool, st), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: serveMux(m, st), ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			logger.Error("metrics server stopped", slog.Any("error", err))
@@ -70,8 +69,10 @@ func cmdServe(args []string, io IO) int {
 	if *now {
 		sched.RunNow(ctx)
 	}
+	st.ready.Store(true)
 
 	<-stop // first signal: stop scheduling, let the running sync finish
+	st.ready.Store(false)
 	waitCtx, cancelWait := context.WithTimeout(ctx, cfg.Sync.ShutdownTimeout.D())
 	defer cancelWait()
 	if !sched.Stop(waitCtx) {
@@ -106,8 +107,13 @@ func cmdServe(args []string, io IO) int {
 	return ExitOK
 }
 
-// serveState is what /readyz reports on: the last run's status.
+// serveState is what /readyz reports on: whether the process can serve
+// (started: migrated, scheduling, metrics registered; not stopping), and,
+// for people reading the probe, the last run's status. A failed sync does
+// not make the process unready: restarting it would not mend the sync, and
+// the metrics and alerts say what failed.
 type serveState struct {
+	ready      atomic.Bool
 	mu         sync.Mutex
 	lastStatus string
 }
@@ -124,26 +130,24 @@ func (s *serveState) get() string {
 	return s.lastStatus
 }
 
-// serveMux serves /metrics, /healthz (process alive) and /readyz (database
-// reachable and the last run not failed).
-func serveMux(m *metrics.Metrics, pool *pgxpool.Pool, st *serveState) *http.ServeMux {
+// serveMux serves /metrics, /healthz (process alive) and /readyz (started
+// and not stopping: able to serve /metrics and to sync on schedule).
+func serveMux(m *metrics.Metrics, st *serveState) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", m.Handler())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
-		defer cancel()
-		if err := pool.Ping(ctx); err != nil {
-			http.Error(w, "database unreachable", http.StatusServiceUnavailable)
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !st.ready.Load() {
+			http.Error(w, "not ready: starting or stopping", http.StatusServiceUnavailable)
 			return
 		}
-		if s := st.get(); s == job.StatusFailed {
-			http.Error(w, "last sync failed", http.StatusServiceUnavailable)
-			return
+		last := st.get()
+		if last == "" {
+			last = "none yet"
 		}
-		fmt.Fprintln(w, "ready")
+		fmt.Fprintf(w, "ready (last sync: %s)\n", last)
 	})
 	return mux
 }

@@ -2,10 +2,15 @@ package cli
 
 import (
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/msads-syncer/syncer/internal/metrics"
 )
 
 func TestSecondSignalCancelsWithItsExitCode(t *testing.T) {
@@ -60,5 +65,32 @@ func TestUntilHardStopReturnsWithoutAStuckCommand(t *testing.T) {
 	defer cancel2()
 	if code, _ := untilHardStop(ctx2, func() int { return ExitPartial }); code != ExitPartial {
 		t.Errorf("untilHardStop without a signal = %d", code)
+	}
+}
+
+func TestReadyzMeansCanServe(t *testing.T) {
+	t.Parallel()
+	st := &serveState{}
+	mux := serveMux(metrics.New(), st)
+	get := func() (int, string) {
+		rec := httptest.NewRecorder()
+		mux.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+		return rec.Code, rec.Body.String()
+	}
+	if code, _ := get(); code != http.StatusServiceUnavailable {
+		t.Errorf("starting: /readyz = %d, want 503", code)
+	}
+	st.ready.Store(true)
+	if code, body := get(); code != http.StatusOK || !strings.Contains(body, "none yet") {
+		t.Errorf("started: /readyz = %d %q, want 200", code, body)
+	}
+	// A failed sync does not make the process unready.
+	st.set("failed")
+	if code, body := get(); code != http.StatusOK || !strings.Contains(body, "last sync: failed") {
+		t.Errorf("after a failed sync: /readyz = %d %q, want 200 naming the status", code, body)
+	}
+	st.ready.Store(false) // first signal: stopping
+	if code, _ := get(); code != http.StatusServiceUnavailable {
+		t.Errorf("stopping: /readyz = %d, want 503", code)
 	}
 }

@@ -125,7 +125,7 @@ const (
 	DefaultSchedule          = "0 */6 * * *"
 	DefaultStaleAfter        = 168 * time.Hour
 	DefaultMaxDataAge        = 48 * time.Hour
-	DefaultMetricsListen     = ":9090"
+	DefaultMetricsListen     = ":9464" // not 9090, which Prometheus itself uses
 	DefaultLogFormat         = "json"
 	DefaultLogLevel          = "info"
 	DefaultRedirectURI       = "https://login.microsoftonline.com/common/oauth2/nativeclient"

@@ -47,7 +47,7 @@ func TestParseDefaults(t *testing.T) {
 		{"removal_guard", cfg.Sync.Guard(), 0.5},
 		{"stale_after", cfg.Invitations.StaleAfter.D(), 168 * time.Hour},
 		{"schedule", cfg.Schedule, "0 */6 * * *"},
-		{"listen", cfg.Metrics.Listen, ":9090"},
+		{"listen", cfg.Metrics.Listen, ":9464"},
 		{"ids", fmt.Sprint(cfg.Customers.IDs), "[150123456 150123457]"},
 	}
 	for _, c := range checks {

@@ -79,10 +79,13 @@ func scanInvitation(r pgx.CollectableRow) (Invitation, error) {
 }
 
 // CustomerStates returns, for every customer known to schema (synced, or
-// with pending invitations), its pending and stale invitation counts and the
-// time of its last successful snapshot. staleAfter is the stale threshold.
+// with pending invitations), its pending and stale invitation counts, its
+// current users (and how many of them GetUser could not read), its current
+// role grants, and the time of its last successful snapshot. staleAfter is
+// the stale threshold.
 func CustomerStates(ctx context.Context, pool *pgxpool.Pool, schema string, staleAfter time.Duration) ([]metrics.CustomerState, error) {
-	q := `SELECT ids.customer_id, c.last_success_at, coalesce(p.n, 0), coalesce(s.n, 0)
+	q := `SELECT ids.customer_id, c.last_success_at, coalesce(p.n, 0), coalesce(s.n, 0),
+       coalesce(u.n, 0), coalesce(u.unreadable, 0), coalesce(r.n, 0)
 FROM (SELECT customer_id FROM ` + ident(schema, "customers") + `
       UNION SELECT customer_id FROM ` + ident(schema, "pending_invitations") + `) ids
 LEFT JOIN ` + ident(schema, "customers") + ` c ON c.customer_id = ids.customer_id
@@ -90,6 +93,11 @@ LEFT JOIN (SELECT customer_id, count(*) AS n FROM ` + ident(schema, "pending_inv
        ON p.customer_id = ids.customer_id
 LEFT JOIN (SELECT customer_id, count(*) AS n FROM ` + ident(schema, "stale_invitations") + `($1) GROUP BY customer_id) s
        ON s.customer_id = ids.customer_id
+LEFT JOIN (SELECT customer_id, count(*) AS n, count(*) FILTER (WHERE detail_status <> 'ok') AS unreadable
+           FROM ` + ident(schema, "users") + ` WHERE removed_at IS NULL GROUP BY customer_id) u
+       ON u.customer_id = ids.customer_id
+LEFT JOIN (SELECT customer_id, count(*) AS n FROM ` + ident(schema, "user_roles") + ` WHERE removed_at IS NULL GROUP BY customer_id) r
+       ON r.customer_id = ids.customer_id
 ORDER BY ids.customer_id`
 	rows, err := pool.Query(ctx, q, interval(staleAfter))
 	if err != nil {
@@ -98,7 +106,7 @@ ORDER BY ids.customer_id`
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (metrics.CustomerState, error) {
 		var cs metrics.CustomerState
 		var last *time.Time
-		err := r.Scan(&cs.CustomerID, &last, &cs.PendingInvitations, &cs.StaleInvitations)
+		err := r.Scan(&cs.CustomerID, &last, &cs.PendingInvitations, &cs.StaleInvitations, &cs.Users, &cs.UnreadableUsers, &cs.Roles)
 		if last != nil {
 			cs.LastSuccess = *last
 		}

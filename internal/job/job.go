@@ -462,7 +462,7 @@ func (r *Runner) resolveCustomers(ctx context.Context, only []int64) (runScope, 
 func (r *Runner) invisibleCustomer(ctx context.Context, runID int64, c msads.Customer, reason string, dryRun bool) customerOutcome {
 	out := customerOutcome{CustomerResult: CustomerResult{CustomerID: c.ID, Name: c.Name, Status: StatusFailed, Error: reason}}
 	if r.Metrics != nil {
-		r.Metrics.CustomerSync(StatusFailed, 0)
+		r.Metrics.CustomerSync(c.ID, StatusFailed, 0)
 	}
 	if r.Counters != nil {
 		r.Counters.CustomersDone.Add(1)
@@ -491,15 +491,15 @@ type customerOutcome struct {
 
 // syncCustomer fetches and writes one customer. fetchCtx carries the graceful
 // stop; ctx bounds the write.
-func (r *Runner) syncCustomer(ctx, fetchCtx context.Context, runID int64, c msads.Customer, cache *extract.UserCache, roleCustomers []int64, dryRun bool) customerOutcome {
+func (r *Runner) syncCustomer(ctx, fetchCtx context.Context, runID int64, c msads.Customer, cache *extract.UserCache, roleCustomers []int64, dryRun bool) (out customerOutcome) {
 	start := time.Now().UTC()
-	out := customerOutcome{CustomerResult: CustomerResult{CustomerID: c.ID, Name: c.Name}}
+	out = customerOutcome{CustomerResult: CustomerResult{CustomerID: c.ID, Name: c.Name}}
 	log := r.Logger.With(slog.Int64("customer_id", c.ID))
 	defer func() {
 		d := time.Since(start)
-		out.DurationSec = d.Seconds()
+		out.DurationSec = d.Seconds() // a named result: the deferred value is the one returned
 		if r.Metrics != nil {
-			r.Metrics.CustomerSync(out.Status, d)
+			r.Metrics.CustomerSync(c.ID, out.Status, d)
 		}
 		if r.Counters != nil {
 			r.Counters.CustomersDone.Add(1)
@@ -547,7 +547,6 @@ func (r *Runner) syncCustomer(ctx, fetchCtx context.Context, runID int64, c msad
 	}
 	out.Status = StatusSucceeded
 	if r.Metrics != nil && !dryRun {
-		r.Metrics.UnreadableUsers(c.ID, out.Unreadable)
 		ch := out.Changes
 		for _, x := range []struct {
 			entity, change string

@@ -80,6 +80,9 @@ func TestRunFetchesSharedUsersOnce(t *testing.T) {
 	users := 0
 	for _, c := range res.Customers {
 		users += c.Users
+		if c.DurationSec <= 0 {
+			t.Errorf("customer %d: duration_seconds = %v, want > 0", c.CustomerID, c.DurationSec)
+		}
 	}
 	if users != listed {
 		t.Errorf("users seen = %d, want %d", users, listed)

@@ -49,7 +49,20 @@ type Metrics struct {
 	lastSuccess        *prometheus.GaugeVec
 	invitationNotices  *prometheus.CounterVec
 	unreadableUsers    *prometheus.GaugeVec
+	customerUsers      *prometheus.GaugeVec
+	customerRoles      *prometheus.GaugeVec
+	buildInfo          *prometheus.GaugeVec
 }
+
+// Statuses every counter starts at 0 for, so that rate() and increase()
+// work from the first sample and alerts on "failed" see a series before
+// the first failure.
+var (
+	RunStatuses      = []string{"succeeded", "partial", "failed", "canceled", "locked"}
+	CustomerStatuses = []string{"succeeded", "failed"}
+	changeKinds      = []string{"added", "changed", "removed", "reappeared"}
+	entities         = []string{"users", "user_roles", "user_invitations", "accounts"}
+)
 
 // New registers every metric on a fresh registry.
 func New() *Metrics {
@@ -76,8 +89,8 @@ func New() *Metrics {
 		Name: "msads_rows_written_total", Help: "Warehouse rows written by entity and change (added, changed, removed, reappeared).",
 	}, []string{"entity", "change"})
 	m.customerSyncs = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "msads_customer_syncs_total", Help: "Customer syncs by status (succeeded, failed).",
-	}, []string{"status"})
+		Name: "msads_customer_syncs_total", Help: "Customer syncs by customer and status (succeeded, failed).",
+	}, []string{"customer_id", "status"})
 	m.customerDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name: "msads_customer_sync_duration_seconds", Help: "Duration of one customer's sync, fetch and write.",
 		Buckets: prometheus.ExponentialBuckets(0.5, 2, 12),
@@ -108,10 +121,27 @@ func New() *Metrics {
 		Name: "msads_invitation_notices_total", Help: "Stale-invitation webhook posts by outcome.",
 	}, []string{"outcome"})
 	m.unreadableUsers = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "msads_unreadable_users", Help: "Users a customer lists but GetUser cannot read (detail_status unreadable or not_found), as of the customer's last successful sync.",
+		Name: "msads_unreadable_users", Help: "Users a customer lists but GetUser cannot read (detail_status unreadable or not_found), from the warehouse: as of the customer's last successful sync.",
 	}, []string{"customer_id"})
+	m.customerUsers = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "msads_customer_users", Help: "Current users listed by each customer (readable or not), from the warehouse.",
+	}, []string{"customer_id"})
+	m.customerRoles = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "msads_customer_roles", Help: "Current role grants in each customer, from the warehouse.",
+	}, []string{"customer_id"})
+	m.buildInfo = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "syncer_build_info", Help: "Always 1: the version, commit and Go version of the running syncer.",
+	}, []string{"version", "commit", "goversion"})
+	for _, st := range RunStatuses {
+		m.runs.WithLabelValues(st)
+	}
+	for _, e := range entities {
+		for _, k := range changeKinds {
+			m.rowsWritten.WithLabelValues(e, k)
+		}
+	}
 	for _, c := range []prometheus.Collector{
-		m.unreadableUsers, m.apiCalls, m.apiCallDuration, m.apiRetries, m.apiThrottles, m.apiThrottleWait,
+		m.unreadableUsers, m.customerUsers, m.customerRoles, m.buildInfo, m.apiCalls, m.apiCallDuration, m.apiRetries, m.apiThrottles, m.apiThrottleWait,
 		m.rowsWritten, m.customerSyncs, m.customerDuration, m.runs, m.runDuration,
 		m.lastRunTime, m.lastRunSuccess, m.pendingInvitations, m.staleInvitations,
 		m.lastSuccess, m.invitationNotices,
@@ -144,16 +174,26 @@ func (m *Metrics) RowsWritten(entity, change string, n int) {
 	}
 }
 
-// CustomerSync records one customer's outcome.
-func (m *Metrics) CustomerSync(status string, d time.Duration) {
-	m.customerSyncs.WithLabelValues(status).Inc()
-	m.customerDuration.Observe(d.Seconds())
+// SetBuildInfo sets syncer_build_info to 1 for this build.
+func (m *Metrics) SetBuildInfo(version, commit, goVersion string) {
+	m.buildInfo.Reset()
+	m.buildInfo.WithLabelValues(version, commit, goVersion).Set(1)
 }
 
-// UnreadableUsers sets the number of listed users of a customer whose
-// GetUser failed in its last successful sync.
-func (m *Metrics) UnreadableUsers(customerID int64, n int) {
-	m.unreadableUsers.WithLabelValues(strconv.FormatInt(customerID, 10)).Set(float64(n))
+// InitCustomers starts the per-customer counters of the configured
+// customers at 0 for every status.
+func (m *Metrics) InitCustomers(ids []int64) {
+	for _, id := range ids {
+		for _, st := range CustomerStatuses {
+			m.customerSyncs.WithLabelValues(strconv.FormatInt(id, 10), st)
+		}
+	}
+}
+
+// CustomerSync records one customer's outcome.
+func (m *Metrics) CustomerSync(customerID int64, status string, d time.Duration) {
+	m.customerSyncs.WithLabelValues(strconv.FormatInt(customerID, 10), status).Inc()
+	m.customerDuration.Observe(d.Seconds())
 }
 
 // Run records one run's outcome.
@@ -171,23 +211,30 @@ func (m *Metrics) Run(status string, d time.Duration, end time.Time) {
 	}
 }
 
-// CustomerState is one customer's alert gauges.
+// CustomerState is one customer's gauges, read from the warehouse: they
+// hold between runs and whatever a run's outcome.
 type CustomerState struct {
 	CustomerID         int64
 	LastSuccess        time.Time // zero when never
 	PendingInvitations int
 	StaleInvitations   int
+	Users              int // current users rows (listed by the customer)
+	UnreadableUsers    int // of those, detail_status unreadable or not_found
+	Roles              int // current role grants in the customer
 }
 
-// SetCustomerStates replaces the per-customer alert gauges.
+// SetCustomerStates replaces the per-customer gauges.
 func (m *Metrics) SetCustomerStates(states []CustomerState) {
-	m.pendingInvitations.Reset()
-	m.staleInvitations.Reset()
-	m.lastSuccess.Reset()
+	for _, g := range []*prometheus.GaugeVec{m.pendingInvitations, m.staleInvitations, m.lastSuccess, m.customerUsers, m.customerRoles, m.unreadableUsers} {
+		g.Reset()
+	}
 	for _, s := range states {
 		id := strconv.FormatInt(s.CustomerID, 10)
 		m.pendingInvitations.WithLabelValues(id).Set(float64(s.PendingInvitations))
 		m.staleInvitations.WithLabelValues(id).Set(float64(s.StaleInvitations))
+		m.customerUsers.WithLabelValues(id).Set(float64(s.Users))
+		m.customerRoles.WithLabelValues(id).Set(float64(s.Roles))
+		m.unreadableUsers.WithLabelValues(id).Set(float64(s.UnreadableUsers))
 		if !s.LastSuccess.IsZero() {
 			m.lastSuccess.WithLabelValues(id).Set(float64(s.LastSuccess.Unix()))
 		}

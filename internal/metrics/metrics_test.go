@@ -5,6 +5,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -37,11 +39,13 @@ func TestMetricsExposition(t *testing.T) {
 	m.Retry("GetUsersInfo")
 	m.Throttle(2 * time.Second)
 	m.RowsWritten("users", "added", 3)
-	m.RowsWritten("users", "removed", 0) // zero adds no series
-	m.CustomerSync("succeeded", time.Second)
+	m.RowsWritten("users", "removed", 0) // zero adds nothing: the series starts at 0
+	m.InitCustomers([]int64{150, 152})
+	m.CustomerSync(150, "succeeded", time.Second)
+	m.SetBuildInfo("v1.2.3", "abc123", "go1.26")
 	m.Run("partial", time.Minute, time.Unix(1700000000, 0))
 	m.SetCustomerStates([]CustomerState{{CustomerID: 150, LastSuccess: time.Unix(1700000000, 0), PendingInvitations: 4, StaleInvitations: 1}})
-	m.SetCustomerStates([]CustomerState{{CustomerID: 151, PendingInvitations: 2}}) // replaces, never-synced has no timestamp
+	m.SetCustomerStates([]CustomerState{{CustomerID: 151, PendingInvitations: 2, Users: 7, UnreadableUsers: 1, Roles: 9}}) // replaces, never-synced has no timestamp
 	body := scrape(t, m)
 	for _, want := range []string{
 		`msads_api_calls_total{operation="GetUser",outcome="ok"} 2`,
@@ -50,7 +54,16 @@ func TestMetricsExposition(t *testing.T) {
 		`msads_api_throttle_pauses_total 1`,
 		`msads_api_throttle_wait_seconds_total 2`,
 		`msads_rows_written_total{change="added",entity="users"} 3`,
-		`msads_customer_syncs_total{status="succeeded"} 1`,
+		`msads_customer_syncs_total{customer_id="150",status="succeeded"} 1`,
+		// Counters start at 0 for every configured customer and status.
+		`msads_customer_syncs_total{customer_id="150",status="failed"} 0`,
+		`msads_customer_syncs_total{customer_id="152",status="succeeded"} 0`,
+		`msads_sync_runs_total{status="failed"} 0`,
+		`msads_rows_written_total{change="removed",entity="users"} 0`,
+		`syncer_build_info{commit="abc123",goversion="go1.26",version="v1.2.3"} 1`,
+		`msads_customer_users{customer_id="151"} 7`,
+		`msads_unreadable_users{customer_id="151"} 1`,
+		`msads_customer_roles{customer_id="151"} 9`,
 		`msads_sync_runs_total{status="partial"} 1`,
 		`msads_last_run_success 0`,
 		`msads_last_run_timestamp_seconds 1.7e+09`,
@@ -61,7 +74,7 @@ func TestMetricsExposition(t *testing.T) {
 			t.Errorf("exposition lacks %q", want)
 		}
 	}
-	for _, gone := range []string{`customer_id="150"`, `entity="users",change="removed"`, `msads_customer_last_success_timestamp_seconds{`} {
+	for _, gone := range []string{`msads_pending_invitations{customer_id="150"`, `msads_customer_last_success_timestamp_seconds{`} {
 		if strings.Contains(body, gone) {
 			t.Errorf("exposition still has %q", gone)
 		}
@@ -158,5 +171,50 @@ func TestPushHasItsOwnTimeoutAndKeepsTheURLPasswordOut(t *testing.T) {
 	}
 	if PushTimeout > 15*time.Second {
 		t.Errorf("PushTimeout %v is not short", PushTimeout)
+	}
+}
+
+// The shipped Grafana dashboard and alert rules name only metrics this
+// package exports.
+func TestDashboardAndRulesUseExportedMetrics(t *testing.T) {
+	t.Parallel()
+	m := New()
+	m.Call("GetUser", "ok", time.Millisecond)
+	m.Retry("GetUser")
+	m.Throttle(time.Second)
+	m.RowsWritten("users", "added", 1)
+	m.CustomerSync(1, "succeeded", time.Second)
+	m.Run("succeeded", time.Second, time.Now())
+	m.SetCustomerStates([]CustomerState{{CustomerID: 1, LastSuccess: time.Now(), Users: 1}})
+	m.InvitationNotice("sent")
+	m.SetBuildInfo("v", "c", "go")
+	families, err := m.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	exported := map[string]bool{}
+	for _, f := range families {
+		exported[f.GetName()] = true
+	}
+	nameRE := regexp.MustCompile(`\b(?:msads|syncer)_[a-z_]+`)
+	for _, file := range []string{"../../deploy/grafana/syncer-dashboard.json", "../../deploy/helm/syncer/files/prometheus-rules.yaml"} {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		used := 0
+		for _, name := range nameRE.FindAllString(string(b), -1) {
+			if strings.HasPrefix(name, "msads_syncer") || name == "msads_syncer" {
+				continue // object names, not metrics
+			}
+			base := strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(name, "_bucket"), "_sum"), "_count")
+			if !exported[base] {
+				t.Errorf("%s uses %s, which is not exported", file, name)
+			}
+			used++
+		}
+		if used == 0 {
+			t.Errorf("%s names no metric: the check proves nothing", file)
+		}
 	}
 }
