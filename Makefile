@@ -28,9 +28,9 @@ test/short: postgres ## every test without the race detector
 bench: postgres ## the benchmarks named by the issues (API fetch vs rate limit; snapshot write vs raw COPY)
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m $(BENCHPKG)
 
-demo: ## the whole job end to end: API simulator + throwaway PostgreSQL, then the reports
+demo: ## the whole job end to end: API simulator + throwaway PostgreSQL, then the reports (ARGS=--keep keeps the warehouse)
 	@./scripts/ensure-postgres.sh demo
-	$(GO) run ./cmd/syncer demo
+	$(GO) run ./cmd/syncer demo $(ARGS)
 
 FUZZTIME ?= 15s
 fuzz: ## fuzz decoding, whole API answers of every operation, token endpoint answers and config loading ($(FUZZTIME) each)

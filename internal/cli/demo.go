@@ -27,6 +27,7 @@ import (
 func cmdDemo(args []string, io IO) int {
 	var c common
 	fs := newFlagSet("demo", io, &c)
+	keep := fs.Bool("keep", false, "leave the throwaway PostgreSQL running after the demo and print the psql command to explore it")
 	if code, done := parse(fs, args); done {
 		return code
 	}
@@ -43,6 +44,7 @@ func cmdDemo(args []string, io IO) int {
 	defer cancel()
 
 	out := io.Stdout
+	kept := false // set when the demo got to its end: only then is --keep honoured
 	dbURL := io.Getenv("DATABASE_URL")
 	schema := "msads_demo"
 	if dbURL == "" {
@@ -51,9 +53,21 @@ func cmdDemo(args []string, io IO) int {
 		if err != nil {
 			return fail(io, fmt.Errorf("start PostgreSQL: %w (or set DATABASE_URL to use an existing server)", err))
 		}
-		defer func() { _ = cluster.Stop() }()
 		dbURL = cluster.URL()
 		schema = "msads"
+		defer func() {
+			if *keep && kept {
+				stopCmd, err := cluster.Keep()
+				if err == nil {
+					fmt.Fprintf(out, "\nThe warehouse is still running. Explore it with:\n\n  psql %q -c 'SET search_path = %s' -c 'SELECT * FROM access LIMIT 20'\n"+
+						"  (or: psql %q, then SET search_path = %s;)\n\nStop and remove it with:\n\n  %s\n",
+						dbURL, schema, dbURL, schema, stopCmd)
+					return
+				}
+				fmt.Fprintf(io.Stderr, "syncer: --keep: %v; removing the cluster\n", err)
+			}
+			_ = cluster.Stop()
+		}()
 	} else {
 		fmt.Fprintf(out, "Using $DATABASE_URL, schema %s.\n", schema)
 	}
@@ -117,6 +131,10 @@ func cmdDemo(args []string, io IO) int {
 		}
 	}
 	fmt.Fprintf(out, "\nThe warehouse is schema %q; every query above works as it is in psql.\n", schema)
+	if !*keep {
+		fmt.Fprintln(out, "Run `make demo ARGS=--keep` (or `syncer demo --keep`) to keep the warehouse running and explore it with psql.")
+	}
+	kept = true
 	return ExitOK
 }
 
@@ -228,6 +246,9 @@ func printRuns(ctx context.Context, w io.Writer, pool *pgxpool.Pool, schema stri
 	return queryTable(ctx, w, pool, schema,
 		`SELECT r.run_id, r.status, r.principal_user_name AS signed_in_as, r.customers_total, r.customers_failed,
 		        sum(c.users_seen) AS users, sum(c.users_unreadable) AS unreadable, sum(c.invitations_seen) AS invitations,
+		        format('+%s ~%s -%s', sum(c.users_added + c.users_reappeared), sum(c.users_changed), sum(c.users_removed)) AS users_changes,
+		        format('+%s ~%s -%s', sum(c.roles_added + c.roles_reappeared), sum(c.roles_changed), sum(c.roles_removed)) AS roles_changes,
+		        format('+%s ~%s -%s', sum(c.invitations_added + c.invitations_reappeared), sum(c.invitations_changed), sum(c.invitations_removed)) AS invitations_changes,
 		        sum(c.api_calls) AS api_calls, round(extract(epoch FROM r.finished_at - r.started_at)::numeric, 2) AS seconds
 		   FROM sync_runs r LEFT JOIN customer_syncs c USING (run_id)
 		  GROUP BY r.run_id ORDER BY r.run_id`)

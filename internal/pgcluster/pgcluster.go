@@ -198,6 +198,20 @@ func (c *Cluster) Port() int { return c.port }
 // Dir returns the temporary folder (data, socket, log).
 func (c *Cluster) Dir() string { return c.dir }
 
+// Keep hands the running cluster over to the user: it is never reaped as an
+// orphan, and it goes on after the process exits. It returns the command
+// that stops and removes it.
+func (c *Cluster) Keep() (stopCommand string, err error) {
+	if err := os.Remove(filepath.Join(c.dir, ownerFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("pgcluster: keep: %w", err)
+	}
+	ctl := filepath.Join(c.bin, "pg_ctl") + " stop -D " + c.dataDir
+	if c.cred != nil {
+		ctl = "su postgres -s /bin/sh -c '" + ctl + "'"
+	}
+	return ctl + " && rm -rf " + c.dir, nil
+}
+
 // Stop stops the server (fast shutdown) and removes its folder.
 func (c *Cluster) Stop() error {
 	var errs []error
