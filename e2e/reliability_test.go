@@ -104,6 +104,7 @@ func randomCustomer(rng *rand.Rand, ds *msadstest.Dataset) int64 {
 
 const (
 	fastSync = "  concurrency: 4\n  request_timeout: 2s\n  retry_max_elapsed: 1s\n"
+	killSync = "  concurrency: 2\n  request_timeout: 2s\n  retry_max_elapsed: 1s\n"
 	hangSync = "  concurrency: 4\n  request_timeout: 300ms\n  retry_max_elapsed: 1500ms\n"
 )
 
@@ -180,9 +181,21 @@ func TestReliability(t *testing.T) {
 			f    func(times int) msadstest.Fault
 		}{
 			{"cut JSON", func(n int) msadstest.Fault { return msadstest.Fault{Malformed: n} }},
-			{"200 {}", func(n int) msadstest.Fault { c := msadstest.EmptyObject(); c.Times = n; return msadstest.Fault{Response: c} }},
-			{"200 HTML page", func(n int) msadstest.Fault { c := msadstest.HTMLPage(200); c.Times = n; return msadstest.Fault{Response: c} }},
-			{"502 HTML page", func(n int) msadstest.Fault { c := msadstest.HTMLPage(502); c.Times = n; return msadstest.Fault{Response: c} }},
+			{"200 {}", func(n int) msadstest.Fault {
+				c := msadstest.EmptyObject()
+				c.Times = n
+				return msadstest.Fault{Response: c}
+			}},
+			{"200 HTML page", func(n int) msadstest.Fault {
+				c := msadstest.HTMLPage(200)
+				c.Times = n
+				return msadstest.Fault{Response: c}
+			}},
+			{"502 HTML page", func(n int) msadstest.Fault {
+				c := msadstest.HTMLPage(502)
+				c.Times = n
+				return msadstest.Fault{Response: c}
+			}},
 		}
 		ta := faultRounds(t, w, rng, 5, func(round int) string {
 			var desc []string
@@ -337,7 +350,7 @@ func TestReliability(t *testing.T) {
 		t.Parallel()
 		seed, replay := caseSeed(t)
 		rng := rand.New(rand.NewPCG(uint64(seed), 8))
-		e := newEnvSync(t, msadstest.Generate(seed%1000, 3, 8), fastSync, "")
+		e := newEnvSync(t, msadstest.Generate(seed%1000, 4, 6), killSync, "")
 		e.sim.RejectSupersededRefreshTokens(true)
 		e.sim.SetFault(msadstest.OpGetUser, msadstest.Fault{Latency: 10 * time.Millisecond})
 		w := newWorld(t, e, replay)
@@ -348,7 +361,8 @@ func TestReliability(t *testing.T) {
 		t.Parallel()
 		seed, replay := caseSeed(t)
 		rng := rand.New(rand.NewPCG(uint64(seed), 9))
-		e := newEnvSync(t, msadstest.Generate(seed%1000, 4, 8), fastSync, "")
+		// Six customers two at a time: their commits spread over the run.
+		e := newEnvSync(t, msadstest.Generate(seed%1000, 6, 6), killSync, "")
 		e.sim.SetFault(msadstest.OpGetUser, msadstest.Fault{Latency: 10 * time.Millisecond})
 		w := newWorld(t, e, replay)
 		killLoop(t, w, rng, 8, "")
@@ -356,9 +370,9 @@ func TestReliability(t *testing.T) {
 
 	t.Run("killed-run-closed", func(t *testing.T) {
 		t.Parallel()
-		skipDefect(t, "DEFECT: a SIGKILLed run's sync_runs row stays status 'running' with finished_at NULL forever: " +
-			"the next run of the same credential takes the lock (so the old run is certainly dead) but never closes it, " +
-			"so sync_runs says a run is in progress that is not (run status does not tell the truth). " +
+		skipDefect(t, "DEFECT: a SIGKILLed run's sync_runs row stays status 'running' with finished_at NULL forever: "+
+			"the next run of the same credential takes the lock (so the old run is certainly dead) but never closes it, "+
+			"so sync_runs says a run is in progress that is not (run status does not tell the truth). "+
 			"Expected: once a run holds the credential's lock, earlier 'running' rows of that credential are closed (e.g. 'abandoned' with finished_at).")
 		seed, replay := caseSeed(t)
 		rng := rand.New(rand.NewPCG(uint64(seed), 12))
@@ -436,19 +450,34 @@ func killLoop(t *testing.T, w *world, rng *rand.Rand, iterations int, what strin
 		t.Fatalf("clean first run: exit %d: %s\n\t%s", r.code, r.stderr, w.replay)
 	}
 	ta.check(t, w)
-	var delays []string
+	var delays []time.Duration
 	killed := 0
+	phases := map[string]int{}
 	for i := range iterations {
 		changes := apiChanges(rng, w.e.sim)
 		delay := time.Duration(rng.Int64N(int64(d)))
 		r, finished := w.runKilled(fmt.Sprintf("iteration %d: SIGKILL after %v", i+1, delay.Round(time.Millisecond)), delay)
 		ta.add(r)
+		committed := 0
+		if ids := w.runs[len(w.runs)-1].runIDs; len(ids) > 0 {
+			committed = w.e.queryInt("SELECT count(*) FROM S.customer_syncs WHERE run_id = $1 AND status = 'succeeded'", ids[0])
+		}
 		if !finished {
 			killed++
+			switch {
+			case len(w.runs[len(w.runs)-1].runIDs) == 0:
+				phases["before the run was recorded"]++
+			case committed == 0:
+				phases["recorded, no customer committed"]++
+			case committed < len(w.versions[w.latest()].customers):
+				phases["some customers committed"]++
+			default:
+				phases["every customer committed"]++
+			}
 		}
-		delays = append(delays, delay.Round(time.Millisecond).String())
-		t.Logf("iteration %d: API changes %v; SIGKILL after %v (normal run %v): finished first %v, exit %d",
-			i+1, changes, delay.Round(time.Millisecond), d.Round(time.Millisecond), finished, r.code)
+		delays = append(delays, delay.Round(time.Millisecond))
+		t.Logf("iteration %d: API changes %v; SIGKILL after %v (normal run %v): finished first %v, exit %d, customers committed %d",
+			i+1, changes, delay.Round(time.Millisecond), d.Round(time.Millisecond), finished, r.code, committed)
 		ta.check(t, w)
 		r = w.runUnlocked(fmt.Sprintf("iteration %d: repair run", i+1))
 		ta.add(r)
@@ -462,5 +491,5 @@ func killLoop(t *testing.T, w *world, rng *rand.Rand, iterations int, what strin
 		}
 	}
 	slices.Sort(delays)
-	ta.log(t, w, fmt.Sprintf("%s SIGKILL at random points: %d of %d runs killed before their end, delays %v, normal run %v", what, killed, iterations, delays, d.Round(time.Millisecond)))
+	ta.log(t, w, fmt.Sprintf("%s SIGKILL at random points: %d of %d runs killed before their end (%v), delays %v, normal run %v", what, killed, iterations, phases, delays, d.Round(time.Millisecond)))
 }
