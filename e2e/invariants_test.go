@@ -1181,8 +1181,8 @@ func apiChanges(rng *rand.Rand, sim *msadstest.Server) []string {
 // or key and what differs.
 func TestInvariantCheckerCatchesCorruption(t *testing.T) {
 	t.Parallel()
-	seed, replay := caseSeed(t)
-	rng := rand.New(rand.NewPCG(uint64(seed), 11))
+	_, replay := caseSeed(t)
+	rng := rand.New(rand.NewPCG(31, 11)) // fixed: the corruptions need known rows
 	e := newEnvSync(t, msadstest.Generate(31, 3, 10), fastSync, "")
 	w := newWorld(t, e, replay)
 	if r := w.run("first"); r.code != 0 {
@@ -1199,6 +1199,7 @@ func TestInvariantCheckerCatchesCorruption(t *testing.T) {
 		e.sim.RemoveUser(ids[c], listed[len(listed)-2])
 	}
 	apiChanges(rng, e.sim)
+	e.sim.AddInvitation(msads.Invitation{CustomerID: ids[0], Email: "kept.invitee@example.com", RoleID: msads.RoleViewer, AccountIDs: []int64{}})
 	e.sim.SetFault(msadstest.OpSearchUserInvitations, msadstest.Fault{CustomerID: bad, Code: 106})
 	if r := w.run("partial"); r.code != 2 {
 		t.Fatalf("second run: exit %d, want 2: %s", r.code, r.stderr)
