@@ -1299,4 +1299,13 @@ func TestInvariantCheckerCatchesCorruption(t *testing.T) {
 	if !rec.has("exit 0 but status \"partial\"") {
 		t.Errorf("a lying exit code is not reported; got:\n%s", strings.Join(rec.errs, "\n"))
 	}
+	// The rotated-then-crash case's detector of a kill between rotation
+	// and save.
+	if grantWindow(t, w) {
+		t.Error("grantWindow: true while the stored token is the latest")
+	}
+	e.sim.IssueRefreshToken()
+	if !grantWindow(t, w) {
+		t.Error("grantWindow: false while the token endpoint issued a newer token")
+	}
 }
