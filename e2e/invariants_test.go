@@ -58,7 +58,7 @@ import (
 // It logs the seed and the command that replays the case.
 func caseSeed(t *testing.T) (seed int64, replay string) {
 	t.Helper()
-	base := time.Now().UnixNano() % 1_000_000_000
+	base := suiteSeed()
 	if s := os.Getenv("SYNCER_SEED"); s != "" {
 		n, err := strconv.ParseInt(s, 10, 64)
 		if err != nil {
@@ -78,6 +78,10 @@ func caseSeed(t *testing.T) (seed int64, replay string) {
 	})
 	return seed, replay
 }
+
+// suiteSeed is one time-based seed for the whole test binary, so one
+// SYNCER_SEED replays every case of a run.
+var suiteSeed = sync.OnceValue(func() int64 { return time.Now().UnixNano() % 1_000_000_000 })
 
 // runPattern turns a test name into a -run pattern (each level anchored).
 func runPattern(name string) string {
