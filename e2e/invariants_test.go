@@ -108,6 +108,18 @@ type world struct {
 	// Off by default: the syncer does not close them yet (see the DEFECT
 	// in TestReliability/killed-run-closed).
 	closedOrphans bool
+	// snap, while the checker runs, is its one repeatable-read snapshot:
+	// every query sees the same committed state (a killed run's backend
+	// may still commit a COMMIT sent just before the SIGKILL).
+	snap pgx.Tx
+}
+
+// query runs q on the checker's snapshot, or on the pool outside it.
+func (w *world) query(ctx context.Context, q string, args ...any) (pgx.Rows, error) {
+	if w.snap != nil {
+		return w.snap.Query(ctx, w.sql(q), args...)
+	}
+	return w.e.pool.Query(ctx, w.sql(q), args...)
 }
 
 // runRec is one `syncer run` (or several started at once, a group).
@@ -217,8 +229,44 @@ func (w *world) runKilled(label string, delay time.Duration) (r result, finished
 	r = w.wait(cmd, o, er)
 	close(done)
 	finished = r.code >= 0
+	if !finished {
+		w.settle()
+	}
 	w.record(&runRec{label: label, version: v, results: []result{r}, killed: !finished})
 	return r, finished
+}
+
+// settle waits until the sessions of a SIGKILLed run are gone: its run
+// lock is free (the backend noticed the dead client), then a moment more for
+// its other connections. A COMMIT sent just before the kill lands before
+// the next run is recorded.
+func (w *world) settle() {
+	w.t.Helper()
+	ctx := w.t.Context()
+	var key string
+	if err := w.e.pool.QueryRow(ctx, w.sql("SELECT coalesce(max(credential_key), '') FROM {S}.oauth_tokens")).Scan(&key); err != nil || key == "" {
+		time.Sleep(200 * time.Millisecond)
+		return
+	}
+	name := "syncer:" + w.e.schema + ":run:" + key
+	deadline := time.Now().Add(10 * time.Second)
+	conn, err := w.e.pool.Acquire(ctx)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	defer conn.Release()
+	for time.Now().Before(deadline) {
+		var ok bool
+		// Taken and given back on one session: free again at once.
+		if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock(hashtextextended($1, 0)) AND pg_advisory_unlock(hashtextextended($1, 0))", name).Scan(&ok); err != nil {
+			w.t.Fatal(err)
+		}
+		if ok {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond)
 }
 
 // runTogether starts n syncs at once under one API version.
@@ -465,7 +513,7 @@ func (w *world) read(tb testing.TB) (*warehouse, bool) {
 		}},
 	}
 	for _, x := range queries {
-		rows, err := w.e.pool.Query(ctx, w.sql(x.sql))
+		rows, err := w.query(ctx, x.sql)
 		if err != nil {
 			tb.Errorf("invariants: read the warehouse: %v\n%s", err, x.sql)
 			return nil, false
@@ -498,6 +546,16 @@ func checkInvariants(tb testing.TB, w *world) int {
 		n++
 		tb.Errorf("invariant: "+format+"\n\t"+w.replay, args...)
 	}
+	tx, err := w.e.pool.BeginTx(w.t.Context(), pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err != nil {
+		tb.Errorf("invariants: begin the snapshot: %v", err)
+		return 1
+	}
+	w.snap = tx
+	defer func() {
+		w.snap = nil
+		_ = tx.Rollback(context.WithoutCancel(w.t.Context()))
+	}()
 	db, ok := w.read(tb)
 	if !ok {
 		return 1
@@ -1020,7 +1078,7 @@ func prefixedCols(p string, cols []string) string {
 }
 
 func (w *world) eachRow(fail failFunc, q string, fn func(pgx.Rows) error) {
-	rows, err := w.e.pool.Query(w.t.Context(), w.sql(q))
+	rows, err := w.query(w.t.Context(), q)
 	if err != nil {
 		fail("read the warehouse: %v\n%s", err, q)
 		return
