@@ -103,11 +103,6 @@ type world struct {
 	versions []*apiVersion
 	runs     []*runRec
 	lastRun  int64
-	// closedOrphans: a killed run's sync_runs row must not stay 'running'
-	// once a later run has started (it must be closed, e.g. 'abandoned').
-	// Off by default: the syncer does not close them yet (see the DEFECT
-	// in TestReliability/killed-run-closed).
-	closedOrphans bool
 	// snap, while the checker runs, is its one repeatable-read snapshot:
 	// every query sees the same committed state (a killed run's backend
 	// may still commit a COMMIT sent just before the SIGKILL).
@@ -607,7 +602,7 @@ func (w *world) checkRuns(fail failFunc, db *warehouse) {
 				if x == nil {
 					continue
 				}
-				if w.closedOrphans && x.status == "running" && i < len(w.runs)-1 {
+				if x.status == "running" && i < len(w.runs)-1 { // a killed run is closed (abandoned) by the next one
 					fail("%s (killed) run_id %d: still 'running' after later runs started: a dead run must not look alive", name, id)
 				}
 			}
@@ -622,7 +617,7 @@ func (w *world) checkRuns(fail failFunc, db *warehouse) {
 		case len(r.runIDs) == 0:
 			for _, res := range active {
 				if res.code != 1 {
-					fail("%s: exit %d but no run was recorded (only exit 1, nothing synced, may record none); stderr: %s", name, res.code, tail(res.stderr))
+					fail("%s: exit %d but no run was recorded (only exit 1, nothing synced, may record none); stderr: %s", name, res.code, lastLines(res.stderr))
 				}
 			}
 		default:
@@ -710,14 +705,14 @@ func (w *world) checkExit(fail failFunc, name string, res result, x *dbRun, id i
 	}
 	if want := exitOf(x); res.code != want {
 		fail("%s run_id %d: exit %d but status %q (%d of %d customers succeeded) calls for exit %d; stderr: %s",
-			name, id, res.code, x.status, x.synced, x.total, want, tail(res.stderr))
+			name, id, res.code, x.status, x.synced, x.total, want, lastLines(res.stderr))
 	}
 	if res.code != 0 && !strings.Contains(res.stderr, "syncer:") {
 		fail("%s: exit %d without the one clear 'syncer: …' line on stderr", name, res.code)
 	}
 }
 
-func tail(s string) string {
+func lastLines(s string) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
 	if len(lines) > 3 {
 		lines = lines[len(lines)-3:]
@@ -1245,7 +1240,7 @@ func TestInvariantCheckerCatchesCorruption(t *testing.T) {
 	t.Parallel()
 	_, replay := caseSeed(t)
 	rng := rand.New(rand.NewPCG(31, 11)) // fixed: the corruptions need known rows
-	e := newEnvSync(t, msadstest.Generate(31, 3, 10), fastSync, "")
+	e := newEnvSync(t, msadstest.Generate(31, 3, 10), suiteSync, "")
 	w := newWorld(t, e, replay)
 	if r := w.run("first"); r.code != 0 {
 		t.Fatalf("first run: exit %d: %s", r.code, r.stderr)

@@ -8,7 +8,6 @@ package e2e_test
 import (
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"slices"
 	"strings"
 	"syscall"
@@ -20,16 +19,6 @@ import (
 
 // ops the per-customer sync calls.
 var syncOps = []string{msadstest.OpGetUsersInfo, msadstest.OpGetUser, msadstest.OpSearchUserInvitations, msadstest.OpGetAccountsInfo}
-
-// skipDefect skips a case that shows a known product defect, unless
-// SYNCER_DEFECTS=1 (to see it fail, or to check a fix).
-func skipDefect(t *testing.T, defect string) {
-	t.Helper()
-	if os.Getenv("SYNCER_DEFECTS") == "" {
-		t.Skip(defect + " (SYNCER_DEFECTS=1 runs it)")
-	}
-	t.Log(defect)
-}
 
 // tally counts a case's runs for its summary line.
 type tally struct {
@@ -103,9 +92,9 @@ func randomCustomer(rng *rand.Rand, ds *msadstest.Dataset) int64 {
 }
 
 const (
-	fastSync = "  concurrency: 4\n  request_timeout: 2s\n  retry_max_elapsed: 1s\n"
-	killSync = "  concurrency: 2\n  request_timeout: 2s\n  retry_max_elapsed: 1s\n"
-	hangSync = "  concurrency: 4\n  request_timeout: 300ms\n  retry_max_elapsed: 1500ms\n"
+	suiteSync = "  concurrency: 4\n  request_timeout: 2s\n  retry_max_elapsed: 1s\n  lease_ttl: 1s\n"
+	killSync  = "  concurrency: 2\n  request_timeout: 2s\n  retry_max_elapsed: 1s\n  lease_ttl: 1s\n"
+	hangSync  = "  concurrency: 4\n  request_timeout: 300ms\n  retry_max_elapsed: 1500ms\n  lease_ttl: 1s\n"
 )
 
 func TestReliability(t *testing.T) {
@@ -115,7 +104,7 @@ func TestReliability(t *testing.T) {
 		t.Parallel()
 		seed, replay := caseSeed(t)
 		rng := rand.New(rand.NewPCG(uint64(seed), 1))
-		e := newEnvSync(t, msadstest.Generate(seed%1000, 3, 10), fastSync, "")
+		e := newEnvSync(t, msadstest.Generate(seed%1000, 3, 10), suiteSync, "")
 		w := newWorld(t, e, replay)
 		ta := faultRounds(t, w, rng, 4, func(int) string {
 			var desc []string
@@ -174,7 +163,7 @@ func TestReliability(t *testing.T) {
 		t.Parallel()
 		seed, replay := caseSeed(t)
 		rng := rand.New(rand.NewPCG(uint64(seed), 4))
-		e := newEnvSync(t, msadstest.Generate(seed%1000, 3, 10), fastSync, "")
+		e := newEnvSync(t, msadstest.Generate(seed%1000, 3, 10), suiteSync, "")
 		w := newWorld(t, e, replay)
 		bodies := []struct {
 			name string
@@ -217,7 +206,7 @@ func TestReliability(t *testing.T) {
 		t.Parallel()
 		seed, replay := caseSeed(t)
 		rng := rand.New(rand.NewPCG(uint64(seed), 5))
-		e := newEnvSync(t, msadstest.Generate(seed%1000, 3, 10), fastSync, "")
+		e := newEnvSync(t, msadstest.Generate(seed%1000, 3, 10), suiteSync, "")
 		w := newWorld(t, e, replay)
 		ta := &tally{}
 		ids := e.ds.CustomerIDs()
@@ -227,7 +216,7 @@ func TestReliability(t *testing.T) {
 			r := w.run(label, args...)
 			ta.add(r)
 			if r.code != wantCode {
-				t.Errorf("%s: exit %d, want %d; stderr: %s\n\t%s", label, r.code, wantCode, tail(r.stderr), replay)
+				t.Errorf("%s: exit %d, want %d; stderr: %s\n\t%s", label, r.code, wantCode, lastLines(r.stderr), replay)
 			}
 			ta.check(t, w)
 			return r
@@ -273,7 +262,7 @@ func TestReliability(t *testing.T) {
 		t.Parallel()
 		seed, replay := caseSeed(t)
 		rng := rand.New(rand.NewPCG(uint64(seed), 6))
-		e := newEnvSync(t, msadstest.Generate(seed%1000, 2, 8), fastSync, "")
+		e := newEnvSync(t, msadstest.Generate(seed%1000, 2, 8), suiteSync, "")
 		w := newWorld(t, e, replay)
 		ta := &tally{}
 		r := w.run("clean first run")
@@ -285,7 +274,7 @@ func TestReliability(t *testing.T) {
 			r = w.run(fmt.Sprintf("token endpoint answers an HTML 503 page (%d)", i+1))
 			ta.add(r)
 			if r.code != 1 || !strings.Contains(r.stderr, "syncer:") {
-				t.Errorf("token endpoint down: exit %d, want 1 with a clear line; stderr: %s\n\t%s", r.code, tail(r.stderr), replay)
+				t.Errorf("token endpoint down: exit %d, want 1 with a clear line; stderr: %s\n\t%s", r.code, lastLines(r.stderr), replay)
 			}
 			ta.check(t, w)
 		}
@@ -301,7 +290,7 @@ func TestReliability(t *testing.T) {
 		r = w.run("token endpoint back")
 		ta.add(r)
 		if r.code != 0 {
-			t.Errorf("token endpoint back: exit %d: %s\n\t%s", r.code, tail(r.stderr), replay)
+			t.Errorf("token endpoint back: exit %d: %s\n\t%s", r.code, lastLines(r.stderr), replay)
 		}
 		ta.check(t, w)
 		wantCurrent(t, w)
@@ -312,7 +301,7 @@ func TestReliability(t *testing.T) {
 		t.Parallel()
 		seed, replay := caseSeed(t)
 		rng := rand.New(rand.NewPCG(uint64(seed), 7))
-		e := newEnvSync(t, msadstest.Generate(seed%1000, 2, 8), fastSync, "")
+		e := newEnvSync(t, msadstest.Generate(seed%1000, 2, 8), suiteSync, "")
 		w := newWorld(t, e, replay)
 		ta := &tally{}
 		revoked := func(label string) {
@@ -321,7 +310,7 @@ func TestReliability(t *testing.T) {
 			r := w.run(label)
 			ta.add(r)
 			if r.code != 1 || !strings.Contains(r.stderr, "syncer auth") {
-				t.Errorf("%s: exit %d, want 1 telling to run syncer auth; stderr: %s\n\t%s", label, r.code, tail(r.stderr), replay)
+				t.Errorf("%s: exit %d, want 1 telling to run syncer auth; stderr: %s\n\t%s", label, r.code, lastLines(r.stderr), replay)
 			}
 			ta.check(t, w)
 			e.sim.ClearFaults()
@@ -339,7 +328,7 @@ func TestReliability(t *testing.T) {
 		r = w.run("token valid again")
 		ta.add(r)
 		if r.code != 0 {
-			t.Errorf("token valid again: exit %d: %s", r.code, tail(r.stderr))
+			t.Errorf("token valid again: exit %d: %s", r.code, lastLines(r.stderr))
 		}
 		ta.check(t, w)
 		wantCurrent(t, w)
@@ -370,16 +359,13 @@ func TestReliability(t *testing.T) {
 
 	t.Run("killed-run-closed", func(t *testing.T) {
 		t.Parallel()
-		skipDefect(t, "DEFECT: a SIGKILLed run's sync_runs row stays status 'running' with finished_at NULL forever: "+
-			"the next run of the same credential takes the lock (so the old run is certainly dead) but never closes it, "+
-			"so sync_runs says a run is in progress that is not (run status does not tell the truth). "+
-			"Expected: once a run holds the credential's lock, earlier 'running' rows of that credential are closed (e.g. 'abandoned' with finished_at).")
+		// A killed run's row must not stay 'running': the next run of the
+		// credential (once the lease expired) marks it abandoned.
 		seed, replay := caseSeed(t)
 		rng := rand.New(rand.NewPCG(uint64(seed), 12))
-		e := newEnvSync(t, msadstest.Generate(seed%1000, 2, 6), fastSync, "")
+		e := newEnvSync(t, msadstest.Generate(seed%1000, 2, 6), suiteSync, "")
 		e.sim.SetFault(msadstest.OpGetUser, msadstest.Fault{Latency: 100 * time.Millisecond})
 		w := newWorld(t, e, replay)
-		w.closedOrphans = true
 		if r := w.run("clean first run"); r.code != 0 {
 			t.Fatalf("exit %d: %s", r.code, r.stderr)
 		}
@@ -404,7 +390,7 @@ func TestReliability(t *testing.T) {
 		t.Parallel()
 		seed, replay := caseSeed(t)
 		rng := rand.New(rand.NewPCG(uint64(seed), 10))
-		e := newEnvSync(t, msadstest.Generate(seed%1000, 2, 8), fastSync, "")
+		e := newEnvSync(t, msadstest.Generate(seed%1000, 2, 8), suiteSync, "")
 		// Slow enough that the two runs overlap on a loaded machine.
 		e.sim.SetFault(msadstest.OpGetUser, msadstest.Fault{Latency: 150 * time.Millisecond})
 		w := newWorld(t, e, replay)
@@ -418,7 +404,7 @@ func TestReliability(t *testing.T) {
 			for _, r := range rs {
 				ta.add(r)
 				if r.code != 0 {
-					t.Errorf("round %d: exit %d: %s\n\t%s", i+1, r.code, tail(r.stderr), replay)
+					t.Errorf("round %d: exit %d: %s\n\t%s", i+1, r.code, lastLines(r.stderr), replay)
 				}
 				if foundLocked(r) {
 					locked++
@@ -496,7 +482,7 @@ func killLoop(t *testing.T, w *world, rng *rand.Rand, iterations int, what strin
 			ta.add(r)
 		}
 		if r.code != 0 {
-			t.Errorf("iteration %d: the run after the SIGKILL exits %d, want 0: %s\n\t%s", i+1, r.code, tail(r.stderr), w.replay)
+			t.Errorf("iteration %d: the run after the SIGKILL exits %d, want 0: %s\n\t%s", i+1, r.code, lastLines(r.stderr), w.replay)
 		}
 		ta.check(t, w)
 		wantCurrent(t, w)

@@ -432,8 +432,9 @@ func (c *Config) Validate() error {
 	if s.ShutdownTimeout.D() <= 0 {
 		bad("sync.shutdown_timeout", "must be positive")
 	}
-	if d := s.LeaseTTL.D(); d < 10*time.Second || d > time.Hour {
-		bad("sync.lease_ttl", "must be between 10s and 1h, got %v", d)
+	// Below 10s only tests make sense (a killed run's lease frees quickly).
+	if d := s.LeaseTTL.D(); d < time.Second || d > time.Hour {
+		bad("sync.lease_ttl", "must be between 1s and 1h (a few minutes in production), got %v", d)
 	}
 	if g := s.Guard(); g <= 0 || g > 1 {
 		bad("sync.removal_guard", "must be a fraction > 0 and <= 1, got %v", g)
