@@ -38,6 +38,8 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
+
+	"github.com/msads-syncer/syncer/internal/retryafter"
 )
 
 // Default base URLs of the Customer Management service (msads-api.md §1.1).
@@ -464,7 +466,7 @@ func (c *Client) attempt(ctx context.Context, r request, body []byte, decode fun
 	}
 	if ae.Class == ClassThrottled {
 		wait := c.cfg.ThrottleWait
-		if ra, ok := parseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); ok {
+		if ra, ok := retryafter.Parse(resp.Header.Get("Retry-After"), time.Now(), maxRetryAfter); ok {
 			wait = ra
 		}
 		if p := c.gov.throttled(start, wait); p > 0 {
@@ -483,27 +485,4 @@ func transportText(err error, actx context.Context) string {
 		return "request timed out"
 	}
 	return err.Error()
-}
-
-// parseRetryAfter reads a Retry-After header: delta seconds or an HTTP-date.
-func parseRetryAfter(v string, now time.Time) (time.Duration, bool) {
-	v = strings.TrimSpace(v)
-	if v == "" {
-		return 0, false
-	}
-	var d time.Duration
-	if secs, err := strconv.ParseFloat(v, 64); err == nil {
-		if secs < 0 || secs != secs {
-			return 0, false
-		}
-		d = time.Duration(min(secs, maxRetryAfter.Seconds()) * float64(time.Second))
-	} else if t, err := http.ParseTime(v); err == nil {
-		d = t.Sub(now)
-		if d < 0 {
-			d = 0
-		}
-	} else {
-		return 0, false
-	}
-	return min(d, maxRetryAfter), true
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/msads-syncer/syncer/internal/msads"
+	"github.com/msads-syncer/syncer/internal/retryafter"
 )
 
 func ptrTime(s string) *time.Time {
@@ -230,31 +231,6 @@ func TestParseTimeForms(t *testing.T) {
 	}
 }
 
-func TestParseRetryAfter(t *testing.T) {
-	t.Parallel()
-	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	tests := []struct {
-		in   string
-		want time.Duration
-		ok   bool
-	}{
-		{"30", 30 * time.Second, true},
-		{"0.5", 500 * time.Millisecond, true},
-		{now.Add(90 * time.Second).Format(http1123), 90 * time.Second, true},
-		{"99999999999", maxRetryAfter, true},
-		{"", 0, false},
-		{"-1", 0, false},
-		{"soon", 0, false},
-	}
-	for _, tt := range tests {
-		got, ok := parseRetryAfter(tt.in, now)
-		if got != tt.want || ok != tt.ok {
-			t.Errorf("parseRetryAfter(%q) = %v, %v; want %v, %v", tt.in, got, ok, tt.want, tt.ok)
-		}
-	}
-}
-
-const http1123 = "Mon, 02 Jan 2006 15:04:05 GMT"
 
 // FuzzDecodeResponses feeds arbitrary bodies to every response decoder: none
 // may panic, whatever the input.
@@ -280,7 +256,7 @@ func FuzzDecodeResponses(f *testing.F) {
 		_, _ = decodeAccountsInfo(b, 1)
 		_, _, _ = decodeFault(b)
 		_, _ = parseTime(string(b))
-		_, _ = parseRetryAfter(string(b), time.Now())
+		_, _ = retryafter.Parse(string(b), time.Now(), maxRetryAfter)
 	})
 }
 
@@ -362,7 +338,7 @@ func FuzzClientResponses(f *testing.F) {
 		if status < 200 || status > 599 || len(body) > 1<<16 {
 			return
 		}
-		if d, ok := parseRetryAfter(ra, time.Now()); ok && d > 20*time.Millisecond {
+		if d, ok := retryafter.Parse(ra, time.Now(), maxRetryAfter); ok && d > 20*time.Millisecond {
 			ra = "" // waiting out a long pause is not what is fuzzed here
 		}
 		fs := &fuzzService

@@ -21,6 +21,7 @@ import (
 
 	"github.com/msads-syncer/syncer/internal/load"
 	"github.com/msads-syncer/syncer/internal/report"
+	"github.com/msads-syncer/syncer/internal/retryafter"
 )
 
 // Defaults of the Notifier's optional fields.
@@ -399,7 +400,7 @@ func (n *Notifier) post(ctx context.Context, m Message) error {
 		}
 		err = n.redact(&StatusError{StatusCode: resp.StatusCode, Body: strings.TrimSpace(string(snippet))})
 		if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500 {
-			retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"))
+			retryAfter, _ = retryafter.Parse(resp.Header.Get("Retry-After"), time.Now(), maxRetryWait)
 			return err
 		}
 		return backoff.Permanent(err)
@@ -498,18 +499,4 @@ func (b *hintedBackOff) NextBackOff() time.Duration {
 	}
 	*b.hint = 0
 	return d
-}
-
-// parseRetryAfter reads a Retry-After header in seconds or as an HTTP date.
-func parseRetryAfter(v string) time.Duration {
-	if v == "" {
-		return 0
-	}
-	if s, err := strconv.Atoi(v); err == nil && s > 0 {
-		return time.Duration(s) * time.Second
-	}
-	if t, err := http.ParseTime(v); err == nil {
-		return time.Until(t)
-	}
-	return 0
 }
