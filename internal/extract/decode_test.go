@@ -231,7 +231,6 @@ func TestParseTimeForms(t *testing.T) {
 	}
 }
 
-
 // FuzzDecodeResponses feeds arbitrary bodies to every response decoder: none
 // may panic, whatever the input.
 func FuzzDecodeResponses(f *testing.F) {
