@@ -39,6 +39,7 @@ import (
 
 	"github.com/cenkalti/backoff/v4"
 
+	"github.com/msads-syncer/syncer/internal/msads"
 	"github.com/msads-syncer/syncer/internal/retryafter"
 )
 
@@ -189,8 +190,7 @@ type callStats struct {
 
 // request describes one API call.
 type request struct {
-	op         string // operation name
-	path       string // relative to .../CustomerManagement/v13/
+	op         string // operation name (msads.Op*): its path is msads.OpPaths[op]
 	customerID int64  // sent as the CustomerId header when not 0
 	body       any
 	stats      *callStats // may be nil
@@ -334,7 +334,7 @@ func (c *Client) checkCredentials(ctx context.Context, token string) error {
 	}
 	c.checkMu.Unlock()
 	if !ok {
-		err := c.call(ctx, request{op: "GetUser", path: "User/Query", body: map[string]any{"UserId": nil}, probe: true},
+		err := c.call(ctx, request{op: msads.OpGetUser, body: map[string]any{"UserId": nil}, probe: true},
 			func([]byte) error { return nil })
 		if Classify(err) == ClassAuth || errors.Is(err, ErrCredentialsRejected) {
 			chk.err = ErrCredentialsRejected
@@ -401,7 +401,7 @@ func (c *Client) attempt(ctx context.Context, r request, body []byte, decode fun
 
 	actx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(actx, http.MethodPost, c.baseURL+r.path, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(actx, http.MethodPost, c.baseURL+msads.OpPaths[r.op], bytes.NewReader(body))
 	if err != nil {
 		return &APIError{Op: r.op, CustomerID: r.customerID, Class: ClassPermanent, Err: errors.New(c.red.redact(err.Error()))}
 	}

@@ -15,6 +15,8 @@ import (
 
 	"github.com/cenkalti/backoff/v4"
 	"golang.org/x/oauth2"
+
+	"github.com/msads-syncer/syncer/internal/msads"
 )
 
 // Default OAuth endpoints and scopes (msads-api.md §8).
@@ -477,7 +479,7 @@ func (ts *tokenSource) redeem(ctx context.Context, refreshToken string) (tok *oa
 		default:
 			outcome = Classify(err).String()
 		}
-		ts.obs.Call("Token", outcome, time.Since(start))
+		ts.obs.Call(msads.OpToken, outcome, time.Since(start))
 	}()
 	form := url.Values{
 		"grant_type":    {"refresh_token"},

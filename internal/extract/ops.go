@@ -35,12 +35,12 @@ func (c *Client) getUsersInfo(ctx context.Context, customerID int64, st *callSta
 	// statuses" is unverified (msads-api.md §3), so fall back to "Active" if
 	// the service rejects the null as invalid input.
 	body := map[string]any{"CustomerId": idString(customerID), "StatusFilter": nil}
-	err := c.call(ctx, request{op: "GetUsersInfo", path: "UsersInfo/Query", customerID: customerID, body: body, stats: st},
+	err := c.call(ctx, request{op: msads.OpGetUsersInfo, customerID: customerID, body: body, stats: st},
 		func(b []byte) (err error) { out, err = decodeUsersInfo(b); return err })
 	if ae := asAPIError(err); ae != nil && ae.Class == ClassPermanent && (ae.HasCode(201) || ae.HasCode(203)) {
 		c.log.WarnContext(ctx, "GetUsersInfo rejected StatusFilter null; retrying with Active", "customer_id", customerID)
 		body["StatusFilter"] = "Active"
-		err = c.call(ctx, request{op: "GetUsersInfo", path: "UsersInfo/Query", customerID: customerID, body: body, stats: st},
+		err = c.call(ctx, request{op: msads.OpGetUsersInfo, customerID: customerID, body: body, stats: st},
 			func(b []byte) (err error) { out, err = decodeUsersInfo(b); return err })
 	}
 	if err != nil {
@@ -67,7 +67,7 @@ func (c *Client) getUser(ctx context.Context, customerID, userID int64, st *call
 		u     msads.User
 		roles []msads.Role
 	)
-	err := c.call(ctx, request{op: "GetUser", path: "User/Query", customerID: customerID,
+	err := c.call(ctx, request{op: msads.OpGetUser, customerID: customerID,
 		body: map[string]any{"UserId": idString(userID)}, stats: st, onFail: onFail},
 		func(b []byte) (err error) { u, roles, err = decodeUser(b); return err })
 	if err != nil {
@@ -87,13 +87,13 @@ func (c *Client) searchUserInvitations(ctx context.Context, customerID int64, st
 	pred := map[string]any{"Field": "CustomerId", "Operator": "Equals", "Value": idString(customerID)}
 	body := map[string]any{"Predicates": []any{pred}}
 	decode := func(b []byte) (err error) { out, err = decodeInvitations(b); return err }
-	err := c.call(ctx, request{op: "SearchUserInvitations", path: "UserInvitations/Search", customerID: customerID, body: body, stats: st}, decode)
+	err := c.call(ctx, request{op: msads.OpSearchUserInvitations, customerID: customerID, body: body, stats: st}, decode)
 	// The docs say Equals; the official samples use In (msads-api.md §3). If
 	// the service calls the predicate invalid (3030), try In once.
 	if ae := asAPIError(err); ae != nil && ae.HasCode(3030) {
 		c.log.WarnContext(ctx, "SearchUserInvitations rejected CustomerId Equals; retrying with In", "customer_id", customerID)
 		pred["Operator"] = "In"
-		err = c.call(ctx, request{op: "SearchUserInvitations", path: "UserInvitations/Search", customerID: customerID, body: body, stats: st}, decode)
+		err = c.call(ctx, request{op: msads.OpSearchUserInvitations, customerID: customerID, body: body, stats: st}, decode)
 	}
 	if err != nil {
 		return nil, err
@@ -116,7 +116,7 @@ func (c *Client) GetCustomersInfo(ctx context.Context) ([]msads.Customer, error)
 	var out []msads.Customer
 	for topN := customersInfoFirstTopN; ; topN *= customersInfoGrowth {
 		var page []msads.Customer
-		err := c.call(ctx, request{op: "GetCustomersInfo", path: "CustomersInfo/Query",
+		err := c.call(ctx, request{op: msads.OpGetCustomersInfo,
 			body: map[string]any{"CustomerNameFilter": "", "TopN": topN}},
 			func(b []byte) (err error) { page, err = decodeCustomersInfo(b); return err })
 		if err != nil {
@@ -144,7 +144,7 @@ func (c *Client) Principal(ctx context.Context) (msads.User, []msads.Role, error
 		u     msads.User
 		roles []msads.Role
 	)
-	err := c.call(ctx, request{op: "GetUser", path: "User/Query", body: map[string]any{"UserId": nil}},
+	err := c.call(ctx, request{op: msads.OpGetUser, body: map[string]any{"UserId": nil}},
 		func(b []byte) (err error) { u, roles, err = decodeUser(b); return err })
 	if err != nil {
 		return msads.User{}, nil, err
@@ -174,7 +174,7 @@ func (c *Client) GetAccountsInfo(ctx context.Context, customerID int64) ([]msads
 
 func (c *Client) getAccountsInfo(ctx context.Context, customerID int64, st *callStats) ([]msads.Account, error) {
 	var out []msads.Account
-	err := c.call(ctx, request{op: "GetAccountsInfo", path: "AccountsInfo/Query", customerID: customerID,
+	err := c.call(ctx, request{op: msads.OpGetAccountsInfo, customerID: customerID,
 		body: map[string]any{"CustomerId": idString(customerID), "OnlyParentAccounts": true}, stats: st},
 		func(b []byte) (err error) { out, err = decodeAccountsInfo(b, customerID); return err })
 	if err != nil {

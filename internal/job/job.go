@@ -92,7 +92,7 @@ type Counters struct {
 // Call implements extract.Observer.
 func (c *Counters) Call(op, outcome string, _ time.Duration) {
 	c.Calls.Add(1)
-	if op == "GetUser" && outcome == "ok" {
+	if op == msads.OpGetUser && outcome == "ok" {
 		c.UsersFetched.Add(1)
 	}
 }

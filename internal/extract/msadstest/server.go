@@ -112,12 +112,12 @@ import (
 
 // Operation names, as used by Calls and SetFault.
 const (
-	OpGetUsersInfo          = "GetUsersInfo"
-	OpGetUser               = "GetUser"
-	OpSearchUserInvitations = "SearchUserInvitations"
-	OpGetCustomersInfo      = "GetCustomersInfo"
-	OpGetAccountsInfo       = "GetAccountsInfo"
-	OpToken                 = "Token"
+	OpGetUsersInfo          = msads.OpGetUsersInfo
+	OpGetUser               = msads.OpGetUser
+	OpSearchUserInvitations = msads.OpSearchUserInvitations
+	OpGetCustomersInfo      = msads.OpGetCustomersInfo
+	OpGetAccountsInfo       = msads.OpGetAccountsInfo
+	OpToken                 = msads.OpToken
 	// AnyOp in SetFault applies the fault to every API operation.
 	AnyOp = "*"
 )
@@ -127,13 +127,14 @@ const DemoAuthCode = "msadstest-demo-auth-code"
 
 const basePath = "/api"
 
-var paths = map[string]string{
-	basePath + "/CustomerManagement/v13/UsersInfo/Query":        OpGetUsersInfo,
-	basePath + "/CustomerManagement/v13/User/Query":             OpGetUser,
-	basePath + "/CustomerManagement/v13/UserInvitations/Search": OpSearchUserInvitations,
-	basePath + "/CustomerManagement/v13/CustomersInfo/Query":    OpGetCustomersInfo,
-	basePath + "/CustomerManagement/v13/AccountsInfo/Query":     OpGetAccountsInfo,
-}
+// paths maps each request path to its operation (msads.OpPaths).
+var paths = func() map[string]string {
+	m := make(map[string]string, len(msads.OpPaths))
+	for op, p := range msads.OpPaths {
+		m[basePath+"/CustomerManagement/v13/"+p] = op
+	}
+	return m
+}()
 
 // Option configures a Server.
 type Option func(*Server)
