@@ -43,7 +43,7 @@ func cmdAuth(args []string, io IO) int {
 	}
 	ecfg := extractConfig(cfg, nil, nil, logger)
 	state := randomState()
-	fmt.Fprintf(io.Stdout, "1. Open this URL in a browser and sign in with the Microsoft Advertising user the syncer should act as:\n\n   %s\n\n", extract.AuthCodeURL(ecfg, redirectURI, state))
+	fmt.Fprintf(io.Stdout, "1. Open this URL in a browser and sign in with the Microsoft Advertising user the syncer should act as:\n\n   %s\n\n", extract.AuthCodeURL(ecfg, redirectURI, state, ""))
 	fmt.Fprintf(io.Stdout, "2. After consent the browser lands on %s?code=...\n   Paste that whole address (or just the code) here and press Enter:\n> ", redirectURI)
 
 	input := *code
@@ -58,7 +58,7 @@ func cmdAuth(args []string, io IO) int {
 	if err != nil {
 		return fail(io, err)
 	}
-	refresh, err := extract.ExchangeCode(ctx, ecfg, redirectURI, authCode)
+	refresh, err := extract.ExchangeCode(ctx, ecfg, redirectURI, authCode, "")
 	if err != nil {
 		return fail(io, fmt.Errorf("exchange the code: %w", err))
 	}
