@@ -126,18 +126,19 @@ func (a *authRun) begin(ctx context.Context, redirectURI string) (load.SignIn, s
 	return si, extract.AuthCodeURL(a.ecfg, redirectURI, si.State, si.Verifier), nil
 }
 
-// exchange redeems the code of sign-in si.
+// exchange redeems the code of sign-in si, which is then forgotten (a
+// code is redeemed once). A sign-in that fails before it gets here stays
+// in the database for 15 minutes, so its address can still be pasted into
+// `syncer auth --code`.
 func (a *authRun) exchange(ctx context.Context, si load.SignIn, code string) (string, error) {
+	if si.State != "" {
+		_, _, _ = a.store.TakeSignIn(ctx, si.Environment, si.ClientID, si.State)
+	}
 	rt, err := extract.ExchangeCode(ctx, a.ecfg, si.RedirectURI, code, si.Verifier)
 	if err != nil {
 		return "", fmt.Errorf("redeem the authorization code: %w", err)
 	}
 	return rt, nil
-}
-
-// forget deletes a started sign-in that is no longer needed.
-func (a *authRun) forget(ctx context.Context, si load.SignIn) {
-	_, _, _ = a.store.TakeSignIn(context.WithoutCancel(ctx), si.Environment, si.ClientID, si.State)
 }
 
 // loopback is the default mode: it listens on the redirect URI and takes
@@ -152,7 +153,6 @@ func (a *authRun) loopback(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	defer a.forget(ctx, si)
 	lb.setState(si.State)
 	out := a.io.Stdout
 	fmt.Fprintf(out, "Sign in with the Microsoft Advertising user the syncer should act as.\n")
@@ -179,7 +179,6 @@ func (a *authRun) paste(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	defer a.forget(ctx, si)
 	fmt.Fprintf(a.io.Stdout, "1. Open this URL in a browser (on any machine) and sign in with the Microsoft Advertising user the syncer should act as:\n\n   %s\n\n", signInURL)
 	fmt.Fprintf(a.io.Stdout, "2. The browser then goes to %s?code=...&state=... (the page may not load: nothing needs to listen there).\n"+
 		"   Copy that whole address from the address bar (or just the code), paste it here and press Enter:\n> ", si.RedirectURI)
