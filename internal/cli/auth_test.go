@@ -449,3 +449,33 @@ func TestListenLoopbackRefusesNonLoopback(t *testing.T) {
 		t.Errorf("busy port: %v", err)
 	}
 }
+
+// A refresh token stored before migration 004 (under the credential key, a
+// hash of the client id and the developer token) is used by the next run
+// and moved under the signed-in user.
+func TestRunMigratesLegacyToken(t *testing.T) {
+	t.Parallel()
+	e := newAuthEnv(t, "")
+	e.sim.RejectSupersededRefreshTokens(true)
+	cfg, err := loadConfig(&common{configPath: e.config}, IO{Getenv: func(string) string { return "" }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := newStore(e.pool, cfg, false, nil)
+	if err := store.TokenStore(credentialKey(cfg)).Save(t.Context(), e.sim.RefreshToken()); err != nil {
+		t.Fatal(err)
+	}
+	e.run(t)
+	id, name := e.sim.Principal()
+	var key, user string
+	if err := e.pool.QueryRow(t.Context(), `SELECT string_agg(credential_key, ','), string_agg(user_id || ' ' || user_name, ',') FROM `+
+		pgx.Identifier{e.schema, "oauth_tokens"}.Sanitize()).Scan(&key, &user); err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprintf("user:production:%s:%d", e.sim.ClientID(), id); key != want || user != fmt.Sprintf("%d %s", id, name) {
+		t.Errorf("stored rows: keys %q users %q; want only %q of %d %s", key, user, want, id, name)
+	}
+	// And the next run, with a rotated developer token, still finds it.
+	e.writeConfig(e.sim.AddCredential(0, nil).DeveloperToken(), "")
+	e.run(t)
+}
