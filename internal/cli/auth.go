@@ -163,7 +163,7 @@ func (a *authRun) loopback(ctx context.Context) (string, error) {
 		fmt.Fprintf(out, "Open this URL in a browser on this machine:\n\n   %s\n\n", signInURL)
 	}
 	fmt.Fprintf(out, "Waiting for the redirect to %s (%s at most; Ctrl-C cancels).\n"+
-		"(No browser here? Stop this and run syncer auth --no-browser, or --device.)\n", lb.redirectURI, a.timeout)
+		"(Browser on another machine? Copy the address it ends on and run syncer auth --code '<address>'; or use --device.)\n", lb.redirectURI, a.timeout)
 	res, err := lb.wait(ctx, a.timeout, a.io.Stderr)
 	if err != nil {
 		return "", err
