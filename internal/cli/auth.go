@@ -39,7 +39,7 @@ func cmdAuth(args []string, io IO) int {
 	var c common
 	fs := newFlagSet("auth", io, &c)
 	redirect := fs.String("redirect-uri", "", "redirect URI registered for the app (default microsoft_ads.redirect_uri)")
-	code := fs.String("code", "", "the redirected address (or the bare code) of a sign-in started by `syncer auth`; implies --no-browser")
+	code := fs.String("code", "", "the redirected `address` (or the bare code) of a sign-in started by syncer auth; implies --no-browser")
 	noBrowser := fs.Bool("no-browser", false, "print the sign-in URL and read the redirected address (or the code) from stdin instead of listening for it")
 	device := fs.Bool("device", false, "sign in with a device code on any other device (the app must allow public client flows)")
 	timeout := fs.Duration("timeout", 5*time.Minute, "how long to wait for the sign-in")
