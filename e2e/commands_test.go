@@ -67,8 +67,9 @@ func TestAuthStoresTheRefreshTokenForRun(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.stdout, "Signed in") {
 		t.Fatalf("auth exit %d\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
 	}
-	if !strings.Contains(r.stdout, "oauth2/v2.0/authorize") {
-		t.Errorf("auth did not print the sign-in URL:\n%s", r.stdout)
+	// --code finishes a sign-in: it names who signed in, prints no new URL.
+	if _, name := e.sim.Principal(); !strings.Contains(r.stdout, "Signed in as "+name) || strings.Contains(r.stdout, "oauth2/v2.0/authorize") {
+		t.Errorf("auth --code output:\n%s", r.stdout)
 	}
 	// Two runs in a row: the second must use the token the first rotated.
 	for i := range 2 {

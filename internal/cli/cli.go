@@ -390,6 +390,7 @@ func extractConfig(cfg *config.Config, store extract.TokenStore, obs extract.Obs
 		Environment:       m.Environment,
 		APIURL:            m.APIURL,
 		TokenURL:          m.TokenURL,
+		Tenant:            m.Tenant,
 		DeveloperToken:    m.DeveloperToken.Value(),
 		ClientID:          m.ClientID,
 		ClientSecret:      m.ClientSecret.Value(),
@@ -412,7 +413,7 @@ func newRunner(cfg *config.Config, store *load.Store, m *metrics.Metrics, logger
 	if m != nil {
 		obs = append(obs, m)
 	}
-	client, err := extract.New(extractConfig(cfg, store.TokenStore(key), obs, logger))
+	client, err := extract.New(extractConfig(cfg, store.Tokens(tokenKey(cfg)), obs, logger))
 	if err != nil {
 		return nil, err
 	}

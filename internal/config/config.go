@@ -59,6 +59,13 @@ type MicrosoftAds struct {
 	RequestsPerSecond float64  `yaml:"requests_per_second"`
 	ThrottleWait      Duration `yaml:"throttle_wait"`
 	AccountNames      *bool    `yaml:"account_names"`
+
+	// Tenant is the identity platform tenant of the sign-in endpoints:
+	// common (default), organizations, consumers, a tenant id or a domain.
+	Tenant string `yaml:"tenant"`
+	// User picks the stored refresh token when several users of the same
+	// client id have signed in (`syncer auth`): a user name or user id.
+	User string `yaml:"user"`
 }
 
 // Customers selects the customers to sync.
@@ -128,7 +135,8 @@ const (
 	DefaultMetricsListen     = ":9464" // not 9090, which Prometheus itself uses
 	DefaultLogFormat         = "json"
 	DefaultLogLevel          = "info"
-	DefaultRedirectURI       = "https://login.microsoftonline.com/common/oauth2/nativeclient"
+	DefaultRedirectURI       = "http://localhost:8400/"
+	DefaultTenant            = "common"
 )
 
 // Secret is a string that never prints itself: fmt, slog and JSON see
@@ -363,6 +371,7 @@ func (c *Config) SetDefaults() {
 	m.RequestsPerSecond = cmp.Or(m.RequestsPerSecond, DefaultRequestsPerSecond)
 	m.ThrottleWait = cmp.Or(m.ThrottleWait, Duration(DefaultThrottleWait))
 	m.RedirectURI = cmp.Or(m.RedirectURI, DefaultRedirectURI)
+	m.Tenant = cmp.Or(m.Tenant, DefaultTenant)
 	s := &c.Sync
 	s.Concurrency = cmp.Or(s.Concurrency, DefaultConcurrency)
 	s.RequestTimeout = cmp.Or(s.RequestTimeout, Duration(DefaultRequestTimeout))
@@ -407,6 +416,12 @@ func (c *Config) Validate() error {
 		if p, err := url.Parse(u); err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
 			bad(key, "must be an http(s) URL")
 		}
+	}
+	if err := validTenant(m.Tenant); err != nil {
+		bad("microsoft_ads.tenant", "%v", err)
+	}
+	if err := validRedirectURI(m.RedirectURI); err != nil {
+		bad("microsoft_ads.redirect_uri", "%v", err)
 	}
 	if m.RequestsPerSecond <= 0 || m.RequestsPerSecond > 1000 {
 		bad("microsoft_ads.requests_per_second", "must be > 0 and <= 1000, got %v", m.RequestsPerSecond)
@@ -465,6 +480,38 @@ func (c *Config) Validate() error {
 		bad("log.level", "must be debug, info, warn or error, got %q", c.Log.Level)
 	}
 	return errors.Join(errs...)
+}
+
+var (
+	guidPattern   = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
+	domainPattern = regexp.MustCompile(`^(?i)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$`)
+)
+
+// validTenant accepts the identity platform's tenant values: common,
+// organizations, consumers, a tenant id (GUID) or a verified domain.
+func validTenant(t string) error {
+	switch {
+	case t == "" || t == "common" || t == "organizations" || t == "consumers",
+		guidPattern.MatchString(t), domainPattern.MatchString(t):
+		return nil
+	}
+	return fmt.Errorf("%q must be common, organizations, consumers, a tenant id (GUID) or a domain such as contoso.onmicrosoft.com", t)
+}
+
+// validRedirectURI accepts what the identity platform does: an https URI,
+// or http only on a loopback host (localhost, 127.0.0.1, [::1]).
+func validRedirectURI(u string) error {
+	p, err := url.Parse(u)
+	if err != nil || p.Host == "" || p.Fragment != "" {
+		return fmt.Errorf("%q must be an absolute URI such as http://localhost:8400/", u)
+	}
+	switch {
+	case p.Scheme == "https":
+	case p.Scheme == "http" && (p.Hostname() == "localhost" || p.Hostname() == "127.0.0.1" || p.Hostname() == "::1"):
+	default:
+		return fmt.Errorf("%q must be https, or http on localhost, 127.0.0.1 or [::1] (Microsoft refuses other http redirect URIs)", u)
+	}
+	return nil
 }
 
 // ValidateDatabase checks that a database URL is set.

@@ -59,7 +59,8 @@ const (
 type Config struct {
 	Environment       string        // "production" (default) or "sandbox": picks default API and token URLs and OAuth scope
 	APIURL            string        // override base URL (tests, proxies); the client appends "/CustomerManagement/v13/..."
-	TokenURL          string        // override OAuth token endpoint
+	TokenURL          string        // override OAuth token endpoint (the authorize and device code endpoints are derived from it)
+	Tenant            string        // identity platform tenant: "common" (default), "organizations", "consumers" or a tenant id or domain
 	DeveloperToken    string        // required
 	ClientID          string        // required
 	ClientSecret      string        // empty for a public client (then no client_secret is sent)
@@ -138,7 +139,7 @@ func New(cfg Config) (*Client, error) {
 		defAPI = SandboxAPIURL
 	}
 	cfg.APIURL = cmp.Or(cfg.APIURL, defAPI)
-	cfg.TokenURL = cmp.Or(cfg.TokenURL, DefaultTokenURL)
+	cfg.TokenURL = cmp.Or(cfg.TokenURL, EndpointsFor(cfg).Token)
 	for name, u := range map[string]string{"api url": cfg.APIURL, "token url": cfg.TokenURL} {
 		if !strings.HasPrefix(u, "https://") && !strings.HasPrefix(u, "http://") {
 			return nil, fmt.Errorf("extract: %s %q: must be an http(s) URL", name, u)

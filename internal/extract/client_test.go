@@ -460,7 +460,8 @@ func TestAuthCodeFlow(t *testing.T) {
 	t.Cleanup(srv.Close)
 	cfg := simConfig(t, srv)
 	cfg.RefreshToken = ""
-	u := AuthCodeURL(cfg, "http://localhost:8085/callback", "st4te")
+	verifier := NewVerifier()
+	u := AuthCodeURL(cfg, "http://localhost:8085/callback", "st4te", verifier)
 	parsed, err := url.Parse(u)
 	if err != nil {
 		t.Fatal(err)
@@ -470,7 +471,7 @@ func TestAuthCodeFlow(t *testing.T) {
 		q.Get("scope") != ProductionScope || q.Get("response_type") != "code" || q.Get("redirect_uri") != "http://localhost:8085/callback" {
 		t.Errorf("AuthCodeURL = %s", u)
 	}
-	if d := AuthCodeURL(Config{ClientID: "x"}, "http://l/cb", "s"); !strings.HasPrefix(d, DefaultAuthorizeURL+"?") {
+	if d := AuthCodeURL(Config{ClientID: "x"}, "http://l/cb", "s", ""); !strings.HasPrefix(d, DefaultAuthorizeURL+"?") {
 		t.Errorf("default AuthCodeURL = %s", d)
 	}
 	// Follow the simulator's authorize redirect to get a code.
@@ -486,12 +487,12 @@ func TestAuthCodeFlow(t *testing.T) {
 	if code == "" || loc.Query().Get("state") != "st4te" {
 		t.Fatalf("redirect = %s", loc)
 	}
-	rt, err := ExchangeCode(testCtx(t), cfg, "http://localhost:8085/callback", code)
+	rt, err := ExchangeCode(testCtx(t), cfg, "http://localhost:8085/callback", code, verifier)
 	if err != nil || rt == "" {
 		t.Fatalf("ExchangeCode = %q, %v", rt, err)
 	}
 	// The code is one-time; the error must not contain it or the secret.
-	_, err = ExchangeCode(testCtx(t), cfg, "http://localhost:8085/callback", code)
+	_, err = ExchangeCode(testCtx(t), cfg, "http://localhost:8085/callback", code, verifier)
 	if err == nil || strings.Contains(err.Error(), code) || strings.Contains(err.Error(), srv.ClientSecret()) {
 		t.Errorf("reused code: err = %v", err)
 	}
@@ -500,7 +501,7 @@ func TestAuthCodeFlow(t *testing.T) {
 	if _, err := c.GetCustomersInfo(testCtx(t)); err != nil {
 		t.Errorf("client with exchanged token: %v", err)
 	}
-	if _, err := ExchangeCode(testCtx(t), cfg, "http://x/cb", msadstest.DemoAuthCode); err != nil {
+	if _, err := ExchangeCode(testCtx(t), cfg, "http://x/cb", msadstest.DemoAuthCode, ""); err != nil {
 		t.Errorf("DemoAuthCode: %v", err)
 	}
 }

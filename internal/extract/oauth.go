@@ -21,7 +21,7 @@ import (
 
 // Default OAuth endpoints and scopes (msads-api.md §8).
 const (
-	DefaultTokenURL     = "https://login.microsoftonline.com/common/oauth2/v2.0/token"
+	DefaultTokenURL     = "https://login.microsoftonline.com/common/oauth2/v2.0/token" // the "common" tenant's; see EndpointsFor
 	DefaultAuthorizeURL = "https://login.microsoftonline.com/common/oauth2/v2.0/authorize"
 	ProductionScope     = "https://ads.microsoft.com/msads.manage offline_access"
 	SandboxScope        = "https://si.ads.microsoft.com/msads.manage offline_access"
@@ -37,6 +37,28 @@ type TokenStore interface {
 	// Load returns the stored refresh token, or "" and nil when none is stored.
 	Load(ctx context.Context) (string, error)
 	Save(ctx context.Context, refreshToken string) error
+}
+
+// PrincipalStore is a TokenStore that keys its token by the signed-in user.
+// When its Client learns who that is (Client.Principal), it calls
+// SetPrincipal, so the store can file the token under that user.
+type PrincipalStore interface {
+	TokenStore
+	SetPrincipal(ctx context.Context, userID int64, userName string) error
+}
+
+// notePrincipal tells a PrincipalStore who the refresh token belongs to. A
+// failure is logged: the token stays where it was and the next run tries
+// again.
+func (ts *tokenSource) notePrincipal(ctx context.Context, userID int64, userName string) {
+	ps, ok := ts.store.(PrincipalStore)
+	if !ok || userID == 0 {
+		return
+	}
+	if err := ps.SetPrincipal(ctx, userID, userName); err != nil {
+		ts.log.WarnContext(ctx, "could not file the refresh token under the signed-in user", slog.Int64("user_id", userID),
+			slog.String("error", ts.red.redact(err.Error())))
+	}
 }
 
 // MemoryTokenStore is a concurrency-safe in-memory TokenStore, for tests and
@@ -70,23 +92,50 @@ func (s *MemoryTokenStore) Saves() int {
 	return s.saves
 }
 
+// loginBase is the identity platform's host (msads-api.md §8.1); the tenant
+// follows it in every endpoint's path.
+const loginBase = "https://login.microsoftonline.com/"
+
+// DefaultTenant is the tenant the endpoints use when none is configured: any
+// work, school or personal Microsoft account can sign in.
+const DefaultTenant = "common"
+
+// Endpoints are the identity platform endpoints of one configuration.
+type Endpoints struct {
+	Authorize  string // where a person signs in (authorization code flow)
+	Token      string // the token endpoint (code, refresh and device code grants)
+	DeviceCode string // the device authorization endpoint (`syncer auth --device`)
+}
+
+// EndpointsFor returns cfg's endpoints. They are
+// https://login.microsoftonline.com/<tenant>/oauth2/v2.0/{authorize,token,devicecode}
+// with cfg.Tenant (default "common"), unless cfg.TokenURL is set: then the
+// token endpoint is cfg.TokenURL and the others are derived from it, its
+// trailing "/token" replaced by "/authorize" and "/devicecode".
+func EndpointsFor(cfg Config) Endpoints {
+	if cfg.TokenURL != "" {
+		base := strings.TrimSuffix(cfg.TokenURL, "/token")
+		return Endpoints{Authorize: base + "/authorize", Token: cfg.TokenURL, DeviceCode: base + "/devicecode"}
+	}
+	tenant := strings.TrimSpace(cfg.Tenant)
+	if tenant == "" {
+		tenant = DefaultTenant
+	}
+	base := loginBase + url.PathEscape(tenant) + "/oauth2/v2.0/"
+	return Endpoints{Authorize: base + "authorize", Token: base + "token", DeviceCode: base + "devicecode"}
+}
+
 // oauthConfig builds the x/oauth2 configuration for cfg (defaults applied).
 func oauthConfig(cfg Config, redirectURI string) *oauth2.Config {
-	tokenURL := cfg.TokenURL
-	if tokenURL == "" {
-		tokenURL = DefaultTokenURL
-	}
-	authURL := DefaultAuthorizeURL
-	if cfg.TokenURL != "" {
-		authURL = strings.TrimSuffix(cfg.TokenURL, "/token") + "/authorize"
-	}
+	ep := EndpointsFor(cfg)
 	return &oauth2.Config{
 		ClientID:     cfg.ClientID,
 		ClientSecret: cfg.ClientSecret,
 		Endpoint: oauth2.Endpoint{
-			AuthURL:   authURL,
-			TokenURL:  tokenURL,
-			AuthStyle: oauth2.AuthStyleInParams,
+			AuthURL:       ep.Authorize,
+			TokenURL:      ep.Token,
+			DeviceAuthURL: ep.DeviceCode,
+			AuthStyle:     oauth2.AuthStyleInParams,
 		},
 		RedirectURL: redirectURI,
 		Scopes:      strings.Fields(scopeFor(cfg.Environment)),
@@ -100,28 +149,49 @@ func scopeFor(env string) string {
 	return ProductionScope
 }
 
+// NewVerifier returns a fresh PKCE code verifier (RFC 7636: 32 random
+// bytes, base64url), to pass to AuthCodeURL and then to ExchangeCode.
+func NewVerifier() string { return oauth2.GenerateVerifier() }
+
+// PKCEChallenge returns the S256 code challenge of verifier:
+// base64url(SHA-256(verifier)) without padding.
+func PKCEChallenge(verifier string) string { return oauth2.S256ChallengeFromVerifier(verifier) }
+
 // AuthCodeURL returns the URL where a person signs in and consents, for the
-// `syncer auth` command. The authorize endpoint is derived from cfg.TokenURL
-// when that is set (trailing "/token" replaced by "/authorize").
-func AuthCodeURL(cfg Config, redirectURI, state string) string {
-	return oauthConfig(cfg, redirectURI).AuthCodeURL(state, oauth2.SetAuthURLParam("prompt", "select_account"))
+// `syncer auth` command: the authorize endpoint (see EndpointsFor) with the
+// client id, redirect URI, scope, state, prompt=select_account and, when
+// verifier is not empty, the PKCE S256 code challenge of verifier.
+func AuthCodeURL(cfg Config, redirectURI, state, verifier string) string {
+	opts := []oauth2.AuthCodeOption{oauth2.SetAuthURLParam("prompt", "select_account")}
+	if verifier != "" {
+		opts = append(opts, oauth2.S256ChallengeOption(verifier))
+	}
+	return oauthConfig(cfg, redirectURI).AuthCodeURL(state, opts...)
 }
 
 // ExchangeCode redeems an authorization code from the redirect and returns
-// the refresh token. Errors never contain the code or the client secret.
-func ExchangeCode(ctx context.Context, cfg Config, redirectURI, code string) (string, error) {
+// the refresh token. verifier is the PKCE code verifier whose challenge the
+// sign-in URL carried ("" sends none); the client secret is sent only when
+// cfg has one. A refusal is a *TokenError (wrapped) whose Fix says what to
+// change. Errors never contain the code, the verifier or the client secret.
+func ExchangeCode(ctx context.Context, cfg Config, redirectURI, code, verifier string) (string, error) {
 	hc := cfg.HTTPClient
 	if hc == nil {
 		hc = http.DefaultClient
 	}
 	ctx = context.WithValue(ctx, oauth2.HTTPClient, hc)
 	conf := oauthConfig(cfg, redirectURI)
-	tok, err := conf.Exchange(ctx, code, oauth2.SetAuthURLParam("scope", scopeFor(cfg.Environment)))
+	opts := []oauth2.AuthCodeOption{oauth2.SetAuthURLParam("scope", scopeFor(cfg.Environment))}
+	if verifier != "" {
+		opts = append(opts, oauth2.VerifierOption(verifier))
+	}
+	tok, err := conf.Exchange(ctx, code, opts...)
 	if err != nil {
-		r := newRedactor(cfg.ClientSecret, cfg.DeveloperToken, code)
+		r := newRedactor(cfg.ClientSecret, cfg.DeveloperToken, code, verifier)
 		if re, ok := errors.AsType[*oauth2.RetrieveError](err); ok {
-			return "", fmt.Errorf("exchange authorization code: HTTP %d: %s", re.Response.StatusCode,
-				r.redact(strings.TrimSpace(re.ErrorCode+" "+firstLine(re.ErrorDescription))))
+			te := classifyTokenFailure(re.Response.StatusCode, re.Body, r)
+			codeGrantFix(te)
+			return "", fmt.Errorf("exchange authorization code: %w", te)
 		}
 		return "", fmt.Errorf("exchange authorization code: %s", r.redact(err.Error()))
 	}
@@ -129,6 +199,156 @@ func ExchangeCode(ctx context.Context, cfg Config, redirectURI, code string) (st
 		return "", errors.New("exchange authorization code: no refresh token returned (is offline_access consented?)")
 	}
 	return tok.RefreshToken, nil
+}
+
+// codeGrantFix rewrites the advice of a refused authorization code or
+// device code grant, where "run syncer auth" is no help on its own.
+func codeGrantFix(te *TokenError) {
+	switch {
+	case te.AADSTS == 50148 || te.AADSTS == 501481:
+		te.Fix = "the PKCE code_verifier does not match the sign-in URL's code_challenge: the code belongs to another `syncer auth` attempt; " +
+			"run `syncer auth` again and finish that sign-in"
+	case te.OAuthError == "invalid_grant" && te.AADSTS != 65001:
+		te.Fix = "the authorization code was refused (it expires after about 10 minutes, can be redeemed once, and belongs to one sign-in): " +
+			"run `syncer auth` again"
+	}
+}
+
+// DeviceCode is the answer of the device authorization endpoint (RFC 8628
+// §3.2): the code to show the person and the one to poll with.
+type DeviceCode struct {
+	DeviceCode      string `json:"device_code"`
+	UserCode        string `json:"user_code"`
+	VerificationURI string `json:"verification_uri"`
+	ExpiresIn       int    `json:"expires_in"` // seconds
+	Interval        int    `json:"interval"`   // seconds between polls; 5 when absent
+	Message         string `json:"message"`    // the identity platform's own instruction text
+}
+
+// Device code flow outcomes that end the polling.
+var (
+	ErrDeviceCodeExpired     = errors.New("the device code expired before the sign-in was finished: run `syncer auth --device` again")
+	ErrAuthorizationDeclined = errors.New("the sign-in was declined at the device login page: run `syncer auth --device` again and accept")
+)
+
+// StartDeviceCode asks the device authorization endpoint (see
+// EndpointsFor) for a device code with the msads.manage scope. The app
+// registration must allow public client flows (or cfg must carry the
+// client secret of a confidential one).
+func StartDeviceCode(ctx context.Context, cfg Config) (*DeviceCode, error) {
+	form := url.Values{"client_id": {cfg.ClientID}, "scope": {scopeFor(cfg.Environment)}}
+	r := newRedactor(cfg.ClientSecret, cfg.DeveloperToken)
+	status, body, err := postForm(ctx, cfg, EndpointsFor(cfg).DeviceCode, form, r)
+	if err != nil {
+		return nil, fmt.Errorf("start device code sign-in: %w", err)
+	}
+	var dc DeviceCode
+	if status != http.StatusOK || json.Unmarshal(body, &dc) != nil || dc.DeviceCode == "" {
+		te := classifyTokenFailure(status, body, r)
+		if te.OAuthError == "" && status == http.StatusOK {
+			te.Description = "the answer has no device_code"
+		}
+		return nil, fmt.Errorf("start device code sign-in: %w", te)
+	}
+	if dc.Interval <= 0 {
+		dc.Interval = 5
+	}
+	return &dc, nil
+}
+
+// PollDeviceToken polls the token endpoint with the device code grant every
+// dc.Interval seconds (5 more after each slow_down) until the person has
+// signed in, and returns the refresh token. authorization_pending keeps
+// polling; expired_token ends with ErrDeviceCodeExpired,
+// authorization_declined with ErrAuthorizationDeclined, anything else with a
+// *TokenError. ctx ends the wait.
+func PollDeviceToken(ctx context.Context, cfg Config, dc *DeviceCode) (string, error) {
+	interval := time.Duration(max(dc.Interval, 1)) * time.Second
+	var deadline time.Time
+	if dc.ExpiresIn > 0 {
+		deadline = time.Now().Add(time.Duration(dc.ExpiresIn) * time.Second)
+	}
+	r := newRedactor(cfg.ClientSecret, cfg.DeveloperToken, dc.DeviceCode)
+	form := url.Values{
+		"grant_type":  {"urn:ietf:params:oauth:grant-type:device_code"},
+		"client_id":   {cfg.ClientID},
+		"device_code": {dc.DeviceCode},
+	}
+	if cfg.ClientSecret != "" {
+		form.Set("client_secret", cfg.ClientSecret)
+	}
+	for {
+		t := time.NewTimer(interval)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return "", ctx.Err()
+		case <-t.C:
+		}
+		status, body, err := postForm(ctx, cfg, EndpointsFor(cfg).Token, form, r)
+		if err != nil {
+			if ctx.Err() != nil {
+				return "", ctx.Err()
+			}
+			return "", fmt.Errorf("device code sign-in: %w", err)
+		}
+		var tr tokenResponse
+		_ = json.Unmarshal(body, &tr)
+		switch {
+		case status == http.StatusOK && tr.RefreshToken != "":
+			return tr.RefreshToken, nil
+		case status == http.StatusOK:
+			return "", errors.New("device code sign-in: no refresh token returned (is offline_access consented?)")
+		case tr.Error == "authorization_pending":
+		case tr.Error == "slow_down":
+			interval += 5 * time.Second
+		case tr.Error == "expired_token" || tr.Error == "code_expired":
+			return "", ErrDeviceCodeExpired
+		case tr.Error == "authorization_declined" || tr.Error == "access_denied":
+			return "", ErrAuthorizationDeclined
+		default:
+			te := classifyTokenFailure(status, body, r)
+			if te.Class == ClassTransient && (deadline.IsZero() || time.Now().Before(deadline)) {
+				continue // 5xx, temporarily_unavailable: poll again
+			}
+			codeGrantFix(te)
+			return "", fmt.Errorf("device code sign-in: %w", te)
+		}
+		if !deadline.IsZero() && time.Now().After(deadline) {
+			return "", ErrDeviceCodeExpired
+		}
+	}
+}
+
+// postForm posts a form to an identity platform endpoint and returns the
+// status and (capped) body. A transport failure comes back redacted.
+func postForm(ctx context.Context, cfg Config, endpoint string, form url.Values, r *redactor) (int, []byte, error) {
+	hc := cfg.HTTPClient
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	timeout := cfg.RequestTimeout
+	if timeout <= 0 {
+		timeout = 30 * time.Second
+	}
+	actx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(actx, http.MethodPost, endpoint, strings.NewReader(form.Encode()))
+	if err != nil {
+		return 0, nil, errors.New(r.redact(err.Error()))
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Accept", "application/json")
+	resp, err := hc.Do(req)
+	if err != nil {
+		return 0, nil, errors.New(r.redact(transportText(err, actx)))
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return 0, nil, errors.New(r.redact(transportText(err, actx)))
+	}
+	return resp.StatusCode, body, nil
 }
 
 func firstLine(s string) string {

@@ -149,6 +149,7 @@ func (c *Client) Principal(ctx context.Context) (msads.User, []msads.Role, error
 	if err != nil {
 		return msads.User{}, nil, err
 	}
+	c.tokens.notePrincipal(ctx, u.ID, u.UserName)
 	return u, roles, nil
 }
 

@@ -93,8 +93,15 @@ func classifyTokenFailure(status int, body []byte, red *redactor) *TokenError {
 		te.Class = ClassTransient
 		return te
 	case te.AADSTS == 700025:
-		te.Fix = "the app registration is a public client, which must not send a secret: leave microsoft_ads.client_secret empty, " +
-			"or register a web app with a secret and configure that"
+		te.Fix = "the redirect URI is registered as a public client (platform \"Mobile and desktop applications\"), which must not send a secret: " +
+			"leave microsoft_ads.client_secret empty, or register the redirect URI under the \"Web\" platform to use the secret"
+	case te.AADSTS == 50011 || te.AADSTS == 500113:
+		te.Fix = "the redirect URI is not registered for the app: add microsoft_ads.redirect_uri exactly (default http://localhost:8400/) " +
+			"under Authentication in the app registration (platform \"Mobile and desktop applications\" for a public client, \"Web\" with a secret), " +
+			"or set redirect_uri to one that is registered"
+	case te.AADSTS == 7000218:
+		te.Fix = "the app registration is confidential (a web app) and the request had no secret: set microsoft_ads.client_secret, " +
+			"or for `syncer auth --device` turn on \"Allow public client flows\" under Authentication"
 	case te.AADSTS == 7000215:
 		te.Fix = "microsoft_ads.client_secret is wrong: set it to the secret's Value (not its Secret ID) from the app registration"
 	case te.AADSTS == 7000222:

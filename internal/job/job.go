@@ -390,7 +390,8 @@ type runScope struct {
 // unless the credentials themselves were rejected.
 func (r *Runner) resolveCustomers(ctx context.Context, only []int64) (runScope, error) {
 	var scope runScope
-	me, myRoles, perr := r.Client.Principal(ctx)
+	v := Visible(ctx, r.Client)
+	me, perr, err := v.Principal, v.PrincipalErr, v.ListErr
 	if perr != nil && (extract.IsRunFatal(perr) || ctx.Err() != nil) {
 		return scope, fmt.Errorf("look up the signed-in user: %w", perr)
 	}
@@ -398,24 +399,18 @@ func (r *Runner) resolveCustomers(ctx context.Context, only []int64) (runScope, 
 		r.Logger.WarnContext(ctx, "could not look up the signed-in user; going on without it", slog.Any("error", perr))
 	}
 	scope.principal = me
-	infos, err := r.Client.GetCustomersInfo(ctx)
 	if err != nil {
 		if r.Discover || extract.IsRunFatal(err) || ctx.Err() != nil {
 			return scope, fmt.Errorf("list customers: %w", err)
 		}
 		r.Logger.WarnContext(ctx, "could not look up customer names; going on without them", slog.Any("error", err))
 	}
-	names := make(map[int64]string, len(infos))
-	var visible []int64
-	for _, c := range infos {
+	names := make(map[int64]string, len(v.Customers))
+	visible := make([]int64, len(v.Customers))
+	for i, c := range v.Customers {
 		names[c.ID] = c.Name
-		visible = append(visible, c.ID)
+		visible[i] = c.ID
 	}
-	for _, role := range myRoles {
-		visible = append(visible, role.CustomerID)
-	}
-	slices.Sort(visible)
-	visible = slices.Compact(visible)
 	var ids []int64
 	if r.Discover {
 		ids = slices.Clone(visible)

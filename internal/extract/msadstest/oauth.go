@@ -1,9 +1,12 @@
 package msadstest
 
 import (
+	"crypto/sha256"
+	"encoding/base64"
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -181,21 +184,131 @@ func (s *Server) takeTokenErrorLocked() (TokenError, bool) {
 	return e, true
 }
 
-func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	ru, err := url.Parse(q.Get("redirect_uri"))
+// authCode is an issued authorization code and the sign-in it came from.
+type authCode struct {
+	unused      bool        // false once redeemed
+	cred        *Credential // nil: any client may redeem it (IssueAuthCode)
+	redirectURI string      // "" : not checked (IssueAuthCode)
+	challenge   string      // PKCE code_challenge; "" when the sign-in sent none
+	method      string      // "S256" or "plain"
+}
+
+// nativeClientURI is the redirect URI Microsoft suggests for native apps.
+const nativeClientURI = "https://login.microsoftonline.com/common/oauth2/nativeclient"
+
+// SetRedirectURIs sets the redirect URIs registered for the app: the
+// authorize endpoint refuses any other with AADSTS50011. As Microsoft does,
+// the port of an http://localhost or http://127.0.0.1 URI is not compared.
+// With no argument it goes back to the default: any http://localhost or
+// http://127.0.0.1 URI (any port, any path) and the nativeclient URI.
+func (s *Server) SetRedirectURIs(uris ...string) {
 	s.mu.Lock()
-	known := s.credentialLocked(q.Get("client_id")) != nil
-	s.mu.Unlock()
-	if !known || err != nil || ru.Scheme == "" || q.Get("response_type") != "code" {
-		http.Error(w, "AADSTS50011: bad authorize request", http.StatusBadRequest)
-		return
+	defer s.mu.Unlock()
+	s.redirectURIs = slices.Clone(uris)
+}
+
+func loopbackHost(h string) bool { return h == "localhost" || h == "127.0.0.1" || h == "::1" }
+
+// redirectRegisteredLocked reports whether ru may receive the sign-in.
+func (s *Server) redirectRegisteredLocked(ru *url.URL) bool {
+	if s.redirectURIs == nil {
+		return (ru.Scheme == "http" && loopbackHost(ru.Hostname())) || ru.String() == nativeClientURI
 	}
+	for _, r := range s.redirectURIs {
+		reg, err := url.Parse(r)
+		if err != nil {
+			continue
+		}
+		if reg.Scheme == "http" && loopbackHost(reg.Hostname()) {
+			if ru.Scheme == reg.Scheme && ru.Hostname() == reg.Hostname() && cmpOr(ru.EscapedPath(), "/") == cmpOr(reg.EscapedPath(), "/") {
+				return true
+			}
+			continue
+		}
+		if ru.String() == reg.String() {
+			return true
+		}
+	}
+	return false
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// redirectError sends the browser back to ru with an OAuth error, as the
+// identity platform does after a failed sign-in.
+func redirectError(w http.ResponseWriter, r *http.Request, ru *url.URL, state, errName, desc string) {
 	v := ru.Query()
-	v.Set("code", s.IssueAuthCode())
-	v.Set("state", q.Get("state"))
+	v.Set("error", errName)
+	v.Set("error_description", desc)
+	if state != "" {
+		v.Set("state", state)
+	}
 	ru.RawQuery = v.Encode()
 	http.Redirect(w, r, ru.String(), http.StatusFound)
+}
+
+func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	s.mu.Lock()
+	cred := s.credentialLocked(q.Get("client_id"))
+	s.mu.Unlock()
+	if cred == nil {
+		http.Error(w, "AADSTS700016: Application with identifier '"+q.Get("client_id")+"' was not found in the directory.", http.StatusBadRequest)
+		return
+	}
+	ru, err := url.Parse(q.Get("redirect_uri"))
+	if err != nil || ru.Scheme == "" || ru.Host == "" {
+		http.Error(w, "AADSTS900144: The request body must contain the following parameter: 'redirect_uri'.", http.StatusBadRequest)
+		return
+	}
+	state := q.Get("state")
+	s.mu.Lock()
+	registered := s.redirectRegisteredLocked(ru)
+	s.mu.Unlock()
+	if !registered {
+		redirectError(w, r, ru, state, "invalid_request", "AADSTS50011: The redirect URI '"+ru.String()+
+			"' specified in the request does not match the redirect URIs configured for the application '"+cred.clientID+
+			"'. Make sure the redirect URI sent in the request matches one added to your application in the Azure portal.")
+		return
+	}
+	if q.Get("response_type") != "code" {
+		redirectError(w, r, ru, state, "unsupported_response_type", "AADSTS700054: response_type '"+q.Get("response_type")+"' is not enabled for the application.")
+		return
+	}
+	if !strings.Contains(q.Get("scope"), "msads.manage") {
+		redirectError(w, r, ru, state, "invalid_scope", s.tokenDescription(70011))
+		return
+	}
+	method := cmpOr(q.Get("code_challenge_method"), "plain")
+	if q.Get("code_challenge") != "" && method != "S256" && method != "plain" {
+		redirectError(w, r, ru, state, "invalid_request", "AADSTS501491: Invalid size of Code_Challenge parameter or unsupported code_challenge_method.")
+		return
+	}
+	code := "code-" + randHex(12)
+	s.mu.Lock()
+	s.codes[code] = &authCode{unused: true, cred: cred, redirectURI: ru.String(), challenge: q.Get("code_challenge"), method: method}
+	s.mu.Unlock()
+	v := ru.Query()
+	v.Set("code", code)
+	if state != "" {
+		v.Set("state", state)
+	}
+	ru.RawQuery = v.Encode()
+	http.Redirect(w, r, ru.String(), http.StatusFound)
+}
+
+// pkceMatches reports whether verifier answers the sign-in's challenge.
+func (c *authCode) pkceMatches(verifier string) bool {
+	if c.method == "plain" {
+		return verifier == c.challenge
+	}
+	sum := sha256.Sum256([]byte(verifier))
+	return base64.RawURLEncoding.EncodeToString(sum[:]) == c.challenge
 }
 
 func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
@@ -244,7 +357,8 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 		s.writeTokenError(w, http.StatusUnauthorized, "invalid_client", 7000215, "")
 		return
 	}
-	if !strings.Contains(f.Get("scope"), "msads.manage") {
+	// The device code grant carries no scope: it was given at /devicecode.
+	if f.Get("grant_type") != deviceGrant && !strings.Contains(f.Get("scope"), "msads.manage") {
 		s.writeTokenError(w, http.StatusBadRequest, "invalid_scope", 70011, "")
 		return
 	}
@@ -263,12 +377,12 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 		st.used = true
 	case "authorization_code":
 		code := f.Get("code")
-		unused, issued := s.codes[code]
-		if issued && !unused {
+		rec, issued := s.codes[code]
+		if issued && !rec.unused {
 			s.writeTokenError(w, http.StatusBadRequest, "invalid_grant", 54005, "")
 			return
 		}
-		if code != DemoAuthCode && !issued {
+		if code != DemoAuthCode && (!issued || (rec.cred != nil && rec.cred != cred)) {
 			s.writeTokenError(w, http.StatusBadRequest, "invalid_grant", 70000, "AADSTS70000: The provided value for the 'code' parameter is not valid.")
 			return
 		}
@@ -276,8 +390,29 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 			s.writeTokenError(w, http.StatusBadRequest, "invalid_request", 900144, "AADSTS900144: The request body must contain the following parameter: 'redirect_uri'.")
 			return
 		}
+		if issued && rec.redirectURI != "" && f.Get("redirect_uri") != rec.redirectURI {
+			s.writeTokenError(w, http.StatusBadRequest, "invalid_grant", 70000,
+				"AADSTS70000: The provided value for the 'redirect_uri' is not valid. The value must exactly match the redirect URI used to obtain the authorization code.")
+			return
+		}
+		if issued && rec.challenge != "" {
+			switch v := f.Get("code_verifier"); {
+			case v == "":
+				s.writeTokenError(w, http.StatusBadRequest, "invalid_grant", 50148,
+					"AADSTS50148: The code_verifier does not match the code_challenge supplied in the authorization request for PKCE.")
+				return
+			case !rec.pkceMatches(v):
+				s.writeTokenError(w, http.StatusBadRequest, "invalid_grant", 501481,
+					"AADSTS501481: The Code_Verifier does not match the code_challenge supplied in the authorization request.")
+				return
+			}
+		}
 		if issued {
-			s.codes[code] = false // redeemed: a second use answers 54005
+			rec.unused = false // redeemed: a second use answers 54005
+		}
+	case deviceGrant:
+		if !s.deviceGrantLocked(w, cred, f.Get("device_code")) {
+			return
 		}
 	default:
 		s.writeTokenError(w, http.StatusBadRequest, "unsupported_grant_type", 70003, "")
@@ -290,4 +425,149 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 		"expires_in": int(s.accessTTL / time.Second), "ext_expires_in": int(s.accessTTL / time.Second),
 		"access_token": s.newAccessLocked(cred), "refresh_token": newRT,
 	})
+}
+
+// deviceGrant is the device code grant type (RFC 8628 §3.4).
+const deviceGrant = "urn:ietf:params:oauth:grant-type:device_code"
+
+// DeviceFlow shapes the device authorization grant (see SetDeviceFlow).
+type DeviceFlow struct {
+	// Interval is the poll interval in seconds the device code endpoint
+	// announces (default 5); a poll sooner than that after the previous one
+	// answers slow_down and adds 5 seconds, as RFC 8628 says.
+	Interval int
+	// ExpiresIn is the device code's lifetime in seconds (default 900);
+	// polls after it answer expired_token.
+	ExpiresIn int
+	// ApproveAfterPolls > 0 approves the sign-in after that many polls: they
+	// answer authorization_pending and the next one gets the tokens. 0 waits
+	// for ApproveDeviceCode.
+	ApproveAfterPolls int
+	// Decline makes the sign-in declined: polls answer
+	// authorization_declined.
+	Decline bool
+}
+
+// deviceAuth is one device authorization grant under way.
+type deviceAuth struct {
+	cred     *Credential
+	userCode string
+	flow     DeviceFlow
+	expires  time.Time
+	interval time.Duration
+	lastPoll time.Time
+	polls    int
+	approved bool
+	redeemed bool
+}
+
+// SetDeviceFlow shapes the device code grants started from now on.
+func (s *Server) SetDeviceFlow(f DeviceFlow) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if f.Interval <= 0 {
+		f.Interval = 5
+	}
+	if f.ExpiresIn <= 0 {
+		f.ExpiresIn = 900
+	}
+	s.deviceFlow = f
+}
+
+// ApproveDeviceCode approves the sign-in of a device code grant, as the
+// person entering userCode at the verification page and consenting would.
+// It reports whether such a grant is under way.
+func (s *Server) ApproveDeviceCode(userCode string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, d := range s.devices {
+		if d.userCode == userCode {
+			d.approved = true
+			return true
+		}
+	}
+	return false
+}
+
+// DeviceLoginURL is the verification URI the device code endpoint sends.
+func (s *Server) DeviceLoginURL() string { return s.ts.URL + "/devicelogin" }
+
+func (s *Server) handleDeviceCode(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		s.writeTokenError(w, http.StatusMethodNotAllowed, "invalid_request", 900561, "AADSTS900561: The endpoint only accepts POST requests. Received a "+r.Method+" request.")
+		return
+	}
+	if err := r.ParseForm(); err != nil {
+		s.writeTokenError(w, http.StatusBadRequest, "invalid_request", 900144, "")
+		return
+	}
+	f := r.PostForm
+	s.mu.Lock()
+	cred := s.credentialLocked(f.Get("client_id"))
+	s.mu.Unlock()
+	if cred == nil {
+		s.writeTokenError(w, http.StatusBadRequest, "unauthorized_client", 700016, "")
+		return
+	}
+	if !strings.Contains(f.Get("scope"), "msads.manage") {
+		s.writeTokenError(w, http.StatusBadRequest, "invalid_scope", 70011, "")
+		return
+	}
+	s.mu.Lock()
+	flow := s.deviceFlow
+	dc := "DAQABAAEAAA" + randHex(24)
+	uc := strings.ToUpper(randHex(4))
+	s.devices[dc] = &deviceAuth{cred: cred, userCode: uc, flow: flow, interval: time.Duration(flow.Interval) * time.Second,
+		expires: time.Now().Add(time.Duration(flow.ExpiresIn) * time.Second)}
+	s.mu.Unlock()
+	writeJSON(w, http.StatusOK, map[string]any{
+		"device_code": dc, "user_code": uc, "verification_uri": s.DeviceLoginURL(),
+		"expires_in": flow.ExpiresIn, "interval": flow.Interval,
+		"message": "To sign in, use a web browser to open the page " + s.DeviceLoginURL() + " and enter the code " + uc + " to authenticate.",
+	})
+}
+
+// handleDeviceLogin is the verification page: a GET shows it, a POST with
+// user_code approves that sign-in.
+func (s *Server) handleDeviceLogin(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodPost && s.ApproveDeviceCode(r.FormValue("user_code")) {
+		fmt.Fprintln(w, "You have signed in to the syncer application on your device. You may now close this window.")
+		return
+	}
+	fmt.Fprintln(w, "Enter code to allow access (POST user_code).")
+}
+
+// deviceGrantLocked answers a device_code grant's poll; it returns true
+// when the grant is approved and the tokens should be issued.
+func (s *Server) deviceGrantLocked(w http.ResponseWriter, cred *Credential, deviceCode string) bool {
+	d := s.devices[deviceCode]
+	if d == nil || d.cred != cred || d.redeemed {
+		s.writeTokenError(w, http.StatusBadRequest, "bad_verification_code", 70018, "AADSTS70018: Invalid verification code.")
+		return false
+	}
+	now := time.Now()
+	d.polls++
+	early := !d.lastPoll.IsZero() && now.Sub(d.lastPoll) < d.interval-100*time.Millisecond
+	d.lastPoll = now
+	switch {
+	case now.After(d.expires):
+		s.writeTokenError(w, http.StatusBadRequest, "expired_token", 70019, "AADSTS70019: Verification code expired.")
+		return false
+	case d.flow.Decline:
+		s.writeTokenError(w, http.StatusBadRequest, "authorization_declined", 65004, "AADSTS65004: User declined to consent to access the app.")
+		return false
+	case early:
+		d.interval += 5 * time.Second
+		s.writeTokenError(w, http.StatusBadRequest, "slow_down", 70016, "AADSTS70016: OAuth 2.0 device flow error. Polling too fast: slow down.")
+		return false
+	}
+	if d.flow.ApproveAfterPolls > 0 && d.polls > d.flow.ApproveAfterPolls {
+		d.approved = true
+	}
+	if !d.approved {
+		s.writeTokenError(w, http.StatusBadRequest, "authorization_pending", 70016, "AADSTS70016: OAuth 2.0 device flow error. Authorization is pending. Continue polling.")
+		return false
+	}
+	d.redeemed = true
+	return true
 }

@@ -94,7 +94,22 @@
 //     a user id answers its principal. The default credential (ClientID,
 //     DeveloperToken…) reaches every reachable customer, as before.
 //   - "/oauth2/v2.0/authorize" redirects to redirect_uri with a fresh code and
-//     the state, as after a successful sign-in.
+//     the state, as after a successful sign-in. It keeps the PKCE
+//     code_challenge (S256 or plain) and the redirect_uri with the code: the
+//     authorization_code grant then needs the matching code_verifier
+//     (invalid_grant AADSTS50148 when missing, 501481 when wrong), the same
+//     redirect_uri and the same client. A redirect_uri that is not registered
+//     (SetRedirectURIs; by default any http://localhost or 127.0.0.1 URI, on
+//     any port, and the nativeclient URI) is answered with a redirect
+//     carrying error=invalid_request and error_description "AADSTS50011: …"
+//     (and the state); an unknown client_id with an HTTP 400 page naming
+//     AADSTS700016.
+//   - "/oauth2/v2.0/devicecode" starts a device authorization grant (RFC
+//     8628); the token endpoint's device_code grant answers
+//     authorization_pending until the sign-in is approved (SetDeviceFlow's
+//     ApproveAfterPolls, or ApproveDeviceCode), slow_down when polled faster
+//     than the interval, expired_token after ExpiresIn, and
+//     authorization_declined when SetDeviceFlow says Decline.
 package msadstest
 
 import (
@@ -165,7 +180,10 @@ type Server struct {
 	faults           map[faultKey]*faultState
 	access           map[string]issuedAccess  // access token -> expiry and credential
 	refresh          map[string]*refreshState // refresh token -> its state
-	codes            map[string]bool          // auth code -> unused (false: redeemed)
+	codes            map[string]*authCode     // auth code -> its sign-in
+	redirectURIs     []string                 // registered redirect URIs; nil: any loopback http URI and nativeclient
+	deviceFlow       DeviceFlow
+	devices          map[string]*deviceAuth // device_code -> its state
 	rejectSuperseded bool
 	tokenErr         *TokenError
 	userFaults       map[userFaultKey]UserFault
@@ -190,7 +208,9 @@ func NewServer(ds *Dataset, opts ...Option) *Server {
 		faults:      map[faultKey]*faultState{},
 		access:      map[string]issuedAccess{},
 		refresh:     map[string]*refreshState{},
-		codes:       map[string]bool{},
+		codes:       map[string]*authCode{},
+		devices:     map[string]*deviceAuth{},
+		deviceFlow:  DeviceFlow{Interval: 5, ExpiresIn: 900},
 		userFaults:  map[userFaultKey]UserFault{},
 		revoked:     map[int64]bool{},
 		unreachable: map[int64]bool{},
@@ -206,6 +226,8 @@ func NewServer(ds *Dataset, opts ...Option) *Server {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/oauth2/v2.0/token", s.handleToken)
 	mux.HandleFunc("/oauth2/v2.0/authorize", s.handleAuthorize)
+	mux.HandleFunc("/oauth2/v2.0/devicecode", s.handleDeviceCode)
+	mux.HandleFunc("/devicelogin", s.handleDeviceLogin)
 	mux.HandleFunc(basePath+"/", s.handleAPI)
 	s.ts = httptest.NewServer(mux)
 	return s
@@ -368,7 +390,7 @@ func (s *Server) IssueAuthCode() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c := "code-" + randHex(12)
-	s.codes[c] = true
+	s.codes[c] = &authCode{unused: true}
 	return c
 }
 
