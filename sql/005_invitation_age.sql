@@ -1,4 +1,4 @@
--- 004: an invitation's age counts from its estimated sending date.
+-- 005: an invitation's age counts from its estimated sending date.
 --
 -- The API gives no sending date, only ExpirationDate (today 30 days after
 -- sending). Until now `age` counted from first_seen_at, so invitations sent
