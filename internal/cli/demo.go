@@ -27,7 +27,8 @@ import (
 // in the simulated account, then the access-review reports.
 func cmdDemo(args []string, io IO) int {
 	var c common
-	fs := newFlagSet("demo", io, &c)
+	fs := newBareFlagSet("demo", io)
+	c.addLogFlags(fs)
 	if code, done := parse(fs, args); done {
 		return code
 	}
