@@ -82,8 +82,9 @@ func (k *checker) skip(name, because string) {
 	k.results = append(k.results, checkResult{Name: name, Skipped: true, Detail: "because " + because})
 }
 
-// blocked returns why a check that needs deps cannot run ("database
-// failed"), or "" when every one of them passed.
+// blocked returns why a check that needs deps cannot run (the first
+// failed check up the chain: "database failed"), or "" when every one of
+// them passed.
 func (k *checker) blocked(deps ...string) string {
 	for _, d := range deps {
 		for _, r := range k.results {
@@ -92,7 +93,7 @@ func (k *checker) blocked(deps ...string) string {
 			}
 			switch {
 			case r.Skipped:
-				return d + " was skipped"
+				return strings.TrimPrefix(r.Detail, "because ")
 			case !r.OK:
 				return d + " failed"
 			}
@@ -283,7 +284,7 @@ func (k *checker) checkDatabase(ctx context.Context, cfg *config.Config) *pgxpoo
 	if err := pool.QueryRow(dctx, "SHOW server_version").Scan(&version); err != nil {
 		version = "version unknown"
 	}
-	k.pass(checkDatabase, fmt.Sprintf("connected to %s (PostgreSQL %s)", describeDSN(dsn), strings.Fields(version+" ")[0]))
+	k.pass(checkDatabase, fmt.Sprintf("connected to %s (PostgreSQL %s)", describeDSN(dsn), strings.Fields(version + " ")[0]))
 	return pool
 }
 
