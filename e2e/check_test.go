@@ -364,3 +364,23 @@ func (e *env) passwordRole() (role, host string) {
 	}
 	return role, pu.Host
 }
+
+// TestRunConfigBeforeCommandAndLastLine: `syncer --config FILE run` works
+// like `syncer run --config FILE`, and the last stderr line of a partial
+// run names the failed customer and its error.
+func TestRunConfigBeforeCommandAndLastLine(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, msadstest.Generate(48, 3, 3), "")
+	bad := e.ds.CustomerIDs()[1]
+	e.sim.SetFault("SearchUserInvitations", msadstest.Fault{CustomerID: bad, Status: 400, Code: 106})
+	r := e.run("--config", e.config, "--log-level", "error", "run")
+	if r.code != 2 {
+		t.Fatalf("exit %d, want 2\n%s", r.code, r.stderr)
+	}
+	lines := strings.Split(strings.TrimSpace(r.stderr), "\n")
+	last := lines[len(lines)-1]
+	want := fmt.Sprintf("syncer: 1 of 3 customers failed: %d (SearchUserInvitations (customer %d): HTTP 400: code 106", bad, bad)
+	if !strings.HasPrefix(last, want) {
+		t.Errorf("last line %q, want it to start %q", last, want)
+	}
+}
