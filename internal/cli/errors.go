@@ -89,4 +89,3 @@ func truncate(s string, n int) string {
 	}
 	return s[:cut] + "…"
 }
-

@@ -279,7 +279,7 @@ func TestErrorsNameKeyAndLine(t *testing.T) {
 		{"malformed reference", "database:\n  url: ${not a name}\n",
 			[]string{`database.url (line 2): "${not a name}" is not a reference`}},
 		{"missing file", "database:\n  token_key: ${file:/nonexistent/key}\n",
-			[]string{"database.token_key (line 2): ${file:/nonexistent/key}: no such file or directory (mount the secret there, or fix the path)"}},
+			[]string{"database.token_key (line 2): ${file:/nonexistent/key}: no such file or directory: mount the secret there, or fix the path"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

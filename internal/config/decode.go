@@ -16,24 +16,34 @@ import (
 
 // FieldError is one problem of the configuration: the key it is about (a
 // dotted path such as "sync.concurrency"; "" for the file as a whole), the
-// line of the file it is on (0 when unknown, e.g. a key that is absent) and
-// what is wrong, said so that the fix is plain.
+// line of the file it is on (0 when unknown, e.g. a key that is absent),
+// what is wrong, and, when it is not plain from that, what to do.
 type FieldError struct {
 	Key  string
 	Line int
 	Msg  string
+	Fix  string
 }
 
 func (e *FieldError) Error() string {
+	msg := e.Msg
+	if e.Fix != "" {
+		msg += ": " + e.Fix
+	}
+	return e.Where() + msg
+}
+
+// Where is "key (line N): ", "key: ", "line N: " or "".
+func (e *FieldError) Where() string {
 	switch {
 	case e.Key != "" && e.Line > 0:
-		return fmt.Sprintf("%s (line %d): %s", e.Key, e.Line, e.Msg)
+		return fmt.Sprintf("%s (line %d): ", e.Key, e.Line)
 	case e.Key != "":
-		return e.Key + ": " + e.Msg
+		return e.Key + ": "
 	case e.Line > 0:
-		return fmt.Sprintf("line %d: %s", e.Line, e.Msg)
+		return fmt.Sprintf("line %d: ", e.Line)
 	}
-	return e.Msg
+	return ""
 }
 
 // Errors is every problem found in one configuration, in file order. Its
@@ -249,7 +259,8 @@ func (d *decoder) scalar(n *yaml.Node, key, want string) (string, bool) {
 	}
 	s, err := d.expand(n.Value)
 	if err != nil {
-		d.fail(key, n.Line, "%s", err)
+		err.Key, err.Line = key, n.Line
+		d.errs = append(d.errs, err)
 		return "", false
 	}
 	return s, true
@@ -359,11 +370,11 @@ var (
 // expand replaces ${NAME}, ${NAME:-default} and ${file:/path} in s. An
 // unset variable without a default, an unreadable file or a malformed
 // reference is an error naming it.
-func (d *decoder) expand(s string) (string, error) {
+func (d *decoder) expand(s string) (string, *FieldError) {
 	if !strings.Contains(s, "${") {
 		return s, nil
 	}
-	var firstErr error
+	var firstErr *FieldError
 	out := refPattern.ReplaceAllStringFunc(s, func(m string) string {
 		ref := m[2 : len(m)-1]
 		if firstErr != nil {
@@ -373,7 +384,7 @@ func (d *decoder) expand(s string) (string, error) {
 			p = strings.TrimSpace(p)
 			b, err := readRefFile(p)
 			if err != nil {
-				firstErr = fmt.Errorf("${file:%s}: %w (mount the secret there, or fix the path)", p, err)
+				firstErr = &FieldError{Msg: fmt.Sprintf("${file:%s}: %v", p, err), Fix: "mount the secret there, or fix the path"}
 				return ""
 			}
 			return strings.TrimRight(string(b), "\r\n")
@@ -385,12 +396,13 @@ func (d *decoder) expand(s string) (string, error) {
 			return mm[2]
 		}
 		if !varName.MatchString(ref) {
-			firstErr = fmt.Errorf("%q is not a reference: write ${NAME}, ${NAME:-default} or ${file:/path}", m)
+			firstErr = &FieldError{Msg: fmt.Sprintf("%q is not a reference", m), Fix: "write ${NAME}, ${NAME:-default} or ${file:/path}"}
 			return ""
 		}
 		v, ok := d.env(ref)
 		if !ok {
-			firstErr = fmt.Errorf("${%s} is not set: export %s, or write ${%s:-default} to allow it unset", ref, ref, ref)
+			firstErr = &FieldError{Msg: fmt.Sprintf("${%s} is not set", ref),
+				Fix: fmt.Sprintf("export %s, or write ${%s:-default} to allow it unset", ref, ref)}
 			return ""
 		}
 		return v
