@@ -256,6 +256,12 @@ func TestCheckBrokenSetups(t *testing.T) {
 			t.Errorf("line %q", l)
 		}
 	})
+	t.Run("wrong developer token", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, msadstest.Generate(49, 1, 3), "")
+		r := e.checkRun(map[string]string{"TEST_DEV_TOKEN": "not-a-developer-token"}, nil)
+		wantFailed(t, r, "developer token", "code 105", "microsoft_ads.developer_token", "microsoft_ads.environment")
+	})
 	t.Run("customer not visible", func(t *testing.T) {
 		t.Parallel()
 		e := newEnv(t, msadstest.Generate(46, 3, 3), "")
