@@ -42,6 +42,8 @@ helm: ## lint the Helm chart and validate what it renders in both modes (and the
 	$(HELM) lint deploy/helm/syncer
 	$(HELM) lint deploy/helm/syncer --set mode=deployment --set serviceMonitor.enabled=true --set prometheusRule.enabled=true
 	$(HELM) template syncer deploy/helm/syncer --set prometheusRule.enabled=true --set cronjob.pushgatewayURL=http://pushgateway:9091 | $(GO) run ./scripts/manifestcheck
+	$(HELM) template syncer deploy/helm/syncer --set initCheck.enabled=true | $(GO) run ./scripts/manifestcheck
+	$(HELM) template syncer deploy/helm/syncer --set initCheck.enabled=true | grep -q 'args: \["check", "--config", "/etc/syncer/config.yaml"\]'
 	$(HELM) template syncer deploy/helm/syncer --set mode=deployment --set serviceMonitor.enabled=true --set prometheusRule.enabled=true | $(GO) run ./scripts/manifestcheck
 	$(GO) run ./scripts/manifestcheck deploy/*.yaml
 

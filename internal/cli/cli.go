@@ -5,6 +5,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -27,6 +28,7 @@ import (
 	"github.com/msads-syncer/syncer/internal/job"
 	"github.com/msads-syncer/syncer/internal/load"
 	"github.com/msads-syncer/syncer/internal/metrics"
+	"github.com/msads-syncer/syncer/internal/redact"
 )
 
 // Exit codes of the design.
@@ -53,66 +55,57 @@ type IO struct {
 	Stdout io.Writer
 	Stderr io.Writer
 	Getenv func(string) string
+	// LookupEnv tells an unset variable from an empty one (an unset
+	// ${NAME} in the config is an error); nil derives it from Getenv, an
+	// empty value then counting as unset.
+	LookupEnv func(string) (string, bool)
 	// Signals delivers SIGINT/SIGTERM; nil means the process's own.
 	Signals <-chan os.Signal
+
+	// secrets are the secret values of the loaded configuration, removed
+	// from every error printed (see fail).
+	secrets *redact.Set
 }
-
-const usage = `syncer exports Microsoft Advertising users, roles, account access and pending
-invitations into PostgreSQL.
-
-Usage: syncer <command> [flags]
-
-Commands:
-  run          one sync of all customers, then exit
-  serve        sync on the configured cron schedule; serve /metrics, /healthz, /readyz
-  migrate      apply the schema migrations and print the version
-  invitations  list pending invitations older than the stale threshold
-  auth         first-time OAuth consent: store a refresh token
-  demo         the whole job end to end against a built-in API simulator
-  version      print version and build info
-
-Common flags (after the command):
-  --config FILE        configuration file (default config.yaml, or $SYNCER_CONFIG)
-  --dry-run            run everything, write nothing, print what would change
-  --customer ID        only this customer (repeatable)
-  --log-format F       json or text (overrides log.format)
-  --log-level L        debug, info, warn or error (overrides log.level)
-
-Run "syncer <command> --help" for the flags of a command.
-`
 
 // Main runs the command line and returns the process exit code.
 func Main(args []string, io IO) int {
-	if io.Getenv == nil {
-		io.Getenv = os.Getenv
+	switch {
+	case io.Getenv == nil && io.LookupEnv == nil:
+		io.Getenv, io.LookupEnv = os.Getenv, os.LookupEnv
+	case io.Getenv == nil:
+		lookup := io.LookupEnv
+		io.Getenv = func(k string) string { v, _ := lookup(k); return v }
+	case io.LookupEnv == nil:
+		io.LookupEnv = config.GetenvEnv(io.Getenv)
 	}
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		fmt.Fprint(io.Stdout, usage)
-		if len(args) == 0 {
-			return ExitUsage
-		}
-		return ExitOK
+	if io.secrets == nil {
+		io.secrets = &redact.Set{}
 	}
-	cmd, rest := args[0], args[1:]
-	switch cmd {
-	case "run":
-		return cmdRun(rest, io)
-	case "serve":
-		return cmdServe(rest, io)
-	case "migrate":
-		return cmdMigrate(rest, io)
-	case "invitations":
-		return cmdInvitations(rest, io)
-	case "auth":
-		return cmdAuth(rest, io)
-	case "demo":
-		return cmdDemo(rest, io)
-	case "version", "--version":
-		return cmdVersion(io)
-	default:
-		fmt.Fprintf(io.Stderr, "syncer: unknown command %q\n\n%s", cmd, usage)
+	if len(args) == 0 {
+		printUsage(io.Stdout)
 		return ExitUsage
 	}
+	switch args[0] {
+	case "-h", "-help", "--help":
+		printUsage(io.Stdout)
+		return ExitOK
+	case "help":
+		return cmdHelp(args[1:], io)
+	case "--version", "-version":
+		return cmdVersion(nil, io)
+	}
+	name, rest, err := hoistFlags(args)
+	if err != nil {
+		return fail(io, err)
+	}
+	if name == "help" {
+		return cmdHelp(rest, io)
+	}
+	c, ok := lookupCommand(name)
+	if !ok {
+		return fail(io, fmt.Errorf("unknown command %q; the commands are %s (see syncer help)", name, commandNames()))
+	}
+	return c.run(rest, io)
 }
 
 // common holds the flags every command shares.
@@ -139,32 +132,74 @@ func (l *int64List) Set(s string) error {
 	return nil
 }
 
+// newFlagSet returns the flag set of a command that reads the config:
+// --config, --log-format and --log-level. Commands add --dry-run and
+// --customer (addDryRun, addCustomer) only when they honour them.
 func newFlagSet(name string, io IO, c *common) *flag.FlagSet {
-	fs := flag.NewFlagSet("syncer "+name, flag.ContinueOnError)
-	fs.SetOutput(io.Stderr)
+	fs := newBareFlagSet(name, io)
 	def := io.Getenv("SYNCER_CONFIG")
 	if def == "" {
 		def = "config.yaml"
 	}
-	fs.StringVar(&c.configPath, "config", def, "configuration file")
-	fs.BoolVar(&c.dryRun, "dry-run", false, "run everything, write nothing, print what would change")
-	fs.Var(&c.customers, "customer", "only this customer id (repeatable)")
-	fs.StringVar(&c.logFormat, "log-format", "", "json or text (overrides log.format)")
-	fs.StringVar(&c.logLevel, "log-level", "", "debug, info, warn or error (overrides log.level)")
+	fs.StringVar(&c.configPath, "config", def, "read the configuration from `FILE` ($SYNCER_CONFIG changes the default)")
+	c.addLogFlags(fs)
 	return fs
 }
 
-// parse parses flags; it returns done=true with an exit code when parsing
-// ended the command (help or a usage error).
+// newBareFlagSet is a flag set with no flags. Parse errors and help are
+// printed by parse, not by the flag package: the set's output is a
+// flagOutput that drops the package's own messages and carries the
+// command's stdout and stderr to parse.
+func newBareFlagSet(name string, cio IO) *flag.FlagSet {
+	fs := flag.NewFlagSet("syncer "+name, flag.ContinueOnError)
+	fs.SetOutput(&flagOutput{stdout: cio.Stdout, stderr: cio.Stderr})
+	fs.Usage = func() {}
+	return fs
+}
+
+// flagOutput is the output of a command's flag set; see newBareFlagSet.
+type flagOutput struct{ stdout, stderr io.Writer }
+
+func (*flagOutput) Write(p []byte) (int, error) { return len(p), nil }
+
+// flagIO returns the stdout and stderr of a flag set's command.
+func flagIO(fs *flag.FlagSet) (stdout, stderr io.Writer) {
+	if o, ok := fs.Output().(*flagOutput); ok {
+		return cmp.Or[io.Writer](o.stdout, io.Discard), cmp.Or[io.Writer](o.stderr, io.Discard)
+	}
+	return io.Discard, fs.Output()
+}
+
+func (c *common) addLogFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.logFormat, "log-format", "", "`format` of the logs: json or text (overrides log.format)")
+	fs.StringVar(&c.logLevel, "log-level", "", "lowest `level` logged: debug, info, warn or error (overrides log.level)")
+}
+
+func (c *common) addDryRun(fs *flag.FlagSet, usage string) {
+	fs.BoolVar(&c.dryRun, "dry-run", false, usage)
+}
+
+func (c *common) addCustomer(fs *flag.FlagSet) {
+	fs.Var(&c.customers, "customer", "only this customer `ID` (repeatable, or comma-separated)")
+}
+
+// parse parses a command's flags; it returns done=true with an exit code
+// when parsing ended the command: --help (the command's help on stdout,
+// exit 0) or a usage error (one line on stderr, exit 1).
 func parse(fs *flag.FlagSet, args []string) (code int, done bool) {
+	name := strings.TrimPrefix(fs.Name(), "syncer ")
+	stdout, stderr := flagIO(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			c, _ := lookupCommand(name)
+			printCommandHelp(stdout, c, fs)
 			return ExitOK, true
 		}
+		fmt.Fprintf(stderr, "%s: %s (see syncer help %s)\n", fs.Name(), oneLine(err.Error()), name)
 		return ExitUsage, true
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(fs.Output(), "%s: unexpected argument %q\n", fs.Name(), fs.Arg(0))
+		fmt.Fprintf(stderr, "%s: unexpected argument %q (see syncer help %s)\n", fs.Name(), fs.Arg(0), name)
 		return ExitUsage, true
 	}
 	return 0, false
@@ -172,10 +207,11 @@ func parse(fs *flag.FlagSet, args []string) (code int, done bool) {
 
 // loadConfig loads the file and applies the logging overrides.
 func loadConfig(c *common, io IO) (*config.Config, error) {
-	cfg, err := config.Load(c.configPath, io.Getenv)
+	cfg, err := config.LoadEnv(c.configPath, io.LookupEnv)
 	if err != nil {
 		return nil, err
 	}
+	addSecrets(io, cfg)
 	if c.logFormat != "" {
 		cfg.Log.Format = c.logFormat
 	}
@@ -199,9 +235,10 @@ func newLogger(w io.Writer, format, level string) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, opts))
 }
 
-// fail prints one clear line to stderr and returns ExitFatal.
+// fail prints one clear line to stderr (see errorLine) and returns
+// ExitFatal.
 func fail(io IO, err error) int {
-	fmt.Fprintf(io.Stderr, "syncer: %v\n", err)
+	fmt.Fprintf(io.Stderr, "syncer: %s\n", errorLine(io, err.Error()))
 	return ExitFatal
 }
 
@@ -482,7 +519,10 @@ func buildInfo() (commit, goVersion string) {
 	return rev + modified, info.GoVersion
 }
 
-func cmdVersion(io IO) int {
+func cmdVersion(args []string, io IO) int {
+	if code, done := parse(newBareFlagSet("version", io), args); done {
+		return code
+	}
 	fmt.Fprintf(io.Stdout, "syncer %s\n", Version)
 	commit, goVersion := buildInfo()
 	if commit != "" {

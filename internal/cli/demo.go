@@ -26,7 +26,8 @@ import (
 // in the simulated account, then the access-review reports.
 func cmdDemo(args []string, io IO) int {
 	var c common
-	fs := newFlagSet("demo", io, &c)
+	fs := newBareFlagSet("demo", io)
+	c.addLogFlags(fs)
 	keep := fs.Bool("keep", false, "leave the throwaway PostgreSQL running after the demo and print the psql command to explore it")
 	if code, done := parse(fs, args); done {
 		return code

@@ -25,8 +25,10 @@ import (
 func cmdInvitations(args []string, io IO) int {
 	var c common
 	fs := newFlagSet("invitations", io, &c)
-	olderThan := fs.Duration("older-than", 0, "list invitations pending longer than this, e.g. 72h (default invitations.stale_after)")
-	format := fs.String("format", "table", "output format: table, json or csv")
+	c.addDryRun(fs, "with --notify: post nothing to the webhook")
+	c.addCustomer(fs)
+	olderThan := fs.Duration("older-than", 0, "list invitations sent longer ago than `DURATION`, e.g. 72h (default invitations.stale_after)")
+	format := fs.String("format", "table", "output `format`: table, json or csv")
 	failOnStale := fs.Bool("fail-on-stale", false, "exit 3 when any stale invitation is listed, and exit 1 when a customer has no complete sync within invitations.max_data_age")
 	notify := fs.Bool("notify", false, "post the stale invitations not announced within invitations.stale_after to invitations.webhook_url")
 	if code, done := parse(fs, args); done {

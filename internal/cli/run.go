@@ -22,8 +22,10 @@ func cmdRun(args []string, io IO) int {
 	var c common
 	var f syncFlags
 	fs := newFlagSet("run", io, &c)
+	c.addDryRun(fs, "read everything, write nothing (migrations included), print per customer what would change")
+	c.addCustomer(fs)
 	f.register(fs)
-	summary := fs.String("summary", "", "write a JSON summary per customer to this file")
+	summary := fs.String("summary", "", "write a JSON summary per customer to `FILE`")
 	if code, done := parse(fs, args); done {
 		return code
 	}
@@ -227,17 +229,15 @@ func exitCode(io IO, res *job.Result) int {
 	case res.Fatal != nil:
 		return fail(io, res.Fatal)
 	case res.Status == job.StatusPartial:
-		fmt.Fprintf(io.Stderr, "syncer: %s\n", res.Error)
+		fmt.Fprintf(io.Stderr, "syncer: %s\n", errorLine(io, failedCustomers(res)))
 		return ExitPartial
 	case res.Status == job.StatusCanceled && succeeded > 0:
 		fmt.Fprintf(io.Stderr, "syncer: run canceled after %d of %d customers\n", succeeded, len(res.Customers))
 		return ExitPartial
+	case res.Failed > 0:
+		return fail(io, errors.New(failedCustomers(res)))
 	default:
-		msg := res.Error
-		if len(res.Customers) > 0 && res.Customers[0].Error != "" {
-			msg += "; first error: " + res.Customers[0].Error
-		}
-		return fail(io, errors.New(msg))
+		return fail(io, errors.New(res.Error))
 	}
 }
 

@@ -20,6 +20,8 @@ func cmdServe(args []string, io IO) int {
 	var c common
 	var f syncFlags
 	fs := newFlagSet("serve", io, &c)
+	c.addDryRun(fs, "every scheduled sync reads everything and writes nothing")
+	c.addCustomer(fs)
 	f.register(fs)
 	now := fs.Bool("now", false, "also sync once at start, not only on the schedule")
 	if code, done := parse(fs, args); done {

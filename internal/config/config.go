@@ -8,14 +8,16 @@
 package config
 
 import (
-	"bytes"
 	"cmp"
 	"errors"
 	"fmt"
-	"io"
+	"math"
 	"net/url"
 	"os"
+	"reflect"
 	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -36,6 +38,9 @@ type Config struct {
 
 	// CronSchedule is Schedule parsed at load time, so a bad spec fails early.
 	CronSchedule cron.Schedule `yaml:"-"`
+
+	// lines maps each key the file sets (dotted path) to its line.
+	lines map[string]int
 }
 
 // Database configures PostgreSQL.
@@ -160,20 +165,21 @@ func (s Secret) GoString() string { return `"` + s.String() + `"` }
 // MarshalText keeps secrets out of JSON and text encodings.
 func (s Secret) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 
-// Duration is a time.Duration written as a Go duration string ("30s", "168h").
+// Duration is a time.Duration written as a Go duration string ("30s",
+// "168h"), which may also count days ("7d", "1d12h").
 type Duration time.Duration
 
 // D returns the time.Duration.
 func (d Duration) D() time.Duration { return time.Duration(d) }
 
-// UnmarshalYAML decodes a Go duration string.
+// UnmarshalYAML decodes a duration string (see ParseDuration).
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind != yaml.ScalarNode {
-		return errors.New("want a duration such as 30s or 168h")
+		return errors.New("want a duration such as 30s, 168h or 7d")
 	}
-	v, err := time.ParseDuration(n.Value)
+	v, err := ParseDuration(n.Value)
 	if err != nil {
-		return fmt.Errorf("want a duration such as 30s or 168h, got %q", n.Value)
+		return fmt.Errorf("want a duration such as 30s, 168h or 7d, got %q", n.Value)
 	}
 	*d = Duration(v)
 	return nil
@@ -200,15 +206,23 @@ func (s Sync) MaxUnreadable() float64 {
 }
 
 // Load reads, expands, decodes, defaults and validates the file at path.
+// getenv resolves ${NAME} references; an empty value counts as unset (see
+// LoadEnv to tell them apart).
 func Load(path string, getenv func(string) string) (*Config, error) {
+	return LoadEnv(path, GetenvEnv(getenv))
+}
+
+// LoadEnv is Load with a lookup that tells an unset variable (an error,
+// unless the reference gives a default) from one set to "".
+func LoadEnv(path string, env Env) (*Config, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("config file %s not found (set --config or SYNCER_CONFIG; see config.example.yaml)", path)
 		}
-		return nil, fmt.Errorf("read config: %w", err)
+		return nil, fmt.Errorf("read config %s: %w", path, plainPathError(err))
 	}
-	cfg, err := Parse(raw, getenv)
+	cfg, err := ParseEnv(raw, env)
 	if err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
@@ -217,25 +231,25 @@ func Load(path string, getenv func(string) string) (*Config, error) {
 
 // Parse decodes YAML text; see Load.
 func Parse(raw []byte, getenv func(string) string) (*Config, error) {
+	return ParseEnv(raw, GetenvEnv(getenv))
+}
+
+// ParseEnv decodes YAML text; see LoadEnv. Every error names the key and
+// the line it is on (a *FieldError, or Errors for several).
+func ParseEnv(raw []byte, env Env) (*Config, error) {
 	var root yaml.Node
 	if err := yaml.Unmarshal(raw, &root); err != nil {
-		return nil, fmt.Errorf("invalid YAML: %w", err)
-	}
-	if err := expandNode(&root, getenv); err != nil {
-		return nil, err
+		return nil, syntaxError(err)
 	}
 	var cfg Config
-	if len(root.Content) > 0 {
-		expanded, err := yaml.Marshal(&root)
-		if err != nil {
-			return nil, fmt.Errorf("re-encode config: %w", err)
-		}
-		dec := yaml.NewDecoder(bytes.NewReader(expanded))
-		dec.KnownFields(true)
-		if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
-			return nil, cleanDecodeError(err)
-		}
+	d := &decoder{env: env, lines: map[string]int{}}
+	if len(root.Content) > 0 && !isNull(root.Content[0]) {
+		d.decodeStruct(resolve(root.Content[0]), reflect.ValueOf(&cfg).Elem(), "")
 	}
+	if err := d.errs.errOrNil(); err != nil {
+		return nil, err
+	}
+	cfg.lines = d.lines
 	cfg.SetDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -243,144 +257,60 @@ func Parse(raw []byte, getenv func(string) string) (*Config, error) {
 	return &cfg, nil
 }
 
-var unknownField = regexp.MustCompile(`line (\d+): field (\S+) not found in type config\.(\w+)`)
+var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 
-// cleanDecodeError rewrites yaml's "field x not found in type config.Sync"
-// into an error that names the key the way the file spells it.
-func cleanDecodeError(err error) error {
-	msg := err.Error()
-	matches := unknownField.FindAllStringSubmatch(msg, -1)
-	if len(matches) == 0 {
-		return fmt.Errorf("invalid config: %s", strings.TrimPrefix(msg, "yaml: "))
+// syntaxError turns yaml's "yaml: line 3: mapping values are not allowed in
+// this context" into a FieldError on that line.
+func syntaxError(err error) error {
+	msg := strings.ReplaceAll(err.Error(), "\n", " ")
+	if m := yamlLine.FindStringSubmatch(msg); m != nil {
+		line, _ := strconv.Atoi(m[1])
+		return &FieldError{Line: line, Msg: "invalid YAML: " + m[2]}
 	}
-	var parts []string
-	for _, m := range matches {
-		key := m[2]
-		if sec := sectionKey[m[3]]; sec != "" {
-			key = sec + "." + key
-		}
-		parts = append(parts, fmt.Sprintf("unknown key %q (line %s)", key, m[1]))
-	}
-	return errors.New(strings.Join(parts, "; "))
+	return &FieldError{Msg: "invalid YAML: " + strings.TrimPrefix(msg, "yaml: ")}
 }
 
-var sectionKey = map[string]string{
-	"Database":     "database",
-	"MicrosoftAds": "microsoft_ads",
-	"Customers":    "customers",
-	"Sync":         "sync",
-	"Invitations":  "invitations",
-	"Metrics":      "metrics",
-	"Log":          "log",
-}
+// Line returns the line of the file that sets key (a dotted path such as
+// "sync.concurrency"), or 0 when the key is not in the file.
+func (c *Config) Line(key string) int { return c.lines[key] }
 
-var refPattern = regexp.MustCompile(`\$\{([^}]*)\}`)
+// has reports whether the file sets key: an explicit 0 is then kept (and
+// validated), not replaced by the default.
+func (c *Config) has(key string) bool { return c.lines[key] != 0 }
 
-// expandNode replaces ${ENV} and ${file:/path} in every scalar value.
-func expandNode(n *yaml.Node, getenv func(string) string) error {
-	if n.Kind == yaml.ScalarNode && strings.Contains(n.Value, "${") {
-		var firstErr error
-		n.Value = refPattern.ReplaceAllStringFunc(n.Value, func(m string) string {
-			ref := m[2 : len(m)-1]
-			if p, ok := strings.CutPrefix(ref, "file:"); ok {
-				b, err := readRefFile(p)
-				if err != nil && firstErr == nil {
-					firstErr = fmt.Errorf("line %d: read ${file:%s}: %w", n.Line, p, err)
-				}
-				return strings.TrimRight(string(b), "\r\n")
-			}
-			return getenv(ref)
-		})
-		if firstErr != nil {
-			return firstErr
-		}
-		// An expanded value is text: quote it so YAML never re-reads a secret's
-		// ":" or "#", but let a plain number or boolean keep its type.
-		n.Tag = ""
-		if _, err := parseScalarAs(n.Value); err != nil || n.Style != 0 {
-			n.Style = yaml.DoubleQuotedStyle
-		}
-	}
-	for _, c := range n.Content {
-		if err := expandNode(c, getenv); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// MaxRefFileSize bounds a file named by ${file:/path}: secrets are small,
-// and a path such as /dev/zero must not exhaust memory.
-const MaxRefFileSize = 1 << 20
-
-// readRefFile reads a ${file:} reference: a regular file (a mounted secret,
-// or a symlink to one) of at most MaxRefFileSize bytes. A pipe or device is
-// refused, since reading it could block or never end.
-func readRefFile(path string) ([]byte, error) {
-	if path == "" {
-		return nil, errors.New("no path after file:")
-	}
-	// Stat before opening: opening a FIFO for reading blocks until a
-	// writer comes.
-	if st, err := os.Stat(path); err != nil {
-		return nil, cmp.Or(errors.Unwrap(err), err)
-	} else if !st.Mode().IsRegular() {
-		return nil, errors.New("not a regular file")
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, cmp.Or(errors.Unwrap(err), err)
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, cmp.Or(errors.Unwrap(err), err)
-	}
-	if !st.Mode().IsRegular() {
-		return nil, errors.New("not a regular file")
-	}
-	b, err := io.ReadAll(io.LimitReader(f, MaxRefFileSize+1))
-	if err != nil {
-		return nil, cmp.Or(errors.Unwrap(err), err)
-	}
-	if len(b) > MaxRefFileSize {
-		return nil, fmt.Errorf("larger than %d bytes", MaxRefFileSize)
-	}
-	return b, nil
-}
-
-// parseScalarAs lets numbers and booleans from the environment keep their
-// type ("5" for requests_per_second, "true" for discover).
-func parseScalarAs(v string) (any, error) {
-	var out any
-	if err := yaml.Unmarshal([]byte(v), &out); err != nil {
-		return nil, err
-	}
-	switch out.(type) {
-	case int, float64, bool:
-		return out, nil
-	}
-	return nil, errors.New("not a number or boolean")
-}
-
-// SetDefaults fills every unset key with its default.
+// SetDefaults fills every unset key with its default. A number or
+// duration that the file sets explicitly (say concurrency: 0) is kept, so
+// Validate reports it instead of it being silently replaced; a Config built
+// in code (no file) takes the default for every zero value.
 func (c *Config) SetDefaults() {
+	num := func(key string, v *int, def int) {
+		if !c.has(key) {
+			*v = cmp.Or(*v, def)
+		}
+	}
+	dur := func(key string, v *Duration, def time.Duration) {
+		if !c.has(key) {
+			*v = cmp.Or(*v, Duration(def))
+		}
+	}
 	c.Database.Schema = cmp.Or(c.Database.Schema, DefaultSchema)
 	m := &c.MicrosoftAds
 	m.Environment = cmp.Or(m.Environment, DefaultEnvironment)
-	m.RequestsPerSecond = cmp.Or(m.RequestsPerSecond, DefaultRequestsPerSecond)
-	m.ThrottleWait = cmp.Or(m.ThrottleWait, Duration(DefaultThrottleWait))
+	if !c.has("microsoft_ads.requests_per_second") {
+		m.RequestsPerSecond = cmp.Or(m.RequestsPerSecond, DefaultRequestsPerSecond)
+	}
+	dur("microsoft_ads.throttle_wait", &m.ThrottleWait, DefaultThrottleWait)
 	m.RedirectURI = cmp.Or(m.RedirectURI, DefaultRedirectURI)
 	m.Tenant = cmp.Or(m.Tenant, DefaultTenant)
 	s := &c.Sync
-	s.Concurrency = cmp.Or(s.Concurrency, DefaultConcurrency)
-	s.RequestTimeout = cmp.Or(s.RequestTimeout, Duration(DefaultRequestTimeout))
-	s.RetryMaxElapsed = cmp.Or(s.RetryMaxElapsed, Duration(DefaultRetryMaxElapsed))
-	s.LeaseTTL = cmp.Or(s.LeaseTTL, Duration(DefaultLeaseTTL))
-	s.ShutdownTimeout = cmp.Or(s.ShutdownTimeout, Duration(DefaultShutdownTimeout))
+	num("sync.concurrency", &s.Concurrency, DefaultConcurrency)
+	dur("sync.request_timeout", &s.RequestTimeout, DefaultRequestTimeout)
+	dur("sync.retry_max_elapsed", &s.RetryMaxElapsed, DefaultRetryMaxElapsed)
+	dur("sync.lease_ttl", &s.LeaseTTL, DefaultLeaseTTL)
+	dur("sync.shutdown_timeout", &s.ShutdownTimeout, DefaultShutdownTimeout)
 	c.Schedule = cmp.Or(c.Schedule, DefaultSchedule)
-	c.Invitations.StaleAfter = cmp.Or(c.Invitations.StaleAfter, Duration(DefaultStaleAfter))
-	c.Invitations.MaxDataAge = cmp.Or(c.Invitations.MaxDataAge, Duration(DefaultMaxDataAge))
+	dur("invitations.stale_after", &c.Invitations.StaleAfter, DefaultStaleAfter)
+	dur("invitations.max_data_age", &c.Invitations.MaxDataAge, DefaultMaxDataAge)
 	c.Metrics.Listen = cmp.Or(c.Metrics.Listen, DefaultMetricsListen)
 	c.Log.Format = cmp.Or(c.Log.Format, DefaultLogFormat)
 	c.Log.Level = cmp.Or(c.Log.Level, DefaultLogLevel)
@@ -391,13 +321,13 @@ var (
 	instancePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$`)
 )
 
-// Validate checks every key and returns one error naming each bad field.
-// Credentials are checked by ValidateCredentials, since some commands
-// (migrate, invitations) do not need them.
+// Validate checks every key and returns Errors naming each bad key and
+// its line. Credentials are checked by ValidateCredentials, since some
+// commands (migrate, invitations) do not need them.
 func (c *Config) Validate() error {
-	var errs []error
+	var errs Errors
 	bad := func(key, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: "+format, append([]any{key}, args...)...))
+		errs = append(errs, &FieldError{Key: key, Line: c.Line(key), Msg: fmt.Sprintf(format, args...)})
 	}
 	if !identPattern.MatchString(c.Database.Schema) {
 		bad("database.schema", "%q is not a plain lower-case SQL identifier (letters, digits, _)", c.Database.Schema)
@@ -426,8 +356,8 @@ func (c *Config) Validate() error {
 	if m.RequestsPerSecond <= 0 || m.RequestsPerSecond > 1000 {
 		bad("microsoft_ads.requests_per_second", "must be > 0 and <= 1000, got %v", m.RequestsPerSecond)
 	}
-	if m.ThrottleWait.D() < 0 {
-		bad("microsoft_ads.throttle_wait", "must not be negative")
+	if m.ThrottleWait.D() <= 0 {
+		bad("microsoft_ads.throttle_wait", "must be positive, got %v", m.ThrottleWait.D())
 	}
 	for _, id := range c.Customers.IDs {
 		if id <= 0 {
@@ -439,13 +369,13 @@ func (c *Config) Validate() error {
 		bad("sync.concurrency", "must be between 1 and 64, got %d", s.Concurrency)
 	}
 	if s.RequestTimeout.D() <= 0 {
-		bad("sync.request_timeout", "must be positive")
+		bad("sync.request_timeout", "must be positive, got %v", s.RequestTimeout.D())
 	}
 	if s.RetryMaxElapsed.D() <= 0 {
-		bad("sync.retry_max_elapsed", "must be positive")
+		bad("sync.retry_max_elapsed", "must be positive, got %v", s.RetryMaxElapsed.D())
 	}
 	if s.ShutdownTimeout.D() <= 0 {
-		bad("sync.shutdown_timeout", "must be positive")
+		bad("sync.shutdown_timeout", "must be positive, got %v", s.ShutdownTimeout.D())
 	}
 	// Below 10s only tests make sense (a killed run's lease frees quickly).
 	if d := s.LeaseTTL.D(); d < time.Second || d > time.Hour {
@@ -466,7 +396,7 @@ func (c *Config) Validate() error {
 		bad("metrics.instance", "%q must be 1 to 128 letters, digits, '.', '_', ':' or '-', starting with a letter or digit", in)
 	}
 	if c.Invitations.StaleAfter.D() <= 0 {
-		bad("invitations.stale_after", "must be positive")
+		bad("invitations.stale_after", "must be positive, got %v", c.Invitations.StaleAfter.D())
 	}
 	if c.Invitations.MaxDataAge.D() <= 0 {
 		bad("invitations.max_data_age", "must be positive")
@@ -479,7 +409,16 @@ func (c *Config) Validate() error {
 	default:
 		bad("log.level", "must be debug, info, warn or error, got %q", c.Log.Level)
 	}
-	return errors.Join(errs...)
+	slices.SortStableFunc(errs, func(a, b *FieldError) int { return cmp.Compare(lineOrder(a.Line), lineOrder(b.Line)) })
+	return errs.errOrNil()
+}
+
+// lineOrder sorts errors without a line after those with one.
+func lineOrder(line int) int {
+	if line == 0 {
+		return math.MaxInt
+	}
+	return line
 }
 
 var (
@@ -517,23 +456,27 @@ func validRedirectURI(u string) error {
 // ValidateDatabase checks that a database URL is set.
 func (c *Config) ValidateDatabase() error {
 	if c.Database.URL == "" {
-		return errors.New("database.url: is empty (set it, e.g. url: ${DATABASE_URL}, and export DATABASE_URL)")
+		return &FieldError{Key: "database.url", Line: c.Line("database.url"),
+			Msg: "is empty (set it, e.g. url: ${DATABASE_URL}, and export DATABASE_URL)"}
 	}
 	return nil
 }
 
 // ValidateCredentials checks the keys a sync needs to call the API.
 func (c *Config) ValidateCredentials() error {
-	var errs []error
+	var errs Errors
 	m := c.MicrosoftAds
 	if m.DeveloperToken == "" {
-		errs = append(errs, errors.New("microsoft_ads.developer_token: is empty"))
+		errs = append(errs, &FieldError{Key: "microsoft_ads.developer_token", Line: c.Line("microsoft_ads.developer_token"),
+			Msg: "is empty (set it to the developer token of the Microsoft Advertising account, e.g. ${MSADS_DEVELOPER_TOKEN})"})
 	}
 	if m.ClientID == "" {
-		errs = append(errs, errors.New("microsoft_ads.client_id: is empty"))
+		errs = append(errs, &FieldError{Key: "microsoft_ads.client_id", Line: c.Line("microsoft_ads.client_id"),
+			Msg: "is empty (set it to the Application (client) ID of the app registration)"})
 	}
 	if len(c.Customers.IDs) == 0 && !c.Customers.Discover {
-		errs = append(errs, errors.New("customers: list customer ids under customers.ids or set customers.discover: true"))
+		errs = append(errs, &FieldError{Key: "customers", Line: c.Line("customers"),
+			Msg: "list customer ids under customers.ids or set customers.discover: true"})
 	}
-	return errors.Join(errs...)
+	return errs.errOrNil()
 }

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/msads-syncer/syncer/internal/msads"
+	"github.com/msads-syncer/syncer/internal/redact"
 )
 
 // Default OAuth endpoints and scopes (msads-api.md §8).
@@ -777,7 +778,7 @@ type redactor struct {
 func newRedactor(fixed ...string) *redactor {
 	r := &redactor{}
 	for _, s := range fixed {
-		if len(s) >= 4 {
+		if len(s) >= redact.MinLen {
 			r.fixed = append(r.fixed, s)
 		}
 	}
@@ -786,7 +787,7 @@ func newRedactor(fixed ...string) *redactor {
 
 // add remembers a rotating secret (access or refresh token).
 func (r *redactor) add(s string) {
-	if len(s) < 4 {
+	if len(s) < redact.MinLen {
 		return
 	}
 	r.mu.Lock()
@@ -807,9 +808,7 @@ func (r *redactor) redact(s string) string {
 	defer r.mu.RUnlock()
 	for _, list := range [][]string{r.fixed, r.rotating} {
 		for _, sec := range list {
-			if strings.Contains(s, sec) {
-				s = strings.ReplaceAll(s, sec, "[REDACTED]")
-			}
+			s = redact.Whole(s, sec, "[REDACTED]")
 		}
 	}
 	return s

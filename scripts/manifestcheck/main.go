@@ -123,6 +123,8 @@ func check(doc map[string]any) []string {
 	if len(containers) == 0 {
 		return append(bad, "no containers")
 	}
+	inits, _ := dig(pod, "initContainers").([]any)
+	containers = append(containers, inits...)
 	for _, c := range containers {
 		name := dig(c, "name")
 		if s, _ := dig(c, "image").(string); s == "" || strings.HasSuffix(s, ":") {

@@ -44,6 +44,26 @@ imagePullSecrets:
 {{- end }}
 securityContext:
   {{- toYaml $root.Values.podSecurityContext | nindent 2 }}
+{{- if $root.Values.initCheck.enabled }}
+{{- /* `syncer check` first: a broken setup fails the pod with one line per
+       problem naming the fix, before run or serve starts. */}}
+initContainers:
+  - name: check
+    image: {{ include "syncer.image" $root | quote }}
+    imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+    args: ["check", "--config", "/etc/syncer/config.yaml"]
+    envFrom:
+      - secretRef:
+          name: {{ $root.Values.existingSecret }}
+    resources:
+      {{- toYaml $root.Values.resources | nindent 6 }}
+    securityContext:
+      {{- toYaml $root.Values.securityContext | nindent 6 }}
+    volumeMounts:
+      - name: config
+        mountPath: /etc/syncer
+        readOnly: true
+{{- end }}
 containers:
   - name: syncer
     image: {{ include "syncer.image" $root | quote }}
