@@ -194,12 +194,12 @@ func (e *env) wantListed(customerID int64) {
 type summary struct {
 	Status    string `json:"status"`
 	Customers []struct {
-		CustomerID int64          `json:"customer_id"`
-		Status     string         `json:"status"`
-		Users      int            `json:"users_seen"`
-		Calls      int            `json:"api_calls"`
+		CustomerID int64                     `json:"customer_id"`
+		Status     string                    `json:"status"`
+		Users      int                       `json:"users_seen"`
+		Calls      int                       `json:"api_calls"`
 		Changes    map[string]map[string]int `json:"changes"` // entity -> change kind -> rows
-		Error      string         `json:"error"`
+		Error      string                    `json:"error"`
 	} `json:"customers"`
 }
 

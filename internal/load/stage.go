@@ -234,4 +234,3 @@ func stage(snap *msads.Snapshot) (*staged, error) {
 	st.replaced.users = slices.Compact(st.replaced.users)
 	return st, nil
 }
-

@@ -20,6 +20,7 @@ func oneOpenVersion(t *testing.T, b *bundle) {
 	} {
 		equal(t, q, b.strings(t, q), []string{"0"})
 	}
+	historyChains(t, b)
 }
 
 // A customer's first load whose user has a removed role row (written through
