@@ -210,9 +210,9 @@ func (w *writer) roles(ctx context.Context, ch *Changes) error {
 		}
 		written += tag.RowsAffected()
 	}
-	if len(w.st.users) > w.st.unreadable {
+	if len(w.st.readable) > 0 {
 		// Removal in the customers the credential sees (nil: any).
-		tag, err := w.tx.Exec(ctx, rolesTable.remove, pgx.NamedArgs{"owners": w.st.roleCustomers})
+		tag, err := w.tx.Exec(ctx, rolesTable.remove, pgx.NamedArgs{"owners": w.st.roleCustomers, "readable": w.st.readable})
 		if err != nil {
 			return fmt.Errorf("remove user_roles: %w", err)
 		}

@@ -17,7 +17,8 @@ type staged struct {
 	customerName    string
 	users           [][]any
 	userIDs         []int64
-	unreadable      int // staged users whose GetUser failed
+	readable        []int64 // the staged users GetUser read (detail_status ok)
+	unreadable      int     // staged users whose GetUser failed
 	roles           [][]any
 	invitations     [][]any
 	accounts        [][]any
@@ -134,6 +135,7 @@ func stage(snap *msads.Snapshot) (*staged, error) {
 		listed[u.ID] = status
 		st.userIDs = append(st.userIDs, u.ID)
 		if status == msads.DetailOK {
+			st.readable = append(st.readable, u.ID)
 			var home any
 			if u.HomeCustomerID != 0 {
 				home = u.HomeCustomerID

@@ -65,7 +65,12 @@ var (
 	// rows) have no such race and write their history in the same statement.
 	rolesTable = &table{Name: "user_roles", History: "user_roles_history", Key: []string{"user_id", "customer_id", "role_id"},
 		Cols: []string{"account_ids", "linked_account_ids", "customer_link_permission"}, Owner: "customer_id", Deferred: true,
-		scopeFrom: "s_users sc", scopeWhere: "sc.detail_status = 'ok' AND t.user_id = sc.user_id"}
+		// The listed users GetUser read come as an array (@readable): an
+		// index scan of the key whatever the statistics of user_roles say,
+		// where a join with s_users could be planned as a nested loop over
+		// the whole table when they are missing (before autovacuum's first
+		// ANALYZE).
+		scopeWhere: "t.user_id = ANY(@readable::bigint[])"}
 	invitationsTable = &table{Name: "user_invitations", History: "user_invitations_history", Key: []string{"invitation_id"},
 		Cols:  []string{"customer_id", "email", "first_name", "last_name", "role_id", "account_ids", "lcid", "expiration_date"},
 		Owner: "customer_id", scopeWhere: "t.customer_id = @customer_id"}
