@@ -194,12 +194,12 @@ func (e *env) wantListed(customerID int64) {
 type summary struct {
 	Status    string `json:"status"`
 	Customers []struct {
-		CustomerID int64          `json:"customer_id"`
-		Status     string         `json:"status"`
-		Users      int            `json:"users_seen"`
-		Calls      int            `json:"api_calls"`
-		Changes    map[string]int `json:"changes"`
-		Error      string         `json:"error"`
+		CustomerID int64                     `json:"customer_id"`
+		Status     string                    `json:"status"`
+		Users      int                       `json:"users_seen"`
+		Calls      int                       `json:"api_calls"`
+		Changes    map[string]map[string]int `json:"changes"` // entity -> change kind -> rows
+		Error      string                    `json:"error"`
 	} `json:"customers"`
 }
 
@@ -241,7 +241,7 @@ func TestRunSyncsEveryCustomerAndRerunChangesNothing(t *testing.T) {
 		t.Fatalf("summary = %+v", s)
 	}
 	for _, c := range s.Customers {
-		if c.Status != "succeeded" || c.Users == 0 || c.Calls == 0 || c.Changes["users_added"] == 0 {
+		if c.Status != "succeeded" || c.Users == 0 || c.Calls == 0 || c.Changes["users"]["added"] == 0 {
 			t.Errorf("customer summary %+v", c)
 		}
 	}
@@ -262,9 +262,11 @@ func TestRunSyncsEveryCustomerAndRerunChangesNothing(t *testing.T) {
 		t.Errorf("history rows %d -> %d on a no-change re-run", before, after)
 	}
 	for _, c := range readSummary(t, sumPath).Customers {
-		for k, v := range c.Changes {
-			if v != 0 {
-				t.Errorf("re-run customer %d: %s = %d, want 0", c.CustomerID, k, v)
+		for entity, counts := range c.Changes {
+			for kind, v := range counts {
+				if v != 0 {
+					t.Errorf("re-run customer %d: %s %s = %d, want 0", c.CustomerID, entity, kind, v)
+				}
 			}
 		}
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/msads-syncer/syncer/internal/config"
 	"github.com/msads-syncer/syncer/internal/job"
+	"github.com/msads-syncer/syncer/internal/load"
 	"github.com/msads-syncer/syncer/internal/metrics"
 	"github.com/msads-syncer/syncer/internal/report"
 )
@@ -244,15 +245,18 @@ func exitCode(io IO, res *job.Result) int {
 // printDryRun prints, per customer, what the run would add, change and remove.
 func printDryRun(io IO, res *job.Result) {
 	fmt.Fprintln(io.Stdout, "Dry run: nothing was written. Changes a real run would make:")
-	t := report.NewTable("customer", "name", "status", "users +/~/-", "roles +/~/-", "invitations +/~/-", "accounts +/~/-", "error")
+	head := []string{"customer", "name", "status"}
+	for _, e := range (load.Changes{}).Entities() {
+		head = append(head, e.Name+" +/~/-")
+	}
+	t := report.NewTable(append(head, "error")...)
 	for _, c := range res.Customers {
-		ch := c.Changes
-		t.Row(c.CustomerID, c.Name, c.Status,
-			fmt.Sprintf("%d/%d/%d", ch.UsersAdded+ch.UsersReappeared, ch.UsersChanged, ch.UsersRemoved),
-			fmt.Sprintf("%d/%d/%d", ch.RolesAdded+ch.RolesReappeared, ch.RolesChanged, ch.RolesRemoved),
-			fmt.Sprintf("%d/%d/%d", ch.InvitationsAdded+ch.InvitationsReappeared, ch.InvitationsChanged, ch.InvitationsRemoved),
-			fmt.Sprintf("%d/%d/%d", ch.AccountsAdded, ch.AccountsChanged, ch.AccountsRemoved),
-			c.Error)
+		row := []any{c.CustomerID, c.Name, c.Status}
+		for _, e := range c.Changes.Entities() {
+			// A reappearing row is added back.
+			row = append(row, fmt.Sprintf("%d/%d/%d", e.Added+e.Reappeared, e.Changed, e.Removed))
+		}
+		t.Row(append(row, c.Error)...)
 	}
 	_ = t.Write(io.Stdout)
 }

@@ -542,21 +542,14 @@ func (r *Runner) syncCustomer(ctx, fetchCtx context.Context, runID int64, c msad
 	}
 	out.Status = StatusSucceeded
 	if r.Metrics != nil && !dryRun {
-		ch := out.Changes
-		for _, x := range []struct {
-			entity, change string
-			n              int
-		}{
-			{"users", "added", ch.UsersAdded}, {"users", "changed", ch.UsersChanged}, {"users", "removed", ch.UsersRemoved}, {"users", "reappeared", ch.UsersReappeared},
-			{"user_roles", "added", ch.RolesAdded}, {"user_roles", "changed", ch.RolesChanged}, {"user_roles", "removed", ch.RolesRemoved}, {"user_roles", "reappeared", ch.RolesReappeared},
-			{"user_invitations", "added", ch.InvitationsAdded}, {"user_invitations", "changed", ch.InvitationsChanged}, {"user_invitations", "removed", ch.InvitationsRemoved}, {"user_invitations", "reappeared", ch.InvitationsReappeared},
-			{"accounts", "added", ch.AccountsAdded}, {"accounts", "changed", ch.AccountsChanged}, {"accounts", "removed", ch.AccountsRemoved},
-		} {
-			r.Metrics.RowsWritten(x.entity, x.change, x.n)
+		for _, e := range out.Changes.Entities() {
+			for _, k := range e.Kinds() {
+				r.Metrics.RowsWritten(e.Table, k.Kind, k.N)
+			}
 		}
 	}
 	log.InfoContext(ctx, "customer synced", slog.Int("users", out.Users), slog.Int("users_unreadable", out.Unreadable), slog.Int("invitations", out.Invitations),
-		slog.Int("api_calls", out.Calls), slog.String("changes", out.Changes.String()), slog.Bool("dry_run", dryRun),
+		slog.Int("api_calls", out.Calls), slog.Any("changes", out.Changes), slog.Bool("dry_run", dryRun),
 		slog.Duration("duration", time.Since(start)))
 	return out
 }

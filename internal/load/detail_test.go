@@ -44,7 +44,7 @@ func TestUnreadableUser(t *testing.T) {
 	snap.Users[1] = unreadable(2, "user2-renamed", msads.DetailUnreadable, 105, "trk-2a")
 	snap.Users = append(snap.Users, unreadable(5, "user5", msads.DetailUnreadable, 106, "trk-5a"))
 	snap.Roles = withoutRolesOf(snap.Roles, 2)
-	if ch, want := b.write(t, snap), (Changes{UsersAdded: 1, UsersChanged: 1}); ch != want {
+	if ch, want := b.write(t, snap), (Changes{Users: Counts{Added: 1, Changed: 1}}); ch != want {
 		t.Errorf("changes = %v, want %v", ch, want)
 	}
 	equal(t, "user 5 from the listing only", b.strings(t, userRow, 5),
@@ -77,7 +77,7 @@ func TestUnreadableUser(t *testing.T) {
 	// Another fault code is a change; so is unreadable -> not_found.
 	snap.Users[1].DetailCode = 106
 	snap.Users[4] = unreadable(5, "user5", msads.DetailNotFound, 1001, "trk-5c")
-	if ch, want := b.write(t, snap), (Changes{UsersChanged: 2}); ch != want {
+	if ch, want := b.write(t, snap), (Changes{Users: Counts{Changed: 2}}); ch != want {
 		t.Errorf("new fault codes: changes = %v, want %v", ch, want)
 	}
 	equal(t, "detail after new faults", b.strings(t, `SELECT user_id, detail_status, detail_code, detail_tracking_id FROM users WHERE user_id IN (2, 5) ORDER BY 1`),
@@ -85,7 +85,7 @@ func TestUnreadableUser(t *testing.T) {
 
 	// A role change elsewhere makes the writer decide roles: user 2's stay.
 	snap.Roles[0].RoleID = msads.RoleViewer
-	if ch, want := b.write(t, snap), (Changes{RolesAdded: 1, RolesRemoved: 1}); ch != want {
+	if ch, want := b.write(t, snap), (Changes{Roles: Counts{Added: 1, Removed: 1}}); ch != want {
 		t.Errorf("role change of user 1: changes = %v, want %v", ch, want)
 	}
 	equal(t, "user 2 roles untouched by the role step", b.strings(t, roleVersions, 2), rolesOf2)
@@ -94,7 +94,7 @@ func TestUnreadableUser(t *testing.T) {
 	snap = baseSnapshot()
 	snap.Roles[0].RoleID = msads.RoleViewer
 	snap.Users = append(snap.Users, msads.User{ID: 5, CustomerID: cust, HomeCustomerID: cust, UserName: "user5", Email: "u5@example.com", LifecycleStatus: "Active"})
-	if ch, want := b.write(t, snap), (Changes{UsersChanged: 2}); ch != want {
+	if ch, want := b.write(t, snap), (Changes{Users: Counts{Changed: 2}}); ch != want {
 		t.Errorf("readable again: changes = %v, want %v", ch, want)
 	}
 	equal(t, "user 2 ok", b.strings(t, userRow, 2), []string{"2|1001|user2|u2@example.com|Active|ok|NULL|NULL|NULL|true"})
@@ -117,7 +117,7 @@ func TestUnreadableUserReappears(t *testing.T) {
 		t.Errorf("sweep removed %d roles, want 1", n)
 	}
 	snap.Users = append(snap.Users, unreadable(4, "", msads.DetailUnreadable, 0, ""))
-	if ch, want := b.write(t, snap), (Changes{UsersReappeared: 1}); ch != want {
+	if ch, want := b.write(t, snap), (Changes{Users: Counts{Reappeared: 1}}); ch != want {
 		t.Errorf("changes = %v, want %v", ch, want)
 	}
 	equal(t, "user 4", b.strings(t, userRow, 4), []string{"4|1001|user4|u4@example.com|Active|unreadable|NULL|NULL|GetUser failed|true"})
@@ -131,7 +131,7 @@ func TestNotFoundUserThenAbsent(t *testing.T) {
 	snap := baseSnapshot()
 	snap.Users[3] = unreadable(4, "user4", msads.DetailNotFound, 1001, "trk")
 	snap.Roles = withoutRolesOf(snap.Roles, 4)
-	if ch, want := b.write(t, snap), (Changes{UsersChanged: 1}); ch != want {
+	if ch, want := b.write(t, snap), (Changes{Users: Counts{Changed: 1}}); ch != want {
 		t.Errorf("not_found: changes = %v, want %v", ch, want)
 	}
 	if n := b.sweep(t, cust); n != 0 {
@@ -140,7 +140,7 @@ func TestNotFoundUserThenAbsent(t *testing.T) {
 	equal(t, "role of user 4 kept", b.strings(t, `SELECT role_id, removed_at IS NULL FROM user_roles WHERE user_id = 4`), []string{"999|true"})
 
 	snap.Users = snap.Users[:3]
-	if ch, want := b.write(t, snap), (Changes{UsersRemoved: 1}); ch != want {
+	if ch, want := b.write(t, snap), (Changes{Users: Counts{Removed: 1}}); ch != want {
 		t.Errorf("absent: changes = %v, want %v", ch, want)
 	}
 	if n := b.sweep(t, cust); n != 1 {
@@ -167,7 +167,7 @@ func TestRemovalGuardCountsUnreadableAsListed(t *testing.T) {
 	if err != nil {
 		t.Fatalf("WriteSnapshot: %v", err)
 	}
-	if want := (Changes{UsersChanged: 2, UsersRemoved: 1}); ch != want {
+	if want := (Changes{Users: Counts{Changed: 2, Removed: 1}}); ch != want {
 		t.Errorf("changes = %v, want %v", ch, want)
 	}
 	if n := b.sweep(t, cust, 2002); n != 1 {
@@ -181,7 +181,7 @@ func TestRemovalGuardCountsUnreadableAsListed(t *testing.T) {
 	snap.Users = []msads.User{unreadable(1, "user1", msads.DetailUnreadable, 106, ""),
 		unreadable(2, "user2", msads.DetailUnreadable, 106, ""), unreadable(3, "user3", msads.DetailNotFound, 1001, "")}
 	snap.Roles = nil
-	if ch, err := b.store.WriteSnapshot(t.Context(), b.runID, snap, SyncInfo{}); err != nil || ch != (Changes{UsersChanged: 1}) {
+	if ch, err := b.store.WriteSnapshot(t.Context(), b.runID, snap, SyncInfo{}); err != nil || ch != (Changes{Users: Counts{Changed: 1}}) {
 		t.Errorf("all unreadable: %v, %v; want one user changed", ch, err)
 	}
 }
@@ -248,7 +248,7 @@ func TestAccountIDsNullEmptyAndList(t *testing.T) {
 	snap = accountIDsSnapshot()
 	snap.Roles[0].AccountIDs, snap.Roles[1].AccountIDs = []int64{}, nil
 	snap.Invitations[0].AccountIDs, snap.Invitations[1].AccountIDs = []int64{}, nil
-	if ch, want := b.write(t, snap), (Changes{RolesChanged: 2, InvitationsChanged: 2}); ch != want {
+	if ch, want := b.write(t, snap), (Changes{Roles: Counts{Changed: 2}, Invitations: Counts{Changed: 2}}); ch != want {
 		t.Errorf("NULL <-> '{}': changes = %v, want %v", ch, want)
 	}
 	equal(t, "role history of user 1", b.strings(t, `SELECT change, coalesce(account_ids::text, 'NULL') FROM user_roles_history WHERE user_id = 1 ORDER BY valid_from`),

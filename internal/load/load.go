@@ -1,14 +1,15 @@
 // Package load writes customer snapshots (msads.Snapshot) to the PostgreSQL
 // warehouse.
 //
-// Each snapshot is written in one transaction: the rows are copied into
-// temporary staging tables, then merged into the entity tables with set-based
-// upserts that skip unchanged rows, so a re-run that finds nothing new writes
-// no row version at all. One read-only comparison first finds which
-// statements have work; the others are not run, and a customer's first load
-// uses plain inserts. Rows a complete snapshot omits are soft-removed
-// (removed_at), every change is appended to the history tables, and a removal
-// guard refuses snapshots that would remove too many of a customer's users.
+// Each snapshot is written in one transaction, one path per entity table
+// (tables.go describes them; the SQL is in sql/, rendered once): the rows are
+// copied into temporary staging tables, then one statement per table inserts
+// the new rows and updates the changed ones (IS DISTINCT FROM: unchanged rows
+// are neither written nor locked) and one soft-removes (removed_at) the rows
+// of the snapshot's scope it omits, under the one ownership rule (ownedBy);
+// both append the history from what they wrote (RETURNING), so a re-run that
+// finds nothing new writes no row version at all. A removal guard refuses
+// snapshots that would remove too many of a customer's users.
 //
 // A listed user whose GetUser failed (msads.User.Readable false) counts as
 // listed: its users row takes only the listing's user name and the

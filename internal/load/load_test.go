@@ -169,7 +169,7 @@ func TestFirstLoad(t *testing.T) {
 	t.Parallel()
 	b := setup(t, Options{})
 	ch := b.write(t, baseSnapshot())
-	want := Changes{UsersAdded: 4, RolesAdded: 5, InvitationsAdded: 2, AccountsAdded: 2}
+	want := Changes{Users: Counts{Added: 4}, Roles: Counts{Added: 5}, Invitations: Counts{Added: 2}, Accounts: Counts{Added: 2}}
 	if ch != want {
 		t.Errorf("changes = %v, want %v", ch, want)
 	}
@@ -215,7 +215,7 @@ func TestUserRemovedAndReadded(t *testing.T) {
 	snap.Users = snap.Users[:2] // users 3 and 4 gone: 2 of 4, exactly the limit
 	snap.Roles = snap.Roles[:2]
 	ch := b.write(t, snap)
-	if want := (Changes{UsersRemoved: 2}); ch != want {
+	if want := (Changes{Users: Counts{Removed: 2}}); ch != want {
 		t.Errorf("removal changes = %v, want %v", ch, want)
 	}
 	// Their roles go with the sweep after the run's writes.
@@ -226,7 +226,7 @@ func TestUserRemovedAndReadded(t *testing.T) {
 	equal(t, "access without 3 and 4", b.strings(t, `SELECT DISTINCT user_id FROM access ORDER BY 1`), []string{"1", "2"})
 
 	ch = b.write(t, baseSnapshot())
-	if want := (Changes{UsersReappeared: 2, RolesReappeared: 3}); ch != want {
+	if want := (Changes{Users: Counts{Reappeared: 2}, Roles: Counts{Reappeared: 3}}); ch != want {
 		t.Errorf("re-add changes = %v, want %v", ch, want)
 	}
 	equal(t, "user 3 history", b.strings(t, `SELECT change, valid_to IS NULL FROM users_history WHERE user_id = 3 ORDER BY valid_from`),
@@ -245,7 +245,7 @@ func TestRoleChangedAndScopeNarrowed(t *testing.T) {
 	snap.Roles[1].AccountIDs = []int64{12}        // user 2: narrowed to one account
 	snap.Users[1].Email = "u2@new.example.com"
 	ch := b.write(t, snap)
-	if want := (Changes{UsersChanged: 1, RolesAdded: 1, RolesChanged: 1, RolesRemoved: 1}); ch != want {
+	if want := (Changes{Users: Counts{Changed: 1}, Roles: Counts{Added: 1, Changed: 1, Removed: 1}}); ch != want {
 		t.Errorf("changes = %v, want %v", ch, want)
 	}
 	equal(t, "access users 1, 2", b.strings(t, `SELECT user_id, email, role_name, account_id FROM access WHERE user_id <= 2 ORDER BY 1, 3, 4`), []string{
@@ -276,7 +276,7 @@ func TestInvitationAcceptedAndExpired(t *testing.T) {
 	snap := baseSnapshot()
 	snap.Invitations = snap.Invitations[1:] // 501 accepted
 	ch := b.write(t, snap)
-	if want := (Changes{InvitationsRemoved: 1}); ch != want {
+	if want := (Changes{Invitations: Counts{Removed: 1}}); ch != want {
 		t.Errorf("changes = %v, want %v", ch, want)
 	}
 	equal(t, "pending after accept", b.strings(t, `SELECT invitation_id FROM pending_invitations`), []string{"502"})
@@ -316,8 +316,8 @@ func TestRemovalGuard(t *testing.T) {
 	if err != nil {
 		t.Fatalf("with AllowMassRemoval: %v", err)
 	}
-	if ch.UsersRemoved != 3 {
-		t.Errorf("UsersRemoved = %d, want 3", ch.UsersRemoved)
+	if ch.Users.Removed != 3 {
+		t.Errorf("UsersRemoved = %d, want 3", ch.Users.Removed)
 	}
 }
 
@@ -431,7 +431,7 @@ func TestDiffSnapshotWritesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := (Changes{UsersAdded: 4, RolesAdded: 5, InvitationsAdded: 2, AccountsAdded: 2}); ch != want {
+	if want := (Changes{Users: Counts{Added: 4}, Roles: Counts{Added: 5}, Invitations: Counts{Added: 2}, Accounts: Counts{Added: 2}}); ch != want {
 		t.Errorf("diff = %v, want %v", ch, want)
 	}
 	b.sameVersions(t, before, "written by DiffSnapshot")
@@ -440,7 +440,7 @@ func TestDiffSnapshotWritesNothing(t *testing.T) {
 	b.write(t, baseSnapshot())
 	snap := baseSnapshot()
 	snap.Users[0].JobTitle = "CFO"
-	if ch, err := b.store.DiffSnapshot(t.Context(), b.runID, snap, SyncInfo{}); err != nil || ch != (Changes{UsersChanged: 1}) {
+	if ch, err := b.store.DiffSnapshot(t.Context(), b.runID, snap, SyncInfo{}); err != nil || ch != (Changes{Users: Counts{Changed: 1}}) {
 		t.Errorf("diff after load = %v, %v; want one changed user", ch, err)
 	}
 }
@@ -452,13 +452,13 @@ func TestUserSharedByTwoCustomers(t *testing.T) {
 	other := &msads.Snapshot{CustomerID: 2002, Users: []msads.User{{ID: 3, CustomerID: 2002, HomeCustomerID: cust, UserName: "user3"}},
 		Roles: []msads.Role{{UserID: 3, CustomerID: cust, RoleID: msads.RoleStandardUser}, {UserID: 3, CustomerID: 2002, RoleID: msads.RoleViewer}}}
 	b.write(t, a)
-	if ch := b.write(t, other); ch != (Changes{UsersAdded: 1}) {
+	if ch := b.write(t, other); ch != (Changes{Users: Counts{Added: 1}}) {
 		t.Errorf("second customer's listing of user 3: %v, want 1 user added (roles unchanged)", ch)
 	}
 	// Customer 1001 drops user 3: 2002 still lists them, so their roles stay.
 	a.Users = slicesDelete(a.Users, 2)
 	a.Roles = []msads.Role{a.Roles[0], a.Roles[1], a.Roles[4]}
-	if ch := b.write(t, a); ch != (Changes{UsersRemoved: 1}) {
+	if ch := b.write(t, a); ch != (Changes{Users: Counts{Removed: 1}}) {
 		t.Errorf("1001 drops user 3: %v, want 1 user removed, no role removed", ch)
 	}
 	equal(t, "user 3 access", b.strings(t, `SELECT customer_id, role_id FROM access WHERE user_id = 3 ORDER BY 1`),
@@ -468,7 +468,7 @@ func TestUserSharedByTwoCustomers(t *testing.T) {
 	}
 	// 2002 drops them too: the roles go with the last listing, in the
 	// sweep after the run's writes.
-	if ch := b.write(t, &msads.Snapshot{CustomerID: 2002}); ch != (Changes{UsersRemoved: 1}) {
+	if ch := b.write(t, &msads.Snapshot{CustomerID: 2002}); ch != (Changes{Users: Counts{Removed: 1}}) {
 		t.Errorf("2002 drops user 3: %v, want 1 user removed", ch)
 	}
 	if n := b.sweep(t, cust, 2002); n != 2 {
@@ -683,7 +683,7 @@ func TestAccountsOnlyWhenFetched(t *testing.T) {
 	snap = baseSnapshot()
 	snap.Accounts = snap.Accounts[:1]
 	snap.Accounts[0].Name = "Search (renamed)"
-	if ch := b.write(t, snap); ch != (Changes{AccountsChanged: 1, AccountsRemoved: 1}) {
+	if ch := b.write(t, snap); ch != (Changes{Accounts: Counts{Changed: 1, Removed: 1}}) {
 		t.Errorf("changes = %v, want 1 account changed, 1 removed", ch)
 	}
 	equal(t, "accounts", b.strings(t, `SELECT account_id, name, removed_at IS NULL FROM accounts ORDER BY 1`),

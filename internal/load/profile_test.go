@@ -13,35 +13,41 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/msads-syncer/syncer/internal/msads"
 	"github.com/msads-syncer/syncer/internal/pgtest"
 )
 
-// stmtTracer sums the time spent per statement (keyed by its first words).
+// stmtTracer counts the statements (queries and COPYs) sent and sums their
+// time, keyed by their first words.
 type stmtTracer struct {
 	mu    sync.Mutex
 	start map[*pgx.Conn]time.Time
 	key   map[*pgx.Conn]string
 	sum   map[string]time.Duration
 	n     map[string]int
+	total int
+}
+
+func newStmtTracer() *stmtTracer {
+	return &stmtTracer{start: map[*pgx.Conn]time.Time{}, key: map[*pgx.Conn]string{}, sum: map[string]time.Duration{}, n: map[string]int{}}
 }
 
 func stmtKey(sql string) string {
 	s := strings.Join(strings.Fields(sql), " ")
-	if len(s) > 90 {
-		s = s[:90]
+	if len(s) > 100 {
+		s = s[:100]
 	}
 	return s
 }
 
-func (t *stmtTracer) TraceQueryStart(ctx context.Context, c *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
+func (t *stmtTracer) begin(c *pgx.Conn, key string) {
 	t.mu.Lock()
-	t.start[c] = time.Now()
-	t.key[c] = stmtKey(d.SQL)
+	t.start[c], t.key[c] = time.Now(), key
+	t.total++
 	t.mu.Unlock()
-	return ctx
 }
 
-func (t *stmtTracer) TraceQueryEnd(ctx context.Context, c *pgx.Conn, d pgx.TraceQueryEndData) {
+func (t *stmtTracer) end(c *pgx.Conn) {
 	t.mu.Lock()
 	k := t.key[c]
 	t.sum[k] += time.Since(t.start[c])
@@ -49,134 +55,188 @@ func (t *stmtTracer) TraceQueryEnd(ctx context.Context, c *pgx.Conn, d pgx.Trace
 	t.mu.Unlock()
 }
 
-func (t *stmtTracer) TraceCopyFromStart(ctx context.Context, c *pgx.Conn, d pgx.TraceCopyFromStartData) context.Context {
-	t.mu.Lock()
-	t.start[c] = time.Now()
-	t.key[c] = "COPY " + d.TableName.Sanitize()
-	t.mu.Unlock()
+func (t *stmtTracer) TraceQueryStart(ctx context.Context, c *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
+	t.begin(c, stmtKey(d.SQL))
 	return ctx
 }
 
-func (t *stmtTracer) TraceCopyFromEnd(ctx context.Context, c *pgx.Conn, d pgx.TraceCopyFromEndData) {
-	t.TraceQueryEnd(ctx, c, pgx.TraceQueryEndData{})
+func (t *stmtTracer) TraceQueryEnd(_ context.Context, c *pgx.Conn, _ pgx.TraceQueryEndData) { t.end(c) }
+
+func (t *stmtTracer) TraceCopyFromStart(ctx context.Context, c *pgx.Conn, d pgx.TraceCopyFromStartData) context.Context {
+	t.begin(c, "COPY "+d.TableName.Sanitize())
+	return ctx
 }
 
-func (t *stmtTracer) report(w *os.File, title string) {
+func (t *stmtTracer) TraceCopyFromEnd(_ context.Context, c *pgx.Conn, _ pgx.TraceCopyFromEndData) {
+	t.end(c)
+}
+
+// reset returns the statements counted since the last reset and forgets
+// them, printing their times to w when not nil.
+func (t *stmtTracer) reset(w *os.File, title string) int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	type kv struct {
-		k string
-		d time.Duration
+	if w != nil {
+		keys := make([]string, 0, len(t.sum))
+		var total time.Duration
+		for k, d := range t.sum {
+			keys = append(keys, k)
+			total += d
+		}
+		sort.Slice(keys, func(i, j int) bool { return t.sum[keys[i]] > t.sum[keys[j]] })
+		fmt.Fprintf(w, "== %s: %d statements, %v\n", title, t.total, total.Round(time.Millisecond))
+		for _, k := range keys {
+			fmt.Fprintf(w, "%9.2fms/call %5d calls %8v  %s\n", float64(t.sum[k].Microseconds())/1000/float64(t.n[k]), t.n[k], t.sum[k].Round(time.Millisecond), k)
+		}
 	}
-	var all []kv
-	var total time.Duration
-	for k, d := range t.sum {
-		all = append(all, kv{k, d})
-		total += d
-	}
-	sort.Slice(all, func(i, j int) bool { return all[i].d > all[j].d })
-	fmt.Fprintf(w, "== %s: total %v\n", title, total.Round(time.Millisecond))
-	for _, e := range all {
-		fmt.Fprintf(w, "%9.2fms/call %5d calls %8v  %s\n", float64(e.d.Microseconds())/1000/float64(t.n[e.k]), t.n[e.k], e.d.Round(time.Millisecond), e.k)
-	}
-	t.sum = map[string]time.Duration{}
-	t.n = map[string]int{}
+	n := t.total
+	t.sum, t.n, t.total = map[string]time.Duration{}, map[string]int{}, 0
+	return n
 }
 
-// TestProfileStatements times each statement of the bench load (first write
-// and no-change re-run). Run with PROFILE=1.
-func TestProfileStatements(t *testing.T) {
-	if os.Getenv("PROFILE") == "" {
-		t.Skip("PROFILE not set")
-	}
+func tracedStore(t *testing.T) (*Store, *stmtTracer, *pgxpool.Pool, string) {
+	t.Helper()
 	_, schema := pgtest.Schema(t)
 	cfg, err := pgxpool.ParseConfig(pgtest.URL(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr := &stmtTracer{start: map[*pgx.Conn]time.Time{}, key: map[*pgx.Conn]string{}, sum: map[string]time.Duration{}, n: map[string]int{}}
+	tr := newStmtTracer()
 	cfg.ConnConfig.Tracer = tr
 	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer pool.Close()
-	s := NewStore(pool, Options{Schema: schema})
+	t.Cleanup(pool.Close)
+	return NewStore(pool, Options{Schema: schema}), tr, pool, schema
+}
+
+// The statements of one snapshot, counted on the wire (BEGIN and COMMIT
+// included): a first load, a no-change re-run and a 1%-changed re-run.
+//
+//	begin; search_path + customer lock + shared sweep lock; staging tables;
+//	COPY x4; guard; accounts upsert, removal; users upsert (+ removal when
+//	the guard counted users to remove); roles upsert, removal (+ history when
+//	they wrote); invitations upsert, removal; customers; customer_syncs;
+//	commit
+func TestStatementsPerSnapshot(t *testing.T) {
+	t.Parallel()
+	s, tr, _, _ := tracedStore(t)
+	ctx := t.Context()
+	runID, err := s.StartRun(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	snaps := benchSnapshots()[:2]
+	for i := range snaps {
+		snaps[i].Users = snaps[i].Users[:200]
+		snaps[i].Roles = slicesFilter(snaps[i].Roles, func(r msads.Role) bool { return r.UserID <= snaps[i].Users[199].ID })
+	}
+	changed := changeOnePercent(snaps, 1)
+	for _, step := range []struct {
+		name string
+		snap *msads.Snapshot
+		want int
+	}{
+		{"first load", snaps[0], 19},
+		{"no-change re-run", snaps[0], 18},
+		{"1%-changed re-run (users removed)", changed[0], 20},
+		{"no-change re-run after it", changed[0], 18},
+		// Back to the first snapshot, dry: users removal and role history run,
+		// customers and customer_syncs do not, and a rollback ends it.
+		{"dry run of a change", snaps[0], 18},
+	} {
+		tr.reset(nil, "")
+		var err error
+		if strings.HasPrefix(step.name, "dry run") {
+			_, err = s.DiffSnapshot(ctx, runID, step.snap, SyncInfo{})
+		} else {
+			_, err = s.WriteSnapshot(ctx, runID, step.snap, SyncInfo{})
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := tr.reset(nil, ""); got != step.want {
+			t.Errorf("%s: %d statements, want %d", step.name, got, step.want)
+		}
+	}
+}
+
+func slicesFilter[T any](s []T, keep func(T) bool) []T {
+	var out []T
+	for _, v := range s {
+		if keep(v) {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// TestProfileStatements times each statement of the bench load: first
+// write, 1% changed straight after (no ANALYZE), no-change re-run. Run with
+// PROFILE=1.
+func TestProfileStatements(t *testing.T) {
+	if os.Getenv("PROFILE") == "" {
+		t.Skip("PROFILE not set")
+	}
+	s, tr, _, _ := tracedStore(t)
 	snaps := benchSnapshots()
-	for _, pass := range []string{"first write", "no-change re-run"} {
+	changed := changeOnePercent(snaps, 1)
+	for _, pass := range []struct {
+		name  string
+		snaps []*msads.Snapshot
+	}{{"first write", snaps}, {"1% changed, no ANALYZE", changed}, {"no-change re-run", changed}} {
 		start := time.Now()
-		for _, snap := range snaps {
+		for _, snap := range pass.snaps {
 			if _, err := s.WriteSnapshot(context.Background(), 0, snap, SyncInfo{}); err != nil {
 				t.Fatal(err)
 			}
 		}
-		fmt.Fprintf(os.Stderr, "%s: %v\n", pass, time.Since(start))
-		tr.report(os.Stderr, pass)
+		fmt.Fprintf(os.Stderr, "%s: %v\n", pass.name, time.Since(start))
+		tr.reset(os.Stderr, pass.name)
 	}
 }
 
-// TestExplainStatements prints EXPLAIN ANALYZE of each statement for one
-// customer of the bench load, on first write and on re-run. PROFILE=1.
+// TestExplainStatements prints EXPLAIN ANALYZE of each write statement for
+// one customer of the bench load written straight after 20 others (no
+// ANALYZE), on a 1%-changed re-run. PROFILE=1.
 func TestExplainStatements(t *testing.T) {
 	if os.Getenv("PROFILE") == "" {
 		t.Skip("PROFILE not set")
 	}
 	pool, schema := pgtest.Schema(t)
 	s := NewStore(pool, Options{Schema: schema})
-	snaps := benchSnapshots()
+	snaps := benchSnapshots()[:6]
 	ctx := context.Background()
-	for _, snap := range snaps[:50] {
+	for _, snap := range snaps[:5] {
 		if _, err := s.WriteSnapshot(ctx, 0, snap, SyncInfo{}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	explain := func(title string) {
-		s.testHook = func(step string, tx pgx.Tx) error {
-			if step != "stage" {
-				return nil
-			}
-			for _, q := range []struct {
-				name string
-				sql  string
-				args []any
-			}{
-				{"survey", surveySQL, []any{snaps[50].CustomerID, true}},
-				{"roles insert new", rolesInsertNew, []any{nil}},
-				{"users insert new", usersInsertNew, []any{snaps[50].CustomerID, nil}},
-				{"inv insert new", invitationsInsertNew, []any{snaps[50].CustomerID, nil}},
-				{"users upsert", usersUpsert, []any{snaps[50].CustomerID, nil}},
-				{"users remove", usersRemove, []any{snaps[50].CustomerID, nil}},
-				{"roles scope", rolesScope, []any{[]int64{}}},
-				{"analyze", "ANALYZE s_scope", nil},
-				{"roles lock", rolesLock, nil},
-				{"roles upsert", rolesUpsert, nil},
-				{"roles history", rolesHistory, []any{nil}},
-				{"roles remove", rolesRemove, []any{snaps[50].CustomerID, nil}},
-				{"inv upsert", invitationsUpsert, []any{snaps[50].CustomerID, nil}},
-			} {
-				sql := q.sql
-				if q.name != "analyze" {
-					sql = "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + sql
-				}
-				rows, err := tx.Query(ctx, sql, q.args...)
-				if err != nil {
-					return fmt.Errorf("%s: %w", q.name, err)
-				}
-				lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
-				if err != nil {
-					return fmt.Errorf("%s: %w", q.name, err)
-				}
-				fmt.Fprintf(os.Stderr, "---- %s %s\n%s\n", title, q.name, strings.Join(lines, "\n"))
-			}
-			return fmt.Errorf("explained")
+	snap := changeOnePercent(snaps[5:], 1)[0]
+	args := pgx.NamedArgs{"customer_id": snap.CustomerID, "owners": []int64{snap.CustomerID}, "run_id": nil, "readable": []int64{}}
+	s.testHook = func(step string, tx pgx.Tx) error {
+		if step != "guard" {
+			return nil
 		}
-		_, err := s.WriteSnapshot(ctx, 0, snaps[50], SyncInfo{})
-		fmt.Fprintln(os.Stderr, err)
-		s.testHook = nil
+		for _, q := range []struct{ name, sql string }{
+			{"guard", guardSQL}, {"accounts upsert", accountsTable.upsert}, {"accounts remove", accountsTable.remove},
+			{"users upsert", usersTable.upsert}, {"users remove", usersTable.remove},
+			{"roles upsert", rolesTable.upsert}, {"roles remove", rolesTable.remove}, {"roles history", rolesHistorySQL},
+			{"invitations upsert", invitationsTable.upsert}, {"invitations remove", invitationsTable.remove},
+		} {
+			rows, err := tx.Query(ctx, "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) "+q.sql, args)
+			if err != nil {
+				return fmt.Errorf("%s: %w", q.name, err)
+			}
+			lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+			if err != nil {
+				return fmt.Errorf("%s: %w", q.name, err)
+			}
+			fmt.Fprintf(os.Stderr, "---- %s\n%s\n", q.name, strings.Join(lines, "\n"))
+		}
+		return fmt.Errorf("explained")
 	}
-	explain("FIRST")
-	if _, err := s.WriteSnapshot(ctx, 0, snaps[50], SyncInfo{}); err != nil {
-		t.Fatal(err)
-	}
-	explain("RERUN")
+	_, err := s.WriteSnapshot(ctx, 0, snap, SyncInfo{})
+	fmt.Fprintln(os.Stderr, err)
 }

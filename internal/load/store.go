@@ -85,6 +85,10 @@ type txOpts struct {
 	// lockKey, when not empty, is the transaction-level advisory lock taken
 	// first (the per-customer guard; see writeSnapshot).
 	lockKey string
+	// sharedKey, when not empty, is a transaction-level advisory lock taken
+	// shared after lockKey, in the same statement (the role sweep lock; see
+	// SweepRoles).
+	sharedKey string
 	// commit commits the transaction; else it is rolled back.
 	commit bool
 	// noFence skips the lease check of a ctx carrying a lease.
@@ -213,10 +217,14 @@ func (s *Store) txOnce(ctx context.Context, o txOpts, fn func(pgx.Tx) error) (st
 		return false, err
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-	if o.lockKey != "" {
+	switch {
+	case o.lockKey != "" && o.sharedKey != "":
+		_, err = tx.Exec(ctx, "SELECT set_config('search_path', $1, true), pg_advisory_xact_lock(hashtextextended($2, 0)), pg_advisory_xact_lock_shared(hashtextextended($3, 0))",
+			s.path, s.lockName(o.lockKey), s.lockName(o.sharedKey))
+	case o.lockKey != "":
 		_, err = tx.Exec(ctx, "SELECT set_config('search_path', $1, true), pg_advisory_xact_lock(hashtextextended($2, 0))",
 			s.path, s.lockName(o.lockKey))
-	} else {
+	default:
 		_, err = tx.Exec(ctx, "SELECT set_config('search_path', $1, true)", s.path)
 	}
 	if err != nil {

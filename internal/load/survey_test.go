@@ -20,6 +20,7 @@ func oneOpenVersion(t *testing.T, b *bundle) {
 	} {
 		equal(t, q, b.strings(t, q), []string{"0"})
 	}
+	historyChains(t, b)
 }
 
 // A customer's first load whose user has a removed role row (written through
@@ -31,7 +32,7 @@ func TestFirstLoadRoleKeyRemovedElsewhere(t *testing.T) {
 		Roles: []msads.Role{{UserID: 7, CustomerID: 1, RoleID: msads.RoleViewer}, {UserID: 8, CustomerID: 1, RoleID: msads.RoleViewer}}}
 	b.write(t, a)
 	a.Users, a.Roles = a.Users[1:], a.Roles[1:] // user 7 gone, and with it its role
-	if ch, want := b.write(t, a), (Changes{UsersRemoved: 1}); ch != want {
+	if ch, want := b.write(t, a), (Changes{Users: Counts{Removed: 1}}); ch != want {
 		t.Fatalf("removal = %v, want %v", ch, want)
 	}
 	if n := b.sweep(t, 1); n != 1 {
@@ -40,7 +41,7 @@ func TestFirstLoadRoleKeyRemovedElsewhere(t *testing.T) {
 	// Customer 2's first load lists user 7 with the same role and a new one.
 	c := &msads.Snapshot{CustomerID: 2, Users: []msads.User{{ID: 7, UserName: "seven"}},
 		Roles: []msads.Role{{UserID: 7, CustomerID: 1, RoleID: msads.RoleViewer}, {UserID: 7, CustomerID: 2, RoleID: msads.RoleViewer}}}
-	if ch, want := b.write(t, c), (Changes{UsersAdded: 1, RolesAdded: 1, RolesReappeared: 1}); ch != want {
+	if ch, want := b.write(t, c), (Changes{Users: Counts{Added: 1}, Roles: Counts{Added: 1, Reappeared: 1}}); ch != want {
 		t.Errorf("first load of customer 2 = %v, want %v", ch, want)
 	}
 	equal(t, "role history", b.strings(t, `SELECT customer_id, change, valid_to IS NULL FROM user_roles_history WHERE user_id = 7 ORDER BY customer_id, valid_from`),
@@ -59,7 +60,7 @@ func TestFirstLoadInvitationHeldByOtherCustomer(t *testing.T) {
 	b.write(t, &msads.Snapshot{CustomerID: 1, Invitations: []msads.Invitation{{ID: 900, Email: "x@example.com"}}})
 	ch := b.write(t, &msads.Snapshot{CustomerID: 2, Invitations: []msads.Invitation{
 		{ID: 900, Email: "x@example.com"}, {ID: 901, Email: "y@example.com"}}})
-	if want := (Changes{InvitationsAdded: 1, InvitationsChanged: 1}); ch != want {
+	if want := (Changes{Invitations: Counts{Added: 1, Changed: 1}}); ch != want {
 		t.Errorf("first load of customer 2 = %v, want %v", ch, want)
 	}
 	equal(t, "invitations", b.strings(t, `SELECT invitation_id, customer_id FROM user_invitations ORDER BY 1`), []string{"900|2", "901|2"})
@@ -77,7 +78,7 @@ func TestUsersHistoryWithoutRows(t *testing.T) {
 	if _, err := b.pool.Exec(t.Context(), `DELETE FROM `+b.q("users")); err != nil {
 		t.Fatal(err)
 	}
-	if ch, want := b.write(t, baseSnapshot()), (Changes{UsersAdded: 4}); ch != want {
+	if ch, want := b.write(t, baseSnapshot()), (Changes{Users: Counts{Added: 4}}); ch != want {
 		t.Errorf("changes = %v, want %v", ch, want)
 	}
 	equal(t, "user 1 history", b.strings(t, `SELECT change, valid_to IS NULL FROM users_history WHERE user_id = 1 ORDER BY valid_from`),
@@ -95,36 +96,36 @@ func TestSurveyFindsEachChange(t *testing.T) {
 		want   Changes
 		swept  int // roles SweepRoles then removes
 	}{
-		{"user changed", func(s *msads.Snapshot) { s.Users[2].LastName = "New" }, Changes{UsersChanged: 1}, 0},
-		{"user field cleared", func(s *msads.Snapshot) { s.Users[0].Email = "" }, Changes{UsersChanged: 1}, 0},
-		{"role scope", func(s *msads.Snapshot) { s.Roles[1].AccountIDs = []int64{11} }, Changes{RolesChanged: 1}, 0},
-		{"role scope widened to all", func(s *msads.Snapshot) { s.Roles[1].AccountIDs = nil }, Changes{RolesChanged: 1}, 0},
+		{"user changed", func(s *msads.Snapshot) { s.Users[2].LastName = "New" }, Changes{Users: Counts{Changed: 1}}, 0},
+		{"user field cleared", func(s *msads.Snapshot) { s.Users[0].Email = "" }, Changes{Users: Counts{Changed: 1}}, 0},
+		{"role scope", func(s *msads.Snapshot) { s.Roles[1].AccountIDs = []int64{11} }, Changes{Roles: Counts{Changed: 1}}, 0},
+		{"role scope widened to all", func(s *msads.Snapshot) { s.Roles[1].AccountIDs = nil }, Changes{Roles: Counts{Changed: 1}}, 0},
 		{"role added", func(s *msads.Snapshot) {
 			s.Roles = append(s.Roles, msads.Role{UserID: 4, CustomerID: 2002, RoleID: msads.RoleViewer})
-		}, Changes{RolesAdded: 1}, 0},
-		{"role removed", func(s *msads.Snapshot) { s.Roles = s.Roles[:3] }, Changes{RolesRemoved: 2}, 0},
-		{"invitation changed", func(s *msads.Snapshot) { s.Invitations[0].RoleID = msads.RoleViewer }, Changes{InvitationsChanged: 1}, 0},
-		{"invitation removed", func(s *msads.Snapshot) { s.Invitations = s.Invitations[1:] }, Changes{InvitationsRemoved: 1}, 0},
+		}, Changes{Roles: Counts{Added: 1}}, 0},
+		{"role removed", func(s *msads.Snapshot) { s.Roles = s.Roles[:3] }, Changes{Roles: Counts{Removed: 2}}, 0},
+		{"invitation changed", func(s *msads.Snapshot) { s.Invitations[0].RoleID = msads.RoleViewer }, Changes{Invitations: Counts{Changed: 1}}, 0},
+		{"invitation removed", func(s *msads.Snapshot) { s.Invitations = s.Invitations[1:] }, Changes{Invitations: Counts{Removed: 1}}, 0},
 		{"invitation added", func(s *msads.Snapshot) {
 			s.Invitations = append(s.Invitations, msads.Invitation{ID: 503, Email: "z@example.com"})
-		}, Changes{InvitationsAdded: 1}, 0},
-		{"account renamed", func(s *msads.Snapshot) { s.Accounts[0].Name = "Renamed" }, Changes{AccountsChanged: 1}, 0},
-		{"account removed", func(s *msads.Snapshot) { s.Accounts = s.Accounts[1:] }, Changes{AccountsRemoved: 1}, 0},
+		}, Changes{Invitations: Counts{Added: 1}}, 0},
+		{"account renamed", func(s *msads.Snapshot) { s.Accounts[0].Name = "Renamed" }, Changes{Accounts: Counts{Changed: 1}}, 0},
+		{"account removed", func(s *msads.Snapshot) { s.Accounts = s.Accounts[1:] }, Changes{Accounts: Counts{Removed: 1}}, 0},
 		{"user unreadable", func(s *msads.Snapshot) {
 			s.Users[2] = msads.User{ID: 3, UserName: "user3", DetailStatus: msads.DetailUnreadable, DetailCode: 106}
 			s.Roles = slicesDelete(slicesDelete(s.Roles, 3), 2)
-		}, Changes{UsersChanged: 1}, 0},
+		}, Changes{Users: Counts{Changed: 1}}, 0},
 		{"user not found, renamed", func(s *msads.Snapshot) {
 			s.Users[0] = msads.User{ID: 1, UserName: "renamed", DetailStatus: msads.DetailNotFound, DetailCode: 1001}
 			s.Roles = s.Roles[1:]
-		}, Changes{UsersChanged: 1}, 0},
-		{"role scope emptied", func(s *msads.Snapshot) { s.Roles[1].AccountIDs = []int64{} }, Changes{RolesChanged: 1}, 0},
-		{"role scope all to empty", func(s *msads.Snapshot) { s.Roles[0].AccountIDs = []int64{} }, Changes{RolesChanged: 1}, 0},
-		{"invitation scope all to empty", func(s *msads.Snapshot) { s.Invitations[0].AccountIDs = []int64{} }, Changes{InvitationsChanged: 1}, 0},
+		}, Changes{Users: Counts{Changed: 1}}, 0},
+		{"role scope emptied", func(s *msads.Snapshot) { s.Roles[1].AccountIDs = []int64{} }, Changes{Roles: Counts{Changed: 1}}, 0},
+		{"role scope all to empty", func(s *msads.Snapshot) { s.Roles[0].AccountIDs = []int64{} }, Changes{Roles: Counts{Changed: 1}}, 0},
+		{"invitation scope all to empty", func(s *msads.Snapshot) { s.Invitations[0].AccountIDs = []int64{} }, Changes{Invitations: Counts{Changed: 1}}, 0},
 		{"user removed", func(s *msads.Snapshot) {
 			s.Users = s.Users[:3]
 			s.Roles = s.Roles[:4]
-		}, Changes{UsersRemoved: 1}, 1},
+		}, Changes{Users: Counts{Removed: 1}}, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -157,7 +158,7 @@ func TestRolesAndInvitationsHistoryWithoutRows(t *testing.T) {
 	if _, err := b.pool.Exec(t.Context(), `DELETE FROM `+b.q("user_roles")+`; DELETE FROM `+b.q("user_invitations")); err != nil {
 		t.Fatal(err)
 	}
-	if ch, want := b.write(t, baseSnapshot()), (Changes{RolesAdded: 5, InvitationsAdded: 2}); ch != want {
+	if ch, want := b.write(t, baseSnapshot()), (Changes{Roles: Counts{Added: 5}, Invitations: Counts{Added: 2}}); ch != want {
 		t.Errorf("changes = %v, want %v", ch, want)
 	}
 	equal(t, "user 1 role history", b.strings(t, `SELECT change, valid_to IS NULL FROM user_roles_history WHERE user_id = 1 ORDER BY valid_from`),

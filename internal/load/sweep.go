@@ -13,12 +13,6 @@ import (
 // for one another on it), SweepRoles exclusively.
 const sweepLock = "roles-sweep"
 
-// rolesSweep removes the current roles, in the customers $1 (ownedBy), of
-// the users that no current users row lists, with their 'removed' history
-// rows ($2: run id).
-var rolesSweep = rolesEntity.remove("$1::bigint[]",
-	`NOT EXISTS (SELECT 1 FROM users u WHERE u.user_id = t.user_id AND u.removed_at IS NULL)`, "")
-
 // SweepRoles removes, in one transaction, the current user_roles of users
 // that no current users row lists any more (the design's "roles go together
 // with the user when no customer lists that user any more"), restricted to
@@ -56,12 +50,14 @@ func (s *Store) SweepRoles(ctx context.Context, runID int64, customers []int64) 
 		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", s.lockName(sweepLock)); err != nil {
 			return fmt.Errorf("take the role sweep lock: %w", err)
 		}
-		tag, err := tx.Exec(ctx, rolesSweep, owners, run)
+		rows, err := tx.Query(ctx, rolesSweepSQL, pgx.NamedArgs{"owners": owners, "run_id": run})
 		if err != nil {
 			return err
 		}
-		removed = int(tag.RowsAffected())
-		return nil
+		var c Counts
+		err = countChanges(rows, &c)
+		removed = c.Removed
+		return err
 	})
 	if err != nil {
 		return 0, interpret(fmt.Errorf("sweep roles: %w", err))

@@ -1,0 +1,30 @@
+{{- /*
+"history" appends the rows of CTE .Src (the entity's columns and change) to
+the history table of .T: it closes each key's open interval and opens the
+new one where the old one ends. valid_from stays strictly increasing per key
+even when a transaction that started earlier commits later. Ends the
+statement with (change, count) rows.
+*/ -}}
+{{define "history"}}, closed AS (
+    UPDATE {{.T.History}} h SET valid_to = greatest(now(), h.valid_from + interval '1 microsecond')
+    FROM {{.Src}} WHERE {{on "h" .Src .T.Key}} AND h.valid_to IS NULL
+    RETURNING {{list "h." .T.Key}}, h.valid_to
+), hist AS (
+    INSERT INTO {{.T.History}} ({{list "" .T.All}}, valid_from, change, run_id)
+    SELECT {{list (printf "%s." .Src) .T.All}}, coalesce(closed.valid_to, now()), {{.Src}}.change, @run_id::bigint
+    FROM {{.Src}} LEFT JOIN closed ON {{on "closed" .Src .T.Key}}
+    ORDER BY {{list (printf "%s." .Src) .T.Key}}
+    RETURNING change
+)
+SELECT change, count(*) FROM hist GROUP BY change
+{{- end -}}
+{{- /*
+The history statement of a Deferred table (roles, see rolesTable): the rows
+the upsert and the removal recorded in s_changes_<table>, as they now are.
+It runs after both, so every row it reads is locked by this transaction and
+its snapshot sees the history of every writer before.
+*/ -}}
+WITH chg AS (
+    SELECT {{list "t." .All}}, c.change
+    FROM s_changes_{{.Name}} c JOIN {{.Name}} t ON {{on "t" "c" .Key}}
+){{template "history" (history . "chg")}}

@@ -1,0 +1,42 @@
+{{- /*
+Upsert of one entity table T from its staging table: one statement inserts
+the new rows, updates the changed ones and clears removed_at of the
+reappearing ones; unchanged rows are neither written nor locked.
+
+  cand: the staged rows whose stored row (x) is missing, removed or has
+        other values (IS DISTINCT FROM): the only rows the INSERT sees.
+  up:   INSERT ... ON CONFLICT DO UPDATE of those; the WHERE re-checks the
+        difference against the row version it locked (a concurrent writer
+        may have written the same values meanwhile).
+  chg:  each written row with its change: added (inserted), reappeared
+        (its stored row was removed), else changed. Tables without history
+        count a reappearance as changed.
+
+Then the history (sql/history.sql "closed"/"hist") in the same statement, or
+for a Deferred table the keys and changes into s_changes_<table>. The
+statement returns (change, count) rows; a Deferred one, a row count.
+*/ -}}
+WITH cand AS (
+    SELECT {{list "s." .Key}}, {{join .Values ", "}}, x.removed_at IS NOT NULL AS was_removed
+    FROM {{.Staging}} s
+    LEFT JOIN {{.Name}} x ON {{on "x" "s" .Key}}
+    WHERE x.{{index .Key 0}} IS NULL OR x.removed_at IS NOT NULL
+       OR ({{list "x." .Cols}}) IS DISTINCT FROM ({{join .Exprs ", "}})
+), up AS (
+    INSERT INTO {{.Name}} AS t ({{list "" .All}})
+    SELECT {{list "cand." .All}} FROM cand ORDER BY {{list "cand." .Key}}
+    ON CONFLICT ({{list "" .Key}}) DO UPDATE SET {{set .Cols}}, updated_at = now(), removed_at = NULL
+    WHERE ({{list "t." .Cols}}, t.removed_at) IS DISTINCT FROM ({{list "excluded." .Cols}}, NULL::timestamptz)
+    RETURNING {{list "t." .All}}, t.xmax = 0 AS inserted
+), chg AS (
+    SELECT {{list "up." .All}},
+           CASE WHEN up.inserted THEN 'added'{{if .History}} WHEN cand.was_removed THEN 'reappeared'{{end}} ELSE 'changed' END AS change
+    FROM up JOIN cand ON {{on "cand" "up" .Key}}
+)
+{{- if .Deferred}}
+INSERT INTO s_changes_{{.Name}} ({{list "" .Key}}, change)
+SELECT {{list "chg." .Key}}, chg.change FROM chg
+{{- else if .History}}{{template "history" (history . "chg")}}
+{{- else}}
+SELECT change, count(*) FROM chg GROUP BY change
+{{- end}}

@@ -1,0 +1,238 @@
+package load
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/msads-syncer/syncer/internal/msads"
+)
+
+// staged is a validated, deduplicated, sorted snapshot ready for COPY: each
+// row holds the values of its table's All() columns, in that order.
+type staged struct {
+	customerID      int64
+	customerName    string
+	users           [][]any
+	userIDs         []int64
+	readable        []int64 // the staged users GetUser read (detail_status ok)
+	unreadable      int     // staged users whose GetUser failed
+	roles           [][]any
+	invitations     [][]any
+	accounts        [][]any
+	accountsFetched bool
+	// roleCustomers is Snapshot.RoleCustomers sorted (nil: no restriction).
+	roleCustomers []int64
+	// replaced names what had strings PostgreSQL cannot store (see clean).
+	replaced replacedStrings
+}
+
+// replacedStrings are the ids whose strings clean changed.
+type replacedStrings struct {
+	users, invitations, accounts []int64
+	customer                     bool
+}
+
+// clean returns s as PostgreSQL text can hold it: a NUL byte, or a byte
+// sequence that is not UTF-8, becomes U+FFFD; every other string (quotes,
+// newlines, emoji, right-to-left text, long values) stays verbatim. It
+// reports whether it changed s.
+func clean(s string) (string, bool) {
+	if !strings.ContainsRune(s, 0) && utf8.ValidString(s) {
+		return s, false
+	}
+	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD"), true
+}
+
+// cleanAll cleans the strings ps point to and reports whether any changed.
+func cleanAll(ps ...*string) bool {
+	changed := false
+	for _, p := range ps {
+		var c bool
+		*p, c = clean(*p)
+		changed = changed || c
+	}
+	return changed
+}
+
+func nullable(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+// sortedIDs returns ids sorted and without duplicates. nil stays nil (NULL)
+// and an empty non-nil slice stays empty non-nil ('{}').
+func sortedIDs(ids []int64) []int64 {
+	if ids == nil {
+		return nil
+	}
+	out := append(make([]int64, 0, len(ids)), ids...)
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// unionIDs is the union of two id lists where nil means "no list" and a
+// non-nil slice, even empty, is a list: [] ∪ [] is [], not nil. (For the
+// scope of a role, where nil means every account, the caller checks nil
+// first.)
+func unionIDs(a, b []int64) []int64 {
+	if a == nil && b == nil {
+		return nil
+	}
+	return append(append(make([]int64, 0, len(a)+len(b)), a...), b...)
+}
+
+// detailStatus returns the users.detail_status of u, or "" when u's
+// DetailStatus is not one the schema knows.
+func detailStatus(u *msads.User) string {
+	switch u.DetailStatus {
+	case "", msads.DetailOK:
+		return msads.DetailOK
+	case msads.DetailUnreadable, msads.DetailNotFound:
+		return u.DetailStatus
+	}
+	return ""
+}
+
+func stage(snap *msads.Snapshot) (*staged, error) {
+	if snap == nil || snap.CustomerID <= 0 {
+		return nil, fmt.Errorf("%w: no customer id", ErrInvalidSnapshot)
+	}
+	cid := snap.CustomerID
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: customer %d: %s", ErrInvalidSnapshot, cid, fmt.Sprintf(format, args...))
+	}
+	st := &staged{customerID: cid, customerName: snap.CustomerName, accountsFetched: snap.AccountsFetched,
+		roleCustomers: sortedIDs(snap.RoleCustomers)}
+	st.replaced.customer = cleanAll(&st.customerName)
+
+	users := slices.Clone(snap.Users)
+	slices.SortStableFunc(users, func(a, b msads.User) int { return cmp.Compare(a.ID, b.ID) })
+	for i := range users {
+		u := &users[i]
+		if cleanAll(&u.UserName, &u.Email, &u.FirstName, &u.LastName, &u.JobTitle, &u.Lcid, &u.LifecycleStatus,
+			&u.DetailTrackingID, &u.DetailError) {
+			st.replaced.users = append(st.replaced.users, u.ID)
+		}
+	}
+	// listed maps the listed users to their detail status.
+	listed := make(map[int64]string, len(users))
+	for i, u := range users {
+		if u.CustomerID != 0 && u.CustomerID != cid {
+			return nil, bad("user %d is listed for customer %d", u.ID, u.CustomerID)
+		}
+		status := detailStatus(&u)
+		if status == "" {
+			return nil, bad("user %d has unknown detail status %q", u.ID, u.DetailStatus)
+		}
+		if i+1 < len(users) && users[i+1].ID == u.ID {
+			continue // keep the last of duplicates
+		}
+		listed[u.ID] = status
+		st.userIDs = append(st.userIDs, u.ID)
+		if status == msads.DetailOK {
+			st.readable = append(st.readable, u.ID)
+			var home any
+			if u.HomeCustomerID != 0 {
+				home = u.HomeCustomerID
+			}
+			st.users = append(st.users, []any{cid, u.ID, home, nullable(u.UserName), nullable(u.Email),
+				nullable(u.FirstName), nullable(u.LastName), nullable(u.JobTitle), nullable(u.Lcid),
+				nullable(u.LifecycleStatus), u.LastModifiedTime, status, nil, nil, nil}) // usersTable.All()
+			continue
+		}
+		// GetUser failed: only the listing's user name and the failure are
+		// known; the other columns keep their stored values (userValues).
+		st.unreadable++
+		var code any
+		if u.DetailCode != 0 {
+			code = int32(u.DetailCode)
+		}
+		st.users = append(st.users, []any{cid, u.ID, nil, nullable(u.UserName), nil, nil, nil, nil, nil, nil, nil,
+			status, code, nullable(u.DetailTrackingID), nullable(u.DetailError)})
+	}
+
+	type roleKey struct {
+		user, customer int64
+		role           int32
+	}
+	merged := make(map[roleKey]msads.Role, len(snap.Roles))
+	for _, r := range snap.Roles {
+		switch status := listed[r.UserID]; status {
+		case msads.DetailOK:
+		case "":
+			return nil, bad("role %d of user %d, who is not listed", r.RoleID, r.UserID)
+		default:
+			// The stored roles of a user GetUser could not read stay as
+			// they are: the snapshot cannot know any.
+			return nil, bad("role %d of user %d, whose detail status is %s", r.RoleID, r.UserID, status)
+		}
+		k := roleKey{r.UserID, r.CustomerID, r.RoleID}
+		if prev, ok := merged[k]; ok {
+			// The same role twice: the union of its scopes. nil (every
+			// account) wins; [] ∪ list is the list; [] ∪ [] stays [].
+			if prev.AccountIDs == nil || r.AccountIDs == nil {
+				r.AccountIDs = nil
+			} else {
+				r.AccountIDs = unionIDs(prev.AccountIDs, r.AccountIDs)
+			}
+			r.LinkedAccountIDs = unionIDs(prev.LinkedAccountIDs, r.LinkedAccountIDs)
+		}
+		merged[k] = r
+	}
+	keys := make([]roleKey, 0, len(merged))
+	for k := range merged {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b roleKey) int {
+		return cmp.Or(cmp.Compare(a.user, b.user), cmp.Compare(a.customer, b.customer), cmp.Compare(a.role, b.role))
+	})
+	for _, k := range keys {
+		r := merged[k]
+		if cleanAll(&r.CustomerLinkPermission) {
+			st.replaced.users = append(st.replaced.users, r.UserID)
+		}
+		st.roles = append(st.roles, []any{r.UserID, r.CustomerID, r.RoleID, sortedIDs(r.AccountIDs),
+			sortedIDs(r.LinkedAccountIDs), nullable(r.CustomerLinkPermission)})
+	}
+
+	invs := slices.Clone(snap.Invitations)
+	slices.SortStableFunc(invs, func(a, b msads.Invitation) int { return cmp.Compare(a.ID, b.ID) })
+	for i, inv := range invs {
+		if inv.CustomerID != 0 && inv.CustomerID != cid {
+			return nil, bad("invitation %d belongs to customer %d", inv.ID, inv.CustomerID)
+		}
+		if i+1 < len(invs) && invs[i+1].ID == inv.ID {
+			continue
+		}
+		if cleanAll(&inv.Email, &inv.FirstName, &inv.LastName, &inv.Lcid) {
+			st.replaced.invitations = append(st.replaced.invitations, inv.ID)
+		}
+		st.invitations = append(st.invitations, []any{inv.ID, cid, nullable(inv.Email), nullable(inv.FirstName),
+			nullable(inv.LastName), inv.RoleID, sortedIDs(inv.AccountIDs), nullable(inv.Lcid), inv.ExpirationDate})
+	}
+
+	if snap.AccountsFetched {
+		accs := slices.Clone(snap.Accounts)
+		slices.SortStableFunc(accs, func(a, b msads.Account) int { return cmp.Compare(a.ID, b.ID) })
+		for i, a := range accs {
+			if a.CustomerID != 0 && a.CustomerID != cid {
+				return nil, bad("account %d belongs to customer %d", a.ID, a.CustomerID)
+			}
+			if i+1 < len(accs) && accs[i+1].ID == a.ID {
+				continue
+			}
+			if cleanAll(&a.Name, &a.Number, &a.Status) {
+				st.replaced.accounts = append(st.replaced.accounts, a.ID)
+			}
+			st.accounts = append(st.accounts, []any{a.ID, cid, nullable(a.Name), nullable(a.Number), nullable(a.Status), a.PauseReason})
+		}
+	}
+	slices.Sort(st.replaced.users)
+	st.replaced.users = slices.Compact(st.replaced.users)
+	return st, nil
+}

@@ -1,0 +1,249 @@
+package load
+
+import (
+	"bytes"
+	"embed"
+	"slices"
+	"strings"
+	"text/template"
+)
+
+// table describes one entity table of the warehouse: the one place its
+// columns are listed. The statements that write it are rendered from this
+// description and the templates in sql/ once, at init.
+//
+// Every entity table has removed_at, first_seen_at and updated_at besides
+// these columns; its history table (when it has one) has the key, the
+// columns, valid_from, valid_to, change and run_id. The staging table
+// s_<name> is created LIKE the entity table (see sql/staging.sql), so column
+// types are the schema's. TestTablesMatchSchema checks these lists against
+// the migrated schema.
+type table struct {
+	Name    string   // entity table
+	History string   // history table; "" when none (accounts)
+	Key     []string // natural key
+	Cols    []string // the other columns a snapshot writes, compared by IS DISTINCT FROM
+	// Owner is the column the removal rule (ownedBy) reads: the row's
+	// customer.
+	Owner string
+	// Deferred: the history is written by a separate statement (see
+	// sql/history.sql and rolesTable), from the keys the upsert and the
+	// removal put in s_changes.
+	Deferred bool
+	// values returns the SQL expressions of the values the upsert writes
+	// for Cols, from staged row s over stored row x (NULLs when none);
+	// nil: the staged values.
+	values func(cols []string, s, x string) []string
+	// scope is the FROM item and condition (on alias t, the entity row)
+	// selecting the current rows a snapshot decides, of which those not
+	// staged are removed (with ownedBy).
+	scopeFrom, scopeWhere string
+
+	upsert, remove string // rendered statements
+}
+
+var (
+	usersTable = &table{Name: "users", History: "users_history", Key: []string{"customer_id", "user_id"},
+		Cols: []string{"home_customer_id", "user_name", "email", "first_name", "last_name", "job_title", "lcid",
+			"lifecycle_status", "last_modified_time", "detail_status", "detail_code", "detail_tracking_id", "detail_error"},
+		Owner: "customer_id", values: userValues, scopeWhere: "t.customer_id = @customer_id"}
+	// Roles are removed for the listed users GetUser read (their complete
+	// role set visible to the credential is in the snapshot), in
+	// Snapshot.RoleCustomers (@owners). The roles of users no current users
+	// row lists any more are SweepRoles'.
+	//
+	// Roles are shared between customers written concurrently, so two
+	// transactions may write the same role at once; an upsert that waits
+	// for a concurrent insert or update of a key goes on with the other
+	// transaction's row version, but its statement snapshot predates that
+	// wait and cannot see the other transaction's history row. Closing open
+	// history intervals in the same statement would then leave two open.
+	// So role history is written by a second statement (Deferred), whose
+	// snapshot is taken after the rows it historizes are locked by this
+	// transaction, hence sees every earlier writer's history committed.
+	// Users (customer lock) and invitations and accounts (one customer's
+	// rows) have no such race and write their history in the same statement.
+	rolesTable = &table{Name: "user_roles", History: "user_roles_history", Key: []string{"user_id", "customer_id", "role_id"},
+		Cols: []string{"account_ids", "linked_account_ids", "customer_link_permission"}, Owner: "customer_id", Deferred: true,
+		// The listed users GetUser read come as an array (@readable): an
+		// index scan of the key whatever the statistics of user_roles say,
+		// where a join with s_users could be planned as a nested loop over
+		// the whole table when they are missing (before autovacuum's first
+		// ANALYZE).
+		scopeWhere: "t.user_id = ANY(@readable::bigint[])"}
+	invitationsTable = &table{Name: "user_invitations", History: "user_invitations_history", Key: []string{"invitation_id"},
+		Cols:  []string{"customer_id", "email", "first_name", "last_name", "role_id", "account_ids", "lcid", "expiration_date"},
+		Owner: "customer_id", scopeWhere: "t.customer_id = @customer_id"}
+	accountsTable = &table{Name: "accounts", Key: []string{"account_id"},
+		Cols:  []string{"customer_id", "name", "number", "status", "pause_reason"},
+		Owner: "customer_id", scopeWhere: "t.customer_id = @customer_id"}
+
+	// tables in the order a snapshot writes them.
+	tables = []*table{accountsTable, usersTable, rolesTable, invitationsTable}
+)
+
+// Staging is the name of the table's staging table.
+func (t *table) Staging() string { return "s_" + t.Name }
+
+// All is the key and the columns: the staging table's COPY columns.
+func (t *table) All() []string { return append(slices.Clone(t.Key), t.Cols...) }
+
+// Exprs are the SQL expressions of the values the upsert writes for Cols
+// (alias s: staged row, x: stored row).
+func (t *table) Exprs() []string {
+	if t.values != nil {
+		return t.values(t.Cols, "s", "x")
+	}
+	return prefix("s.", t.Cols)
+}
+
+// Values are Exprs, each named as its column.
+func (t *table) Values() []string {
+	v := t.Exprs()
+	for i := range v {
+		v[i] += " AS " + t.Cols[i]
+	}
+	return v
+}
+
+// userValues returns, for each of cols (usersTable.Cols), the SQL expression of
+// the value a users row gets from its staged row s over its stored version x
+// (whose columns are NULL when there is none):
+//
+//   - a user GetUser read (s.detail_status 'ok') gets its staged values;
+//   - an unreadable or not_found user keeps x's values, except user_name,
+//     taken from the listing when it has one, and the detail columns;
+//   - detail_tracking_id and detail_error describe the failure that put
+//     the row in its current (detail_status, detail_code): a later failure
+//     with the same status and code keeps them, so that a re-run that finds
+//     the same fault (with a new TrackingId) rewrites nothing. They are
+//     NULL when ok.
+func userValues(cols []string, s, x string) []string {
+	out := make([]string, 0, len(cols))
+	for _, c := range cols {
+		var e string
+		switch c {
+		case "user_name":
+			e = "CASE WHEN {s}.detail_status = 'ok' THEN {s}.user_name ELSE coalesce({s}.user_name, {x}.user_name) END"
+		case "detail_status", "detail_code":
+			e = "{s}." + c
+		case "detail_tracking_id", "detail_error":
+			e = "CASE WHEN {s}.detail_status <> 'ok' AND ({x}.detail_status, {x}.detail_code) IS NOT DISTINCT FROM ({s}.detail_status, {s}.detail_code) THEN {x}." + c + " ELSE {s}." + c + " END"
+		default:
+			e = "CASE WHEN {s}.detail_status = 'ok' THEN {s}." + c + " ELSE {x}." + c + " END"
+		}
+		out = append(out, strings.NewReplacer("{s}", s, "{x}", x).Replace(e))
+	}
+	return out
+}
+
+// ownedBy is the removal rule, written once: a writer removes a row only
+// when the row's customer (its Owner column: the listing customer of a users
+// row, the invitation's or account's customer, the role's customer) is one
+// whose rows of that kind the writer saw completely. owners is the SQL
+// bigint[] of those customers:
+//
+//   - users, invitations and accounts: the snapshot's own customer, whose
+//     complete listing omitted them;
+//   - roles of the listed users GetUser read: Snapshot.RoleCustomers, the
+//     customers the run's credential can see (GetUser returns a user's
+//     complete role set in those, and only in those); NULL means any;
+//   - SweepRoles (users no current users row lists): the customers the
+//     credential can see that synced in the run.
+//
+// So a row is only ever removed by a writer that could have seen it, and
+// several credentials writing one schema never undo each other. Every
+// removal statement is rendered from sql/remove.sql, which applies it.
+func (t *table) OwnedBy() string {
+	return "(@owners::bigint[] IS NULL OR t." + t.Owner + " = ANY(@owners::bigint[]))"
+}
+
+// removeData is what sql/remove.sql renders: the removal of the current rows
+// of T in scope (From, Where on alias t) that the snapshot does not stage
+// (unless NotStaged is false, as for SweepRoles, whose Where says all).
+type removeData struct {
+	*table
+	From, Where string
+	NotStaged   bool
+}
+
+// Table is the table removed from.
+func (d removeData) Table() *table { return d.table }
+
+//go:embed sql/*.sql
+var sqlFiles embed.FS
+
+var templates = template.Must(template.New("").Funcs(template.FuncMap{
+	// list joins cols, each prefixed with p.
+	"list": func(p string, cols []string) string { return strings.Join(prefix(p, cols), ", ") },
+	// on is the equality of the key columns of aliases a and b.
+	"on": func(a, b string, key []string) string {
+		out := make([]string, len(key))
+		for i, k := range key {
+			out[i] = a + "." + k + " = " + b + "." + k
+		}
+		return strings.Join(out, " AND ")
+	},
+	// set is "c = excluded.c, ..." for cols.
+	"set": func(cols []string) string {
+		out := make([]string, len(cols))
+		for i, c := range cols {
+			out[i] = c + " = excluded." + c
+		}
+		return strings.Join(out, ", ")
+	},
+	"join": strings.Join,
+	// history passes the table and the name of the CTE whose rows
+	// (the table's columns and change) the history template appends.
+	"history": func(t *table, src string) map[string]any { return map[string]any{"T": t, "Src": src} },
+}).ParseFS(sqlFiles, "sql/*.sql"))
+
+func render(name string, data any) string {
+	var b bytes.Buffer
+	if err := templates.ExecuteTemplate(&b, name, data); err != nil {
+		panic(err)
+	}
+	return strings.TrimSpace(b.String())
+}
+
+func prefix(p string, cols []string) []string {
+	out := make([]string, len(cols))
+	for i, c := range cols {
+		out[i] = p + c
+	}
+	return out
+}
+
+// The statements, rendered once.
+var (
+	stagingSQL      = render("staging.sql", tables)
+	guardSQL        = render("guard.sql", nil)
+	rolesHistorySQL = render("history.sql", rolesTable)
+	rolesSweepSQL   = render("remove.sql", removeData{table: rolesTable,
+		Where: "NOT EXISTS (SELECT 1 FROM users u WHERE u.user_id = t.user_id AND u.removed_at IS NULL)"})
+	customerSQL     = render("customer.sql", nil)
+	customerSyncSQL = render("customer_sync.sql", countColumns())
+)
+
+func init() {
+	for _, t := range tables {
+		t.upsert = render("upsert.sql", t)
+		t.remove = render("remove.sql", removeData{table: t, From: t.scopeFrom, Where: t.scopeWhere, NotStaged: true})
+	}
+}
+
+// countColumns names the customer_syncs columns of the counts:
+// <entity>_<kind>, without accounts_reappeared (accounts have no history;
+// a reappearing account counts as changed).
+func countColumns() []string {
+	var cols []string
+	for _, e := range (Changes{}).Entities() {
+		for _, k := range e.Kinds() {
+			if e.Name == "accounts" && k.Kind == "reappeared" {
+				continue
+			}
+			cols = append(cols, e.Name+"_"+k.Kind)
+		}
+	}
+	return cols
+}
