@@ -192,6 +192,8 @@ type Server struct {
 	hidden           map[int64]bool // reachable customers GetCustomersInfo omits
 	customersCap     int            // GetCustomersInfo returns at most this many (0 = no cap)
 	seq              int64
+	lastInvitationID int64 // ids handed out, so none is reused
+	lastUserID       int64
 }
 
 // NewServer starts a simulator serving ds (which it owns from now on; pass
@@ -525,10 +527,12 @@ func (s *Server) AcceptInvitation(invitationID int64) int64 {
 	}
 	inv := s.ds.Invitations[i]
 	s.ds.Invitations = slices.Delete(s.ds.Invitations, i, i+1)
-	id := userBase + 5_000_000
+	// A new user id is never one a deleted user had.
+	id := max(userBase+5_000_000, s.lastUserID+1)
 	for _, u := range s.ds.Users {
 		id = max(id, u.ID+1)
 	}
+	s.lastUserID = id
 	now := time.Now().UTC().Truncate(time.Millisecond)
 	s.ds.Users = append(s.ds.Users, msads.User{ID: id, HomeCustomerID: inv.CustomerID, UserName: inv.Email, Email: inv.Email,
 		FirstName: inv.FirstName, LastName: inv.LastName, Lcid: inv.Lcid, LifecycleStatus: "Active", LastModifiedTime: &now})
@@ -542,11 +546,14 @@ func (s *Server) AddInvitation(inv msads.Invitation) int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if inv.ID == 0 {
-		inv.ID = invitationBase + 100_000
+		// Like the service, never reuse an id, even of an invitation
+		// accepted since.
+		inv.ID = max(invitationBase+100_000, s.lastInvitationID+1)
 		for _, x := range s.ds.Invitations {
 			inv.ID = max(inv.ID, x.ID+1)
 		}
 	}
+	s.lastInvitationID = max(s.lastInvitationID, inv.ID)
 	if inv.ExpirationDate == nil {
 		e := time.Now().UTC().Add(30 * 24 * time.Hour).Truncate(time.Second)
 		inv.ExpirationDate = &e

@@ -1139,3 +1139,26 @@ func jsonString(v any) string {
 	b, _ := json.Marshal(v)
 	return string(b)
 }
+
+// The service never hands out an id twice: an invitation accepted (and so
+// gone) does not give its id to the next one, nor a deleted user to the
+// next new user.
+func TestIDsAreNeverReused(t *testing.T) {
+	t.Parallel()
+	s := NewServer(Generate(7, 1, 3))
+	t.Cleanup(s.Close)
+	cust := s.Dataset().CustomerIDs()[0]
+	first := s.AddInvitation(msads.Invitation{CustomerID: cust, Email: "a@example.com", RoleID: msads.RoleViewer})
+	user := s.AcceptInvitation(first)
+	if user == 0 {
+		t.Fatal("AcceptInvitation found no invitation")
+	}
+	if second := s.AddInvitation(msads.Invitation{CustomerID: cust, Email: "b@example.com", RoleID: msads.RoleViewer}); second == first {
+		t.Errorf("invitation id %d reused", first)
+	}
+	s.RemoveUser(cust, user)
+	third := s.AddInvitation(msads.Invitation{CustomerID: cust, Email: "c@example.com", RoleID: msads.RoleViewer})
+	if again := s.AcceptInvitation(third); again == user {
+		t.Errorf("user id %d reused", user)
+	}
+}
