@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -230,6 +231,17 @@ func abandonedAfter(t *testing.T, w *world, rec *runRec) {
 	}
 }
 
+// syncerLine is the one clear "syncer: …" line of a run's stderr ("" if
+// none).
+func syncerLine(stderr string) string {
+	for _, l := range strings.Split(stderr, "\n") {
+		if strings.HasPrefix(l, "syncer: ") {
+			return l
+		}
+	}
+	return ""
+}
+
 // joinUser adds a user to customer c (a change the customer's next
 // snapshot must write to users, so a trigger on users fires for it).
 func joinUser(sim *msadstest.Server, c int64, id int64) {
@@ -299,8 +311,8 @@ func TestReliabilityDB(t *testing.T) {
 			})
 			ta.add(r)
 			out := judgeDBRun(t, w, fault)
-			t.Logf("iteration %d: API changes %v; %s: %d backends terminated in %d rounds; exit %d, run %q, customers failed %v, end lost %v",
-				i+1, changes, what, kills.Load(), rounds.Load(), r.code, out.status, out.failed, out.lostEnd)
+			t.Logf("iteration %d: API changes %v; %s: %d backends terminated in %d rounds; exit %d %q, run %q, customers failed %v, end lost %v",
+				i+1, changes, what, kills.Load(), rounds.Load(), r.code, syncerLine(r.stderr), out.status, out.failed, out.lostEnd)
 			notes = append(notes, fmt.Sprintf("%d:%s→exit %d (%d killed)", i+1, map[bool]string{false: "once", true: "repeated"}[repeated], r.code, kills.Load()))
 			if !repeated && r.code != 0 {
 				// One kill: the write in flight is retried on a fresh
@@ -433,7 +445,7 @@ CREATE TRIGGER slow_write BEFORE INSERT OR UPDATE ON msads.users FOR EACH STATEM
 			e.config = rideConfig
 			ta.add(r)
 			out := judgeDBRun(t, w, unavailable)
-			t.Logf("step %d: API changes %v; restart %s (%s): exit %d after %v, run %q, customers failed %v", i+1, changes, s.name, outages[len(outages)-1], r.code, time.Since(stepStart).Round(time.Millisecond), out.status, out.failed)
+			t.Logf("step %d: API changes %v; restart %s (%s): exit %d %q after %v, run %q, customers failed %v", i+1, changes, s.name, outages[len(outages)-1], r.code, syncerLine(r.stderr), time.Since(stepStart).Round(time.Millisecond), out.status, out.failed)
 			if out.lostEnd {
 				t.Errorf("step %d: the run's end was not recorded though the database came back within %v (FinishRun waits up to 1m)\n\t%s", i+1, s.outage, replay)
 			}
@@ -502,6 +514,78 @@ END $$`)); err != nil {
 		}
 		statementFault(t, w, rng, "disk_full", regexp.MustCompile(`disk full.*53100|53100.*disk full`), "disk full (53100)")
 	})
+
+	t.Run("db-disk-full-role-sweep", dbDiskFullRoleSweep)
+}
+
+// dbDiskFullRoleSweep: a user leaves its only customer; removing its
+// roles is the job of the roles sweep at the end of the run (SweepRoles),
+// and the disk is full when it runs. The customer's own write does not
+// touch user_roles (the user is not listed any more), so only the sweep
+// fails.
+func dbDiskFullRoleSweep(t *testing.T) {
+	t.Parallel()
+	if os.Getenv("SYNCER_DEFECTS") == "" {
+		t.Skip("DEFECT: a database fault in the roles sweep is swallowed: the sweep fails (disk full, 53100, after 2 attempts), the run still records 'succeeded' and exits 0, " +
+			"and the roles of the user who left its last customer stay current (user_roles rows of a user with no current users row) until a later run; " +
+			"expected: the run does not report success while that removal is undone (exit 2 / 'partial' naming the sweep, or the sweep's removal made with the customer's write). SYNCER_DEFECTS=1 runs it")
+	}
+	seed, replay := caseSeed(t)
+	e, _ := newEnvApp(t, msadstest.Generate(seed%1000, 2, 6), suiteSync)
+	w := newWorld(t, e, replay)
+	ta := &tally{}
+	r := w.run("clean first run")
+	ta.add(r)
+	if r.code != 0 {
+		t.Fatalf("clean first run: exit %d: %s", r.code, r.stderr)
+	}
+	ta.check(t, w)
+	// A user listed by exactly one customer (not the signed-in one).
+	ds := e.sim.Dataset()
+	var user, cust int64
+	for _, c := range ds.CustomerIDs() {
+		for _, u := range ds.ListedUserIDs(c) {
+			n := 0
+			for _, o := range ds.CustomerIDs() {
+				if slices.Contains(ds.ListedUserIDs(o), u) {
+					n++
+				}
+			}
+			if n == 1 && u != ds.PrincipalID() && user == 0 {
+				user, cust = u, c
+			}
+		}
+	}
+	e.sim.RemoveUser(cust, user)
+	if _, err := e.pool.Exec(t.Context(), w.sql(`
+CREATE FUNCTION {S}.disk_full() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	RAISE EXCEPTION 'could not extend file "base/16384/16390": No space left on device' USING ERRCODE = '53100';
+END $$;
+CREATE TRIGGER fault BEFORE UPDATE ON {S}.user_roles FOR EACH ROW
+	WHEN (OLD.removed_at IS NULL AND NEW.removed_at IS NOT NULL) EXECUTE FUNCTION {S}.disk_full()`)); err != nil {
+		t.Fatal(err)
+	}
+	r = w.run(fmt.Sprintf("user %d leaves its only customer %d; disk full on removing roles", user, cust))
+	ta.add(r)
+	roles := e.queryInt("SELECT count(*) FROM S.user_roles WHERE user_id = $1 AND removed_at IS NULL", user)
+	t.Logf("user %d left customer %d, the disk is full for role removals: exit %d %q; %d roles of the user still current", user, cust, r.code, syncerLine(r.stderr), roles)
+	if r.code == 0 && roles > 0 {
+		t.Errorf("the roles sweep failed on a full disk (the log says so: %v), yet the run exited 0 (status succeeded) with %d roles of user %d, who no customer lists any more, still current\n\t%s",
+			strings.Contains(r.stderr, "could not remove the roles") && strings.Contains(r.stderr, "53100"), roles, user, replay)
+	}
+	ta.check(t, w)
+	if _, err := e.pool.Exec(t.Context(), w.sql("DROP TRIGGER fault ON {S}.user_roles")); err != nil {
+		t.Fatal(err)
+	}
+	r = w.run("repair run (disk space back)")
+	ta.add(r)
+	if r.code != 0 {
+		t.Errorf("repair run: exit %d: %s", r.code, lastLines(r.stderr))
+	}
+	ta.check(t, w)
+	wantCurrent(t, w)
+	ta.log(t, w, "disk full during the roles sweep")
 }
 
 // statementFault is the shape of the statement-fault cases: a clean first
@@ -547,7 +631,7 @@ func statementFault(t *testing.T, w *world, rng *rand.Rand, fn string, named *re
 		exec("DROP TRIGGER fault ON {S}.users")
 		ta.add(r)
 		out := judgeDBRun(t, w, named)
-		t.Logf("round %d: API changes %v; %s on customers %v: exit %d in %v, run %q, customers failed %v", round+1, changes, what, victims, r.code, took.Round(time.Millisecond), out.status, out.failed)
+		t.Logf("round %d: API changes %v; %s on customers %v: exit %d %q in %v, run %q, customers failed %v", round+1, changes, what, victims, r.code, syncerLine(r.stderr), took.Round(time.Millisecond), out.status, out.failed)
 		notes = append(notes, fmt.Sprintf("round %d: %d of %d customers faulted → exit %d", round+1, len(victims), len(ids), r.code))
 		wantCode := 2
 		if len(victims) == len(ids) {
