@@ -204,6 +204,7 @@ func judgeDBRun(t *testing.T, w *world, want *regexp.Regexp) dbOutcome {
 				continue
 			}
 			out.failed = append(out.failed, c)
+			t.Logf("%s: customer %d failed: %s", rec.label, c, msg)
 			if !want.MatchString(msg) {
 				t.Errorf("%s: customer %d failed, but customer_syncs.error does not name the fault (%s): %q\n\t%s", rec.label, c, want, msg, w.replay)
 			}
@@ -273,7 +274,7 @@ func TestReliabilityDB(t *testing.T) {
 			t.Fatalf("clean first run: exit %d: %s\n\t%s", r.code, r.stderr, replay)
 		}
 		ta.check(t, w)
-		fault := regexp.MustCompile(`(?i)terminat|57P01|admin shutdown|connection|lease lost|database`)
+		fault := regexp.MustCompile(`57P01|terminated by the server|connection to the database lost|lease lost`)
 		var notes []string
 		for i := range 4 {
 			repeated := i%2 == 1
@@ -419,7 +420,7 @@ CREATE TRIGGER slow_write BEFORE INSERT OR UPDATE ON msads.users FOR EACH STATEM
 				outages = append(outages, fmt.Sprintf("%s: down %v", where, time.Since(stopAt).Round(10*time.Millisecond)))
 			}
 		}
-		unavailable := regexp.MustCompile(`(?i)retry_max_elapsed|unavailable|connection|shutdown|lease lost`)
+		unavailable := regexp.MustCompile(`retry_max_elapsed|57P0[123]|connection to the database lost|lease lost`)
 		long := rng.IntN(2) == 0 // the longer outage: during a write, or between customers
 		steps := []struct {
 			name   string
