@@ -37,6 +37,8 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -48,6 +50,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/msads-syncer/syncer/internal/extract/msadstest"
+	"github.com/msads-syncer/syncer/internal/job"
 	"github.com/msads-syncer/syncer/internal/msads"
 )
 
@@ -107,6 +110,26 @@ type world struct {
 	// every query sees the same committed state (a killed run's backend
 	// may still commit a COMMIT sent just before the SIGKILL).
 	snap pgx.Tx
+	// creds are the sign-ins runs use: creds[0] is the env's default
+	// credential (every customer of the data); addCredential adds more.
+	creds []*credential
+}
+
+// credential is one sign-in of the world's runs: its config file, the
+// secrets its environment gives, and the customers it reaches. Several
+// credentials write one schema side by side (design: "Several credentials
+// (several logins) are several CronJobs writing to the same schema").
+type credential struct {
+	name string
+	// config is its config file; "" for the default credential: the env's
+	// (w.e.config, which a case may swap).
+	config                                  string
+	devToken, clientID, clientSecret, token string // token: the refresh token every run is given
+	// customers it reaches; nil: every customer of the data. The API
+	// version a run of it is judged against holds only these, and only the
+	// roles in them (what GetUser shows this credential).
+	customers []int64
+	key       string // sync_runs.credential_key
 }
 
 // query runs q on the checker's snapshot, or on the pool outside it.
@@ -121,18 +144,59 @@ func (w *world) query(ctx context.Context, q string, args ...any) (pgx.Rows, err
 type runRec struct {
 	label   string
 	version int // index in world.versions
+	cred    int // index in world.creds
 	results []result
 	killed  bool    // SIGKILLed: no exit code to judge
 	runIDs  []int64 // sync_runs rows it created
 }
 
 func newWorld(t *testing.T, e *env, replay string) *world {
-	return &world{t: t, e: e, replay: replay, token: e.sim.RefreshToken()}
+	w := &world{t: t, e: e, replay: replay, token: e.sim.RefreshToken()}
+	w.creds = []*credential{{name: "default", devToken: e.sim.DeveloperToken(), clientID: e.sim.ClientID(),
+		clientSecret: e.sim.ClientSecret(), token: w.token, key: job.CredentialKey(e.sim.ClientID(), e.sim.DeveloperToken())}}
+	return w
 }
 
-// version takes the API truth for the next run.
-func (w *world) version() int {
-	w.versions = append(w.versions, newAPIVersion(w.e.sim.Dataset()))
+// addCredential adds a sign-in that reaches only customers: a config like
+// the env's with its own OAuth client id and customer ids, and its own
+// developer token, client secret and refresh token in the environment. It
+// returns its index for runAs and runTogetherAs.
+func (w *world) addCredential(name string, c *msadstest.Credential, customers []int64) int {
+	w.t.Helper()
+	b, err := os.ReadFile(w.e.config)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	y := strings.Replace(string(b), fmt.Sprintf("client_id: %q", w.e.sim.ClientID()), fmt.Sprintf("client_id: %q", c.ClientID()), 1)
+	ids := make([]string, len(customers))
+	for i, id := range customers {
+		ids[i] = strconv.FormatInt(id, 10)
+	}
+	y = regexp.MustCompile(`(?m)^  ids: \[.*\]$`).ReplaceAllLiteralString(y, "  ids: ["+strings.Join(ids, ", ")+"]")
+	if !strings.Contains(y, c.ClientID()) || !strings.Contains(y, "  ids: ["+strings.Join(ids, ", ")+"]") {
+		w.t.Fatalf("addCredential: could not rewrite the config for %s:\n%s", name, y)
+	}
+	p := filepath.Join(w.e.dir, "config-"+name+".yaml")
+	if err := os.WriteFile(p, []byte(y), 0o600); err != nil {
+		w.t.Fatal(err)
+	}
+	w.creds = append(w.creds, &credential{name: name, config: p, devToken: c.DeveloperToken(), clientID: c.ClientID(),
+		clientSecret: c.ClientSecret(), token: c.RefreshToken(), customers: slices.Clone(customers),
+		key: job.CredentialKey(c.ClientID(), c.DeveloperToken())})
+	return len(w.creds) - 1
+}
+
+// version takes the API truth for the next run of the default credential.
+func (w *world) version() int { return w.versionFor(0) }
+
+// versionFor takes the API truth for the next run of credential cred: what
+// the API shows that credential.
+func (w *world) versionFor(cred int) int {
+	v := newAPIVersion(w.e.sim.Dataset())
+	if cs := w.creds[cred].customers; cs != nil {
+		v.restrict(cs)
+	}
+	w.versions = append(w.versions, v)
 	return len(w.versions) - 1
 }
 
@@ -142,11 +206,23 @@ func (w *world) latest() int { return len(w.versions) - 1 }
 // start starts `syncer run` with the world's fixed refresh token.
 func (w *world) start(ctx context.Context, args ...string) (*exec.Cmd, *strings.Builder, *strings.Builder) {
 	w.t.Helper()
-	cmd := exec.CommandContext(ctx, binary, append([]string{"run", "--config", w.e.config}, args...)...)
+	return w.startAs(ctx, 0, args...)
+}
+
+// startAs starts `syncer run` as credential cred, with its config and its
+// fixed refresh token.
+func (w *world) startAs(ctx context.Context, cred int, args ...string) (*exec.Cmd, *strings.Builder, *strings.Builder) {
+	w.t.Helper()
+	c := w.creds[cred]
+	config, token := c.config, c.token
+	if cred == 0 {
+		config, token = w.e.config, w.token
+	}
+	cmd := exec.CommandContext(ctx, binary, append([]string{"run", "--config", config}, args...)...)
 	cmd.Env = append(os.Environ(),
-		"TEST_DEV_TOKEN="+w.e.sim.DeveloperToken(),
-		"TEST_CLIENT_SECRET="+w.e.sim.ClientSecret(),
-		"TEST_REFRESH_TOKEN="+w.token,
+		"TEST_DEV_TOKEN="+c.devToken,
+		"TEST_CLIENT_SECRET="+c.clientSecret,
+		"TEST_REFRESH_TOKEN="+token,
 	)
 	var o, er strings.Builder
 	cmd.Stdout, cmd.Stderr = &lockedWriter{b: &o}, &lockedWriter{b: &er}
@@ -285,6 +361,79 @@ func (w *world) runTogether(label string, n int) []result {
 	return out
 }
 
+// runAs runs one sync of credential cred to its end under a fresh API
+// version and records it.
+func (w *world) runAs(label string, cred int, args ...string) result {
+	w.t.Helper()
+	v := w.versionFor(cred)
+	ctx, cancel := context.WithTimeout(w.t.Context(), time.Minute)
+	defer cancel()
+	cmd, o, er := w.startAs(ctx, cred, args...)
+	r := w.wait(cmd, o, er)
+	w.recordAs([]*runRec{{label: label, version: v, cred: cred, results: []result{r}}})
+	return r
+}
+
+// runTogetherAs starts one sync per credential of creds at once (each
+// under its own view of one API version), waits for all, and records each
+// as its own run: the sync_runs rows are told apart by credential_key.
+func (w *world) runTogetherAs(label string, creds ...int) []result {
+	w.t.Helper()
+	recs := make([]*runRec, len(creds))
+	for i, c := range creds {
+		recs[i] = &runRec{label: fmt.Sprintf("%s [%s]", label, w.creds[c].name), version: w.versionFor(c), cred: c}
+	}
+	ctx, cancel := context.WithTimeout(w.t.Context(), time.Minute)
+	defer cancel()
+	out := make([]result, len(creds))
+	var wg sync.WaitGroup
+	for i, c := range creds {
+		cmd, o, er := w.startAs(ctx, c)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out[i] = w.wait(cmd, o, er)
+		}()
+	}
+	wg.Wait()
+	for i := range recs {
+		recs[i].results = []result{out[i]}
+	}
+	w.recordAs(recs)
+	return out
+}
+
+// recordAs attaches the sync_runs rows created since the previous run to
+// recs, each the runs of its credential (by credential_key).
+func (w *world) recordAs(recs []*runRec) {
+	w.t.Helper()
+	rows, err := w.e.pool.Query(w.t.Context(), w.sql("SELECT run_id, coalesce(credential_key, '') FROM {S}.sync_runs WHERE run_id > $1 ORDER BY run_id"), w.lastRun)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	type row struct {
+		id  int64
+		key string
+	}
+	got, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (row, error) {
+		var x row
+		return x, r.Scan(&x.id, &x.key)
+	})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	for _, x := range got {
+		w.lastRun = max(w.lastRun, x.id)
+		for _, r := range recs {
+			if w.creds[r.cred].key == x.key {
+				r.runIDs = append(r.runIDs, x.id)
+				break
+			}
+		}
+	}
+	w.runs = append(w.runs, recs...)
+}
+
 // record attaches the sync_runs rows created since the previous run.
 func (w *world) record(r *runRec) {
 	w.t.Helper()
@@ -381,6 +530,36 @@ func newAPIVersion(ds *msadstest.Dataset) *apiVersion {
 		}
 	}
 	return v
+}
+
+// restrict narrows the version to what a credential reaching only
+// customers sees: those customers, and the roles in them.
+func (v *apiVersion) restrict(customers []int64) {
+	keep := map[int64]bool{}
+	for _, c := range customers {
+		if v.reachable[c] {
+			keep[c] = true
+		}
+	}
+	v.customers = slices.DeleteFunc(v.customers, func(c int64) bool { return !keep[c] })
+	for c := range v.reachable {
+		if !keep[c] {
+			delete(v.reachable, c)
+			delete(v.listed, c)
+			delete(v.invitations, c)
+			delete(v.accounts, c)
+		}
+	}
+	for u, rs := range v.roles {
+		for k := range rs {
+			if !keep[k.customer] {
+				delete(rs, k)
+			}
+		}
+		if len(rs) == 0 {
+			delete(v.roles, u)
+		}
+	}
 }
 
 // arrayText renders ids as the warehouse stores them: NULL for nil, else
@@ -844,24 +1023,30 @@ func diffAgainst(rows *dbCustomerRows, v *apiVersion, c int64) []string {
 	return out
 }
 
-// checkRoles: a user's current roles are those of the API version of the
-// latest successful sync that listed and read it.
+// checkRoles: a user's current roles in a customer are those of the API
+// version of the latest successful sync that listed and read the user and
+// whose credential can see that customer (with one credential: the latest
+// successful sync that listed the user, for every customer). Several
+// credentials each see only the roles in their own customers, and each
+// writes only what it sees.
 func (w *world) checkRoles(fail failFunc, db *warehouse, versionOfRun map[int64]int) {
-	// user → (version, run, customer) of the latest successful sync
-	// listing it with a readable current row.
+	// user → role customer → (version, run, customer) of the latest
+	// successful sync listing it with a readable current row whose version
+	// can see the role customer.
 	type src struct {
 		version  int
 		run, cus int64
 	}
-	best := map[int64]src{}
+	best := map[int64]map[int64]src{}
 	skip := map[int64]bool{} // users with an unreadable current row: roles as last read
 	for c, runID := range db.lastOK {
 		vi, ok := versionOfRun[runID]
 		if !ok {
 			continue
 		}
+		v := w.versions[vi]
 		rows := db.customers[c]
-		for u := range w.versions[vi].listed[c] {
+		for u := range v.listed[c] {
 			if rows == nil {
 				continue
 			}
@@ -873,10 +1058,27 @@ func (w *world) checkRoles(fail failFunc, db *warehouse, versionOfRun map[int64]
 				skip[u] = true
 				continue
 			}
-			if b, ok := best[u]; !ok || runID > b.run {
-				best[u] = src{vi, runID, c}
+			if best[u] == nil {
+				best[u] = map[int64]src{}
+			}
+			for k := range v.reachable {
+				if b, ok := best[u][k]; !ok || runID > b.run {
+					best[u][k] = src{vi, runID, c}
+				}
 			}
 		}
+	}
+	// seenFrom reports whether a current users row of u is in a customer
+	// whose last successful sync's credential can see customer k.
+	seenFrom := func(u, k int64) bool {
+		for c, rows := range db.customers {
+			if x, ok := rows.users[u]; ok && x.current {
+				if vi, ok := versionOfRun[db.lastOK[c]]; ok && w.versions[vi].reachable[k] {
+					return true
+				}
+			}
+		}
+		return false
 	}
 	users := map[int64]bool{}
 	for u := range best {
@@ -890,32 +1092,59 @@ func (w *world) checkRoles(fail failFunc, db *warehouse, versionOfRun map[int64]
 			continue
 		}
 		got := db.roles[u]
-		b, ok := best[u]
-		if !ok {
-			// Listed by no successful sync's version: written by none, or
-			// removed together with its last users row. Current roles are
-			// allowed only while the user still has a current users row.
-			if len(got) > 0 && !hasCurrentRow(db, u) {
-				fail("user %d: %d current roles but no current users row and no successful sync lists it: %v", u, len(got), got)
-			}
-			continue
+		custs := map[int64]bool{}
+		for k := range best[u] {
+			custs[k] = true
 		}
-		want := w.versions[b.version].roles[u]
-		for _, k := range slices.SortedFunc(maps.Keys(got), cmpRole) {
-			a, ok := want[k]
-			switch {
-			case !ok:
-				fail("user %d: role %d in customer %d is current in the warehouse, but API version %d (seen by run_id %d through customer %d) does not give it",
-					u, k.role, k.customer, b.version, b.run, b.cus)
-			case a != got[k]:
-				fail("user %d: role %d in customer %d: account_ids %s in the warehouse, API version %d (run_id %d, customer %d) says %s",
-					u, k.role, k.customer, got[k], b.version, b.run, b.cus, a)
-			}
+		for k := range got {
+			custs[k.customer] = true
 		}
-		for _, k := range slices.SortedFunc(maps.Keys(want), cmpRole) {
-			if _, ok := got[k]; !ok {
-				fail("user %d: role %d in customer %d given by API version %d (run_id %d, customer %d) is not current in the warehouse",
-					u, k.role, k.customer, b.version, b.run, b.cus)
+		for _, rc := range slices.Sorted(maps.Keys(custs)) {
+			gotC := map[roleKey]string{}
+			for k, a := range got {
+				if k.customer == rc {
+					gotC[k] = a
+				}
+			}
+			b, ok := best[u][rc]
+			if !ok {
+				// No successful sync that can see this customer lists the
+				// user: written by none, or removed together with its last
+				// users row. Current roles are allowed only while the user
+				// still has a current users row that a credential seeing
+				// this customer wrote.
+				if len(gotC) > 0 && !seenFrom(u, rc) {
+					if !hasCurrentRow(db, u) {
+						fail("user %d: %d current roles but no current users row and no successful sync lists it: %v", u, len(gotC), gotC)
+					} else {
+						fail("user %d: %d current roles in customer %d %v, but no successful sync of a credential that can see customer %d lists the user (its current users rows were written by credentials that cannot see it): nobody can ever remove them",
+							u, len(gotC), rc, gotC, rc)
+					}
+				}
+				continue
+			}
+			want := map[roleKey]string{}
+			for k, a := range w.versions[b.version].roles[u] {
+				if k.customer == rc {
+					want[k] = a
+				}
+			}
+			for _, k := range slices.SortedFunc(maps.Keys(gotC), cmpRole) {
+				a, ok := want[k]
+				switch {
+				case !ok:
+					fail("user %d: role %d in customer %d is current in the warehouse, but API version %d (seen by run_id %d through customer %d) does not give it",
+						u, k.role, k.customer, b.version, b.run, b.cus)
+				case a != gotC[k]:
+					fail("user %d: role %d in customer %d: account_ids %s in the warehouse, API version %d (run_id %d, customer %d) says %s",
+						u, k.role, k.customer, gotC[k], b.version, b.run, b.cus, a)
+				}
+			}
+			for _, k := range slices.SortedFunc(maps.Keys(want), cmpRole) {
+				if _, ok := gotC[k]; !ok {
+					fail("user %d: role %d in customer %d given by API version %d (run_id %d, customer %d) is not current in the warehouse",
+						u, k.role, k.customer, b.version, b.run, b.cus)
+				}
 			}
 		}
 	}
@@ -1094,6 +1323,15 @@ func (w *world) eachRow(fail failFunc, q string, fn func(pgx.Rows) error) {
 // newest API version: the warehouse equals the current API exactly.
 func wantCurrent(tb testing.TB, w *world) {
 	tb.Helper()
+	wantCurrentSince(tb, w, w.latest())
+}
+
+// wantCurrentSince is wantCurrent when the API has not changed since
+// version first was taken (several credentials take one version each per
+// round): every customer's last successful sync saw version first or a
+// later one.
+func wantCurrentSince(tb testing.TB, w *world, first int) {
+	tb.Helper()
 	db, ok := w.read(tb)
 	if !ok {
 		return
@@ -1104,10 +1342,16 @@ func wantCurrent(tb testing.TB, w *world) {
 			versionOfRun[id] = r.version
 		}
 	}
-	for _, c := range w.versions[w.latest()].customers {
+	all := map[int64]bool{}
+	for _, v := range w.versions[first:] {
+		for _, c := range v.customers {
+			all[c] = true
+		}
+	}
+	for _, c := range slices.Sorted(maps.Keys(all)) {
 		id, ok := db.lastOK[c]
-		if v, known := versionOfRun[id]; !ok || !known || v != w.latest() {
-			tb.Errorf("customer %d: last successful sync run_id %d saw API version %d, not the current one (%d)\n\t%s", c, id, versionOfRun[id], w.latest(), w.replay)
+		if v, known := versionOfRun[id]; !ok || !known || v < first {
+			tb.Errorf("customer %d: last successful sync run_id %d saw API version %d, not the current one (%d or later)\n\t%s", c, id, versionOfRun[id], first, w.replay)
 		}
 	}
 }
@@ -1150,6 +1394,21 @@ func (r *recordingTB) has(parts ...string) bool {
 
 // ---- API changes between runs ----
 
+// simIDs are the largest user and invitation ids apiChanges gave on one
+// simulator, so that it never gives one twice (the simulator picks
+// max(current)+1, which reuses the id of a user or invitation gone since).
+type simIDs struct {
+	mu               sync.Mutex
+	user, invitation int64
+}
+
+var simIDsOf sync.Map // *msadstest.Server → *simIDs
+
+func issuedIDs(sim *msadstest.Server) *simIDs {
+	v, _ := simIDsOf.LoadOrStore(sim, &simIDs{})
+	return v.(*simIDs)
+}
+
 // apiChanges makes a few random changes to the API, as happen between two
 // syncs: users leave and join, roles change, emails change, invitations
 // are accepted and sent. It never touches the signed-in user, and removes
@@ -1158,10 +1417,14 @@ func apiChanges(rng *rand.Rand, sim *msadstest.Server) []string {
 	ds := sim.Dataset()
 	principal := ds.PrincipalID()
 	var log []string
-	maxID := int64(0)
+	ids := issuedIDs(sim)
+	ids.mu.Lock()
+	defer ids.mu.Unlock()
+	maxID := ids.user
 	for _, u := range ds.Users {
 		maxID = max(maxID, u.ID)
 	}
+	defer func() { ids.user = max(ids.user, maxID) }()
 	accountsOf := func(c int64) []int64 {
 		var ids []int64
 		for _, a := range ds.Accounts {
@@ -1225,8 +1488,20 @@ func apiChanges(rng *rand.Rand, sim *msadstest.Server) []string {
 			}
 		}
 		if rng.IntN(2) == 0 {
-			id := sim.AddInvitation(msads.Invitation{CustomerID: c, Email: fmt.Sprintf("invitee%d@example.com", rng.IntN(1_000_000)),
+			// A fresh id: the simulator would give max(pending)+1, the id
+			// of an invitation accepted meanwhile, to a new invitation in
+			// any customer (the real API never reuses one; the warehouse
+			// keys invitations by id alone).
+			next := ids.invitation + 1
+			for _, inv := range sim.Dataset().Invitations {
+				next = max(next, inv.ID+1)
+			}
+			if ids.invitation == 0 {
+				next = 0 // the simulator's first id
+			}
+			id := sim.AddInvitation(msads.Invitation{ID: next, CustomerID: c, Email: fmt.Sprintf("invitee%d@example.com", rng.IntN(1_000_000)),
 				FirstName: "Invited", LastName: "Person", RoleID: msads.RoleStandardUser, Lcid: "EnglishUS"})
+			ids.invitation = max(ids.invitation, id)
 			log = append(log, fmt.Sprintf("invitation %d sent in customer %d", id, c))
 		}
 	}
