@@ -519,18 +519,12 @@ END $$`)); err != nil {
 	t.Run("db-disk-full-role-sweep", dbDiskFullRoleSweep)
 }
 
-// dbDiskFullRoleSweep: a user leaves its only customer; removing its
-// roles is the job of the roles sweep at the end of the run (SweepRoles),
-// and the disk is full when it runs. The customer's own write does not
-// touch user_roles (the user is not listed any more), so only the sweep
-// fails.
+// dbDiskFullRoleSweep: a user leaves its only customer, and the disk is
+// full whenever a role is removed. The customer's write removes the user's
+// roles there with the users row, so that write fails (and with it the
+// customer); the run must not report success while the roles stay.
 func dbDiskFullRoleSweep(t *testing.T) {
 	t.Parallel()
-	if os.Getenv("SYNCER_DEFECTS") == "" {
-		t.Skip("DEFECT: a database fault in the roles sweep is swallowed: the sweep fails (disk full, 53100, after 2 attempts), the run still records 'succeeded' and exits 0, " +
-			"and the roles of the user who left its last customer stay current (user_roles rows of a user with no current users row) until a later run; " +
-			"expected: the run does not report success while that removal is undone (exit 2 / 'partial' naming the sweep, or the sweep's removal made with the customer's write). SYNCER_DEFECTS=1 runs it")
-	}
 	seed, replay := caseSeed(t)
 	e, _ := newEnvApp(t, msadstest.Generate(seed%1000, 2, 6), suiteSync)
 	w := newWorld(t, e, replay)

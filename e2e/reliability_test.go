@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"maps"
 	"math/rand/v2"
-	"os"
 	"slices"
 	"strings"
 	"syscall"
@@ -723,16 +722,11 @@ func twoCredentials(t *testing.T) {
 // twoCredentialsOneSidedUser: a user listed by c1 (A only) and c3 (B
 // only) leaves one of them. Its role there is gone in the API, but the
 // credential that can see that customer no longer lists the user (so never
-// reads its roles again), the other credential cannot see the role, and
-// the roles sweep keeps it because the user still has a current users row
-// (written by the other credential): the role stays current forever.
+// reads its roles again) and the other credential cannot see the role:
+// only the customer's own write can remove it, with the users row its
+// listing dropped.
 func twoCredentialsOneSidedUser(t *testing.T) {
 	t.Parallel()
-	if os.Getenv("SYNCER_DEFECTS") == "" {
-		t.Skip("DEFECT: with two credentials, a user listed only by customers of different credentials (c1 of A, c3 of B) who leaves one of them keeps its role there forever: " +
-			"the credential seeing that customer no longer lists the user (no GetUser, so no role removal), the other cannot see the role (RoleCustomers), and SweepRoles only removes roles of users with no current users row at all. " +
-			"SYNCER_DEFECTS=1 runs it")
-	}
 	seed, replay := caseSeed(t)
 	y, z := int64(87_000_002), int64(87_000_003)
 	tc := newTwoCreds(t, seed, replay, func(ds *msadstest.Dataset, c1, _, c3 int64) {

@@ -68,9 +68,15 @@ func failedCustomers(res *job.Result) string {
 		}
 		parts = append(parts, fmt.Sprintf("%d (%s)", c.CustomerID, truncate(oneLine(c.Error), maxCustomerError)))
 	}
+	if res.Failed == 0 && res.Error != "" {
+		return res.Error // every customer synced, something after them failed (the role sweep)
+	}
 	head := fmt.Sprintf("%d of %d customers failed", res.Failed, len(res.Customers))
 	if res.Failed == len(res.Customers) {
 		head = fmt.Sprintf("all %d customers failed", res.Failed)
+	}
+	if res.SweepError != "" {
+		parts = append(parts, "and the roles of users no customer lists any more could not be removed: "+truncate(oneLine(res.SweepError), maxCustomerError))
 	}
 	if len(parts) == 0 {
 		return head

@@ -311,6 +311,12 @@ func (r *Runner) Run(ctx context.Context, opts Options) (*Result, error) {
 		res.Status = StatusPartial
 		res.Error = fmt.Sprintf("%d of %d customers failed", res.Failed, len(customers))
 	}
+	if res.SweepError != "" && res.Status == StatusSucceeded {
+		// Every customer was written, but roles that must go are still
+		// current: the run did not leave the warehouse right.
+		res.Status = StatusPartial
+		res.Error = "the roles of users no customer lists any more could not be removed (the next run will): " + res.SweepError
+	}
 	res.FinishedAt = time.Now().UTC()
 	res.DurationSec = res.FinishedAt.Sub(start).Seconds()
 	if !opts.DryRun {

@@ -112,9 +112,8 @@ func TestUnreadableUserReappears(t *testing.T) {
 	b.write(t, baseSnapshot())
 	snap := baseSnapshot()
 	snap.Users, snap.Roles = snap.Users[:3], withoutRolesOf(snap.Roles, 4)
-	b.write(t, snap)
-	if n := b.sweep(t, cust); n != 1 {
-		t.Errorf("sweep removed %d roles, want 1", n)
+	if ch, want := b.write(t, snap), (Changes{Users: Counts{Removed: 1}, Roles: Counts{Removed: 1}}); ch != want {
+		t.Errorf("user 4 gone: changes = %v, want %v (its role in 1001 with it)", ch, want)
 	}
 	snap.Users = append(snap.Users, unreadable(4, "", msads.DetailUnreadable, 0, ""))
 	if ch, want := b.write(t, snap), (Changes{Users: Counts{Reappeared: 1}}); ch != want {
@@ -140,11 +139,8 @@ func TestNotFoundUserThenAbsent(t *testing.T) {
 	equal(t, "role of user 4 kept", b.strings(t, `SELECT role_id, removed_at IS NULL FROM user_roles WHERE user_id = 4`), []string{"999|true"})
 
 	snap.Users = snap.Users[:3]
-	if ch, want := b.write(t, snap), (Changes{Users: Counts{Removed: 1}}); ch != want {
+	if ch, want := b.write(t, snap), (Changes{Users: Counts{Removed: 1}, Roles: Counts{Removed: 1}}); ch != want {
 		t.Errorf("absent: changes = %v, want %v", ch, want)
-	}
-	if n := b.sweep(t, cust); n != 1 {
-		t.Errorf("sweep removed %d roles, want 1", n)
 	}
 	equal(t, "user 4 removed", b.strings(t, `SELECT detail_status, removed_at IS NOT NULL FROM users WHERE user_id = 4`), []string{"not_found|true"})
 	equal(t, "user 4 history", b.strings(t, `SELECT change, detail_status FROM users_history WHERE user_id = 4 ORDER BY valid_from`),
@@ -167,11 +163,11 @@ func TestRemovalGuardCountsUnreadableAsListed(t *testing.T) {
 	if err != nil {
 		t.Fatalf("WriteSnapshot: %v", err)
 	}
-	if want := (Changes{Users: Counts{Changed: 2, Removed: 1}}); ch != want {
+	if want := (Changes{Users: Counts{Changed: 2, Removed: 1}, Roles: Counts{Removed: 1}}); ch != want {
 		t.Errorf("changes = %v, want %v", ch, want)
 	}
-	if n := b.sweep(t, cust, 2002); n != 1 {
-		t.Errorf("sweep removed %d roles, want 1", n)
+	if n := b.sweep(t, cust, 2002); n != 0 {
+		t.Errorf("sweep removed %d roles, want 0", n)
 	}
 	equal(t, "current users", b.strings(t, `SELECT user_id, detail_status FROM users WHERE removed_at IS NULL ORDER BY 1`),
 		[]string{"1|ok", "2|unreadable", "3|not_found"})

@@ -215,12 +215,13 @@ func TestUserRemovedAndReadded(t *testing.T) {
 	snap.Users = snap.Users[:2] // users 3 and 4 gone: 2 of 4, exactly the limit
 	snap.Roles = snap.Roles[:2]
 	ch := b.write(t, snap)
-	if want := (Changes{Users: Counts{Removed: 2}}); ch != want {
+	// Their roles in 1001 go with the listing; user 3's role in 2002, which
+	// no listing keeps any more, with the sweep after the run's writes.
+	if want := (Changes{Users: Counts{Removed: 2}, Roles: Counts{Removed: 2}}); ch != want {
 		t.Errorf("removal changes = %v, want %v", ch, want)
 	}
-	// Their roles go with the sweep after the run's writes.
-	if n := b.sweep(t, cust, 2002); n != 3 {
-		t.Errorf("sweep removed %d roles, want 3", n)
+	if n := b.sweep(t, cust, 2002); n != 1 {
+		t.Errorf("sweep removed %d roles, want 1", n)
 	}
 	equal(t, "users removed", b.strings(t, `SELECT user_id FROM users WHERE removed_at IS NOT NULL ORDER BY 1`), []string{"3", "4"})
 	equal(t, "access without 3 and 4", b.strings(t, `SELECT DISTINCT user_id FROM access ORDER BY 1`), []string{"1", "2"})
@@ -455,24 +456,25 @@ func TestUserSharedByTwoCustomers(t *testing.T) {
 	if ch := b.write(t, other); ch != (Changes{Users: Counts{Added: 1}}) {
 		t.Errorf("second customer's listing of user 3: %v, want 1 user added (roles unchanged)", ch)
 	}
-	// Customer 1001 drops user 3: 2002 still lists them, so their roles stay.
+	// Customer 1001 drops user 3: the user is no longer 1001's, so the role
+	// in 1001 goes with the listing; 2002 still lists them, so the role in
+	// 2002 stays.
 	a.Users = slicesDelete(a.Users, 2)
 	a.Roles = []msads.Role{a.Roles[0], a.Roles[1], a.Roles[4]}
-	if ch := b.write(t, a); ch != (Changes{Users: Counts{Removed: 1}}) {
-		t.Errorf("1001 drops user 3: %v, want 1 user removed, no role removed", ch)
+	if ch := b.write(t, a); ch != (Changes{Users: Counts{Removed: 1}, Roles: Counts{Removed: 1}}) {
+		t.Errorf("1001 drops user 3: %v, want 1 user and their role in 1001 removed", ch)
 	}
 	equal(t, "user 3 access", b.strings(t, `SELECT customer_id, role_id FROM access WHERE user_id = 3 ORDER BY 1`),
-		[]string{"1001|203", "2002|100"})
+		[]string{"2002|100"})
 	if n := b.sweep(t, cust, 2002); n != 0 {
 		t.Errorf("sweep removed %d roles of a user 2002 still lists", n)
 	}
-	// 2002 drops them too: the roles go with the last listing, in the
-	// sweep after the run's writes.
-	if ch := b.write(t, &msads.Snapshot{CustomerID: 2002}); ch != (Changes{Users: Counts{Removed: 1}}) {
-		t.Errorf("2002 drops user 3: %v, want 1 user removed", ch)
+	// 2002 drops them too: their role in 2002 goes with that listing.
+	if ch := b.write(t, &msads.Snapshot{CustomerID: 2002}); ch != (Changes{Users: Counts{Removed: 1}, Roles: Counts{Removed: 1}}) {
+		t.Errorf("2002 drops user 3: %v, want 1 user and 1 role removed", ch)
 	}
-	if n := b.sweep(t, cust, 2002); n != 2 {
-		t.Errorf("sweep removed %d roles, want 2", n)
+	if n := b.sweep(t, cust, 2002); n != 0 {
+		t.Errorf("sweep removed %d roles, want 0 (nothing left)", n)
 	}
 	equal(t, "user 3 access gone", b.strings(t, `SELECT count(*) FROM access WHERE user_id = 3`), []string{"0"})
 }

@@ -155,7 +155,7 @@ func (w *writer) write(ctx context.Context, ch *Changes) error {
 	if err := w.hook("users"); err != nil {
 		return err
 	}
-	if err := w.roles(ctx, ch); err != nil {
+	if err := w.roles(ctx, ch, removing > 0); err != nil {
 		return err
 	}
 	if err := w.hook("roles"); err != nil {
@@ -195,14 +195,23 @@ func (w *writer) counted(ctx context.Context, ch *Changes, t *table, stmts ...st
 }
 
 // roles upserts the staged roles and removes those of the listed users
-// GetUser read in the customers of Snapshot.RoleCustomers, recording what
-// they wrote in s_changes_user_roles; then, when they wrote anything, the
-// history of those rows (see rolesTable for why it is a second statement).
-func (w *writer) roles(ctx context.Context, ch *Changes) error {
-	if len(w.st.userIDs) == 0 {
+// GetUser read in the customers of Snapshot.RoleCustomers, and, when the
+// snapshot removed users (dropped), their roles in this customer; each
+// records what it wrote in s_changes_user_roles; then, when anything was
+// written, the history of those rows (see rolesTable for why it is a second
+// statement).
+func (w *writer) roles(ctx context.Context, ch *Changes, dropped bool) error {
+	if len(w.st.userIDs) == 0 && !dropped {
 		return nil
 	}
 	written := int64(0)
+	if dropped {
+		tag, err := w.tx.Exec(ctx, rolesOfDroppedSQL, pgx.NamedArgs{"customer_id": w.st.customerID, "owners": []int64{w.st.customerID}})
+		if err != nil {
+			return fmt.Errorf("remove user_roles of dropped users: %w", err)
+		}
+		written += tag.RowsAffected()
+	}
 	if len(w.st.roles) > 0 {
 		tag, err := w.tx.Exec(ctx, rolesTable.upsert, w.args)
 		if err != nil {

@@ -219,8 +219,19 @@ var (
 	stagingSQL      = render("staging.sql", tables)
 	guardSQL        = render("guard.sql", nil)
 	rolesHistorySQL = render("history.sql", rolesTable)
-	rolesSweepSQL   = render("remove.sql", removeData{table: rolesTable,
-		Where: "NOT EXISTS (SELECT 1 FROM users u WHERE u.user_id = t.user_id AND u.removed_at IS NULL)"})
+	// rolesOfDroppedSQL removes, with the customer's snapshot, the roles in
+	// that customer of the users its listing dropped (their users row was
+	// removed by this transaction, at now()): a user no longer listed by a
+	// customer holds no role there. Only the customer's own writer (under
+	// its lock) decides this, so concurrent customers cannot race on it.
+	rolesOfDroppedSQL = render("remove.sql", removeData{table: rolesTable, NotStaged: true,
+		Where: "t.customer_id = @customer_id AND t.user_id IN (SELECT u.user_id FROM users u WHERE u.customer_id = @customer_id AND u.removed_at = now())"})
+	// rolesSweepSQL: the roles of users no current users row lists any more,
+	// and (a repair of states older runs left) roles in a customer whose
+	// listing dropped the user.
+	rolesSweepSQL = render("remove.sql", removeData{table: rolesTable,
+		Where: "(NOT EXISTS (SELECT 1 FROM users u WHERE u.user_id = t.user_id AND u.removed_at IS NULL)" +
+			" OR EXISTS (SELECT 1 FROM users u WHERE u.customer_id = t.customer_id AND u.user_id = t.user_id AND u.removed_at IS NOT NULL))"})
 	customerSQL     = render("customer.sql", nil)
 	customerSyncSQL = render("customer_sync.sql", countColumns())
 )
