@@ -31,6 +31,7 @@ package e2e_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"maps"
@@ -247,7 +248,8 @@ func (w *world) wait(cmd *exec.Cmd, o, er *strings.Builder) result {
 	err := cmd.Wait()
 	code := 0
 	if err != nil {
-		if ee, ok := err.(*exec.ExitError); ok {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
 			code = ee.ExitCode()
 		} else {
 			w.t.Fatal(err)

@@ -61,7 +61,7 @@ func listenLoopback(redirectURI string, public bool) (*loopback, error) {
 		if p == "" {
 			p = "0"
 		}
-		ln, err := net.Listen("tcp", net.JoinHostPort(h, p))
+		ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", net.JoinHostPort(h, p))
 		if err != nil {
 			if i > 0 {
 				continue // IPv6 loopback missing or taken: IPv4 is enough
@@ -202,7 +202,7 @@ func openBrowser(getenv func(string) string, url string) bool {
 	if err != nil {
 		return false
 	}
-	cmd := exec.Command(path, args...)
+	cmd := exec.CommandContext(context.Background(), path, args...) // the browser outlives the command: never killed
 	if err := cmd.Start(); err != nil {
 		return false
 	}

@@ -256,8 +256,8 @@ func configProblem(err error, path string) (detail, fix string) {
 
 // unjoin returns the errors an errors.Join made, or err alone.
 func unjoin(err error) []error {
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		if _, isErrs := err.(config.Errors); !isErrs {
+	if j, ok := err.(interface{ Unwrap() []error }); ok { //nolint:errorlint // only the top error: errors.Join's own list
+		if _, isErrs := err.(config.Errors); !isErrs { //nolint:errorlint // the same
 			return j.Unwrap()
 		}
 	}

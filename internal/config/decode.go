@@ -422,7 +422,7 @@ const MaxRefFileSize = 1 << 20
 // refused, since reading it could block or never end.
 func readRefFile(path string) ([]byte, error) {
 	if path == "" {
-		return nil, errors.New("no path after file:")
+		return nil, errors.New("no path after \"file:\"")
 	}
 	// Stat before opening: opening a FIFO for reading blocks until a
 	// writer comes.

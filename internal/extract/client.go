@@ -340,7 +340,7 @@ func (c *Client) checkCredentials(ctx context.Context, token string) error {
 		if Classify(err) == ClassAuth || errors.Is(err, ErrCredentialsRejected) {
 			chk.err = ErrCredentialsRejected
 			// Every later call of this run would be refused too.
-			c.tokens.fail(fmt.Errorf("%w (%s)", ErrCredentialsRejected, err.Error()))
+			_ = c.tokens.fail(fmt.Errorf("%w (%s)", ErrCredentialsRejected, err.Error()))
 		}
 		close(chk.done)
 	}

@@ -330,7 +330,7 @@ func decodeUser(body []byte) (msads.User, []msads.Role, error) {
 		return msads.User{}, nil, err
 	}
 	if w == nil || w.ID == 0 {
-		return msads.User{}, nil, errors.New("User without Id")
+		return msads.User{}, nil, errors.New("the answer's User has no Id")
 	}
 	u := msads.User{
 		ID:               int64(w.ID),

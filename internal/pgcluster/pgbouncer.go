@@ -107,7 +107,7 @@ func (b *PgBouncer) start(ctx context.Context, bin string, c *Cluster) error {
 	if err := os.WriteFile(conf, []byte(ini), 0o644); err != nil {
 		return fmt.Errorf("pgbouncer: %w", err)
 	}
-	cmd := exec.Command(bin, conf)
+	cmd := exec.CommandContext(context.WithoutCancel(ctx), bin, conf) // runs until Stop, not until ctx ends
 	cmd.Dir = b.dir
 	if c.cred != nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: c.cred}
@@ -127,7 +127,7 @@ func (b *PgBouncer) start(ctx context.Context, bin string, c *Cluster) error {
 			return ctx.Err()
 		default:
 		}
-		conn, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(b.port), 200*time.Millisecond)
+		conn, err := (&net.Dialer{Timeout: 200 * time.Millisecond}).DialContext(ctx, "tcp", "127.0.0.1:"+strconv.Itoa(b.port))
 		if err == nil {
 			_ = conn.Close()
 			return nil
