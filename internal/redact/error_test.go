@@ -23,7 +23,7 @@ func TestError(t *testing.T) {
 	if !errors.As(got, &ce) || !errors.Is(got, inner) {
 		t.Error("the chain is lost")
 	}
-	if same := Error(err, "absent"); same != err {
+	if same := Error(err, "absent"); same != err { //nolint:errorlint // the very same error is wanted
 		t.Error("an error without secrets was wrapped")
 	}
 	if Error(nil, "x") != nil {

@@ -54,7 +54,7 @@ func run(args []string) int {
 		}()
 		env = append(env, pgtest.EnvURL+"="+c.URL(), pgtest.EnvOwned+"=1")
 	}
-	cmd := exec.Command(args[0], args[1:]...)
+	cmd := exec.CommandContext(context.Background(), args[0], args[1:]...)
 	cmd.Env = env
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	err := cmd.Run()
