@@ -9,11 +9,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -23,6 +28,7 @@ import (
 
 	"github.com/msads-syncer/syncer/internal/extract/msadstest"
 	"github.com/msads-syncer/syncer/internal/pgtest"
+	"github.com/msads-syncer/syncer/internal/status"
 )
 
 var binary string
@@ -367,38 +373,96 @@ func TestRunBadInputExitsOneWithAClearLine(t *testing.T) {
 
 func TestTwoRunsAtOnceOnlyOneSyncs(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, msadstest.Generate(16, 2, 10), "")
-	// Slow enough that the two runs overlap even on a loaded machine.
-	e.sim.SetFault("GetUser", msadstest.Fault{Latency: 300 * time.Millisecond})
+	// Deterministic, not timed: the first run is held inside its first API
+	// call (behind a closed gate) once it holds the run lease, and the
+	// second starts only then. request_timeout is long so the held call
+	// never times out however slow the machine.
+	e := newEnvSync(t, msadstest.Generate(16, 2, 10), "  concurrency: 4\n  request_timeout: 2m\n  retry_max_elapsed: 2s\n", "")
+	gate := newAPIGate(t, e)
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
-	var wg sync.WaitGroup
-	results := make([]result, 2)
-	for i := range results {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			cmd, o, er := e.start(ctx, "run", "--config", e.config)
-			results[i] = wait(t, cmd, o, er)
-		}()
-	}
-	wg.Wait()
-	locked := 0
-	for _, r := range results {
-		if r.code != 0 {
-			t.Errorf("exit %d: %s", r.code, r.stderr)
-		}
-		if strings.Contains(r.stderr, "holds the lock") {
-			locked++
+
+	cmd, o, er := e.start(ctx, "run", "--config", e.config)
+	first := make(chan result, 1)
+	go func() { first <- wait(t, cmd, o, er) }()
+	for e.queryInt("SELECT count(*) FROM S.sync_leases WHERE credential_key LIKE 'cred:%'") == 0 || gate.Held() == 0 {
+		select {
+		case r := <-first:
+			t.Fatalf("the first run ended before it held the lease: exit %d: %s", r.code, r.stderr)
+		case <-ctx.Done():
+			t.Fatal("the first run did not take the lease within 2 minutes")
+		case <-time.After(10 * time.Millisecond):
 		}
 	}
-	if locked != 1 {
-		t.Errorf("%d runs found the lock held, want exactly 1", locked)
+
+	second := e.run("run", "--config", e.config)
+	if second.code != 0 || !strings.Contains(second.stderr, "holds the lock") {
+		t.Errorf("second run: exit %d, stderr %q; want 0 saying another run holds the lock", second.code, second.stderr)
+	}
+	gate.Open()
+	if r := <-first; r.code != 0 || strings.Contains(r.stderr, "holds the lock") {
+		t.Errorf("first run: exit %d: %s", r.code, r.stderr)
 	}
 	if n := e.queryInt("SELECT count(*) FROM S.sync_runs"); n != 1 {
 		t.Errorf("%d runs recorded, want 1", n)
 	}
+	if n := e.queryInt("SELECT count(*) FROM S.sync_runs WHERE status = $1", status.Succeeded); n != 1 {
+		t.Errorf("%d succeeded runs, want 1", n)
+	}
 }
+
+// apiGate stands between the syncer and the simulator's API (the token
+// endpoint is not behind it): until Open it holds every call, so a test can
+// keep a run inside its lease for as long as it needs, without timing.
+type apiGate struct {
+	srv  *httptest.Server
+	open chan struct{}
+	once sync.Once
+	held atomic.Int64
+}
+
+// newAPIGate starts a gate in front of e's simulator and points e's
+// config's api_url at it.
+func newAPIGate(t *testing.T, e *env) *apiGate {
+	t.Helper()
+	target, err := url.Parse(e.sim.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	g := &apiGate{open: make(chan struct{})}
+	g.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		g.held.Add(1)
+		select {
+		case <-g.open:
+		case <-r.Context().Done():
+			return
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(g.srv.Close)
+	t.Cleanup(g.Open) // runs first: Close waits for the calls it holds
+	b, err := os.ReadFile(e.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	api := e.sim.APIURL()
+	via := g.srv.URL + strings.TrimPrefix(api, e.sim.URL())
+	y := strings.Replace(string(b), fmt.Sprintf("api_url: %q", api), fmt.Sprintf("api_url: %q", via), 1)
+	if y == string(b) {
+		t.Fatal("api_url not found in the config")
+	}
+	if err := os.WriteFile(e.config, []byte(y), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+// Held returns how many calls reached the gate.
+func (g *apiGate) Held() int64 { return g.held.Load() }
+
+// Open lets every held and later call through.
+func (g *apiGate) Open() { g.once.Do(func() { close(g.open) }) }
 
 func TestSigtermMidRunCancelsCleanly(t *testing.T) {
 	t.Parallel()

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/msads-syncer/syncer/internal/invite"
+	"github.com/msads-syncer/syncer/internal/metrics"
 )
 
 // afterRunTimeout bounds the follow-ups of one run (gauges and webhook).
@@ -39,10 +40,10 @@ func afterRun(ctx context.Context, s runSetup) {
 	res, err := n.Notify(ctx, s.pool, schema, staleAfter, time.Now())
 	if s.metrics != nil {
 		for range res.Messages {
-			s.metrics.InvitationNotice("sent")
+			s.metrics.InvitationNotice(metrics.NoticeSent)
 		}
 		for range res.Failed {
-			s.metrics.InvitationNotice("failed")
+			s.metrics.InvitationNotice(metrics.NoticeFailed)
 		}
 	}
 	if err != nil {

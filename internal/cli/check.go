@@ -280,8 +280,8 @@ func (k *checker) checkDatabase(ctx context.Context, cfg *config.Config) *pgxpoo
 		k.fail(checkDatabase, detail, fix)
 		return nil
 	}
-	var version string
-	if err := pool.QueryRow(dctx, "SHOW server_version").Scan(&version); err != nil {
+	version, err := load.ServerVersion(dctx, pool)
+	if err != nil {
 		version = "version unknown"
 	}
 	k.pass(checkDatabase, fmt.Sprintf("connected to %s (PostgreSQL %s)", describeDSN(dsn), strings.Fields(version + " ")[0]))
@@ -377,8 +377,8 @@ func (k *checker) checkReaderRole(ctx context.Context, cfg *config.Config, pool 
 		k.skip(checkReaderRole, why)
 		return
 	}
-	var exists bool
-	if err := pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)", role).Scan(&exists); err != nil {
+	exists, err := load.RoleExists(ctx, pool, role)
+	if err != nil {
 		k.fail(checkReaderRole, fmt.Sprintf("cannot look up role %s: %v", role, err), "check that the user of database.url may read pg_roles")
 		return
 	}
@@ -391,9 +391,7 @@ func (k *checker) checkReaderRole(ctx context.Context, cfg *config.Config, pool 
 		k.pass(checkReaderRole, fmt.Sprintf("role %s exists (its grants come with the migrations)", role))
 		return
 	}
-	var canRead bool
-	err := pool.QueryRow(ctx, "SELECT has_schema_privilege($1, $2, 'USAGE') AND has_table_privilege($1, $3, 'SELECT')",
-		role, schema, pgx.Identifier{schema, "access"}.Sanitize()).Scan(&canRead)
+	canRead, err := load.RoleCanRead(ctx, pool, role, schema)
 	switch {
 	case err != nil:
 		k.fail(checkReaderRole, fmt.Sprintf("cannot check the grants of role %s: %v", role, err), "check that the user of database.url may read the catalog")

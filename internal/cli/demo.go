@@ -8,13 +8,13 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/msads-syncer/syncer/internal/config"
 	"github.com/msads-syncer/syncer/internal/extract/msadstest"
 	"github.com/msads-syncer/syncer/internal/job"
+	"github.com/msads-syncer/syncer/internal/load"
 	"github.com/msads-syncer/syncer/internal/msads"
 	"github.com/msads-syncer/syncer/internal/pgcluster"
 	"github.com/msads-syncer/syncer/internal/report"
@@ -60,9 +60,9 @@ func cmdDemo(args []string, io IO) int {
 			if *keep && kept {
 				stopCmd, err := cluster.Keep()
 				if err == nil {
-					fmt.Fprintf(out, "\nThe warehouse is still running. Explore it with:\n\n  psql %q -c 'SET search_path = %s' -c 'SELECT * FROM access LIMIT 20'\n"+
+					fmt.Fprintf(out, "\nThe warehouse is still running. Explore it with:\n\n  psql %q -c 'SET search_path = %s' -c '%s'\n"+
 						"  (or: psql %q, then SET search_path = %s;)\n\nStop and remove it with:\n\n  %s\n",
-						dbURL, schema, dbURL, schema, stopCmd)
+						dbURL, schema, load.ExploreSQL, dbURL, schema, stopCmd)
 					return
 				}
 				fmt.Fprintf(io.Stderr, "syncer: --keep: %v; removing the cluster\n", err)
@@ -125,10 +125,10 @@ func cmdDemo(args []string, io IO) int {
 	if err := printRuns(ctx, out, pool, schema); err != nil {
 		return fail(io, err)
 	}
-	for _, r := range demoReports(cfg.Invitations.StaleAfter.D()) {
-		fmt.Fprintf(out, "\n== %s ==\n%s\n", r.title, sqlComment(r.sql))
-		if err := queryTable(ctx, out, pool, schema, r.sql, r.args...); err != nil {
-			return fail(io, fmt.Errorf("%s: %w", r.title, err))
+	for _, r := range load.AccessReviewReports(cfg.Invitations.StaleAfter.D()) {
+		fmt.Fprintf(out, "\n== %s ==\n%s\n", r.Title, sqlComment(r.SQL))
+		if err := queryTable(ctx, out, pool, schema, r); err != nil {
+			return fail(io, fmt.Errorf("%s: %w", r.Title, err))
 		}
 	}
 	fmt.Fprintf(out, "\nThe warehouse is schema %q; every query above works as it is in psql.\n", schema)
@@ -203,91 +203,23 @@ func sqlComment(sql string) string {
 	return b.String()
 }
 
-type demoReport struct {
-	title string
-	sql   string
-	args  []any
-}
-
-func demoReports(staleAfter time.Duration) []demoReport {
-	return []demoReport{
-		{"Who can reach which account today (view access, first 25 rows)",
-			`SELECT user_name, customer_id, role_name, coalesce(account_name, CASE WHEN account_id IS NULL THEN 'every account' ELSE account_id::text END) AS account
-			   FROM access ORDER BY user_name, customer_id, role_name, account LIMIT 25`, nil},
-		{"What changed since the first sync (history tables)",
-			`SELECT 'user' AS kind, h.user_id::text AS id, h.user_name AS detail, h.change FROM users_history h
-			   WHERE h.run_id = (SELECT max(run_id) FROM sync_runs)
-			 UNION ALL
-			 SELECT 'role', h.user_id::text, coalesce(r.name, h.role_id::text) || ' @ ' || h.customer_id, h.change FROM user_roles_history h LEFT JOIN roles r USING (role_id)
-			   WHERE h.run_id = (SELECT max(run_id) FROM sync_runs)
-			 UNION ALL
-			 SELECT 'invitation', h.invitation_id::text, h.email, h.change FROM user_invitations_history h
-			   WHERE h.run_id = (SELECT max(run_id) FROM sync_runs)
-			 ORDER BY 1, 2`, nil},
-		{"Listed users the API would not show: kept with their last known details and roles (users.detail_status)",
-			`SELECT u.customer_id, u.user_id, u.user_name, u.detail_status, u.detail_error,
-			        (SELECT count(*) FROM user_roles r WHERE r.user_id = u.user_id AND r.removed_at IS NULL) AS roles_kept
-			   FROM users u WHERE u.removed_at IS NULL AND u.detail_status <> 'ok' ORDER BY u.customer_id, u.user_id`, nil},
-		{"Users who are not active (users.lifecycle_status)",
-			`SELECT customer_id, user_id, user_name, lifecycle_status FROM users
-			  WHERE removed_at IS NULL AND lifecycle_status IS DISTINCT FROM 'Active' AND detail_status = 'ok' ORDER BY customer_id, user_id`, nil},
-		{"Access as it was before the second sync (access_as_of)",
-			`SELECT count(*) AS access_rows_then, (SELECT count(*) FROM access) AS access_rows_now
-			   FROM access_as_of((SELECT finished_at FROM sync_runs ORDER BY run_id LIMIT 1))`, nil},
-		{"Stale pending invitations: anyone holding the link can accept them (stale_invitations)",
-			`SELECT customer_id, email, role_name, expiration_date, estimated_sent_at, expired, age
-			   FROM stale_invitations($1::interval) ORDER BY customer_id, email`, []any{staleAfter.String()}},
-		{"Freshness per customer (view customer_freshness)",
-			`SELECT customer_id, name, last_success_at, last_error FROM customer_freshness ORDER BY customer_id`, nil},
-	}
-}
-
 // printRuns prints the runs recorded so far.
 func printRuns(ctx context.Context, w io.Writer, pool *pgxpool.Pool, schema string) error {
-	return queryTable(ctx, w, pool, schema,
-		`SELECT r.run_id, r.status, r.principal_user_name AS signed_in_as, r.customers_total, r.customers_failed,
-		        sum(c.users_seen) AS users, sum(c.users_unreadable) AS unreadable, sum(c.invitations_seen) AS invitations,
-		        format('+%s ~%s -%s', sum(c.users_added + c.users_reappeared), sum(c.users_changed), sum(c.users_removed)) AS users_changes,
-		        format('+%s ~%s -%s', sum(c.roles_added + c.roles_reappeared), sum(c.roles_changed), sum(c.roles_removed)) AS roles_changes,
-		        format('+%s ~%s -%s', sum(c.invitations_added + c.invitations_reappeared), sum(c.invitations_changed), sum(c.invitations_removed)) AS invitations_changes,
-		        sum(c.api_calls) AS api_calls, round(extract(epoch FROM r.finished_at - r.started_at)::numeric, 2) AS seconds
-		   FROM sync_runs r LEFT JOIN customer_syncs c USING (run_id)
-		  GROUP BY r.run_id ORDER BY r.run_id`)
+	return queryTable(ctx, w, pool, schema, load.RunsReport)
 }
 
-// queryTable runs sql with the schema on the search path and prints the rows.
-func queryTable(ctx context.Context, w io.Writer, pool *pgxpool.Pool, schema, sql string, args ...any) error {
-	conn, err := pool.Acquire(ctx)
+// queryTable runs the report (load owns its SQL) and prints the rows.
+func queryTable(ctx context.Context, w io.Writer, pool *pgxpool.Pool, schema string, r load.Report) error {
+	headers, rows, err := load.QueryReport(ctx, pool, schema, r)
 	if err != nil {
 		return err
-	}
-	defer conn.Release()
-	if _, err := conn.Exec(ctx, "SELECT set_config('search_path', $1, false)", pgx.Identifier{schema}.Sanitize()+", public"); err != nil {
-		return err
-	}
-	defer func() { _, _ = conn.Exec(context.WithoutCancel(ctx), "RESET search_path") }()
-	rows, err := conn.Query(ctx, sql, args...)
-	if err != nil {
-		return err
-	}
-	defer rows.Close()
-	var headers []string
-	for _, f := range rows.FieldDescriptions() {
-		headers = append(headers, f.Name)
 	}
 	t := report.NewTable(headers...)
-	for rows.Next() {
-		vals, err := rows.Values()
-		if err != nil {
-			return err
-		}
+	for _, vals := range rows {
 		for i, v := range vals {
 			vals[i] = plainValue(v)
 		}
 		t.Row(vals...)
-	}
-	if err := rows.Err(); err != nil {
-		return err
 	}
 	return t.Write(w)
 }

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"fmt"
-	"net/url"
 	"regexp"
 	"strings"
 	"unicode/utf8"
@@ -11,6 +10,8 @@ import (
 
 	"github.com/msads-syncer/syncer/internal/config"
 	"github.com/msads-syncer/syncer/internal/job"
+	"github.com/msads-syncer/syncer/internal/redact"
+	"github.com/msads-syncer/syncer/internal/status"
 )
 
 // errorLine is how every error reaches stderr: the secrets of the loaded
@@ -37,20 +38,11 @@ func addSecrets(io IO, cfg *config.Config) {
 	db := cfg.Database.URL.Value()
 	io.secrets.Add(db, cfg.Database.TokenKey.Value(),
 		cfg.MicrosoftAds.DeveloperToken.Value(), cfg.MicrosoftAds.ClientSecret.Value(), cfg.MicrosoftAds.RefreshToken.Value())
-	if pc, err := pgconn.ParseConfig(db); err == nil && pc.Password != "" {
-		io.secrets.Add(pc.Password, url.QueryEscape(pc.Password), url.PathEscape(pc.Password))
+	if pc, err := pgconn.ParseConfig(db); err == nil {
+		io.secrets.Add(redact.Password(pc.Password)...)
 	}
-	if hook := cfg.Invitations.WebhookURL.Value(); hook != "" {
-		io.secrets.Add(hook)
-		if u, err := url.Parse(hook); err == nil {
-			io.secrets.Add(u.Path, u.EscapedPath(), u.RawQuery)
-		}
-	}
-	if u, err := url.Parse(cfg.Metrics.PushgatewayURL); err == nil && u.User != nil {
-		if pw, ok := u.User.Password(); ok {
-			io.secrets.Add(pw, u.User.String())
-		}
-	}
+	io.secrets.Add(redact.URL(cfg.Invitations.WebhookURL.Value())...)
+	io.secrets.Add(redact.Userinfo(cfg.Metrics.PushgatewayURL)...)
 }
 
 // maxCustomerError bounds each customer's error in the last line of a run.
@@ -63,7 +55,7 @@ const maxCustomerError = 200
 func failedCustomers(res *job.Result) string {
 	var parts []string
 	for _, c := range res.Customers {
-		if c.Status == job.StatusSucceeded || c.Status == "skipped" {
+		if c.Status == status.Succeeded || c.Status == status.Skipped {
 			continue
 		}
 		parts = append(parts, fmt.Sprintf("%d (%s)", c.CustomerID, truncate(oneLine(c.Error), maxCustomerError)))

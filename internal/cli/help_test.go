@@ -8,6 +8,7 @@ import (
 
 	"github.com/msads-syncer/syncer/internal/job"
 	"github.com/msads-syncer/syncer/internal/redact"
+	"github.com/msads-syncer/syncer/internal/status"
 )
 
 // TestHelpPerCommand: `syncer help CMD` and `syncer CMD --help` print the
@@ -132,10 +133,10 @@ func TestErrorsAreOneRedactedLine(t *testing.T) {
 func TestLastLineNamesFailedCustomers(t *testing.T) {
 	t.Parallel()
 	long := strings.Repeat("x", 500)
-	res := &job.Result{Status: job.StatusPartial, Failed: 2, Customers: []job.CustomerResult{
-		{CustomerID: 150001753, Status: job.StatusFailed, Error: "GetUser (customer 150001753): HTTP 400: code 106 UserIsNotAuthorized:\nline two"},
-		{CustomerID: 150001754, Status: job.StatusSucceeded},
-		{CustomerID: 150002071, Status: job.StatusFailed, Error: "removal guard: " + long},
+	res := &job.Result{Status: status.Partial, Failed: 2, Customers: []job.CustomerResult{
+		{CustomerID: 150001753, Status: status.Failed, Error: "GetUser (customer 150001753): HTTP 400: code 106 UserIsNotAuthorized:\nline two"},
+		{CustomerID: 150001754, Status: status.Succeeded},
+		{CustomerID: 150002071, Status: status.Failed, Error: "removal guard: " + long},
 	}}
 	var stderr strings.Builder
 	if code := exitCode(IO{Stderr: &stderr}, res); code != ExitPartial {
@@ -149,8 +150,8 @@ func TestLastLineNamesFailedCustomers(t *testing.T) {
 	if len(got) > 600 {
 		t.Errorf("last line is %d bytes: the long error was not cut", len(got))
 	}
-	res.Status, res.Failed = job.StatusFailed, 3
-	res.Customers[1] = job.CustomerResult{CustomerID: 1, Status: job.StatusFailed, Error: "boom"}
+	res.Status, res.Failed = status.Failed, 3
+	res.Customers[1] = job.CustomerResult{CustomerID: 1, Status: status.Failed, Error: "boom"}
 	stderr.Reset()
 	if code := exitCode(IO{Stderr: &stderr}, res); code != ExitFatal || !strings.HasPrefix(stderr.String(), "syncer: all 3 customers failed: 150001753 (") {
 		t.Errorf("all failed: exit %d, %q", code, stderr.String())

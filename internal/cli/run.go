@@ -17,6 +17,7 @@ import (
 	"github.com/msads-syncer/syncer/internal/load"
 	"github.com/msads-syncer/syncer/internal/metrics"
 	"github.com/msads-syncer/syncer/internal/report"
+	"github.com/msads-syncer/syncer/internal/status"
 )
 
 func cmdRun(args []string, io IO) int {
@@ -183,7 +184,7 @@ func executeRun(ctx context.Context, s runSetup) int {
 	if err != nil {
 		return fail(s.io, err)
 	}
-	if res.Status == job.StatusLocked {
+	if res.Status == status.Locked {
 		fmt.Fprintln(s.io.Stderr, "syncer: another run holds the lock for these credentials; nothing done")
 		return ExitOK
 	}
@@ -225,14 +226,14 @@ func pushGroup(cfg *config.Config) metrics.Group {
 func exitCode(io IO, res *job.Result) int {
 	succeeded := len(res.Customers) - res.Failed
 	switch {
-	case res.Status == job.StatusSucceeded:
+	case res.Status == status.Succeeded:
 		return ExitOK
 	case res.Fatal != nil:
 		return fail(io, res.Fatal)
-	case res.Status == job.StatusPartial:
+	case res.Status == status.Partial:
 		fmt.Fprintf(io.Stderr, "syncer: %s\n", errorLine(io, failedCustomers(res)))
 		return ExitPartial
-	case res.Status == job.StatusCanceled && succeeded > 0:
+	case res.Status == status.Canceled && succeeded > 0:
 		fmt.Fprintf(io.Stderr, "syncer: run canceled after %d of %d customers\n", succeeded, len(res.Customers))
 		return ExitPartial
 	case res.Failed > 0:
@@ -251,7 +252,7 @@ func printDryRun(io IO, res *job.Result) {
 	}
 	t := report.NewTable(append(head, "error")...)
 	for _, c := range res.Customers {
-		row := []any{c.CustomerID, c.Name, c.Status}
+		row := []any{c.CustomerID, c.Name, string(c.Status)}
 		for _, e := range c.Changes.Entities() {
 			// A reappearing row is added back.
 			row = append(row, fmt.Sprintf("%d/%d/%d", e.Added+e.Reappeared, e.Changed, e.Removed))

@@ -11,9 +11,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/msads-syncer/syncer/internal/job"
 	"github.com/msads-syncer/syncer/internal/metrics"
 	"github.com/msads-syncer/syncer/internal/schedule"
+	"github.com/msads-syncer/syncer/internal/status"
 )
 
 func cmdServe(args []string, io IO) int {
@@ -42,13 +42,13 @@ func cmdServe(args []string, io IO) int {
 		res, err := runner.Run(ctx, setup.opts)
 		if err != nil {
 			logger.ErrorContext(ctx, "sync could not run", slog.Any("error", err))
-			st.set("failed")
+			st.set(status.Failed)
 			return
 		}
-		if res.Status != job.StatusLocked {
+		if res.Status != status.Locked {
 			st.set(res.Status)
 		}
-		if !setup.opts.DryRun && res.Status != job.StatusLocked {
+		if !setup.opts.DryRun && res.Status != status.Locked {
 			afterRun(ctx, setup)
 		}
 	}, logger)
@@ -117,16 +117,16 @@ func cmdServe(args []string, io IO) int {
 type serveState struct {
 	ready      atomic.Bool
 	mu         sync.Mutex
-	lastStatus string
+	lastStatus status.Status
 }
 
-func (s *serveState) set(status string) {
+func (s *serveState) set(st status.Status) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.lastStatus = status
+	s.lastStatus = st
 }
 
-func (s *serveState) get() string {
+func (s *serveState) get() status.Status {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.lastStatus

@@ -16,10 +16,10 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/msads-syncer/syncer/internal/load"
+	"github.com/msads-syncer/syncer/internal/redact"
 	"github.com/msads-syncer/syncer/internal/report"
 	"github.com/msads-syncer/syncer/internal/retryafter"
 )
@@ -185,7 +185,7 @@ func (n *Notifier) Notify(ctx context.Context, pool *pgxpool.Pool, schema string
 		for i, inv := range group {
 			ids[i] = inv.InvitationID
 		}
-		if err := record(ctx, pool, lease, schema, ids, now); err != nil {
+		if err := load.RecordAnnounced(ctx, pool, lease, schema, ids, now); err != nil {
 			// Posted but not remembered: the next run announces them again.
 			errs = append(errs, fmt.Errorf("customer %d: %w", c.CustomerID, err))
 			log.ErrorContext(ctx, "stale invitations announced but not recorded", slog.Any("error", err))
@@ -205,45 +205,12 @@ func (n *Notifier) logger() *slog.Logger {
 }
 
 // due selects the stale invitations not announced within the period.
-func (n *Notifier) due(ctx context.Context, conn *pgxpool.Pool, schema string, staleAfter, period time.Duration, now time.Time) ([]Invitation, error) {
-	q := `SELECT p.invitation_id, p.customer_id, coalesce(c.name, ''), coalesce(p.email, ''), coalesce(p.role_id, 0),
-       p.role_name, p.account_ids, p.expiration_date, p.estimated_sent_at, p.first_seen_at,
-       coalesce(p.expiration_date <= $1, false),
-       extract(epoch FROM $1 - coalesce(p.estimated_sent_at, p.first_seen_at))::float8
-FROM ` + ident(schema, "pending_invitations") + ` p
-LEFT JOIN ` + ident(schema, "customers") + ` c ON c.customer_id = p.customer_id
-LEFT JOIN ` + ident(schema, "invitation_alerts") + ` a ON a.invitation_id = p.invitation_id
-WHERE (coalesce(p.estimated_sent_at, p.first_seen_at) < $1 - $2::interval OR p.expiration_date <= $1)
-  AND (a.last_notified_at IS NULL OR a.last_notified_at <= $1 - $3::interval)
-  AND (coalesce(cardinality($4::bigint[]), 0) = 0 OR p.customer_id = ANY ($4))
-ORDER BY p.customer_id, coalesce(p.estimated_sent_at, p.first_seen_at), p.invitation_id`
-	rows, err := conn.Query(ctx, q, now, interval(staleAfter), interval(period), n.Customers)
+func (n *Notifier) due(ctx context.Context, pool *pgxpool.Pool, schema string, staleAfter, period time.Duration, now time.Time) ([]Invitation, error) {
+	invs, err := load.DueInvitations(ctx, pool, schema, staleAfter, period, now, n.Customers)
 	if err != nil {
-		return nil, fmt.Errorf("notify: query stale invitations: %w", err)
+		return nil, fmt.Errorf("notify: %w", err)
 	}
-	out, err := pgx.CollectRows(rows, scanInvitation)
-	if err != nil {
-		return nil, fmt.Errorf("notify: query stale invitations: %w", err)
-	}
-	return out, nil
-}
-
-// record remembers that the invitations were announced at now, fenced by
-// the announcement lease.
-func record(ctx context.Context, pool *pgxpool.Pool, lease *load.Lease, schema string, ids []int64, now time.Time) error {
-	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		if err := lease.Fence(ctx, tx); err != nil {
-			return err
-		}
-		_, err := tx.Exec(ctx, `INSERT INTO `+ident(schema, "invitation_alerts")+` (invitation_id, last_notified_at)
-SELECT DISTINCT unnest($1::bigint[]), $2::timestamptz
-ON CONFLICT (invitation_id) DO UPDATE SET last_notified_at = excluded.last_notified_at`, ids, now)
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("record announcement: %w", err)
-	}
-	return nil
+	return invitations(invs), nil
 }
 
 // ByCustomer splits invitations ordered by customer (as Stale returns them)
@@ -451,40 +418,11 @@ func unwrapURLError(err error) error {
 
 // redact removes the webhook URL, and its secret path and query, from an
 // error's message (an echoing server or a lower layer may include them).
+// errors.As still finds a *StatusError; the unwrapped error's own message
+// may hold the URL, so do not print it.
 func (n *Notifier) redact(err error) error {
-	msg := err.Error()
-	secrets := []string{n.URL}
-	if u, perr := url.Parse(n.URL); perr == nil {
-		if len(u.Path) > 1 {
-			secrets = append(secrets, u.Path, u.EscapedPath())
-		}
-		if u.RawQuery != "" {
-			secrets = append(secrets, u.RawQuery)
-		}
-	}
-	changed := false
-	for _, s := range secrets {
-		if s != "" && strings.Contains(msg, s) {
-			msg = strings.ReplaceAll(msg, s, "[redacted]")
-			changed = true
-		}
-	}
-	if !changed {
-		return err
-	}
-	return &redactedError{msg: msg, err: err}
+	return redact.Error(err, redact.URL(n.URL)...)
 }
-
-type redactedError struct {
-	msg string
-	err error
-}
-
-func (e *redactedError) Error() string { return e.msg }
-
-// Unwrap keeps errors.As working (for *StatusError); the unwrapped error's
-// own message may hold the URL, so do not print it.
-func (e *redactedError) Unwrap() error { return e.err }
 
 // hintedBackOff waits at least the server's Retry-After, capped.
 type hintedBackOff struct {

@@ -32,16 +32,7 @@ import (
 	"github.com/msads-syncer/syncer/internal/load"
 	"github.com/msads-syncer/syncer/internal/metrics"
 	"github.com/msads-syncer/syncer/internal/msads"
-)
-
-// Run statuses (sync_runs.status), plus "locked" for a run that found the
-// lock held and did nothing.
-const (
-	StatusSucceeded = "succeeded"
-	StatusPartial   = "partial"
-	StatusFailed    = "failed"
-	StatusCanceled  = "canceled"
-	StatusLocked    = "locked"
+	"github.com/msads-syncer/syncer/internal/status"
 )
 
 // Runner runs syncs. Its fields are set once and shared by every run.
@@ -105,22 +96,22 @@ func (c *Counters) Throttle(time.Duration) {}
 
 // CustomerResult is one customer's outcome.
 type CustomerResult struct {
-	CustomerID  int64        `json:"customer_id"`
-	Name        string       `json:"name,omitempty"`
-	Status      string       `json:"status"`
-	Users       int          `json:"users_seen"`
-	Unreadable  int          `json:"users_unreadable"`
-	Invitations int          `json:"invitations_seen"`
-	Calls       int          `json:"api_calls"`
-	Changes     load.Changes `json:"changes"`
-	DurationSec float64      `json:"duration_seconds"`
-	Error       string       `json:"error,omitempty"`
+	CustomerID  int64         `json:"customer_id"`
+	Name        string        `json:"name,omitempty"`
+	Status      status.Status `json:"status"`
+	Users       int           `json:"users_seen"`
+	Unreadable  int           `json:"users_unreadable"`
+	Invitations int           `json:"invitations_seen"`
+	Calls       int           `json:"api_calls"`
+	Changes     load.Changes  `json:"changes"`
+	DurationSec float64       `json:"duration_seconds"`
+	Error       string        `json:"error,omitempty"`
 }
 
 // Result is one run's outcome.
 type Result struct {
 	RunID       int64            `json:"run_id,omitempty"`
-	Status      string           `json:"status"`
+	Status      status.Status    `json:"status"` // a status.RunOutcomes
 	DryRun      bool             `json:"dry_run,omitempty"`
 	StartedAt   time.Time        `json:"started_at"`
 	FinishedAt  time.Time        `json:"finished_at"`
@@ -181,7 +172,7 @@ func (r *Runner) Run(ctx context.Context, opts Options) (*Result, error) {
 		} else {
 			r.Logger.WarnContext(ctx, msg)
 		}
-		res.Status = StatusLocked
+		res.Status = status.Locked
 		res.FinishedAt = time.Now().UTC()
 		r.observeRun(res)
 		return res, nil
@@ -277,7 +268,7 @@ func (r *Runner) Run(ctx context.Context, opts Options) (*Result, error) {
 
 	var synced []int64
 	for _, cr := range results {
-		if cr.Status != StatusSucceeded {
+		if cr.Status != status.Succeeded {
 			res.Failed++
 		} else {
 			synced = append(synced, cr.CustomerID)
@@ -289,32 +280,32 @@ func (r *Runner) Run(ctx context.Context, opts Options) (*Result, error) {
 	}
 	switch {
 	case lease.Err() != nil:
-		res.Status = StatusFailed
+		res.Status = status.Failed
 		res.Fatal = fmt.Errorf("the run lease was lost and the run stopped: %w", lease.Err())
 		res.Error = res.Fatal.Error()
 	case stopped.Load() || parent.Err() != nil:
-		res.Status = StatusCanceled
+		res.Status = status.Canceled
 		res.Error = "canceled: stop requested"
 	case res.Fatal != nil:
-		res.Status = StatusFailed
+		res.Status = status.Failed
 		res.Error = res.Fatal.Error()
 	case len(customers) == 0:
-		res.Status = StatusFailed
+		res.Status = status.Failed
 		res.Fatal = ErrNoCustomers
 		res.Error = ErrNoCustomers.Error()
 	case res.Failed == 0:
-		res.Status = StatusSucceeded
+		res.Status = status.Succeeded
 	case res.Failed == len(customers):
-		res.Status = StatusFailed
+		res.Status = status.Failed
 		res.Error = fmt.Sprintf("all %d customers failed", res.Failed)
 	default:
-		res.Status = StatusPartial
+		res.Status = status.Partial
 		res.Error = fmt.Sprintf("%d of %d customers failed", res.Failed, len(customers))
 	}
-	if res.SweepError != "" && res.Status == StatusSucceeded {
+	if res.SweepError != "" && res.Status == status.Succeeded {
 		// Every customer was written, but roles that must go are still
 		// current: the run did not leave the warehouse right.
-		res.Status = StatusPartial
+		res.Status = status.Partial
 		res.Error = "the roles of users no customer lists any more could not be removed (the next run will): " + res.SweepError
 	}
 	res.FinishedAt = time.Now().UTC()
@@ -331,10 +322,10 @@ func (r *Runner) Run(ctx context.Context, opts Options) (*Result, error) {
 	}
 	r.observeRun(res)
 	level := slog.LevelInfo
-	if res.Status != StatusSucceeded {
+	if res.Status != status.Succeeded {
 		level = slog.LevelWarn
 	}
-	r.Logger.Log(ctx, level, "sync finished", slog.Int64("run_id", res.RunID), slog.String("status", res.Status),
+	r.Logger.Log(ctx, level, "sync finished", slog.Int64("run_id", res.RunID), slog.String("status", string(res.Status)),
 		slog.Int("customers", len(customers)), slog.Int("customers_failed", res.Failed),
 		slog.Float64("duration_seconds", res.DurationSec), slog.Int("roles_swept", res.RolesSwept), slog.String("error", res.Error))
 	return res, nil
@@ -461,9 +452,9 @@ func (r *Runner) resolveCustomers(ctx context.Context, only []int64) (runScope, 
 // invisibleCustomer is the outcome of a configured customer the signed-in
 // user cannot see: failed, named, without a call.
 func (r *Runner) invisibleCustomer(ctx context.Context, runID int64, c msads.Customer, reason string, dryRun bool) customerOutcome {
-	out := customerOutcome{CustomerResult: CustomerResult{CustomerID: c.ID, Name: c.Name, Status: StatusFailed, Error: reason}}
+	out := customerOutcome{CustomerResult: CustomerResult{CustomerID: c.ID, Name: c.Name, Status: status.Failed, Error: reason}}
 	if r.Metrics != nil {
-		r.Metrics.CustomerSync(c.ID, StatusFailed, 0)
+		r.Metrics.CustomerSync(c.ID, status.Failed, 0)
 	}
 	if r.Counters != nil {
 		r.Counters.CustomersDone.Add(1)
@@ -481,7 +472,7 @@ func (r *Runner) invisibleCustomer(ctx context.Context, runID int64, c msads.Cus
 
 // skipped is the result of a customer that the run never started.
 func skipped(ctx context.Context, c msads.Customer) customerOutcome {
-	return customerOutcome{CustomerResult: CustomerResult{CustomerID: c.ID, Name: c.Name, Status: "skipped",
+	return customerOutcome{CustomerResult: CustomerResult{CustomerID: c.ID, Name: c.Name, Status: status.Skipped,
 		Error: "not started: " + context.Cause(ctx).Error()}}
 }
 
@@ -525,7 +516,7 @@ func (r *Runner) syncCustomer(ctx, fetchCtx context.Context, runID int64, c msad
 		}
 	}
 	if err != nil {
-		out.Status = StatusFailed
+		out.Status = status.Failed
 		out.Error = err.Error()
 		if extract.IsRunFatal(err) {
 			out.fatal = err
@@ -546,7 +537,7 @@ func (r *Runner) syncCustomer(ctx, fetchCtx context.Context, runID int64, c msad
 		log.Log(ctx, level, "customer failed", slog.String("error", out.Error), slog.Int("api_calls", out.Calls))
 		return out
 	}
-	out.Status = StatusSucceeded
+	out.Status = status.Succeeded
 	if r.Metrics != nil && !dryRun {
 		for _, e := range out.Changes.Entities() {
 			for _, k := range e.Kinds() {

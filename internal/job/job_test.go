@@ -17,6 +17,7 @@ import (
 	"github.com/msads-syncer/syncer/internal/job"
 	"github.com/msads-syncer/syncer/internal/load"
 	"github.com/msads-syncer/syncer/internal/pgtest"
+	"github.com/msads-syncer/syncer/internal/status"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -62,7 +63,7 @@ func TestRunFetchesSharedUsersOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Status != job.StatusSucceeded || res.Failed != 0 || len(res.Customers) != 6 {
+	if res.Status != status.Succeeded || res.Failed != 0 || len(res.Customers) != 6 {
 		t.Fatalf("result %+v", res)
 	}
 	listed := 0
@@ -101,14 +102,14 @@ func TestRunOnlyAndUnknownCustomer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res.Customers) != 1 || res.Customers[0].CustomerID != only || res.Status != job.StatusSucceeded {
+	if len(res.Customers) != 1 || res.Customers[0].CustomerID != only || res.Status != status.Succeeded {
 		t.Fatalf("result %+v", res)
 	}
 	res, err = b.runner.Run(t.Context(), job.Options{Only: []int64{42}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Status != job.StatusFailed || res.Fatal == nil {
+	if res.Status != status.Failed || res.Fatal == nil {
 		t.Fatalf("unknown --customer: status %s, fatal %v", res.Status, res.Fatal)
 	}
 }
@@ -123,7 +124,7 @@ func TestRunStopsEarlyWhenCredentialsAreRejected(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Status != job.StatusFailed || res.Fatal == nil {
+	if res.Status != status.Failed || res.Fatal == nil {
 		t.Fatalf("status %s, fatal %v", res.Status, res.Fatal)
 	}
 	if !errors.Is(res.Fatal, extract.ErrCredentialsRejected) {
@@ -150,11 +151,11 @@ func TestRunOneCustomerRefusedIsItsFailureAlone(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Status != job.StatusPartial || res.Fatal != nil || res.Failed != 1 {
+	if res.Status != status.Partial || res.Fatal != nil || res.Failed != 1 {
 		t.Fatalf("status %s, failed %d, fatal %v; want partial with one failure", res.Status, res.Failed, res.Fatal)
 	}
 	for _, c := range res.Customers {
-		if (c.CustomerID == refused) != (c.Status == job.StatusFailed) {
+		if (c.CustomerID == refused) != (c.Status == status.Failed) {
 			t.Errorf("customer %d: %s %s", c.CustomerID, c.Status, c.Error)
 		}
 	}
@@ -178,12 +179,12 @@ func TestRunGracefulStopRecordsCanceled(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Status != job.StatusCanceled {
+	if res.Status != status.Canceled {
 		t.Fatalf("status %s, want canceled", res.Status)
 	}
 	ok := 0
 	for _, c := range res.Customers {
-		if c.Status == job.StatusSucceeded {
+		if c.Status == status.Succeeded {
 			ok++
 		}
 	}
@@ -205,7 +206,7 @@ func TestSecondRunFindsTheLockHeld(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Status != job.StatusLocked {
+	if res.Status != status.Locked {
 		t.Fatalf("status %s, want locked", res.Status)
 	}
 	if n := b.sim.TotalCalls(); n != 0 {
@@ -252,7 +253,7 @@ func TestLeaseLostMidRunStopsTheRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Status != job.StatusFailed || !errors.Is(res.Fatal, load.ErrLeaseLost) || !strings.Contains(res.Error, "lease was lost") {
+	if res.Status != status.Failed || !errors.Is(res.Fatal, load.ErrLeaseLost) || !strings.Contains(res.Error, "lease was lost") {
 		t.Fatalf("status %s, fatal %v, error %q; want failed with the lease lost", res.Status, res.Fatal, res.Error)
 	}
 	if ok := len(res.Customers) - res.Failed; ok == len(ds.CustomerIDs()) {
@@ -262,7 +263,7 @@ func TestLeaseLostMidRunStopsTheRun(t *testing.T) {
 	if err := pool.QueryRow(t.Context(), `SELECT status, coalesce(error, '') FROM `+runs+` WHERE run_id = $1`, res.RunID).Scan(&st, &msg); err != nil {
 		t.Fatal(err)
 	}
-	if st != load.RunFailed || !strings.Contains(msg, "lease") {
+	if st != string(status.Failed) || !strings.Contains(msg, "lease") {
 		t.Errorf("recorded run: %s %q; want failed, naming the lease", st, msg)
 	}
 }

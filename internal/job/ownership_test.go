@@ -14,6 +14,7 @@ import (
 	"github.com/msads-syncer/syncer/internal/extract/msadstest"
 	"github.com/msads-syncer/syncer/internal/job"
 	"github.com/msads-syncer/syncer/internal/msads"
+	"github.com/msads-syncer/syncer/internal/status"
 )
 
 // credentialRunner returns a Runner of cred (an AddCredential of b.sim) over
@@ -65,7 +66,7 @@ func mustRun(t *testing.T, r *job.Runner) *job.Result {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Status != job.StatusSucceeded {
+	if res.Status != status.Succeeded {
 		t.Fatalf("run %s: %s", res.Status, res.Error)
 	}
 	return res

@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/msads-syncer/syncer/internal/pgcluster"
+	"github.com/msads-syncer/syncer/internal/status"
 	schemasql "github.com/msads-syncer/syncer/sql"
 )
 
@@ -200,14 +201,14 @@ func TestOutageDuringWriteWaitsAndSucceeds(t *testing.T) {
 		time.Sleep(1500 * time.Millisecond)
 		restarted <- c.StartServer(context.Background())
 	}()
-	if err := s.FinishRun(context.Background(), runID, RunSucceeded, 0, ""); err != nil {
+	if err := s.FinishRun(context.Background(), runID, status.Succeeded, 0, ""); err != nil {
 		t.Fatalf("FinishRun across an outage: %v", err)
 	}
 	if err := <-restarted; err != nil {
 		t.Fatal(err)
 	}
 	var st string
-	if err := pool.QueryRow(t.Context(), `SELECT status FROM msads.sync_runs WHERE run_id = $1`, runID).Scan(&st); err != nil || st != RunSucceeded {
+	if err := pool.QueryRow(t.Context(), `SELECT status FROM msads.sync_runs WHERE run_id = $1`, runID).Scan(&st); err != nil || st != string(status.Succeeded) {
 		t.Errorf("run status = %q, %v; want succeeded", st, err)
 	}
 }

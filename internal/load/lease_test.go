@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/msads-syncer/syncer/internal/status"
 )
 
 func (b *bundle) count(t *testing.T, table string) int {
@@ -213,7 +215,7 @@ func TestOrphanedRunsAbandoned(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	status := func(run int64) (st string, finished bool, msg string) {
+	runStatus := func(run int64) (st status.Status, finished bool, msg string) {
 		t.Helper()
 		var e *string
 		if err := b.pool.QueryRow(t.Context(), `SELECT status, finished_at IS NOT NULL, error FROM `+b.q("sync_runs")+` WHERE run_id = $1`, run).Scan(&st, &finished, &e); err != nil {
@@ -224,13 +226,13 @@ func TestOrphanedRunsAbandoned(t *testing.T) {
 		}
 		return
 	}
-	if st, fin, msg := status(orphan); st != RunAbandoned || !fin || !strings.Contains(msg, "abandoned") {
+	if st, fin, msg := runStatus(orphan); st != status.Abandoned || !fin || !strings.Contains(msg, "abandoned") {
 		t.Errorf("orphaned run: %s finished=%v %q; want abandoned, finished, saying so", st, fin, msg)
 	}
-	if st, _, _ := status(otherCred); st != RunRunning {
+	if st, _, _ := runStatus(otherCred); st != status.Running {
 		t.Errorf("another credential's running run = %s, want running", st)
 	}
-	if st, _, _ := status(id); st != RunRunning {
+	if st, _, _ := runStatus(id); st != status.Running {
 		t.Errorf("the new run = %s, want running", st)
 	}
 	var leaseRun int64

@@ -24,13 +24,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
-	"regexp"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/msads-syncer/syncer/internal/redact"
 	schemasql "github.com/msads-syncer/syncer/sql"
 )
 
@@ -112,41 +112,19 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool, schema, readerRole string,
 	return v, nil
 }
 
-// scrubbedError keeps the chain of err (for errors.Is/As) with a message
-// that does not contain the password.
-type scrubbedError struct {
-	msg string
-	err error
-}
-
-func (e *scrubbedError) Error() string { return e.msg }
-func (e *scrubbedError) Unwrap() error { return e.err }
-
-var (
-	kvPassword  = regexp.MustCompile(`(?i)(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)`)
-	urlPassword = regexp.MustCompile(`(://[^:/@\s]*:)[^@\s]*@`)
-)
-
 // scrub removes the password of dsn (and anything that looks like one) from
-// err's message.
+// err's message, keeping err's chain.
 func scrub(err error, dsn, password string) error {
 	if err == nil {
 		return nil
 	}
-	msg := err.Error()
 	if password == "" {
 		if u, perr := url.Parse(dsn); perr == nil && u.User != nil {
 			password, _ = u.User.Password()
 		}
 	}
-	if password != "" {
-		msg = strings.ReplaceAll(msg, password, "xxxxx")
-		msg = strings.ReplaceAll(msg, url.QueryEscape(password), "xxxxx")
-		msg = strings.ReplaceAll(msg, url.PathEscape(password), "xxxxx")
-	}
-	msg = kvPassword.ReplaceAllString(msg, "${1}xxxxx")
-	msg = urlPassword.ReplaceAllString(msg, "${1}xxxxx@")
-	return &scrubbedError{msg: msg, err: err}
+	secrets := redact.Password(password)
+	return redact.Map(err, func(msg string) string { return redact.ConnPasswords(redact.Text(msg, secrets...)) })
 }
 
 // interpret maps driver errors to the package's sentinels, keeping the

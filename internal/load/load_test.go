@@ -15,6 +15,7 @@ import (
 
 	"github.com/msads-syncer/syncer/internal/msads"
 	"github.com/msads-syncer/syncer/internal/pgtest"
+	"github.com/msads-syncer/syncer/internal/status"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -375,12 +376,12 @@ func TestRecordCustomerFailure(t *testing.T) {
 	equal(t, "customer_syncs", b.strings(t, `SELECT customer_id, status, api_calls, coalesce(error, '') FROM customer_syncs ORDER BY 1`),
 		[]string{"1001|failed|7|GetUser: 500", "3003|failed|0|denied"})
 	b.sameVersions(t, before, "changed by RecordCustomerFailure")
-	if err := b.store.FinishRun(t.Context(), b.runID, RunPartial, 1, "1 customer failed"); err != nil {
+	if err := b.store.FinishRun(t.Context(), b.runID, status.Partial, 1, "1 customer failed"); err != nil {
 		t.Fatal(err)
 	}
 	equal(t, "run", b.strings(t, `SELECT status, customers_failed, error, finished_at IS NOT NULL FROM sync_runs`),
 		[]string{"partial|1|1 customer failed|true"})
-	if err := b.store.FinishRun(t.Context(), 99999, RunFailed, 0, ""); !errors.Is(err, ErrNotFound) {
+	if err := b.store.FinishRun(t.Context(), 99999, status.Failed, 0, ""); !errors.Is(err, ErrNotFound) {
 		t.Errorf("FinishRun unknown run: %v, want ErrNotFound", err)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/msads-syncer/syncer/internal/status"
 	schemasql "github.com/msads-syncer/syncer/sql"
 )
 
@@ -273,8 +274,8 @@ func (s *Store) StartRun(ctx context.Context, customersTotal int) (int64, error)
 	var abandoned []int64
 	err := s.inTx(ctx, "", true, func(tx pgx.Tx) error {
 		abandoned = abandoned[:0]
-		if err := tx.QueryRow(ctx, `INSERT INTO sync_runs (customers_total, hostname, credential_key) VALUES ($1, NULLIF($2, ''), $3) RETURNING run_id`,
-			customersTotal, host, key).Scan(&id); err != nil {
+		if err := tx.QueryRow(ctx, `INSERT INTO sync_runs (customers_total, hostname, credential_key, status) VALUES ($1, NULLIF($2, ''), $3, $4) RETURNING run_id`,
+			customersTotal, host, key, status.Running).Scan(&id); err != nil {
 			return err
 		}
 		if l == nil {
@@ -283,9 +284,9 @@ func (s *Store) StartRun(ctx context.Context, customersTotal int) (int64, error)
 		if _, err := tx.Exec(ctx, `UPDATE sync_leases SET run_id = $3 WHERE credential_key = $1 AND holder = $2`, key, holder, id); err != nil {
 			return err
 		}
-		rows, err := tx.Query(ctx, `UPDATE sync_runs SET status = 'abandoned', finished_at = now(),
-			error = concat_ws('; ', error, 'abandoned: still running when run ' || $2::bigint || ' of the same credential started (its process stopped without recording an end)')
-			WHERE credential_key = $1 AND status = 'running' AND run_id <> $2 RETURNING run_id`, key, id)
+		rows, err := tx.Query(ctx, `UPDATE sync_runs SET status = $3, finished_at = now(),
+			error = concat_ws('; ', error, $3::text || ': still running when run ' || $2::bigint || ' of the same credential started (its process stopped without recording an end)')
+			WHERE credential_key = $1 AND status = $4 AND run_id <> $2 RETURNING run_id`, key, id, status.Abandoned, status.Running)
 		if err != nil {
 			return err
 		}
@@ -301,34 +302,20 @@ func (s *Store) StartRun(ctx context.Context, customersTotal int) (int64, error)
 	return id, nil
 }
 
-// Run statuses.
-const (
-	RunRunning   = "running"
-	RunSucceeded = "succeeded"
-	RunPartial   = "partial"
-	RunFailed    = "failed"
-	RunCanceled  = "canceled"
-	// RunAbandoned: the run's process stopped without recording an end; the
-	// next run of the same credential marked it.
-	RunAbandoned = "abandoned"
-)
-
 // FinishRun closes a run with its final status. It writes only the run's own
 // row, so it is not fenced by a lease: a run that lost its lease still
 // records how it ended. While the database is unreachable it retries with
 // backoff for up to Options.RecordRetryMax, so the run is recorded once the
 // database is back; ctx cancels the wait (pass context.WithoutCancel to
 // record a run that was cancelled).
-func (s *Store) FinishRun(ctx context.Context, runID int64, status string, customersFailed int, errText string) error {
-	switch status {
-	case RunSucceeded, RunPartial, RunFailed, RunCanceled:
-	default:
-		return fmt.Errorf("finish run %d: invalid status %q", runID, status)
+func (s *Store) FinishRun(ctx context.Context, runID int64, st status.Status, customersFailed int, errText string) error {
+	if !st.Final() {
+		return fmt.Errorf("finish run %d: invalid status %q", runID, st)
 	}
 	var n int64
 	err := s.inTxOpts(ctx, txOpts{commit: true, noFence: true, outage: s.opts.RecordRetryMax}, func(tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, `UPDATE sync_runs SET finished_at = now(), status = $2, customers_failed = $3, error = NULLIF($4, '')
-			WHERE run_id = $1`, runID, status, customersFailed, errText)
+			WHERE run_id = $1`, runID, st, customersFailed, errText)
 		n = tag.RowsAffected()
 		return err
 	})
@@ -401,10 +388,10 @@ func (s *Store) RecordCustomerFailure(ctx context.Context, runID, customerID int
 			return nil
 		}
 		_, err := tx.Exec(ctx, `INSERT INTO customer_syncs (run_id, customer_id, started_at, finished_at, status, api_calls, error, users_unreadable)
-			VALUES ($1, $2, $3, now(), 'failed', $4, $5, $6)
+			VALUES ($1, $2, $3, now(), $7, $4, $5, $6)
 			ON CONFLICT (run_id, customer_id) DO UPDATE SET finished_at = excluded.finished_at, status = excluded.status,
 				api_calls = excluded.api_calls, error = excluded.error, users_unreadable = excluded.users_unreadable`,
-			runID, customerID, startedAt(info), info.APICalls, msg, info.UsersUnreadable)
+			runID, customerID, startedAt(info), info.APICalls, msg, info.UsersUnreadable, status.Failed)
 		return err
 	})
 	if err != nil {

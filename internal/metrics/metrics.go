@@ -15,7 +15,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	neturl "net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -24,6 +23,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/client_golang/prometheus/push"
+
+	"github.com/msads-syncer/syncer/internal/redact"
+	"github.com/msads-syncer/syncer/internal/status"
 )
 
 // Metrics holds every metric of the process.
@@ -54,14 +56,12 @@ type Metrics struct {
 	buildInfo          *prometheus.GaugeVec
 }
 
-// Statuses every counter starts at 0 for, so that rate() and increase()
-// work from the first sample and alerts on "failed" see a series before
-// the first failure.
+// Every counter starts at 0 for each status of status.RunOutcomes and
+// status.CustomerOutcomes, so that rate() and increase() work from the first
+// sample and alerts on "failed" see a series before the first failure.
 var (
-	RunStatuses      = []string{"succeeded", "partial", "failed", "canceled", "locked"}
-	CustomerStatuses = []string{"succeeded", "failed"}
-	changeKinds      = []string{"added", "changed", "removed", "reappeared"}
-	entities         = []string{"users", "user_roles", "user_invitations", "accounts"}
+	changeKinds = []string{"added", "changed", "removed", "reappeared"}
+	entities    = []string{"users", "user_roles", "user_invitations", "accounts"}
 )
 
 // New registers every metric on a fresh registry.
@@ -89,14 +89,14 @@ func New() *Metrics {
 		Name: "msads_rows_written_total", Help: "Warehouse rows written by entity and change (added, changed, removed, reappeared).",
 	}, []string{"entity", "change"})
 	m.customerSyncs = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "msads_customer_syncs_total", Help: "Customer syncs by customer and status (succeeded, failed).",
+		Name: "msads_customer_syncs_total", Help: "Customer syncs by customer and status (" + joinStatuses(status.CustomerOutcomes) + ").",
 	}, []string{"customer_id", "status"})
 	m.customerDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name: "msads_customer_sync_duration_seconds", Help: "Duration of one customer's sync, fetch and write.",
 		Buckets: prometheus.ExponentialBuckets(0.5, 2, 12),
 	})
 	m.runs = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "msads_sync_runs_total", Help: "Sync runs by status (succeeded, partial, failed, canceled, locked).",
+		Name: "msads_sync_runs_total", Help: "Sync runs by status (" + joinStatuses(status.RunOutcomes) + ").",
 	}, []string{"status"})
 	m.runDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name: "msads_sync_run_duration_seconds", Help: "Duration of a whole sync run.",
@@ -132,8 +132,8 @@ func New() *Metrics {
 	m.buildInfo = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "syncer_build_info", Help: "Always 1: the version, commit and Go version of the running syncer.",
 	}, []string{"version", "commit", "goversion"})
-	for _, st := range RunStatuses {
-		m.runs.WithLabelValues(st)
+	for _, st := range status.RunOutcomes {
+		m.runs.WithLabelValues(string(st))
 	}
 	for _, e := range entities {
 		for _, k := range changeKinds {
@@ -150,6 +150,15 @@ func New() *Metrics {
 		f(c)
 	}
 	return m
+}
+
+// joinStatuses lists statuses for a metric's help text.
+func joinStatuses(sts []status.Status) string {
+	s := make([]string, len(sts))
+	for i, st := range sts {
+		s[i] = string(st)
+	}
+	return strings.Join(s, ", ")
 }
 
 // Call implements the extract client's Observer.
@@ -184,27 +193,27 @@ func (m *Metrics) SetBuildInfo(version, commit, goVersion string) {
 // customers at 0 for every status.
 func (m *Metrics) InitCustomers(ids []int64) {
 	for _, id := range ids {
-		for _, st := range CustomerStatuses {
-			m.customerSyncs.WithLabelValues(strconv.FormatInt(id, 10), st)
+		for _, st := range status.CustomerOutcomes {
+			m.customerSyncs.WithLabelValues(strconv.FormatInt(id, 10), string(st))
 		}
 	}
 }
 
 // CustomerSync records one customer's outcome.
-func (m *Metrics) CustomerSync(customerID int64, status string, d time.Duration) {
-	m.customerSyncs.WithLabelValues(strconv.FormatInt(customerID, 10), status).Inc()
+func (m *Metrics) CustomerSync(customerID int64, st status.Status, d time.Duration) {
+	m.customerSyncs.WithLabelValues(strconv.FormatInt(customerID, 10), string(st)).Inc()
 	m.customerDuration.Observe(d.Seconds())
 }
 
 // Run records one run's outcome.
-func (m *Metrics) Run(status string, d time.Duration, end time.Time) {
-	m.runs.WithLabelValues(status).Inc()
-	if status == "locked" {
+func (m *Metrics) Run(st status.Status, d time.Duration, end time.Time) {
+	m.runs.WithLabelValues(string(st)).Inc()
+	if st == status.Locked {
 		return
 	}
 	m.runDuration.Observe(d.Seconds())
 	m.lastRunTime.Set(float64(end.Unix()))
-	if status == "succeeded" {
+	if st == status.Succeeded {
 		m.lastRunSuccess.Set(1)
 	} else {
 		m.lastRunSuccess.Set(0)
@@ -241,7 +250,14 @@ func (m *Metrics) SetCustomerStates(states []CustomerState) {
 	}
 }
 
-// InvitationNotice counts a webhook post by outcome (sent, failed).
+// Outcomes of a webhook post (msads_invitation_notices_total).
+const (
+	NoticeSent   = "sent"
+	NoticeFailed = "failed"
+)
+
+// InvitationNotice counts a webhook post by outcome (NoticeSent,
+// NoticeFailed).
 func (m *Metrics) InvitationNotice(outcome string) {
 	m.invitationNotices.WithLabelValues(outcome).Inc()
 }
@@ -295,24 +311,5 @@ func (m *Metrics) Push(ctx context.Context, url string, group Group, client *htt
 // (https://user:password@host) out of an error: the push library names the
 // full URL in its errors.
 func redactUserinfo(err error, rawURL string) error {
-	u, perr := neturl.Parse(rawURL)
-	if perr != nil || u.User == nil {
-		return err
-	}
-	msg := err.Error()
-	secrets := []string{u.User.String()}
-	if pw, ok := u.User.Password(); ok && pw != "" {
-		secrets = append(secrets, pw)
-	}
-	changed := false
-	for _, sec := range secrets {
-		if sec != "" && strings.Contains(msg, sec) {
-			msg = strings.ReplaceAll(msg, sec, "[redacted]")
-			changed = true
-		}
-	}
-	if !changed {
-		return err
-	}
-	return errors.New(msg)
+	return redact.Error(err, redact.Userinfo(rawURL)...)
 }

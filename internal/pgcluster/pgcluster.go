@@ -149,7 +149,7 @@ func (c *Cluster) start(ctx context.Context) error {
 		"synchronous_commit = off",
 		"full_page_writes = off",
 		"shared_buffers = 128MB",
-		"max_connections = 100",
+		"max_connections = 300", // every test package of `make test` shares one cluster
 		"log_min_messages = warning",
 		"",
 	}, "\n")

@@ -1,6 +1,7 @@
 // Package pgtest gives tests a real PostgreSQL: the server at
-// TEST_DATABASE_URL when set, otherwise one throwaway cluster (pgcluster) per
-// test binary, started by Main. Each test gets its own freshly migrated
+// TEST_DATABASE_URL when set (`make test` sets it to one throwaway cluster
+// that every test package shares, started by scripts/withpg), otherwise one
+// throwaway cluster (pgcluster) per test binary, started by Main. Each test gets its own freshly migrated
 // schema from Schema, so tests can run in parallel.
 //
 //	func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -34,8 +35,14 @@ import (
 // server instead of a throwaway cluster.
 const EnvURL = "TEST_DATABASE_URL"
 
+// EnvOwned, set to 1 beside EnvURL, says that server is a throwaway cluster
+// started for the tests (`make test` starts one for every package with
+// scripts/withpg), so tests may reconfigure it (pg_hba.conf); see Owned.
+const EnvOwned = "TEST_DATABASE_OWNED"
+
 var (
 	serverURL string // set by Main
+	owned     bool   // the server is a throwaway cluster: set by Main
 
 	poolOnce sync.Once
 	pool     *pgxpool.Pool
@@ -56,7 +63,7 @@ func Run(m *testing.M) int { return run(m) }
 
 func run(m *testing.M) int {
 	if u := os.Getenv(EnvURL); u != "" {
-		serverURL = u
+		serverURL, owned = u, os.Getenv(EnvOwned) == "1"
 		defer closePool()
 		return m.Run()
 	}
@@ -73,9 +80,14 @@ func run(m *testing.M) int {
 			fmt.Fprintln(os.Stderr, "pgtest:", err)
 		}
 	}()
-	serverURL = c.URL()
+	serverURL, owned = c.URL(), true
 	return m.Run()
 }
+
+// Owned reports whether the test server is a throwaway cluster started for
+// the tests (by Main, or by scripts/withpg with EnvOwned), which tests may
+// reconfigure; a server of TEST_DATABASE_URL alone is not.
+func Owned() bool { return owned }
 
 func closePool() {
 	if pool != nil {
