@@ -1028,7 +1028,9 @@ func diffAgainst(rows *dbCustomerRows, v *apiVersion, c int64) []string {
 // checkRoles: a user's current roles in a customer are those of the API
 // version of the latest successful sync that listed and read the user and
 // whose credential can see that customer (with one credential: the latest
-// successful sync that listed the user, for every customer). Several
+// successful sync that listed the user, for every customer) — unless a
+// later successful sync of that customer itself no longer listed the user:
+// then the user holds no role there. Several
 // credentials each see only the roles in their own customers, and each
 // writes only what it sees.
 func (w *world) checkRoles(fail failFunc, db *warehouse, versionOfRun map[int64]int) {
@@ -1129,6 +1131,16 @@ func (w *world) checkRoles(fail failFunc, db *warehouse, versionOfRun map[int64]
 			for k, a := range w.versions[b.version].roles[u] {
 				if k.customer == rc {
 					want[k] = a
+				}
+			}
+			// A later successful sync of the role's own customer that no
+			// longer lists the user removed the user's roles there, with
+			// its users row: that is the newer word on this customer.
+			if r, ok := db.lastOK[rc]; ok && r > b.run {
+				if vi, ok := versionOfRun[r]; ok {
+					if _, listed := w.versions[vi].listed[rc][u]; !listed {
+						clear(want)
+					}
 				}
 			}
 			for _, k := range slices.SortedFunc(maps.Keys(gotC), cmpRole) {
