@@ -199,46 +199,78 @@ func TestProfileStatements(t *testing.T) {
 	}
 }
 
-// TestExplainStatements prints EXPLAIN ANALYZE of each write statement for
-// one customer of the bench load written straight after 20 others (no
-// ANALYZE), on a 1%-changed re-run. PROFILE=1.
+// TestExplainStatements prints EXPLAIN (ANALYZE, BUFFERS) of each write
+// statement of the bench load's last customer (BENCH_CUSTOMERS, default 6),
+// written straight after the others (no ANALYZE: autovacuum is off for the
+// warehouse tables): its first write, then a 1%-changed re-run. PROFILE=1;
+// EXPLAIN=first or EXPLAIN=rerun prints only one of them.
 func TestExplainStatements(t *testing.T) {
 	if os.Getenv("PROFILE") == "" {
 		t.Skip("PROFILE not set")
 	}
 	pool, schema := pgtest.Schema(t)
 	s := NewStore(pool, Options{Schema: schema})
-	snaps := benchSnapshots()[:6]
+	snaps := benchSnapshots()
+	if os.Getenv("BENCH_CUSTOMERS") == "" {
+		snaps = snaps[:6]
+	}
 	ctx := context.Background()
-	for _, snap := range snaps[:5] {
+	for _, tb := range warehouseTables {
+		if _, err := pool.Exec(ctx, "ALTER TABLE "+pgx.Identifier{schema, tb}.Sanitize()+" SET (autovacuum_enabled = false)"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	last := snaps[len(snaps)-1]
+	for _, snap := range snaps[:len(snaps)-1] {
 		if _, err := s.WriteSnapshot(ctx, 0, snap, SyncInfo{}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	snap := changeOnePercent(snaps[5:], 1)[0]
-	args := pgx.NamedArgs{"customer_id": snap.CustomerID, "owners": []int64{snap.CustomerID}, "run_id": nil, "readable": []int64{}}
-	s.testHook = func(step string, tx pgx.Tx) error {
-		if step != "guard" {
-			return nil
+	explain := func(title string, snap *msads.Snapshot) {
+		st, err := stage(snap)
+		if err != nil {
+			t.Fatal(err)
 		}
-		for _, q := range []struct{ name, sql string }{
-			{"guard", guardSQL}, {"accounts upsert", accountsTable.upsert}, {"accounts remove", accountsTable.remove},
-			{"users upsert", usersTable.upsert}, {"users remove", usersTable.remove},
-			{"roles upsert", rolesTable.upsert}, {"roles remove", rolesTable.remove}, {"roles history", rolesHistorySQL},
-			{"invitations upsert", invitationsTable.upsert}, {"invitations remove", invitationsTable.remove},
-		} {
-			rows, err := tx.Query(ctx, "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) "+q.sql, args)
-			if err != nil {
-				return fmt.Errorf("%s: %w", q.name, err)
+		args := pgx.NamedArgs{"customer_id": snap.CustomerID, "owners": []int64{snap.CustomerID}, "run_id": nil}
+		s.testHook = func(step string, tx pgx.Tx) error {
+			if step != "guard" {
+				return nil
 			}
-			lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
-			if err != nil {
-				return fmt.Errorf("%s: %w", q.name, err)
+			for _, q := range []struct {
+				name, sql string
+				args pgx.NamedArgs
+			}{
+				{"guard", guardSQL, args}, {"accounts upsert", accountsTable.upsert, args}, {"accounts remove", accountsTable.remove, args},
+				{"users upsert", usersTable.upsert, args}, {"users remove", usersTable.remove, args},
+				{"roles of dropped users", rolesOfDroppedSQL, args},
+				{"roles upsert", rolesTable.upsert, args},
+				{"roles remove", rolesTable.remove, pgx.NamedArgs{"owners": st.roleCustomers, "readable": st.readable}},
+				{"roles history", rolesHistorySQL, args},
+				{"invitations upsert", invitationsTable.upsert, args}, {"invitations remove", invitationsTable.remove, args},
+			} {
+				rows, err := tx.Query(ctx, "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) "+q.sql, q.args)
+				if err != nil {
+					return fmt.Errorf("%s: %w", q.name, err)
+				}
+				lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+				if err != nil {
+					return fmt.Errorf("%s: %w", q.name, err)
+				}
+				fmt.Fprintf(os.Stderr, "---- %s: %s\n%s\n", title, q.name, strings.Join(lines, "\n"))
 			}
-			fmt.Fprintf(os.Stderr, "---- %s\n%s\n", q.name, strings.Join(lines, "\n"))
+			return fmt.Errorf("explained")
 		}
-		return fmt.Errorf("explained")
+		_, err = s.WriteSnapshot(ctx, 0, snap, SyncInfo{})
+		s.testHook = nil
+		fmt.Fprintln(os.Stderr, err)
 	}
-	_, err := s.WriteSnapshot(ctx, 0, snap, SyncInfo{})
-	fmt.Fprintln(os.Stderr, err)
+	if e := os.Getenv("EXPLAIN"); e == "" || e == "first" {
+		explain(fmt.Sprintf("first write of customer %d after %d others", last.CustomerID, len(snaps)-1), last)
+	}
+	if e := os.Getenv("EXPLAIN"); e == "" || e == "rerun" {
+		if _, err := s.WriteSnapshot(ctx, 0, last, SyncInfo{}); err != nil {
+			t.Fatal(err)
+		}
+		explain(fmt.Sprintf("1%%-changed re-run of customer %d (no ANALYZE)", last.CustomerID), changeOnePercent([]*msads.Snapshot{last}, 1)[0])
+	}
 }

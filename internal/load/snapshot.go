@@ -102,7 +102,7 @@ type writer struct {
 //	accounts     upsert; removal (when the accounts were fetched)
 //	users        upsert with history; removal with history (when the guard
 //	             counted users to remove)
-//	roles        upsert and removal into s_changes_user_roles, then the
+//	roles        removal and upsert into s_changes_user_roles, then the
 //	             history of what they wrote (when they wrote anything)
 //	invitations  upsert with history; removal with history
 //
@@ -205,6 +205,17 @@ func (w *writer) roles(ctx context.Context, ch *Changes, dropped bool) error {
 		return nil
 	}
 	written := int64(0)
+	// The removal before the upsert: they touch different keys (staged or
+	// not), and on a first write the removal's probes then find nothing
+	// instead of every role the upsert just wrote.
+	if len(w.st.readable) > 0 {
+		// Removal in the customers the credential sees (nil: any).
+		tag, err := w.tx.Exec(ctx, rolesTable.remove, pgx.NamedArgs{"owners": w.st.roleCustomers, "readable": w.st.readable})
+		if err != nil {
+			return fmt.Errorf("remove user_roles: %w", err)
+		}
+		written += tag.RowsAffected()
+	}
 	if dropped {
 		tag, err := w.tx.Exec(ctx, rolesOfDroppedSQL, pgx.NamedArgs{"customer_id": w.st.customerID, "owners": []int64{w.st.customerID}})
 		if err != nil {
@@ -216,14 +227,6 @@ func (w *writer) roles(ctx context.Context, ch *Changes, dropped bool) error {
 		tag, err := w.tx.Exec(ctx, rolesTable.upsert, w.args)
 		if err != nil {
 			return fmt.Errorf("write user_roles: %w", err)
-		}
-		written += tag.RowsAffected()
-	}
-	if len(w.st.readable) > 0 {
-		// Removal in the customers the credential sees (nil: any).
-		tag, err := w.tx.Exec(ctx, rolesTable.remove, pgx.NamedArgs{"owners": w.st.roleCustomers, "readable": w.st.readable})
-		if err != nil {
-			return fmt.Errorf("remove user_roles: %w", err)
 		}
 		written += tag.RowsAffected()
 	}

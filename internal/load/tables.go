@@ -34,10 +34,10 @@ type table struct {
 	// for Cols, from staged row s over stored row x (NULLs when none);
 	// nil: the staged values.
 	values func(cols []string, s, x string) []string
-	// scope is the FROM item and condition (on alias t, the entity row)
-	// selecting the current rows a snapshot decides, of which those not
-	// staged are removed (with ownedBy).
-	scopeFrom, scopeWhere string
+	// scan (default: the table as t) and scopeWhere (on alias t, the
+	// entity row) select the current rows a snapshot decides, of which
+	// those not staged are removed (with ownedBy).
+	scan, scopeWhere string
 
 	upsert, remove string // rendered statements
 }
@@ -65,12 +65,9 @@ var (
 	// rows) have no such race and write their history in the same statement.
 	rolesTable = &table{Name: "user_roles", History: "user_roles_history", Key: []string{"user_id", "customer_id", "role_id"},
 		Cols: []string{"account_ids", "linked_account_ids", "customer_link_permission"}, Owner: "customer_id", Deferred: true,
-		// The listed users GetUser read come as an array (@readable): an
-		// index scan of the key whatever the statistics of user_roles say,
-		// where a join with s_users could be planned as a nested loop over
-		// the whole table when they are missing (before autovacuum's first
-		// ANALYZE).
-		scopeWhere: "t.user_id = ANY(@readable::bigint[])"}
+		// The listed users GetUser read come as an array (@readable), each
+		// probing the key's prefix (see lateral).
+		scan: "unnest(@readable::bigint[]) AS r(user_id), " + lateral("user_roles", "t.user_id = r.user_id"), scopeWhere: "true"}
 	invitationsTable = &table{Name: "user_invitations", History: "user_invitations_history", Key: []string{"invitation_id"},
 		Cols:  []string{"customer_id", "email", "first_name", "last_name", "role_id", "account_ids", "lcid", "expiration_date"},
 		Owner: "customer_id", scopeWhere: "t.customer_id = @customer_id"}
@@ -137,6 +134,19 @@ func userValues(cols []string, s, x string) []string {
 	return out
 }
 
+// lateral returns the FROM item t: the rows of table that match cond (on
+// alias t and the FROM items before), probed for each row of those items. A
+// LATERAL subquery that is not flattened (OFFSET 0) is run once per outer
+// row, so cond on a key (prefix) is an index probe whatever the statistics
+// of table say; a join of the same would be planned, when the table has no
+// statistics yet (before autovacuum's first ANALYZE), with the default
+// selectivity of a key prefix (0.5% of the table per probe) and so as a
+// scan of the whole table: a cost per customer that grows with the
+// warehouse.
+func lateral(table, cond string) string {
+	return "LATERAL (SELECT * FROM " + table + " t WHERE " + cond + " OFFSET 0) t"
+}
+
 // ownedBy is the removal rule, written once: a writer removes a row only
 // when the row's customer (its Owner column: the listing customer of a users
 // row, the invitation's or account's customer, the role's customer) is one
@@ -159,11 +169,12 @@ func (t *table) OwnedBy() string {
 }
 
 // removeData is what sql/remove.sql renders: the removal of the current rows
-// of T in scope (From, Where on alias t) that the snapshot does not stage
-// (unless NotStaged is false, as for SweepRoles, whose Where says all).
+// of T in scope (Scan: the FROM items giving the rows as alias t, default the
+// table; Where on alias t) that the snapshot does not stage (unless
+// NotStaged is false, as for SweepRoles, whose Where says all).
 type removeData struct {
 	*table
-	From, Where string
+	Scan, Where string
 	NotStaged   bool
 }
 
@@ -225,11 +236,12 @@ var (
 	// customer holds no role there. Only the customer's own writer (under
 	// its lock) decides this, so concurrent customers cannot race on it.
 	rolesOfDroppedSQL = render("remove.sql", removeData{table: rolesTable, NotStaged: true,
-		Where: "t.customer_id = @customer_id AND t.user_id IN (SELECT u.user_id FROM users u WHERE u.customer_id = @customer_id AND u.removed_at = now())"})
+		Scan: "(SELECT u.user_id FROM users u WHERE u.customer_id = @customer_id AND u.removed_at = now()) d, " +
+			lateral("user_roles", "t.user_id = d.user_id AND t.customer_id = @customer_id"), Where: "true"})
 	// rolesSweepSQL: the roles of users no current users row lists any more,
 	// and (a repair of states older runs left) roles in a customer whose
 	// listing dropped the user.
-	rolesSweepSQL = render("remove.sql", removeData{table: rolesTable,
+	rolesSweepSQL = render("remove.sql", removeData{table: rolesTable, Scan: "user_roles t",
 		Where: "(NOT EXISTS (SELECT 1 FROM users u WHERE u.user_id = t.user_id AND u.removed_at IS NULL)" +
 			" OR EXISTS (SELECT 1 FROM users u WHERE u.customer_id = t.customer_id AND u.user_id = t.user_id AND u.removed_at IS NOT NULL))"})
 	customerSQL     = render("customer.sql", nil)
@@ -238,8 +250,11 @@ var (
 
 func init() {
 	for _, t := range tables {
+		if t.scan == "" {
+			t.scan = t.Name + " t"
+		}
 		t.upsert = render("upsert.sql", t)
-		t.remove = render("remove.sql", removeData{table: t, From: t.scopeFrom, Where: t.scopeWhere, NotStaged: true})
+		t.remove = render("remove.sql", removeData{table: t, Scan: t.scan, Where: t.scopeWhere, NotStaged: true})
 	}
 }
 

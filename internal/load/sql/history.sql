@@ -1,4 +1,16 @@
 {{- /*
+"keys" is the FROM item k of the keys of the rows of CTE .Src (an added
+row too: its entity row may have been deleted by hand, leaving its history
+open). It is an unnest of arrays built by subqueries, so the
+planner counts a few keys (not the CTE's estimate) and probes the history
+table's primary key for each, whatever the statistics of the history table
+say (a join with the CTE is planned as a hash join over the whole history
+table when they are missing).
+*/ -}}
+{{define "keys" -}}
+unnest({{range $i, $k := .T.Key}}{{if $i}}, {{end}}ARRAY(SELECT {{$k}} FROM {{$.Src}} ORDER BY {{list "" $.T.Key}}){{end}}) AS k({{list "" .T.Key}})
+{{- end}}
+{{- /*
 "history" appends the rows of CTE .Src (the entity's columns and change) to
 the history table of .T: it closes each key's open interval and opens the
 new one where the old one ends. valid_from stays strictly increasing per key
@@ -7,7 +19,8 @@ statement with (change, count) rows.
 */ -}}
 {{define "history"}}, closed AS (
     UPDATE {{.T.History}} h SET valid_to = greatest(now(), h.valid_from + interval '1 microsecond')
-    FROM {{.Src}} WHERE {{on "h" .Src .T.Key}} AND h.valid_to IS NULL
+    FROM {{template "keys" .}}
+    WHERE {{on "h" "k" .T.Key}} AND h.valid_to IS NULL
     RETURNING {{list "h." .T.Key}}, h.valid_to
 ), hist AS (
     INSERT INTO {{.T.History}} ({{list "" .T.All}}, valid_from, change, run_id)
@@ -26,5 +39,6 @@ its snapshot sees the history of every writer before.
 */ -}}
 WITH chg AS (
     SELECT {{list "t." .All}}, c.change
-    FROM s_changes_{{.Name}} c JOIN {{.Name}} t ON {{on "t" "c" .Key}}
+    FROM s_changes_{{.Name}} c
+    CROSS JOIN LATERAL (SELECT * FROM {{.Name}} t WHERE {{on "t" "c" .Key}} LIMIT 1) t
 ){{template "history" (history . "chg")}}

@@ -1,11 +1,12 @@
 {{- /*
 Staging tables, one per entity table and LIKE it (same columns, types,
-defaults, key and indexes), plus s_changes_<table> for the tables whose
+defaults and key; not its other indexes, which the statements do not use
+and would mislead the planner), plus s_changes_<table> for the tables whose
 history is written by a separate statement (sql/history.sql). They live as
 long as the pooled connection and are emptied at each commit (or by the
 rollback), which saves creating them per snapshot. Data: the tables.
 */ -}}
-{{range .}}CREATE TEMP TABLE IF NOT EXISTS {{.Staging}} (LIKE {{.Name}} INCLUDING DEFAULTS INCLUDING INDEXES) ON COMMIT DELETE ROWS;
+{{range .}}CREATE TEMP TABLE IF NOT EXISTS {{.Staging}} (LIKE {{.Name}} INCLUDING DEFAULTS, PRIMARY KEY ({{list "" .Key}})) ON COMMIT DELETE ROWS;
 {{if .Deferred}}CREATE TEMP TABLE IF NOT EXISTS s_changes_{{.Name}} ON COMMIT DELETE ROWS AS
     SELECT {{list "" .Key}}, ''::text AS change FROM {{.Name}} WITH NO DATA;
 {{end}}{{end}}

@@ -19,7 +19,7 @@ statement returns (change, count) rows; a Deferred one, a row count.
 WITH cand AS (
     SELECT {{list "s." .Key}}, {{join .Values ", "}}, x.removed_at IS NOT NULL AS was_removed
     FROM {{.Staging}} s
-    LEFT JOIN {{.Name}} x ON {{on "x" "s" .Key}}
+    LEFT JOIN LATERAL (SELECT * FROM {{.Name}} x WHERE {{on "x" "s" .Key}} LIMIT 1) x ON true
     WHERE x.{{index .Key 0}} IS NULL OR x.removed_at IS NOT NULL
        OR ({{list "x." .Cols}}) IS DISTINCT FROM ({{join .Exprs ", "}})
 ), up AS (
