@@ -243,8 +243,8 @@ func TestExplainStatements(t *testing.T) {
 				{"guard", guardSQL, args}, {"accounts upsert", accountsTable.upsert, args}, {"accounts remove", accountsTable.remove, args},
 				{"users upsert", usersTable.upsert, args}, {"users remove", usersTable.remove, args},
 				{"roles of dropped users", rolesOfDroppedSQL, args},
-				{"roles upsert", rolesTable.upsert, args},
 				{"roles remove", rolesTable.remove, pgx.NamedArgs{"owners": st.roleCustomers, "readable": st.readable}},
+				{"roles upsert", rolesTable.upsert, args},
 				{"roles history", rolesHistorySQL, args},
 				{"invitations upsert", invitationsTable.upsert, args}, {"invitations remove", invitationsTable.remove, args},
 			} {

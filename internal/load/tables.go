@@ -27,8 +27,8 @@ type table struct {
 	// customer.
 	Owner string
 	// Deferred: the history is written by a separate statement (see
-	// sql/history.sql and rolesTable), from the keys the upsert and the
-	// removal put in s_changes.
+	// sql/history.sql and rolesTable), from the rows the upsert and the
+	// removal put in s_changes_<table>.
 	Deferred bool
 	// values returns the SQL expressions of the values the upsert writes
 	// for Cols, from staged row s over stored row x (NULLs when none);

@@ -33,12 +33,12 @@ SELECT change, count(*) FROM hist GROUP BY change
 {{- end -}}
 {{- /*
 The history statement of a Deferred table (roles, see rolesTable): the rows
-the upsert and the removal recorded in s_changes_<table>, as they now are.
-It runs after both, so every row it reads is locked by this transaction and
-its snapshot sees the history of every writer before.
+the upsert and the removal recorded in s_changes_<table>, as they wrote them
+(each key once: the removal writes keys not staged, the upsert staged ones;
+and no other transaction can change a row this one wrote before it ends). It
+runs after both, so every row it historizes is locked by this transaction
+and its snapshot sees the history of every writer before.
 */ -}}
 WITH chg AS (
-    SELECT {{list "t." .All}}, c.change
-    FROM s_changes_{{.Name}} c
-    CROSS JOIN LATERAL (SELECT * FROM {{.Name}} t WHERE {{on "t" "c" .Key}} LIMIT 1) t
+    SELECT {{list "c." .All}}, c.change FROM s_changes_{{.Name}} c
 ){{template "history" (history . "chg")}}

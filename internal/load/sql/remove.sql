@@ -26,8 +26,8 @@ WITH gone AS (
     RETURNING {{list "t." .All}}, 'removed'::text AS change
 )
 {{- if .Deferred}}{{if .NotStaged}}
-INSERT INTO s_changes_{{.Name}} ({{list "" .Key}}, change)
-SELECT {{list "rm." .Key}}, rm.change FROM rm
+INSERT INTO s_changes_{{.Name}} ({{list "" .All}}, change)
+SELECT {{list "rm." .All}}, rm.change FROM rm
 {{- else}}{{template "history" (history .Table "rm")}}{{end}}
 {{- else if .History}}{{template "history" (history .Table "rm")}}
 {{- else}}

@@ -13,7 +13,7 @@ reappearing ones; unchanged rows are neither written nor locked.
         count a reappearance as changed.
 
 Then the history (sql/history.sql "closed"/"hist") in the same statement, or
-for a Deferred table the keys and changes into s_changes_<table>. The
+for a Deferred table the rows and changes into s_changes_<table>. The
 statement returns (change, count) rows; a Deferred one, a row count.
 */ -}}
 WITH cand AS (
@@ -34,8 +34,8 @@ WITH cand AS (
     FROM up JOIN cand ON {{on "cand" "up" .Key}}
 )
 {{- if .Deferred}}
-INSERT INTO s_changes_{{.Name}} ({{list "" .Key}}, change)
-SELECT {{list "chg." .Key}}, chg.change FROM chg
+INSERT INTO s_changes_{{.Name}} ({{list "" .All}}, change)
+SELECT {{list "chg." .All}}, chg.change FROM chg
 {{- else if .History}}{{template "history" (history . "chg")}}
 {{- else}}
 SELECT change, count(*) FROM chg GROUP BY change
