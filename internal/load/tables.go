@@ -34,6 +34,12 @@ type table struct {
 	// for Cols, from staged row s over stored row x (NULLs when none);
 	// nil: the staged values.
 	values func(cols []string, s, x string) []string
+	// Stored and Historized, when not "", are conditions inside the
+	// upsert that are false on a customer's first write (no row the
+	// snapshot's keys could find): the upsert then skips its probes of the
+	// stored rows and of the open history intervals, which would find
+	// nothing. One statement either way; each is one index probe.
+	Stored, Historized string
 	// scan (default: the table as t) and scopeWhere (on alias t, the
 	// entity row) select the current rows a snapshot decides, of which
 	// those not staged are removed (with ownedBy).
@@ -46,7 +52,10 @@ var (
 	usersTable = &table{Name: "users", History: "users_history", Key: []string{"customer_id", "user_id"},
 		Cols: []string{"home_customer_id", "user_name", "email", "first_name", "last_name", "job_title", "lcid",
 			"lifecycle_status", "last_modified_time", "detail_status", "detail_code", "detail_tracking_id", "detail_error"},
-		Owner: "customer_id", values: userValues, scopeWhere: "t.customer_id = @customer_id"}
+		Owner: "customer_id", values: userValues, scopeWhere: "t.customer_id = @customer_id",
+		// The customer is the key's first column.
+		Stored:     "EXISTS (SELECT FROM users WHERE customer_id = @customer_id)",
+		Historized: "EXISTS (SELECT FROM users_history WHERE customer_id = @customer_id)"}
 	// Roles are removed for the listed users GetUser read (their complete
 	// role set visible to the credential is in the snapshot), in
 	// Snapshot.RoleCustomers (@owners). The roles of users no current users

@@ -12,15 +12,16 @@ unnest({{range $i, $k := .T.Key}}{{if $i}}, {{end}}ARRAY(SELECT {{$k}} FROM {{$.
 {{- end}}
 {{- /*
 "history" appends the rows of CTE .Src (the entity's columns and change) to
-the history table of .T: it closes each key's open interval and opens the
-new one where the old one ends. valid_from stays strictly increasing per key
+the history table of .T: it closes each key's open interval (probed only
+when .T.Historized, if any, says the customer has history: not on its first
+write) and opens the new one where the old one ends. valid_from stays strictly increasing per key
 even when a transaction that started earlier commits later. Ends the
 statement with (change, count) rows.
 */ -}}
 {{define "history"}}, closed AS (
     UPDATE {{.T.History}} h SET valid_to = greatest(now(), h.valid_from + interval '1 microsecond')
     FROM {{template "keys" .}}
-    WHERE {{on "h" "k" .T.Key}} AND h.valid_to IS NULL
+    WHERE {{on "h" "k" .T.Key}} AND h.valid_to IS NULL{{if and .T.Historized (ne .Src "rm")}} AND {{.T.Historized}}{{end}}
     RETURNING {{list "h." .T.Key}}, h.valid_to
 ), hist AS (
     INSERT INTO {{.T.History}} ({{list "" .T.All}}, valid_from, change, run_id)

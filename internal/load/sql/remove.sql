@@ -6,7 +6,9 @@ removal rule), with their 'removed' history: in the same statement, or for a
 Deferred table into s_changes_<table>. A table without history returns
 ('removed', count).
 
-  gone: the keys of the rows to remove, as the scan finds them.
+  gone: the keys of the rows to remove, as the scan finds them, EXCEPT
+        the staged keys (a hash or a sort of both sides: the staging table
+        has no index, and no statistics to plan probes of it by).
   rm:   the UPDATE of those rows by their key; the WHERE re-checks removed_at
         and the owner on the row version it locks (a concurrent writer may
         have changed it meanwhile). The keys come as unnested arrays (see
@@ -18,7 +20,8 @@ WITH gone AS (
     FROM {{.Scan}}
     WHERE t.removed_at IS NULL AND {{.OwnedBy}} AND {{.Where}}
     {{- if .NotStaged}}
-      AND NOT EXISTS (SELECT 1 FROM {{.Staging}} s WHERE {{on "s" "t" .Key}}){{end}}
+    EXCEPT
+    SELECT {{list "s." .Key}} FROM {{.Staging}} s{{end}}
 ), rm AS (
     UPDATE {{.Name}} t SET removed_at = now(), updated_at = now()
     FROM {{template "keys" (history .Table "gone")}}

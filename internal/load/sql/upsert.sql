@@ -4,7 +4,10 @@ the new rows, updates the changed ones and clears removed_at of the
 reappearing ones; unchanged rows are neither written nor locked.
 
   cand: the staged rows whose stored row (x) is missing, removed or has
-        other values (IS DISTINCT FROM): the only rows the INSERT sees.
+        other values (IS DISTINCT FROM): the only rows the INSERT sees. x
+        is found by a LATERAL probe of the key for each staged row (a
+        join would be planned as a scan of the whole table when it has no
+        statistics yet), unless .Stored says there is none to find.
   up:   INSERT ... ON CONFLICT DO UPDATE of those; the WHERE re-checks the
         difference against the row version it locked (a concurrent writer
         may have written the same values meanwhile).
@@ -19,7 +22,7 @@ statement returns (change, count) rows; a Deferred one, a row count.
 WITH cand AS (
     SELECT {{list "s." .Key}}, {{join .Values ", "}}, x.removed_at IS NOT NULL AS was_removed
     FROM {{.Staging}} s
-    LEFT JOIN LATERAL (SELECT * FROM {{.Name}} x WHERE {{on "x" "s" .Key}} LIMIT 1) x ON true
+    LEFT JOIN LATERAL (SELECT * FROM {{.Name}} x WHERE {{if .Stored}}{{.Stored}} AND {{end}}{{on "x" "s" .Key}} LIMIT 1) x ON true
     WHERE x.{{index .Key 0}} IS NULL OR x.removed_at IS NOT NULL
        OR ({{list "x." .Cols}}) IS DISTINCT FROM ({{join .Exprs ", "}})
 ), up AS (
