@@ -34,12 +34,18 @@ type table struct {
 	// for Cols, from staged row s over stored row x (NULLs when none);
 	// nil: the staged values.
 	values func(cols []string, s, x string) []string
-	// Stored and Historized, when not "", are conditions inside the
-	// upsert that are false on a customer's first write (no row the
-	// snapshot's keys could find): the upsert then skips its probes of the
-	// stored rows and of the open history intervals, which would find
-	// nothing. One statement either way; each is one index probe.
-	Stored, Historized string
+	// Stored, when not "", is the WHERE (on alias x) of the stored rows the
+	// staged keys can find, all in one index range: the upsert reads them in
+	// one scan and joins them with the staged rows (by a hash: neither side
+	// has statistics to plan probes by), instead of probing each staged key.
+	// Users: the customer's rows (the key's first column); on a customer's
+	// first write the scan finds nothing at once.
+	Stored string
+	// Historized, when not "", is a condition inside the upsert that is
+	// false on a customer's first write (no history the snapshot's keys
+	// could find): the upsert then skips its probes of the open history
+	// intervals, which would find nothing. One statement either way.
+	Historized string
 	// scan (default: the table as t) and scopeWhere (on alias t, the
 	// entity row) select the current rows a snapshot decides, of which
 	// those not staged are removed (with ownedBy).
@@ -53,8 +59,7 @@ var (
 		Cols: []string{"home_customer_id", "user_name", "email", "first_name", "last_name", "job_title", "lcid",
 			"lifecycle_status", "last_modified_time", "detail_status", "detail_code", "detail_tracking_id", "detail_error"},
 		Owner: "customer_id", values: userValues, scopeWhere: "t.customer_id = @customer_id",
-		// The customer is the key's first column.
-		Stored:     "EXISTS (SELECT FROM users WHERE customer_id = @customer_id)",
+		Stored:     "x.customer_id = @customer_id",
 		Historized: "EXISTS (SELECT FROM users_history WHERE customer_id = @customer_id)"}
 	// Roles are removed for the listed users GetUser read (their complete
 	// role set visible to the credential is in the snapshot), in

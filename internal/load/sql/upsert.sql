@@ -7,7 +7,8 @@ reappearing ones; unchanged rows are neither written nor locked.
         other values (IS DISTINCT FROM): the only rows the INSERT sees. x
         is found by a LATERAL probe of the key for each staged row (a
         join would be planned as a scan of the whole table when it has no
-        statistics yet), unless .Stored says there is none to find.
+        statistics yet), or for a table with .Stored by one index range
+        scan of the rows the keys can find.
   up:   INSERT ... ON CONFLICT DO UPDATE of those; the WHERE re-checks the
         difference against the row version it locked (a concurrent writer
         may have written the same values meanwhile).
@@ -22,7 +23,11 @@ statement returns (change, count) rows; a Deferred one, a row count.
 WITH cand AS (
     SELECT {{list "s." .Key}}, {{join .Values ", "}}, x.removed_at IS NOT NULL AS was_removed
     FROM {{.Staging}} s
-    LEFT JOIN LATERAL (SELECT * FROM {{.Name}} x WHERE {{if .Stored}}{{.Stored}} AND {{end}}{{on "x" "s" .Key}} LIMIT 1) x ON true
+    {{- if .Stored}}
+    LEFT JOIN (SELECT * FROM {{.Name}} x WHERE {{.Stored}}) x ON {{on "x" "s" .Key}}
+    {{- else}}
+    LEFT JOIN LATERAL (SELECT * FROM {{.Name}} x WHERE {{on "x" "s" .Key}} LIMIT 1) x ON true
+    {{- end}}
     WHERE x.{{index .Key 0}} IS NULL OR x.removed_at IS NOT NULL
        OR ({{list "x." .Cols}}) IS DISTINCT FROM ({{join .Exprs ", "}})
 ), up AS (
