@@ -185,11 +185,14 @@ func (t *table) OwnedBy() string {
 // removeData is what sql/remove.sql renders: the removal of the current rows
 // of T in scope (Scan: the FROM items giving the rows as alias t, default the
 // table; Where on alias t) that the snapshot does not stage (unless
-// NotStaged is false, as for SweepRoles, whose Where says all).
+// NotStaged is false, as for SweepRoles, whose Where says all). Deferred
+// (roles) writes the removed rows into s_changes_<table> for the history
+// statement, unless Now (SweepRoles) writes their history at once.
 type removeData struct {
 	*table
 	Scan, Where string
 	NotStaged   bool
+	Now         bool
 }
 
 // Table is the table removed from.
@@ -249,13 +252,15 @@ var (
 	// removed by this transaction, at now()): a user no longer listed by a
 	// customer holds no role there. Only the customer's own writer (under
 	// its lock) decides this, so concurrent customers cannot race on it.
-	rolesOfDroppedSQL = render("remove.sql", removeData{table: rolesTable, NotStaged: true,
+	// None of those roles is staged (stage only stages roles of listed
+	// users), so nothing is set apart.
+	rolesOfDroppedSQL = render("remove.sql", removeData{table: rolesTable,
 		Scan: "(SELECT u.user_id FROM users u WHERE u.customer_id = @customer_id AND u.removed_at = now()) d, " +
 			lateral("user_roles", "t.user_id = d.user_id AND t.customer_id = @customer_id"), Where: "true"})
 	// rolesSweepSQL: the roles of users no current users row lists any more,
 	// and (a repair of states older runs left) roles in a customer whose
 	// listing dropped the user.
-	rolesSweepSQL = render("remove.sql", removeData{table: rolesTable, Scan: "user_roles t",
+	rolesSweepSQL = render("remove.sql", removeData{table: rolesTable, Scan: "user_roles t", Now: true,
 		Where: "(NOT EXISTS (SELECT 1 FROM users u WHERE u.user_id = t.user_id AND u.removed_at IS NULL)" +
 			" OR EXISTS (SELECT 1 FROM users u WHERE u.customer_id = t.customer_id AND u.user_id = t.user_id AND u.removed_at IS NOT NULL))"})
 	customerSQL     = render("customer.sql", nil)

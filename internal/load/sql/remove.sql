@@ -3,7 +3,7 @@ Soft removal of the current rows of .Name in the snapshot's scope (.Scan, the
 FROM items giving the rows as alias t, with .Where) that it does not stage
 (NotStaged), whose customer the writer may remove rows of (OwnedBy, the one
 removal rule), with their 'removed' history: in the same statement, or for a
-Deferred table into s_changes_<table>. A table without history returns
+Deferred table (unless .Now) into s_changes_<table>. A table without history returns
 ('removed', count).
 
   gone: the keys of the rows to remove, as the scan finds them, EXCEPT
@@ -28,7 +28,7 @@ WITH gone AS (
     WHERE {{on "t" "k" .Key}} AND t.removed_at IS NULL AND {{.OwnedBy}}
     RETURNING {{list "t." .All}}, 'removed'::text AS change
 )
-{{- if .Deferred}}{{if .NotStaged}}
+{{- if .Deferred}}{{if not .Now}}
 INSERT INTO s_changes_{{.Name}} ({{list "" .All}}, change)
 SELECT {{list "rm." .All}}, rm.change FROM rm
 {{- else}}{{template "history" (history .Table "rm")}}{{end}}
