@@ -102,8 +102,10 @@ type writer struct {
 //	accounts     upsert; removal (when the accounts were fetched)
 //	users        upsert with history; removal with history (when the guard
 //	             counted users to remove)
-//	roles        removal and upsert into s_changes_user_roles, then the
-//	             history of what they wrote (when they wrote anything)
+//	roles        removal of the dropped users' roles (when the users
+//	             removal ran), upsert with removal, into s_changes_user_roles,
+//	             then the history of what they wrote (when they wrote
+//	             anything)
 //	invitations  upsert with history; removal with history
 //
 // Each statement writes only rows that change: a snapshot that changes
@@ -194,28 +196,17 @@ func (w *writer) counted(ctx context.Context, ch *Changes, t *table, stmts ...st
 	return nil
 }
 
-// roles upserts the staged roles and removes those of the listed users
-// GetUser read in the customers of Snapshot.RoleCustomers, and, when the
-// snapshot removed users (dropped), their roles in this customer; each
-// records what it wrote in s_changes_user_roles; then, when anything was
-// written, the history of those rows (see rolesTable for why it is a second
-// statement).
+// roles removes, when the snapshot removed users (dropped), their roles in
+// this customer; then (one statement) upserts the staged roles and removes
+// those of the listed users GetUser read in the customers of
+// Snapshot.RoleCustomers that are not staged. Each records what it wrote in
+// s_changes_user_roles; then, when anything was written, the history of
+// those rows (see rolesTable for why it is a second statement).
 func (w *writer) roles(ctx context.Context, ch *Changes, dropped bool) error {
 	if len(w.st.userIDs) == 0 && !dropped {
 		return nil
 	}
 	written := int64(0)
-	// The removal before the upsert: they touch different keys (staged or
-	// not), and on a first write the removal's probes then find nothing
-	// instead of every role the upsert just wrote.
-	if len(w.st.readable) > 0 {
-		// Removal in the customers the credential sees (nil: any).
-		tag, err := w.tx.Exec(ctx, rolesTable.remove, pgx.NamedArgs{"owners": w.st.roleCustomers, "readable": w.st.readable})
-		if err != nil {
-			return fmt.Errorf("remove user_roles: %w", err)
-		}
-		written += tag.RowsAffected()
-	}
 	if dropped {
 		tag, err := w.tx.Exec(ctx, rolesOfDroppedSQL, pgx.NamedArgs{"customer_id": w.st.customerID, "owners": []int64{w.st.customerID}})
 		if err != nil {
@@ -223,8 +214,10 @@ func (w *writer) roles(ctx context.Context, ch *Changes, dropped bool) error {
 		}
 		written += tag.RowsAffected()
 	}
-	if len(w.st.roles) > 0 {
-		tag, err := w.tx.Exec(ctx, rolesTable.upsert, w.args)
+	// Staged roles are all of readable users (see stage).
+	if len(w.st.readable) > 0 {
+		// Removal in the customers the credential sees (nil: any).
+		tag, err := w.tx.Exec(ctx, rolesTable.upsert, pgx.NamedArgs{"owners": w.st.roleCustomers, "readable": w.st.readable})
 		if err != nil {
 			return fmt.Errorf("write user_roles: %w", err)
 		}

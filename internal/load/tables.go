@@ -34,22 +34,27 @@ type table struct {
 	// for Cols, from staged row s over stored row x (NULLs when none);
 	// nil: the staged values.
 	values func(cols []string, s, x string) []string
-	// Stored, when not "", is the WHERE (on alias x) of the stored rows the
-	// staged keys can find, all in one index range: the upsert reads them in
-	// one scan and joins them with the staged rows (by a hash: neither side
-	// has statistics to plan probes by), instead of probing each staged key.
-	// Users: the customer's rows (the key's first column); on a customer's
-	// first write the scan finds nothing at once.
+	// Stored, when not "", is the query of the stored rows the staged keys
+	// can find, read by index ranges or probes: the upsert reads them first
+	// and joins them with the staged rows (by a hash: neither side has
+	// statistics to plan probes by), instead of probing each staged key.
+	// Users: the customer's rows (the key's first column: one range; on a
+	// customer's first write it finds nothing at once).
 	Stored string
+	// RemoveStored: the upsert also removes the current rows of Stored
+	// that are not staged (roles: Stored is every role of the listed users
+	// GetUser read, whose complete role set the snapshot has), so one
+	// reading of them serves both.
+	RemoveStored bool
 	// Historized, when not "", is a condition inside the upsert that is
 	// false on a customer's first write (no history the snapshot's keys
 	// could find): the upsert then skips its probes of the open history
 	// intervals, which would find nothing. One statement either way.
 	Historized string
-	// scan (default: the table as t) and scopeWhere (on alias t, the
-	// entity row) select the current rows a snapshot decides, of which
-	// those not staged are removed (with ownedBy).
-	scan, scopeWhere string
+	// scopeWhere (on alias t, the entity row) selects the current rows a
+	// snapshot decides, of which those not staged are removed (with
+	// ownedBy); a table that RemoveStored has none.
+	scopeWhere string
 
 	upsert, remove string // rendered statements
 }
@@ -59,7 +64,7 @@ var (
 		Cols: []string{"home_customer_id", "user_name", "email", "first_name", "last_name", "job_title", "lcid",
 			"lifecycle_status", "last_modified_time", "detail_status", "detail_code", "detail_tracking_id", "detail_error"},
 		Owner: "customer_id", values: userValues, scopeWhere: "t.customer_id = @customer_id",
-		Stored:     "x.customer_id = @customer_id",
+		Stored:     "SELECT * FROM users x WHERE x.customer_id = @customer_id",
 		Historized: "EXISTS (SELECT FROM users_history WHERE customer_id = @customer_id)"}
 	// Roles are removed for the listed users GetUser read (their complete
 	// role set visible to the credential is in the snapshot), in
@@ -80,8 +85,11 @@ var (
 	rolesTable = &table{Name: "user_roles", History: "user_roles_history", Key: []string{"user_id", "customer_id", "role_id"},
 		Cols: []string{"account_ids", "linked_account_ids", "customer_link_permission"}, Owner: "customer_id", Deferred: true,
 		// The listed users GetUser read come as an array (@readable), each
-		// probing the key's prefix (see lateral).
-		scan: "unnest(@readable::bigint[]) AS r(user_id), " + lateral("user_roles", "t.user_id = r.user_id"), scopeWhere: "true"}
+		// probing the key's prefix (see lateral): their stored roles, which
+		// the upsert compares with the staged ones and removes when not
+		// staged (in Snapshot.RoleCustomers, @owners).
+		Stored:       "SELECT t.* FROM unnest(@readable::bigint[]) AS r(user_id), " + lateral("user_roles", "t.user_id = r.user_id"),
+		RemoveStored: true}
 	invitationsTable = &table{Name: "user_invitations", History: "user_invitations_history", Key: []string{"invitation_id"},
 		Cols:  []string{"customer_id", "email", "first_name", "last_name", "role_id", "account_ids", "lcid", "expiration_date"},
 		Owner: "customer_id", scopeWhere: "t.customer_id = @customer_id"}
@@ -269,11 +277,11 @@ var (
 
 func init() {
 	for _, t := range tables {
-		if t.scan == "" {
-			t.scan = t.Name + " t"
-		}
 		t.upsert = render("upsert.sql", t)
-		t.remove = render("remove.sql", removeData{table: t, Scan: t.scan, Where: t.scopeWhere, NotStaged: true})
+		if t.RemoveStored {
+			continue // the upsert removes
+		}
+		t.remove = render("remove.sql", removeData{table: t, Scan: t.Name + " t", Where: t.scopeWhere, NotStaged: true})
 	}
 }
 
