@@ -177,20 +177,33 @@ func slicesFilter[T any](s []T, keep func(T) bool) []T {
 	return out
 }
 
-// TestProfileStatements times each statement of the bench load: first
-// write, 1% changed straight after (no ANALYZE), no-change re-run. Run with
-// PROFILE=1.
+// TestProfileStatements times each statement of the bench load
+// (BENCH_CUSTOMERS): first write, 1% changed straight after (no ANALYZE:
+// autovacuum is off for the warehouse tables), no-change re-run, ANALYZE and
+// another 1% change. Run with PROFILE=1.
 func TestProfileStatements(t *testing.T) {
 	if os.Getenv("PROFILE") == "" {
 		t.Skip("PROFILE not set")
 	}
-	s, tr, _, _ := tracedStore(t)
+	s, tr, pool, schema := tracedStore(t)
+	for _, tb := range warehouseTables {
+		if _, err := pool.Exec(t.Context(), "ALTER TABLE "+pgx.Identifier{schema, tb}.Sanitize()+" SET (autovacuum_enabled = false)"); err != nil {
+			t.Fatal(err)
+		}
+	}
 	snaps := benchSnapshots()
 	changed := changeOnePercent(snaps, 1)
 	for _, pass := range []struct {
 		name  string
 		snaps []*msads.Snapshot
-	}{{"first write", snaps}, {"1% changed, no ANALYZE", changed}, {"no-change re-run", changed}} {
+	}{{"first write", snaps}, {"1% changed, no ANALYZE", changed}, {"no-change re-run", changed},
+		{"1% changed after ANALYZE", changeOnePercent(snaps, 2)}} {
+		if strings.Contains(pass.name, "after ANALYZE") {
+			if _, err := pool.Exec(t.Context(), "SET search_path TO "+pgx.Identifier{schema}.Sanitize()+"; ANALYZE "+strings.Join(warehouseTables, ", ")+"; RESET search_path"); err != nil {
+				t.Fatal(err)
+			}
+			tr.reset(nil, "")
+		}
 		start := time.Now()
 		for _, snap := range pass.snaps {
 			if _, err := s.WriteSnapshot(context.Background(), 0, snap, SyncInfo{}); err != nil {
@@ -206,7 +219,8 @@ func TestProfileStatements(t *testing.T) {
 // statement of the bench load's last customer (BENCH_CUSTOMERS, default 6),
 // written straight after the others (no ANALYZE: autovacuum is off for the
 // warehouse tables): its first write, then a 1%-changed re-run. PROFILE=1;
-// EXPLAIN=first or EXPLAIN=rerun prints only one of them.
+// EXPLAIN=first or EXPLAIN=rerun prints only one of them; EXPLAIN=analyzed
+// the re-run after an ANALYZE of the warehouse tables.
 func TestExplainStatements(t *testing.T) {
 	if os.Getenv("PROFILE") == "" {
 		t.Skip("PROFILE not set")
@@ -269,10 +283,17 @@ func TestExplainStatements(t *testing.T) {
 	if e := os.Getenv("EXPLAIN"); e == "" || e == "first" {
 		explain(fmt.Sprintf("first write of customer %d after %d others", last.CustomerID, len(snaps)-1), last)
 	}
-	if e := os.Getenv("EXPLAIN"); e == "" || e == "rerun" {
+	if e := os.Getenv("EXPLAIN"); e == "" || e == "rerun" || e == "analyzed" {
 		if _, err := s.WriteSnapshot(ctx, 0, last, SyncInfo{}); err != nil {
 			t.Fatal(err)
 		}
-		explain(fmt.Sprintf("1%%-changed re-run of customer %d (no ANALYZE)", last.CustomerID), changeOnePercent([]*msads.Snapshot{last}, 1)[0])
+		what := "no ANALYZE"
+		if os.Getenv("EXPLAIN") == "analyzed" {
+			what = "after ANALYZE"
+			if _, err := pool.Exec(ctx, "SET search_path TO "+pgx.Identifier{schema}.Sanitize()+"; ANALYZE "+strings.Join(warehouseTables, ", ")+"; RESET search_path"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		explain(fmt.Sprintf("1%%-changed re-run of customer %d (%s)", last.CustomerID, what), changeOnePercent([]*msads.Snapshot{last}, 1)[0])
 	}
 }

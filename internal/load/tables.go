@@ -65,7 +65,12 @@ var (
 			"lifecycle_status", "last_modified_time", "detail_status", "detail_code", "detail_tracking_id", "detail_error"},
 		Owner: "customer_id", values: userValues, scopeWhere: "t.customer_id = @customer_id",
 		Stored:     "SELECT * FROM users x WHERE x.customer_id = @customer_id",
-		Historized: "EXISTS (SELECT FROM users_history WHERE customer_id = @customer_id)"}
+		// Ordered by the key's next column, so that it is read from the
+		// key's index whatever the statistics say (an EXISTS is planned,
+		// once users_history is analyzed, as a scan that expects to meet
+		// the customer's rows early, and reads the whole table when they
+		// are at its end).
+		Historized: "(SELECT true FROM users_history h WHERE h.customer_id = @customer_id ORDER BY h.user_id LIMIT 1)"}
 	// Roles are removed for the listed users GetUser read (their complete
 	// role set visible to the credential is in the snapshot), in
 	// Snapshot.RoleCustomers (@owners). The roles of users no current users
