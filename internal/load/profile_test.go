@@ -253,6 +253,12 @@ func TestExplainStatements(t *testing.T) {
 			if step != "guard" {
 				return nil
 			}
+			var current int64
+			var dropped []int64
+			if err := tx.QueryRow(ctx, guardSQL, args).Scan(&current, &dropped); err != nil {
+				return err
+			}
+			args["dropped"] = dropped
 			for _, q := range []struct {
 				name, sql string
 				args pgx.NamedArgs

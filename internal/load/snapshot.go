@@ -90,8 +90,9 @@ type writer struct {
 	st    *staged
 	store *Store
 	// args are the named arguments of every statement: customer_id,
-	// run_id and owners (the customers whose rows the statement may
-	// remove, see ownedBy).
+	// run_id, owners (the customers whose rows the statement may remove,
+	// see ownedBy) and, after the guard, dropped (the customer's current
+	// users the snapshot does not list).
 	args pgx.NamedArgs
 }
 
@@ -129,10 +130,13 @@ func (w *writer) write(ctx context.Context, ch *Changes) error {
 	if err := w.hook("stage"); err != nil {
 		return err
 	}
-	var current, removing int
-	if err := w.tx.QueryRow(ctx, guardSQL, w.args).Scan(&current, &removing); err != nil {
+	var current int
+	var dropped []int64
+	if err := w.tx.QueryRow(ctx, guardSQL, w.args).Scan(&current, &dropped); err != nil {
 		return fmt.Errorf("count users to remove: %w", err)
 	}
+	removing := len(dropped)
+	w.args["dropped"] = dropped
 	if err := w.checkGuard(current, removing); err != nil {
 		return err
 	}
@@ -208,7 +212,7 @@ func (w *writer) roles(ctx context.Context, ch *Changes, dropped bool) error {
 	}
 	written := int64(0)
 	if dropped {
-		tag, err := w.tx.Exec(ctx, rolesOfDroppedSQL, pgx.NamedArgs{"customer_id": w.st.customerID, "owners": []int64{w.st.customerID}})
+		tag, err := w.tx.Exec(ctx, rolesOfDroppedSQL, pgx.NamedArgs{"customer_id": w.st.customerID, "owners": []int64{w.st.customerID}, "dropped": w.args["dropped"]})
 		if err != nil {
 			return fmt.Errorf("remove user_roles of dropped users: %w", err)
 		}

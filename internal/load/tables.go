@@ -55,6 +55,9 @@ type table struct {
 	// snapshot decides, of which those not staged are removed (with
 	// ownedBy); a table that RemoveStored has none.
 	scopeWhere string
+	// removeScan, when not "", gives (as t) the rows the removal removes,
+	// already set apart from the staged ones (users: the guard's @dropped).
+	removeScan string
 
 	upsert, remove string // rendered statements
 }
@@ -63,7 +66,10 @@ var (
 	usersTable = &table{Name: "users", History: "users_history", Key: []string{"customer_id", "user_id"},
 		Cols: []string{"home_customer_id", "user_name", "email", "first_name", "last_name", "job_title", "lcid",
 			"lifecycle_status", "last_modified_time", "detail_status", "detail_code", "detail_tracking_id", "detail_error"},
-		Owner: "customer_id", values: userValues, scopeWhere: "t.customer_id = @customer_id",
+		Owner: "customer_id", values: userValues,
+		// The guard (sql/guard.sql) already found the current users the
+		// snapshot does not list: @dropped, which the removal probes.
+		removeScan: "unnest(@dropped::bigint[]) AS d(user_id), " + lateral("users", "t.customer_id = @customer_id AND t.user_id = d.user_id"),
 		Stored:     "SELECT * FROM users x WHERE x.customer_id = @customer_id",
 		// Ordered by the key's next column, so that it is read from the
 		// key's index whatever the statistics say (an EXISTS is planned,
@@ -261,15 +267,16 @@ var (
 	guardSQL        = render("guard.sql", nil)
 	rolesHistorySQL = render("history.sql", rolesTable)
 	// rolesOfDroppedSQL removes, with the customer's snapshot, the roles in
-	// that customer of the users its listing dropped (their users row was
-	// removed by this transaction, at now()): a user no longer listed by a
+	// that customer of the users its listing dropped (@dropped, from the
+	// guard: their users row was removed by this transaction): a user no
+	// longer listed by a
 	// customer holds no role there. Only the customer's own writer (under
 	// its lock) decides this, so concurrent customers cannot race on it.
 	// None of those roles is staged (stage only stages roles of listed
 	// users), so nothing is set apart.
 	rolesOfDroppedSQL = render("remove.sql", removeData{table: rolesTable,
-		Scan: "(SELECT u.user_id FROM users u WHERE u.customer_id = @customer_id AND u.removed_at = now()) d, " +
-			lateral("user_roles", "t.user_id = d.user_id AND t.customer_id = @customer_id"), Where: "true"})
+		Scan: "unnest(@dropped::bigint[]) AS d(user_id), " + lateral("user_roles", "t.user_id = d.user_id AND t.customer_id = @customer_id"),
+		Where: "true"})
 	// rolesSweepSQL: the roles of users no current users row lists any more,
 	// and (a repair of states older runs left) roles in a customer whose
 	// listing dropped the user.
@@ -286,7 +293,11 @@ func init() {
 		if t.RemoveStored {
 			continue // the upsert removes
 		}
-		t.remove = render("remove.sql", removeData{table: t, Scan: t.Name + " t", Where: t.scopeWhere, NotStaged: true})
+		d := removeData{table: t, Scan: t.Name + " t", Where: t.scopeWhere, NotStaged: true}
+		if t.removeScan != "" {
+			d.Scan, d.Where, d.NotStaged = t.removeScan, "true", false
+		}
+		t.remove = render("remove.sql", d)
 	}
 }
 
