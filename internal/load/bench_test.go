@@ -278,3 +278,15 @@ func rawCopy(b *testing.B, pool *pgxpool.Pool, schema string, snaps []*msads.Sna
 	}
 	return total, per
 }
+
+// BenchmarkStage measures stage (the Go side of a write, part of its time)
+// for one bench customer: go test -run '^$' -bench 'BenchmarkStage$' ./internal/load/
+func BenchmarkStage(b *testing.B) {
+	snap := benchSnapshots()[0]
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := stage(snap); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -261,7 +261,7 @@ func TestExplainStatements(t *testing.T) {
 			args["dropped"] = dropped
 			for _, q := range []struct {
 				name, sql string
-				args pgx.NamedArgs
+				args      pgx.NamedArgs
 			}{
 				{"guard", guardSQL, args}, {"accounts upsert", accountsTable.upsert, args}, {"accounts remove", accountsTable.remove, args},
 				{"users upsert", usersTable.upsert, args}, {"users remove", usersTable.remove, args},

@@ -275,7 +275,7 @@ var (
 	// None of those roles is staged (stage only stages roles of listed
 	// users), so nothing is set apart.
 	rolesOfDroppedSQL = render("remove.sql", removeData{table: rolesTable,
-		Scan: "unnest(@dropped::bigint[]) AS d(user_id), " + lateral("user_roles", "t.user_id = d.user_id AND t.customer_id = @customer_id"),
+		Scan:  "unnest(@dropped::bigint[]) AS d(user_id), " + lateral("user_roles", "t.user_id = d.user_id AND t.customer_id = @customer_id"),
 		Where: "true"})
 	// rolesSweepSQL: the roles of users no current users row lists any more,
 	// and (a repair of states older runs left) roles in a customer whose
