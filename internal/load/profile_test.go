@@ -303,3 +303,87 @@ func TestExplainStatements(t *testing.T) {
 		explain(fmt.Sprintf("1%%-changed re-run of customer %d (%s)", last.CustomerID, what), changeOnePercent([]*msads.Snapshot{last}, 1)[0])
 	}
 }
+
+// TestProfileWriteFloor times, for one bench customer's 2,000 users written
+// after 10 others (best of 7, each in a transaction rolled back), what the
+// first write cannot avoid against what the raw COPY does: the floor under
+// figure 1 (BENCHMARKS.md). PROFILE=1.
+func TestProfileWriteFloor(t *testing.T) {
+	if os.Getenv("PROFILE") == "" {
+		t.Skip("PROFILE not set")
+	}
+	pool, schema := pgtest.Schema(t)
+	s := NewStore(pool, Options{Schema: schema})
+	ctx := context.Background()
+	snaps := benchSnapshots()[:11]
+	for _, snap := range snaps[:10] {
+		if _, err := s.WriteSnapshot(ctx, 0, snap, SyncInfo{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, err := stage(snaps[10])
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	c := conn.Conn()
+	for _, q := range []string{"SET search_path TO " + pgx.Identifier{schema}.Sanitize(), stagingSQL,
+		"CREATE TABLE copy_users (LIKE users INCLUDING ALL)",
+		"CREATE TEMP TABLE keyed_users (LIKE users INCLUDING DEFAULTS, PRIMARY KEY (customer_id, user_id)) ON COMMIT DELETE ROWS"} {
+		if _, err := c.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	copyInto := func(table string) func(pgx.Tx) error {
+		return func(tx pgx.Tx) error {
+			_, err := tx.CopyFrom(ctx, pgx.Identifier{table}, usersTable.All(), pgx.CopyFromRows(st.users))
+			return err
+		}
+	}
+	exec := func(sql string) func(pgx.Tx) error {
+		return func(tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, sql, pgx.NamedArgs{"customer_id": st.customerID, "run_id": nil})
+			return err
+		}
+	}
+	for _, m := range []struct {
+		name     string
+		setup, f func(pgx.Tx) error
+	}{
+		{"raw COPY into users' copy (logged, key + index)", nil, copyInto("copy_users")},
+		{"COPY into s_users (temp, no index)", nil, copyInto("s_users")},
+		{"COPY into a temp table with the key", nil, copyInto("keyed_users")},
+		{"INSERT INTO users SELECT (no ON CONFLICT)", copyInto("s_users"), exec("INSERT INTO users SELECT * FROM s_users")},
+		{"INSERT INTO users SELECT ON CONFLICT DO UPDATE", copyInto("s_users"), exec("INSERT INTO users AS t SELECT * FROM s_users ON CONFLICT (customer_id, user_id) DO UPDATE SET email = excluded.email WHERE t.email IS DISTINCT FROM excluded.email")},
+		{"INSERT INTO users_history SELECT", copyInto("s_users"), exec("INSERT INTO users_history (customer_id, user_id, user_name, email, valid_from, change) SELECT customer_id, user_id, user_name, email, now(), 'added' FROM s_users")},
+		{"the users upsert (entity + history)", copyInto("s_users"), exec(usersTable.upsert)},
+	} {
+		var best time.Duration
+		for i := range 7 {
+			tx, err := c.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m.setup != nil {
+				if err := m.setup(tx); err != nil {
+					t.Fatal(m.name, err)
+				}
+			}
+			t0 := time.Now()
+			if err := m.f(tx); err != nil {
+				t.Fatal(m.name, err)
+			}
+			if d := time.Since(t0); i == 0 || d < best {
+				best = d
+			}
+			if err := tx.Rollback(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		fmt.Fprintf(os.Stderr, "%8.2fms  %s\n", float64(best.Microseconds())/1000, m.name)
+	}
+}
