@@ -269,11 +269,10 @@ var (
 	// rolesOfDroppedSQL removes, with the customer's snapshot, the roles in
 	// that customer of the users its listing dropped (@dropped, from the
 	// guard: their users row was removed by this transaction): a user no
-	// longer listed by a
-	// customer holds no role there. Only the customer's own writer (under
-	// its lock) decides this, so concurrent customers cannot race on it.
-	// None of those roles is staged (stage only stages roles of listed
-	// users), so nothing is set apart.
+	// longer listed by a customer holds no role there. Only the customer's
+	// own writer (under its lock) decides this, so concurrent customers
+	// cannot race on it. None of those roles is staged (stage only stages
+	// roles of listed users), so nothing is set apart.
 	rolesOfDroppedSQL = render("remove.sql", removeData{table: rolesTable,
 		Scan:  "unnest(@dropped::bigint[]) AS d(user_id), " + lateral("user_roles", "t.user_id = d.user_id AND t.customer_id = @customer_id"),
 		Where: "true"})
