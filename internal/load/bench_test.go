@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -16,7 +17,16 @@ import (
 	"github.com/msads-syncer/syncer/internal/pgtest"
 )
 
-const benchCustomers, benchUsersPer, benchInvitationsPer, benchAccountsPer = 100, 2000, 50, 10
+const benchUsersPer, benchInvitationsPer, benchAccountsPer = 2000, 50, 10
+
+// benchCustomers is 100 (the load); BENCH_CUSTOMERS=n runs a smaller
+// (or larger) load of n customers while iterating.
+var benchCustomers = func() int64 {
+	if n, err := strconv.Atoi(os.Getenv("BENCH_CUSTOMERS")); err == nil && n > 1 {
+		return int64(n)
+	}
+	return 100
+}()
 
 // benchSnapshots generates 100 customers with 2,000 users each (200,000),
 // 300,000 roles (every user one role on its customer, every other user a
@@ -186,7 +196,7 @@ func BenchmarkSnapshotWrite(b *testing.B) {
 		progress := func(what string, d time.Duration) { fmt.Fprintf(os.Stderr, "bench: %s %.2fs\n", what, d.Seconds()) }
 		ch, first, firstPer := timedWrite(b, s, runID, snaps)
 		progress("first write", first)
-		if ch.Users.Added != 200_000 || ch.Roles.Added != 300_000 || ch.Invitations.Added != 5_000 {
+		if n := int(benchCustomers); ch.Users.Added != n*benchUsersPer || ch.Roles.Added != n*benchUsersPer*3/2 || ch.Invitations.Added != n*benchInvitationsPer {
 			b.Fatalf("first write changes = %v", ch)
 		}
 		cp, cpPer := rawCopy(b, pool, schema, snaps)
@@ -267,4 +277,16 @@ func rawCopy(b *testing.B, pool *pgxpool.Pool, schema string, snaps []*msads.Sna
 		total += per[i]
 	}
 	return total, per
+}
+
+// BenchmarkStage measures stage (the Go side of a write, part of its time)
+// for one bench customer: go test -run '^$' -bench 'BenchmarkStage$' ./internal/load/
+func BenchmarkStage(b *testing.B) {
+	snap := benchSnapshots()[0]
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := stage(snap); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

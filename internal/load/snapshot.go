@@ -90,8 +90,9 @@ type writer struct {
 	st    *staged
 	store *Store
 	// args are the named arguments of every statement: customer_id,
-	// run_id and owners (the customers whose rows the statement may
-	// remove, see ownedBy).
+	// run_id, owners (the customers whose rows the statement may remove,
+	// see ownedBy) and, after the guard, dropped (the customer's current
+	// users the snapshot does not list).
 	args pgx.NamedArgs
 }
 
@@ -102,8 +103,10 @@ type writer struct {
 //	accounts     upsert; removal (when the accounts were fetched)
 //	users        upsert with history; removal with history (when the guard
 //	             counted users to remove)
-//	roles        upsert and removal into s_changes_user_roles, then the
-//	             history of what they wrote (when they wrote anything)
+//	roles        removal of the dropped users' roles (when the users
+//	             removal ran), upsert with removal, into s_changes_user_roles,
+//	             then the history of what they wrote (when they wrote
+//	             anything)
 //	invitations  upsert with history; removal with history
 //
 // Each statement writes only rows that change: a snapshot that changes
@@ -127,10 +130,13 @@ func (w *writer) write(ctx context.Context, ch *Changes) error {
 	if err := w.hook("stage"); err != nil {
 		return err
 	}
-	var current, removing int
-	if err := w.tx.QueryRow(ctx, guardSQL, w.args).Scan(&current, &removing); err != nil {
+	var current int
+	var dropped []int64
+	if err := w.tx.QueryRow(ctx, guardSQL, w.args).Scan(&current, &dropped); err != nil {
 		return fmt.Errorf("count users to remove: %w", err)
 	}
+	removing := len(dropped)
+	w.args["dropped"] = dropped
 	if err := w.checkGuard(current, removing); err != nil {
 		return err
 	}
@@ -194,36 +200,30 @@ func (w *writer) counted(ctx context.Context, ch *Changes, t *table, stmts ...st
 	return nil
 }
 
-// roles upserts the staged roles and removes those of the listed users
-// GetUser read in the customers of Snapshot.RoleCustomers, and, when the
-// snapshot removed users (dropped), their roles in this customer; each
-// records what it wrote in s_changes_user_roles; then, when anything was
-// written, the history of those rows (see rolesTable for why it is a second
-// statement).
+// roles removes, when the snapshot removed users (dropped), their roles in
+// this customer; then (one statement) upserts the staged roles and removes
+// those of the listed users GetUser read in the customers of
+// Snapshot.RoleCustomers that are not staged. Each records what it wrote in
+// s_changes_user_roles; then, when anything was written, the history of
+// those rows (see rolesTable for why it is a second statement).
 func (w *writer) roles(ctx context.Context, ch *Changes, dropped bool) error {
 	if len(w.st.userIDs) == 0 && !dropped {
 		return nil
 	}
 	written := int64(0)
 	if dropped {
-		tag, err := w.tx.Exec(ctx, rolesOfDroppedSQL, pgx.NamedArgs{"customer_id": w.st.customerID, "owners": []int64{w.st.customerID}})
+		tag, err := w.tx.Exec(ctx, rolesOfDroppedSQL, pgx.NamedArgs{"customer_id": w.st.customerID, "owners": []int64{w.st.customerID}, "dropped": w.args["dropped"]})
 		if err != nil {
 			return fmt.Errorf("remove user_roles of dropped users: %w", err)
 		}
 		written += tag.RowsAffected()
 	}
-	if len(w.st.roles) > 0 {
-		tag, err := w.tx.Exec(ctx, rolesTable.upsert, w.args)
-		if err != nil {
-			return fmt.Errorf("write user_roles: %w", err)
-		}
-		written += tag.RowsAffected()
-	}
+	// Staged roles are all of readable users (see stage).
 	if len(w.st.readable) > 0 {
 		// Removal in the customers the credential sees (nil: any).
-		tag, err := w.tx.Exec(ctx, rolesTable.remove, pgx.NamedArgs{"owners": w.st.roleCustomers, "readable": w.st.readable})
+		tag, err := w.tx.Exec(ctx, rolesTable.upsert, pgx.NamedArgs{"owners": w.st.roleCustomers, "readable": w.st.readable})
 		if err != nil {
-			return fmt.Errorf("remove user_roles: %w", err)
+			return fmt.Errorf("write user_roles: %w", err)
 		}
 		written += tag.RowsAffected()
 	}

@@ -64,6 +64,17 @@ func nullable(s string) any {
 	return s
 }
 
+// nullablePtr is nullable without the copy: p, or nil for "".
+func nullablePtr(p *string) any {
+	if *p == "" {
+		return nil
+	}
+	return p
+}
+
+// statusOK is users.detail_status 'ok', boxed once.
+var statusOK any = msads.DetailOK
+
 // sortedIDs returns ids sorted and without duplicates. nil stays nil (NULL)
 // and an empty non-nil slice stays empty non-nil ('{}').
 func sortedIDs(ids []int64) []int64 {
@@ -121,11 +132,14 @@ func stage(snap *msads.Snapshot) (*staged, error) {
 	}
 	// listed maps the listed users to their detail status.
 	listed := make(map[int64]string, len(users))
-	for i, u := range users {
+	vals := make([]any, 15*len(users)) // the users rows' values
+	st.users = make([][]any, 0, len(users))
+	for i := range users {
+		u := &users[i]
 		if u.CustomerID != 0 && u.CustomerID != cid {
 			return nil, bad("user %d is listed for customer %d", u.ID, u.CustomerID)
 		}
-		status := detailStatus(&u)
+		status := detailStatus(u)
 		if status == "" {
 			return nil, bad("user %d has unknown detail status %q", u.ID, u.DetailStatus)
 		}
@@ -138,11 +152,19 @@ func stage(snap *msads.Snapshot) (*staged, error) {
 			st.readable = append(st.readable, u.ID)
 			var home any
 			if u.HomeCustomerID != 0 {
-				home = u.HomeCustomerID
+				home = &u.HomeCustomerID
 			}
-			st.users = append(st.users, []any{cid, u.ID, home, nullable(u.UserName), nullable(u.Email),
-				nullable(u.FirstName), nullable(u.LastName), nullable(u.JobTitle), nullable(u.Lcid),
-				nullable(u.LifecycleStatus), u.LastModifiedTime, status, nil, nil, nil}) // usersTable.All()
+			// Pointers into users (and to st.customerID): pgx encodes
+			// what they point to, and a pointer in an interface costs no
+			// allocation where a boxed int64 or string does.
+			row := vals[:15:15]
+			vals = vals[15:]
+			row[0], row[1], row[2] = &st.customerID, &u.ID, home
+			for j, p := range [...]*string{&u.UserName, &u.Email, &u.FirstName, &u.LastName, &u.JobTitle, &u.Lcid, &u.LifecycleStatus} {
+				row[3+j] = nullablePtr(p)
+			}
+			row[10], row[11] = u.LastModifiedTime, statusOK
+			st.users = append(st.users, row) // usersTable.All(); row[12:] nil
 			continue
 		}
 		// GetUser failed: only the listing's user name and the failure are
@@ -156,11 +178,6 @@ func stage(snap *msads.Snapshot) (*staged, error) {
 			status, code, nullable(u.DetailTrackingID), nullable(u.DetailError)})
 	}
 
-	type roleKey struct {
-		user, customer int64
-		role           int32
-	}
-	merged := make(map[roleKey]msads.Role, len(snap.Roles))
 	for _, r := range snap.Roles {
 		switch status := listed[r.UserID]; status {
 		case msads.DetailOK:
@@ -171,33 +188,43 @@ func stage(snap *msads.Snapshot) (*staged, error) {
 			// they are: the snapshot cannot know any.
 			return nil, bad("role %d of user %d, whose detail status is %s", r.RoleID, r.UserID, status)
 		}
-		k := roleKey{r.UserID, r.CustomerID, r.RoleID}
-		if prev, ok := merged[k]; ok {
-			// The same role twice: the union of its scopes. nil (every
-			// account) wins; [] ∪ list is the list; [] ∪ [] stays [].
-			if prev.AccountIDs == nil || r.AccountIDs == nil {
-				r.AccountIDs = nil
-			} else {
-				r.AccountIDs = unionIDs(prev.AccountIDs, r.AccountIDs)
-			}
-			r.LinkedAccountIDs = unionIDs(prev.LinkedAccountIDs, r.LinkedAccountIDs)
-		}
-		merged[k] = r
 	}
-	keys := make([]roleKey, 0, len(merged))
-	for k := range merged {
-		keys = append(keys, k)
-	}
-	slices.SortFunc(keys, func(a, b roleKey) int {
-		return cmp.Or(cmp.Compare(a.user, b.user), cmp.Compare(a.customer, b.customer), cmp.Compare(a.role, b.role))
+	// Sorted by key (stable: of duplicates, the last listed stays last), so
+	// duplicates are neighbours; a snapshot's roles usually come nearly
+	// sorted already.
+	roles := slices.Clone(snap.Roles)
+	slices.SortStableFunc(roles, func(a, b msads.Role) int {
+		return cmp.Or(cmp.Compare(a.UserID, b.UserID), cmp.Compare(a.CustomerID, b.CustomerID), cmp.Compare(a.RoleID, b.RoleID))
 	})
-	for _, k := range keys {
-		r := merged[k]
+	st.roles = make([][]any, 0, len(roles))
+	vals = make([]any, 6*len(roles)) // the roles rows' values
+	w := 0
+	for i := 0; i < len(roles); {
+		r := roles[i]
+		for i++; i < len(roles) && roles[i].UserID == r.UserID && roles[i].CustomerID == r.CustomerID && roles[i].RoleID == r.RoleID; i++ {
+			// The same role twice: the union of its scopes. nil (every
+			// account) wins; [] ∪ list is the list; [] ∪ [] stays []. The
+			// other fields are the last one's.
+			next := roles[i]
+			if r.AccountIDs == nil || next.AccountIDs == nil {
+				next.AccountIDs = nil
+			} else {
+				next.AccountIDs = unionIDs(r.AccountIDs, next.AccountIDs)
+			}
+			next.LinkedAccountIDs = unionIDs(r.LinkedAccountIDs, next.LinkedAccountIDs)
+			r = next
+		}
 		if cleanAll(&r.CustomerLinkPermission) {
 			st.replaced.users = append(st.replaced.users, r.UserID)
 		}
-		st.roles = append(st.roles, []any{r.UserID, r.CustomerID, r.RoleID, sortedIDs(r.AccountIDs),
-			sortedIDs(r.LinkedAccountIDs), nullable(r.CustomerLinkPermission)})
+		roles[w] = r // merged in place: the row points into it (see the users rows)
+		m := &roles[w]
+		w++
+		row := vals[:6:6]
+		vals = vals[6:]
+		row[0], row[1], row[2] = &m.UserID, &m.CustomerID, &m.RoleID
+		row[3], row[4], row[5] = sortedIDs(m.AccountIDs), sortedIDs(m.LinkedAccountIDs), nullablePtr(&m.CustomerLinkPermission)
+		st.roles = append(st.roles, row)
 	}
 
 	invs := slices.Clone(snap.Invitations)

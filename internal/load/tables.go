@@ -27,17 +27,37 @@ type table struct {
 	// customer.
 	Owner string
 	// Deferred: the history is written by a separate statement (see
-	// sql/history.sql and rolesTable), from the keys the upsert and the
-	// removal put in s_changes.
+	// sql/history.sql and rolesTable), from the rows the upsert and the
+	// removal put in s_changes_<table>.
 	Deferred bool
 	// values returns the SQL expressions of the values the upsert writes
 	// for Cols, from staged row s over stored row x (NULLs when none);
 	// nil: the staged values.
 	values func(cols []string, s, x string) []string
-	// scope is the FROM item and condition (on alias t, the entity row)
-	// selecting the current rows a snapshot decides, of which those not
-	// staged are removed (with ownedBy).
-	scopeFrom, scopeWhere string
+	// Stored, when not "", is the query of the stored rows the staged keys
+	// can find, read by index ranges or probes: the upsert reads them first
+	// and joins them with the staged rows (by a hash: neither side has
+	// statistics to plan probes by), instead of probing each staged key.
+	// Users: the customer's rows (the key's first column: one range; on a
+	// customer's first write it finds nothing at once).
+	Stored string
+	// RemoveStored: the upsert also removes the current rows of Stored
+	// that are not staged (roles: Stored is every role of the listed users
+	// GetUser read, whose complete role set the snapshot has), so one
+	// reading of them serves both.
+	RemoveStored bool
+	// Historized, when not "", is a condition inside the upsert that is
+	// false on a customer's first write (no history the snapshot's keys
+	// could find): the upsert then skips its probes of the open history
+	// intervals, which would find nothing. One statement either way.
+	Historized string
+	// scopeWhere (on alias t, the entity row) selects the current rows a
+	// snapshot decides, of which those not staged are removed (with
+	// ownedBy); a table that RemoveStored has none.
+	scopeWhere string
+	// removeScan, when not "", gives (as t) the rows the removal removes,
+	// already set apart from the staged ones (users: the guard's @dropped).
+	removeScan string
 
 	upsert, remove string // rendered statements
 }
@@ -46,7 +66,17 @@ var (
 	usersTable = &table{Name: "users", History: "users_history", Key: []string{"customer_id", "user_id"},
 		Cols: []string{"home_customer_id", "user_name", "email", "first_name", "last_name", "job_title", "lcid",
 			"lifecycle_status", "last_modified_time", "detail_status", "detail_code", "detail_tracking_id", "detail_error"},
-		Owner: "customer_id", values: userValues, scopeWhere: "t.customer_id = @customer_id"}
+		Owner: "customer_id", values: userValues,
+		// The guard (sql/guard.sql) already found the current users the
+		// snapshot does not list: @dropped, which the removal probes.
+		removeScan: "unnest(@dropped::bigint[]) AS d(user_id), " + lateral("users", "t.customer_id = @customer_id AND t.user_id = d.user_id"),
+		Stored:     "SELECT * FROM users x WHERE x.customer_id = @customer_id",
+		// Ordered by the key's next column, so that it is read from the
+		// key's index whatever the statistics say (an EXISTS is planned,
+		// once users_history is analyzed, as a scan that expects to meet
+		// the customer's rows early, and reads the whole table when they
+		// are at its end).
+		Historized: "(SELECT true FROM users_history h WHERE h.customer_id = @customer_id ORDER BY h.user_id LIMIT 1)"}
 	// Roles are removed for the listed users GetUser read (their complete
 	// role set visible to the credential is in the snapshot), in
 	// Snapshot.RoleCustomers (@owners). The roles of users no current users
@@ -65,12 +95,12 @@ var (
 	// rows) have no such race and write their history in the same statement.
 	rolesTable = &table{Name: "user_roles", History: "user_roles_history", Key: []string{"user_id", "customer_id", "role_id"},
 		Cols: []string{"account_ids", "linked_account_ids", "customer_link_permission"}, Owner: "customer_id", Deferred: true,
-		// The listed users GetUser read come as an array (@readable): an
-		// index scan of the key whatever the statistics of user_roles say,
-		// where a join with s_users could be planned as a nested loop over
-		// the whole table when they are missing (before autovacuum's first
-		// ANALYZE).
-		scopeWhere: "t.user_id = ANY(@readable::bigint[])"}
+		// The listed users GetUser read come as an array (@readable), each
+		// probing the key's prefix (see lateral): their stored roles, which
+		// the upsert compares with the staged ones and removes when not
+		// staged (in Snapshot.RoleCustomers, @owners).
+		Stored:       "SELECT t.* FROM unnest(@readable::bigint[]) AS r(user_id), " + lateral("user_roles", "t.user_id = r.user_id"),
+		RemoveStored: true}
 	invitationsTable = &table{Name: "user_invitations", History: "user_invitations_history", Key: []string{"invitation_id"},
 		Cols:  []string{"customer_id", "email", "first_name", "last_name", "role_id", "account_ids", "lcid", "expiration_date"},
 		Owner: "customer_id", scopeWhere: "t.customer_id = @customer_id"}
@@ -137,6 +167,19 @@ func userValues(cols []string, s, x string) []string {
 	return out
 }
 
+// lateral returns the FROM item t: the rows of table that match cond (on
+// alias t and the FROM items before), probed for each row of those items. A
+// LATERAL subquery that is not flattened (OFFSET 0) is run once per outer
+// row, so cond on a key (prefix) is an index probe whatever the statistics
+// of table say; a join of the same would be planned, when the table has no
+// statistics yet (before autovacuum's first ANALYZE), with the default
+// selectivity of a key prefix (0.5% of the table per probe) and so as a
+// scan of the whole table: a cost per customer that grows with the
+// warehouse.
+func lateral(table, cond string) string {
+	return "LATERAL (SELECT * FROM " + table + " t WHERE " + cond + " OFFSET 0) t"
+}
+
 // ownedBy is the removal rule, written once: a writer removes a row only
 // when the row's customer (its Owner column: the listing customer of a users
 // row, the invitation's or account's customer, the role's customer) is one
@@ -159,12 +202,16 @@ func (t *table) OwnedBy() string {
 }
 
 // removeData is what sql/remove.sql renders: the removal of the current rows
-// of T in scope (From, Where on alias t) that the snapshot does not stage
-// (unless NotStaged is false, as for SweepRoles, whose Where says all).
+// of T in scope (Scan: the FROM items giving the rows as alias t, default the
+// table; Where on alias t) that the snapshot does not stage (unless
+// NotStaged is false, as for SweepRoles, whose Where says all). Deferred
+// (roles) writes the removed rows into s_changes_<table> for the history
+// statement, unless Now (SweepRoles) writes their history at once.
 type removeData struct {
 	*table
-	From, Where string
+	Scan, Where string
 	NotStaged   bool
+	Now         bool
 }
 
 // Table is the table removed from.
@@ -220,16 +267,19 @@ var (
 	guardSQL        = render("guard.sql", nil)
 	rolesHistorySQL = render("history.sql", rolesTable)
 	// rolesOfDroppedSQL removes, with the customer's snapshot, the roles in
-	// that customer of the users its listing dropped (their users row was
-	// removed by this transaction, at now()): a user no longer listed by a
-	// customer holds no role there. Only the customer's own writer (under
-	// its lock) decides this, so concurrent customers cannot race on it.
-	rolesOfDroppedSQL = render("remove.sql", removeData{table: rolesTable, NotStaged: true,
-		Where: "t.customer_id = @customer_id AND t.user_id IN (SELECT u.user_id FROM users u WHERE u.customer_id = @customer_id AND u.removed_at = now())"})
+	// that customer of the users its listing dropped (@dropped, from the
+	// guard: their users row was removed by this transaction): a user no
+	// longer listed by a customer holds no role there. Only the customer's
+	// own writer (under its lock) decides this, so concurrent customers
+	// cannot race on it. None of those roles is staged (stage only stages
+	// roles of listed users), so nothing is set apart.
+	rolesOfDroppedSQL = render("remove.sql", removeData{table: rolesTable,
+		Scan:  "unnest(@dropped::bigint[]) AS d(user_id), " + lateral("user_roles", "t.user_id = d.user_id AND t.customer_id = @customer_id"),
+		Where: "true"})
 	// rolesSweepSQL: the roles of users no current users row lists any more,
 	// and (a repair of states older runs left) roles in a customer whose
 	// listing dropped the user.
-	rolesSweepSQL = render("remove.sql", removeData{table: rolesTable,
+	rolesSweepSQL = render("remove.sql", removeData{table: rolesTable, Scan: "user_roles t", Now: true,
 		Where: "(NOT EXISTS (SELECT 1 FROM users u WHERE u.user_id = t.user_id AND u.removed_at IS NULL)" +
 			" OR EXISTS (SELECT 1 FROM users u WHERE u.customer_id = t.customer_id AND u.user_id = t.user_id AND u.removed_at IS NOT NULL))"})
 	customerSQL     = render("customer.sql", nil)
@@ -239,7 +289,14 @@ var (
 func init() {
 	for _, t := range tables {
 		t.upsert = render("upsert.sql", t)
-		t.remove = render("remove.sql", removeData{table: t, From: t.scopeFrom, Where: t.scopeWhere, NotStaged: true})
+		if t.RemoveStored {
+			continue // the upsert removes
+		}
+		d := removeData{table: t, Scan: t.Name + " t", Where: t.scopeWhere, NotStaged: true}
+		if t.removeScan != "" {
+			d.Scan, d.Where, d.NotStaged = t.removeScan, "true", false
+		}
+		t.remove = render("remove.sql", d)
 	}
 }
 

@@ -1,13 +1,27 @@
 {{- /*
+"keys" is the FROM item k of the keys of the rows of CTE .Src (an added
+row too: its entity row may have been deleted by hand, leaving its history
+open). It is an unnest of arrays built by subqueries, so the
+planner counts a few keys (not the CTE's estimate) and probes the history
+table's primary key for each, whatever the statistics of the history table
+say (a join with the CTE is planned as a hash join over the whole history
+table when they are missing).
+*/ -}}
+{{define "keys" -}}
+unnest({{range $i, $k := .T.Key}}{{if $i}}, {{end}}ARRAY(SELECT {{$k}} FROM {{$.Src}} ORDER BY {{list "" $.T.Key}}){{end}}) AS k({{list "" .T.Key}})
+{{- end}}
+{{- /*
 "history" appends the rows of CTE .Src (the entity's columns and change) to
-the history table of .T: it closes each key's open interval and opens the
-new one where the old one ends. valid_from stays strictly increasing per key
+the history table of .T: it closes each key's open interval (probed only
+when .T.Historized, if any, says the customer has history: not on its first
+write) and opens the new one where the old one ends. valid_from stays strictly increasing per key
 even when a transaction that started earlier commits later. Ends the
 statement with (change, count) rows.
 */ -}}
 {{define "history"}}, closed AS (
     UPDATE {{.T.History}} h SET valid_to = greatest(now(), h.valid_from + interval '1 microsecond')
-    FROM {{.Src}} WHERE {{on "h" .Src .T.Key}} AND h.valid_to IS NULL
+    FROM {{template "keys" .}}
+    WHERE {{on "h" "k" .T.Key}} AND h.valid_to IS NULL{{if and .T.Historized (ne .Src "rm")}} AND {{.T.Historized}}{{end}}
     RETURNING {{list "h." .T.Key}}, h.valid_to
 ), hist AS (
     INSERT INTO {{.T.History}} ({{list "" .T.All}}, valid_from, change, run_id)
@@ -20,11 +34,12 @@ SELECT change, count(*) FROM hist GROUP BY change
 {{- end -}}
 {{- /*
 The history statement of a Deferred table (roles, see rolesTable): the rows
-the upsert and the removal recorded in s_changes_<table>, as they now are.
-It runs after both, so every row it reads is locked by this transaction and
-its snapshot sees the history of every writer before.
+the upsert and the removal recorded in s_changes_<table>, as they wrote them
+(each key once: the removal writes keys not staged, the upsert staged ones;
+and no other transaction can change a row this one wrote before it ends). It
+runs after both, so every row it historizes is locked by this transaction
+and its snapshot sees the history of every writer before.
 */ -}}
 WITH chg AS (
-    SELECT {{list "t." .All}}, c.change
-    FROM s_changes_{{.Name}} c JOIN {{.Name}} t ON {{on "t" "c" .Key}}
+    SELECT {{list "c." .All}}, c.change FROM s_changes_{{.Name}} c
 ){{template "history" (history . "chg")}}

@@ -1,22 +1,36 @@
 {{- /*
-Soft removal of the current rows of .Name in the snapshot's scope (.From,
-.Where on alias t) that it does not stage (NotStaged), whose customer the
-writer may remove rows of (OwnedBy, the one removal rule), with their
-'removed' history: in the same statement, or for a Deferred table into
-s_changes_<table>. A table without history returns ('removed', count).
+Soft removal of the current rows of .Name in the snapshot's scope (.Scan, the
+FROM items giving the rows as alias t, with .Where) that it does not stage
+(NotStaged), whose customer the writer may remove rows of (OwnedBy, the one
+removal rule), with their 'removed' history: in the same statement, or for a
+Deferred table (unless .Now) into s_changes_<table>. A table without history returns
+('removed', count).
+
+  gone: the keys of the rows to remove, as the scan finds them, EXCEPT
+        the staged keys (a hash or a sort of both sides: the staging table
+        has no index, and no statistics to plan probes of it by).
+  rm:   the UPDATE of those rows by their key; the WHERE re-checks removed_at
+        and the owner on the row version it locks (a concurrent writer may
+        have changed it meanwhile). The keys come as unnested arrays (see
+        "keys" in sql/history.sql), so each is a probe of the primary key
+        whatever the statistics of the table say.
 */ -}}
-WITH rm AS (
-    UPDATE {{.Name}} t SET removed_at = now(), updated_at = now()
-    {{- if .From}}
-    FROM {{.From}}{{end}}
+WITH gone AS (
+    SELECT {{list "t." .Key}}
+    FROM {{.Scan}}
     WHERE t.removed_at IS NULL AND {{.OwnedBy}} AND {{.Where}}
     {{- if .NotStaged}}
-      AND NOT EXISTS (SELECT 1 FROM {{.Staging}} s WHERE {{on "s" "t" .Key}}){{end}}
+    EXCEPT
+    SELECT {{list "s." .Key}} FROM {{.Staging}} s{{end}}
+), rm AS (
+    UPDATE {{.Name}} t SET removed_at = now(), updated_at = now()
+    FROM {{template "keys" (history .Table "gone")}}
+    WHERE {{on "t" "k" .Key}} AND t.removed_at IS NULL AND {{.OwnedBy}}
     RETURNING {{list "t." .All}}, 'removed'::text AS change
 )
-{{- if .Deferred}}{{if .NotStaged}}
-INSERT INTO s_changes_{{.Name}} ({{list "" .Key}}, change)
-SELECT {{list "rm." .Key}}, rm.change FROM rm
+{{- if .Deferred}}{{if not .Now}}
+INSERT INTO s_changes_{{.Name}} ({{list "" .All}}, change)
+SELECT {{list "rm." .All}}, rm.change FROM rm
 {{- else}}{{template "history" (history .Table "rm")}}{{end}}
 {{- else if .History}}{{template "history" (history .Table "rm")}}
 {{- else}}
