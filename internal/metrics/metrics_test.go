@@ -134,14 +134,37 @@ func TestPushGroupsByCredentialAndInstance(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// The Pushgateway's grouping key is a set of labels: the client may
+	// write them in any order.
 	want := []string{
-		"PUT /metrics/job/syncer/credential/cred:aaaa",
-		"PUT /metrics/job/syncer/credential/cred:bbbb",
-		"PUT /metrics/job/syncer/credential/cred:aaaa/instance/eu-west",
+		"PUT job=syncer credential=cred:aaaa",
+		"PUT job=syncer credential=cred:bbbb",
+		"PUT job=syncer credential=cred:aaaa instance=eu-west",
 	}
-	if g := got(); !slices.Equal(g, want) {
+	var g []string
+	for _, req := range got() {
+		g = append(g, groupingKey(t, req))
+	}
+	if !slices.Equal(g, want) {
 		t.Errorf("push requests\n%q\nwant\n%q", g, want)
 	}
+}
+
+// groupingKey turns "PUT /metrics/job/syncer/credential/x/instance/y" into
+// "PUT job=syncer credential=x instance=y", the labels after job sorted.
+func groupingKey(t *testing.T, req string) string {
+	t.Helper()
+	method, path, _ := strings.Cut(req, " ")
+	parts := strings.Split(strings.TrimPrefix(path, "/metrics/"), "/")
+	if len(parts)%2 != 0 || len(parts) < 2 || parts[0] != "job" {
+		t.Fatalf("push path %q is not /metrics/job/<job>[/<label>/<value>…]", path)
+	}
+	var labels []string
+	for i := 2; i < len(parts); i += 2 {
+		labels = append(labels, parts[i]+"="+parts[i+1])
+	}
+	slices.Sort(labels)
+	return strings.Join(append([]string{method, "job=" + parts[1]}, labels...), " ")
 }
 
 func TestPushHasItsOwnTimeoutAndKeepsTheURLPasswordOut(t *testing.T) {
