@@ -150,6 +150,7 @@ var syncerBinary = sync.OnceValues(func() (string, error) {
 type procRun struct {
 	wall       time.Duration
 	firstCall  time.Duration // process start to the simulator's first request (token grant included); 0 if none
+	peakAt     time.Duration // when the sampled RSS (VmRSS, every 250ms) was highest
 	maxRSS     int64         // bytes (getrusage of the child: ru_maxrss)
 	code       int
 	stderr     string
@@ -196,7 +197,7 @@ log:
 	ctx, cancel := context.WithTimeout(b.Context(), 20*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, append(args, "--config", path)...)
-	cmd.Env = append(os.Environ(), "BENCH_DEV_TOKEN="+sim.DeveloperToken(),
+	cmd.Env = append(os.Environ(), "GODEBUG=gctrace="+os.Getenv("BENCH_GCTRACE"), "BENCH_DEV_TOKEN="+sim.DeveloperToken(),
 		"BENCH_CLIENT_SECRET="+sim.ClientSecret(), "BENCH_REFRESH_TOKEN="+sim.RefreshToken())
 	var stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = io.Discard, &stderr
@@ -205,6 +206,32 @@ log:
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
+	sampled := make(chan struct{})
+	go func() { // when the peak comes (getrusage gives only its size)
+		defer close(sampled)
+		var peak int64
+		status := fmt.Sprintf("/proc/%d/status", cmd.Process.Pid)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(250 * time.Millisecond):
+			}
+			b, err := os.ReadFile(status)
+			if err != nil {
+				return
+			}
+			for line := range strings.SplitSeq(string(b), "\n") {
+				if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+					var kb int64
+					fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), &kb)
+					if kb > peak {
+						peak, out.peakAt = kb, time.Since(start)
+					}
+				}
+			}
+		}
+	}()
 	done := make(chan struct{})
 	go func() { // the first request the simulator sees
 		defer close(done)
@@ -229,6 +256,7 @@ log:
 	out.wall = time.Since(start)
 	cancel()
 	<-done
+	<-sampled
 	if ee, ok := err.(*exec.ExitError); ok {
 		out.code = ee.ExitCode()
 	} else if err != nil {
@@ -341,12 +369,16 @@ func perOp(got, want map[string]int) string {
 // simulator at zero latency, 1,000 requests/s (the configuration's
 // maximum), 4 customers at a time. Goal: < 150 MiB at 200,000 users, and
 // growth from 20,000 to 200,000 users well below 10× (sub-linear).
-// BENCH_MEMORY_USERS=20000 measures only the smaller size.
+// BENCH_MEMORY_USERS=20000 (or 200000) measures only that size;
+// BENCH_GCTRACE=1 also prints the child's collection with the largest heap.
 func BenchmarkRunMemory(b *testing.B) {
 	const rps = 1000.0
 	sizes := []struct{ customers, perCustomer int }{{10, 2220}, {100, 2220}}
-	if os.Getenv("BENCH_MEMORY_USERS") == "20000" {
+	switch os.Getenv("BENCH_MEMORY_USERS") {
+	case "20000":
 		sizes = sizes[:1]
+	case "200000":
+		sizes = sizes[1:]
 	}
 	if _, err := syncerBinary(); err != nil {
 		b.Fatal(err)
@@ -368,7 +400,10 @@ func BenchmarkRunMemory(b *testing.B) {
 			n := ds.DistinctListedUsers()
 			rss, users = append(rss, mib), append(users, n)
 			b.ReportMetric(mib, fmt.Sprintf("rss_MiB_%dk", (n+500)/1000))
-			b.Logf("figure 5: %d users (%d customers): peak RSS %.1f MiB, run %.1fs, %d calls", n, sz.customers, mib, r.wall.Seconds(), r.totalCalls)
+			b.Logf("figure 5: %d users (%d customers): peak RSS %.1f MiB (sampled peak at %.0fs), run %.1fs, %d calls", n, sz.customers, mib, r.peakAt.Seconds(), r.wall.Seconds(), r.totalCalls)
+			if os.Getenv("BENCH_GCTRACE") != "" {
+				b.Logf("GC with the largest heap: %s", largestGC(r.stderr))
+			}
 		}
 		if len(rss) == 2 {
 			g := rss[1] / rss[0]
@@ -377,4 +412,26 @@ func BenchmarkRunMemory(b *testing.B) {
 				rss[1], users[1], g, rss[0], users[0], float64(users[1])/float64(users[0]))
 		}
 	}
+}
+
+// largestGC returns the gctrace line (GODEBUG=gctrace=1) with the largest
+// heap at the start of a collection.
+func largestGC(stderr string) string {
+	var best string
+	var most int
+	for line := range strings.SplitSeq(stderr, "\n") {
+		if !strings.HasPrefix(line, "gc ") {
+			continue
+		}
+		_, after, ok := strings.Cut(line, " cpu, ")
+		if !ok {
+			continue
+		}
+		var n int
+		fmt.Sscanf(after, "%d->", &n)
+		if n > most {
+			most, best = n, line
+		}
+	}
+	return best
 }
