@@ -2,7 +2,7 @@
 GO       ?= go
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -s -w -X github.com/msads-syncer/syncer/internal/cli.Version=$(VERSION)
-BENCHPKG := ./internal/extract/ ./internal/load/
+BENCHPKG := ./internal/extract/ ./internal/load/ ./internal/job/
 GOLANGCI_VERSION := v2.15.0
 HELM := $(GO) run helm.sh/helm/v3/cmd/helm@v3.19.5
 GOLANGCI := bin/golangci-lint-$(GOLANGCI_VERSION)
@@ -25,8 +25,8 @@ test: postgres ## vet, then every test with the race detector against one throwa
 test/short: postgres ## every test without the race detector
 	$(GO) test -count=1 ./...
 
-bench: postgres ## the benchmarks named by the issues (API fetch vs rate limit; snapshot write vs raw COPY)
-	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m $(BENCHPKG)
+bench: postgres ## the benchmarks named by the issues (API fetch vs rate limit; snapshot write vs raw COPY; whole run: overlap, API-bound wall time, peak RSS, calls)
+	$(GO) test -p 1 -run '^$$' -bench . -benchtime 1x -timeout 30m $(BENCHPKG)
 
 demo: ## the whole job end to end: API simulator + throwaway PostgreSQL, then the reports (ARGS=--keep keeps the warehouse)
 	@./scripts/ensure-postgres.sh demo

@@ -42,11 +42,29 @@ type FetchOptions struct {
 // UserCache shares GetUser results between the customers of one run: a user
 // listed by several customers is fetched once, even when two customers ask
 // at the same time. Failed fetches are not cached. Make one per run.
+//
+// It keeps a fetched user only while another customer may still ask for
+// it: GetUser answers the user's roles in every customer the credential
+// reaches, and a customer lists exactly the users with a role in it, so
+// the customers that will ask are those of the roles, less the one that
+// fetched, those that already took the result and those whose
+// FetchCustomer has returned. When none is left the entry goes; a run's
+// memory then holds the users shared with customers not yet fetched, not
+// every user of the run. (A customer that lists a user it holds no role
+// with, the data changing during the run, fetches it again: one call more,
+// never a wrong answer.)
 type UserCache struct {
 	mu      sync.Mutex
 	entries map[int64]*userEntry
 	hits    int
 	misses  int
+	// run are the customers of the run (NewRunUserCache); nil: any
+	// customer may ask.
+	run map[int64]bool
+	// finished are the customers whose FetchCustomer returned; waiting
+	// lists, per customer, the users whose entry waits for it.
+	finished map[int64]bool
+	waiting  map[int64][]int64
 }
 
 type userEntry struct {
@@ -57,11 +75,30 @@ type userEntry struct {
 	user     msads.User
 	roles    []msads.Role
 	err      error
+	// Under UserCache.mu: settled once the fetch succeeded and pending
+	// was computed; before that, taken are the customers that joined the
+	// fetch in flight; after, pending are the customers still expected.
+	settled bool
+	taken   []int64
+	pending []int64
 }
 
-// NewUserCache returns an empty cache.
+// NewUserCache returns an empty cache for a run whose customers are not
+// known in advance: a fetched user is kept until every customer it holds a
+// role in has taken it or finished.
 func NewUserCache() *UserCache {
-	return &UserCache{entries: make(map[int64]*userEntry)}
+	return &UserCache{entries: make(map[int64]*userEntry), finished: map[int64]bool{}, waiting: map[int64][]int64{}}
+}
+
+// NewRunUserCache returns an empty cache for a run of these customers: a
+// user's roles in other customers keep it only for the run's customers.
+func NewRunUserCache(customers []int64) *UserCache {
+	uc := NewUserCache()
+	uc.run = make(map[int64]bool, len(customers))
+	for _, id := range customers {
+		uc.run[id] = true
+	}
+	return uc
 }
 
 // Stats returns how many lookups were served from the cache (or joined an
@@ -70,6 +107,60 @@ func (uc *UserCache) Stats() (hits, misses int) {
 	uc.mu.Lock()
 	defer uc.mu.Unlock()
 	return uc.hits, uc.misses
+}
+
+// Len returns how many users the cache holds (fetched or in flight).
+func (uc *UserCache) Len() int {
+	uc.mu.Lock()
+	defer uc.mu.Unlock()
+	return len(uc.entries)
+}
+
+// settleLocked records a successful fetch of userID: the customers still
+// expected to ask, or, when there are none, the entry goes.
+func (uc *UserCache) settleLocked(userID int64, e *userEntry) {
+	e.settled = true
+	for _, r := range e.roles {
+		c := r.CustomerID
+		if c == e.customer || uc.finished[c] || uc.run != nil && !uc.run[c] ||
+			slices.Contains(e.taken, c) || slices.Contains(e.pending, c) {
+			continue
+		}
+		e.pending = append(e.pending, c)
+		uc.waiting[c] = append(uc.waiting[c], userID)
+	}
+	e.taken = nil
+	if len(e.pending) == 0 && uc.entries[userID] == e {
+		delete(uc.entries, userID)
+	}
+}
+
+// takeLocked records that customerID took (or joined) the entry.
+func (uc *UserCache) takeLocked(userID, customerID int64, e *userEntry) {
+	if !e.settled {
+		e.taken = append(e.taken, customerID)
+		return
+	}
+	if i := slices.Index(e.pending, customerID); i >= 0 {
+		e.pending = slices.Delete(e.pending, i, i+1)
+		if len(e.pending) == 0 && uc.entries[userID] == e {
+			delete(uc.entries, userID)
+		}
+	}
+}
+
+// finish records that customerID's FetchCustomer returned: it asks for no
+// more users, so entries kept for it alone go.
+func (uc *UserCache) finish(customerID int64) {
+	uc.mu.Lock()
+	defer uc.mu.Unlock()
+	uc.finished[customerID] = true
+	for _, uid := range uc.waiting[customerID] {
+		if e := uc.entries[uid]; e != nil && e.settled {
+			uc.takeLocked(uid, customerID, e)
+		}
+	}
+	delete(uc.waiting, customerID)
 }
 
 // get returns the user and roles, fetching them at most once at a time. A
@@ -87,17 +178,20 @@ func (uc *UserCache) get(ctx context.Context, c *Client, customerID, userID int6
 			uc.misses++
 			uc.mu.Unlock()
 			e.user, e.roles, e.err = c.getUser(ctx, customerID, userID, st, func() { e.slowOnce.Do(func() { close(e.slow) }) })
+			uc.mu.Lock()
 			if e.err != nil {
-				uc.mu.Lock()
 				if uc.entries[userID] == e {
 					delete(uc.entries, userID) // let a later caller try again
 				}
-				uc.mu.Unlock()
+			} else {
+				uc.settleLocked(userID, e)
 			}
+			uc.mu.Unlock()
 			close(e.done)
 			return e.user, e.roles, e.err
 		}
 		uc.hits++
+		uc.takeLocked(userID, customerID, e)
 		uc.mu.Unlock()
 		select {
 		case <-e.done:
@@ -139,6 +233,7 @@ func (c *Client) FetchCustomer(ctx context.Context, customerID int64, cache *Use
 	if cache == nil {
 		cache = NewUserCache()
 	}
+	defer cache.finish(customerID)
 	st := &callStats{}
 	snap := &msads.Snapshot{CustomerID: customerID}
 	var (

@@ -230,7 +230,13 @@ func (r *Runner) Run(ctx context.Context, opts Options) (*Result, error) {
 		slog.Int("customers", len(customers)), slog.Bool("dry_run", opts.DryRun))
 
 	results := make([]customerOutcome, len(customers))
-	cache := extract.NewUserCache()
+	// The cache keeps a user only while a customer of this run may still
+	// ask for it.
+	ids := make([]int64, len(customers))
+	for i, c := range customers {
+		ids[i] = c.ID
+	}
+	cache := extract.NewRunUserCache(ids)
 	var fatalOnce sync.Once
 	// The group only bounds concurrency: outcomes go to results, never to
 	// the group's error.

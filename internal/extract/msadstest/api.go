@@ -304,7 +304,7 @@ func (s *Server) getUsersInfoLocked(c *Credential, req *apiRequest) (any, *apiEr
 		return nil, notAuthorized()
 	}
 	list := []any{}
-	for _, id := range s.ds.ListedUserIDs(cid) {
+	for _, id := range s.indexLocked().listed[cid] {
 		var name, status string
 		if i := s.userIndexLocked(id); i >= 0 {
 			name, status = s.ds.Users[i].UserName, s.ds.Users[i].LifecycleStatus
@@ -409,7 +409,8 @@ func (s *Server) getUserLocked(c *Credential, req *apiRequest, r *http.Request) 
 	}
 	u := s.ds.Users[i]
 	roles := []any{}
-	for _, rl := range s.ds.Roles {
+	for _, ri := range s.indexLocked().rolesOf[uid] {
+		rl := s.ds.Roles[ri]
 		if rl.UserID != uid || !s.reachableLocked(c, rl.CustomerID) {
 			continue
 		}

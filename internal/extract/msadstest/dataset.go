@@ -225,16 +225,29 @@ func GenerateAt(seed int64, customers, usersPerCustomer int, now time.Time) *Dat
 		}
 	}
 	nextUser := userBase
+	// has[{user, customer}] tells whether d.Roles holds a role of user in
+	// customer; listedOf[ci] is ListedUserIDs of customer ci once complete.
+	// Both only index d.Roles: the data drawn is the same as scanning it.
+	has := map[[2]int64]bool{}
+	addRoles := func(rs []msads.Role) {
+		for _, r := range rs {
+			has[[2]int64{r.UserID, r.CustomerID}] = true
+		}
+		d.Roles = append(d.Roles, rs...)
+	}
+	var prevListed []int64
 	for ci, c := range d.Customers {
+		if ci > 0 {
+			prevListed = d.ListedUserIDs(d.Customers[ci-1].ID) // complete: later roles are in later customers
+		}
 		for range usersPerCustomer {
 			// Every tenth listing of customers after the first reuses a user
 			// of the previous customer: a person with roles in both.
 			if ci > 0 && rng.IntN(10) == 0 {
-				prev := d.Customers[ci-1].ID
-				cands := d.ListedUserIDs(prev)
+				cands := prevListed
 				var pick int64
 				for _, id := range cands {
-					if !hasRoleIn(d.Roles, id, c.ID) {
+					if !has[[2]int64{id, c.ID}] {
 						pick = id
 						break
 					}
@@ -242,17 +255,17 @@ func GenerateAt(seed int64, customers, usersPerCustomer int, now time.Time) *Dat
 				if pick != 0 && rng.IntN(2) == 0 {
 					pick = cands[rng.IntN(len(cands))]
 				}
-				if pick != 0 && !hasRoleIn(d.Roles, pick, c.ID) {
-					d.Roles = append(d.Roles, genRoles(rng, pick, c.ID, accountsOf[c.ID])...)
+				if pick != 0 && !has[[2]int64{pick, c.ID}] {
+					addRoles(genRoles(rng, pick, c.ID, accountsOf[c.ID]))
 					continue
 				}
 			}
 			nextUser += int64(1 + rng.IntN(7))
 			u := genUser(rng, nextUser, c.ID, now)
 			d.Users = append(d.Users, u)
-			d.Roles = append(d.Roles, genRoles(rng, u.ID, c.ID, accountsOf[c.ID])...)
+			addRoles(genRoles(rng, u.ID, c.ID, accountsOf[c.ID]))
 			if rng.IntN(25) == 0 { // also works for an agency we cannot see
-				d.Roles = append(d.Roles, msads.Role{UserID: u.ID, CustomerID: externalBase + int64(rng.IntN(1000)), RoleID: msads.RoleStandardUser})
+				addRoles([]msads.Role{{UserID: u.ID, CustomerID: externalBase + int64(rng.IntN(1000)), RoleID: msads.RoleStandardUser}})
 			}
 		}
 		n := 1 + rng.IntN(4)

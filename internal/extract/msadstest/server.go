@@ -194,6 +194,45 @@ type Server struct {
 	seq              int64
 	lastInvitationID int64 // ids handed out, so none is reused
 	lastUserID       int64
+	idx              *dataIndex // lookups into ds; nil when ds changed (see indexLocked)
+}
+
+// dataIndex makes the per-call lookups of large data sets cheap: a user's
+// position, a user's roles, a customer's listed users. Every method that
+// changes ds drops it (s.idx = nil); it is also rebuilt when the lengths
+// of ds's slices differ from those it was built from.
+type dataIndex struct {
+	users, roles, stale, customers int
+	userPos                        map[int64]int     // user id -> index in ds.Users (the first)
+	rolesOf                        map[int64][]int   // user id -> indexes in ds.Roles, in order
+	listed                         map[int64][]int64 // customer id -> ListedUserIDs
+}
+
+func (s *Server) indexLocked() *dataIndex {
+	d := s.ds
+	if x := s.idx; x != nil && x.users == len(d.Users) && x.roles == len(d.Roles) && x.stale == len(d.StaleListings) && x.customers == len(d.Customers) {
+		return x
+	}
+	x := &dataIndex{users: len(d.Users), roles: len(d.Roles), stale: len(d.StaleListings), customers: len(d.Customers),
+		userPos: make(map[int64]int, len(d.Users)), rolesOf: make(map[int64][]int, len(d.Users)), listed: map[int64][]int64{}}
+	for i, u := range d.Users {
+		if _, dup := x.userPos[u.ID]; !dup {
+			x.userPos[u.ID] = i
+		}
+	}
+	for i, r := range d.Roles {
+		x.rolesOf[r.UserID] = append(x.rolesOf[r.UserID], i)
+		x.listed[r.CustomerID] = append(x.listed[r.CustomerID], r.UserID)
+	}
+	for _, l := range d.StaleListings {
+		x.listed[l.CustomerID] = append(x.listed[l.CustomerID], l.UserID)
+	}
+	for c, ids := range x.listed {
+		slices.Sort(ids)
+		x.listed[c] = slices.Compact(ids)
+	}
+	s.idx = x
+	return x
 }
 
 // NewServer starts a simulator serving ds (which it owns from now on; pass
@@ -458,6 +497,7 @@ func (s *Server) Dataset() *Dataset {
 func (s *Server) AddUser(customerID int64, u msads.User, roles []msads.Role) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	defer func() { s.idx = nil }()
 	if u.HomeCustomerID == 0 {
 		u.HomeCustomerID = customerID
 	}
@@ -487,6 +527,7 @@ func (s *Server) AddUser(customerID int64, u msads.User, roles []msads.Role) {
 func (s *Server) UpdateUser(userID int64, change func(*msads.User)) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	defer func() { s.idx = nil }()
 	if i := s.userIndexLocked(userID); i >= 0 {
 		change(&s.ds.Users[i])
 	}
@@ -497,6 +538,7 @@ func (s *Server) UpdateUser(userID int64, change func(*msads.User)) {
 func (s *Server) RemoveUser(customerID, userID int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	defer func() { s.idx = nil }()
 	s.ds.Roles = slices.DeleteFunc(s.ds.Roles, func(r msads.Role) bool { return r.UserID == userID && r.CustomerID == customerID })
 	s.pruneUserLocked(userID)
 }
@@ -506,6 +548,7 @@ func (s *Server) RemoveUser(customerID, userID int64) {
 func (s *Server) SetRoles(userID int64, roles []msads.Role) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	defer func() { s.idx = nil }()
 	s.ds.Roles = slices.DeleteFunc(s.ds.Roles, func(r msads.Role) bool { return r.UserID == userID })
 	for _, r := range roles {
 		r.UserID = userID
@@ -521,6 +564,7 @@ func (s *Server) SetRoles(userID int64, roles []msads.Role) {
 func (s *Server) AcceptInvitation(invitationID int64) int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	defer func() { s.idx = nil }()
 	i := slices.IndexFunc(s.ds.Invitations, func(inv msads.Invitation) bool { return inv.ID == invitationID })
 	if i < 0 {
 		return 0
@@ -566,6 +610,7 @@ func (s *Server) AddInvitation(inv msads.Invitation) int64 {
 func (s *Server) AddCustomer(c msads.Customer, accounts []msads.Account) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	defer func() { s.idx = nil }()
 	s.ds.Customers = append(s.ds.Customers, c)
 	for _, a := range accounts {
 		a.CustomerID = c.ID
@@ -575,10 +620,14 @@ func (s *Server) AddCustomer(c msads.Customer, accounts []msads.Account) {
 }
 
 func (s *Server) userIndexLocked(id int64) int {
-	return slices.IndexFunc(s.ds.Users, func(u msads.User) bool { return u.ID == id })
+	if i, ok := s.indexLocked().userPos[id]; ok {
+		return i
+	}
+	return -1
 }
 
 func (s *Server) pruneUserLocked(userID int64) {
+	s.idx = nil
 	if !slices.ContainsFunc(s.ds.Roles, func(r msads.Role) bool { return r.UserID == userID }) {
 		s.ds.Users = slices.DeleteFunc(s.ds.Users, func(u msads.User) bool { return u.ID == userID })
 	}
@@ -623,6 +672,7 @@ func (s *Server) trackingID() string {
 func (s *Server) DeleteUserKeepListing(customerID, userID int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	defer func() { s.idx = nil }()
 	l := StaleListing{CustomerID: customerID, UserID: userID, Status: "Active"}
 	if i := s.userIndexLocked(userID); i >= 0 {
 		l.UserName, l.Status = s.ds.Users[i].UserName, s.ds.Users[i].LifecycleStatus
