@@ -36,7 +36,7 @@ func benchSnapshots() []*msads.Snapshot {
 	exp := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 	mod := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
 	snaps := make([]*msads.Snapshot, benchCustomers)
-	for c := range int64(benchCustomers) {
+	for c := range benchCustomers {
 		cid := 10_000 + c
 		s := &msads.Snapshot{CustomerID: cid, CustomerName: fmt.Sprint("Customer ", c), AccountsFetched: true}
 		for a := range int64(benchAccountsPer) {
