@@ -1084,6 +1084,21 @@ func (w *world) checkRoles(fail failFunc, db *warehouse, versionOfRun map[int64]
 		}
 		return false
 	}
+	// seenFromOther reports whether a current users row of u in a customer
+	// other than k was written by a credential that can see customer k.
+	seenFromOther := func(u, k int64) bool {
+		for c, rows := range db.customers {
+			if c == k {
+				continue
+			}
+			if x, ok := rows.users[u]; ok && x.current {
+				if vi, ok := versionOfRun[db.lastOK[c]]; ok && w.versions[vi].reachable[k] {
+					return true
+				}
+			}
+		}
+		return false
+	}
 	users := map[int64]bool{}
 	for u := range best {
 		users[u] = true
@@ -1135,8 +1150,10 @@ func (w *world) checkRoles(fail failFunc, db *warehouse, versionOfRun map[int64]
 			}
 			// A later successful sync of the role's own customer that no
 			// longer lists the user removed the user's roles there, with
-			// its users row: that is the newer word on this customer.
-			if r, ok := db.lastOK[rc]; ok && r > b.run {
+			// its users row, when no other listing the credential can see
+			// still lists the user: that is the newer word on this
+			// customer. (While another listing does, its GetUser decides.)
+			if r, ok := db.lastOK[rc]; ok && r > b.run && !seenFromOther(u, rc) {
 				if vi, ok := versionOfRun[r]; ok {
 					if _, listed := w.versions[vi].listed[rc][u]; !listed {
 						clear(want)

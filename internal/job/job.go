@@ -350,7 +350,7 @@ func (r *Runner) sweepRoles(ctx context.Context, res *Result, roleCustomers, syn
 	if len(customers) == 0 || ctx.Err() != nil {
 		return
 	}
-	n, err := r.Store.SweepRoles(ctx, res.RunID, customers)
+	n, err := r.Store.SweepRoles(ctx, res.RunID, customers, roleCustomers)
 	if err != nil {
 		res.SweepError = err.Error()
 		r.Logger.ErrorContext(ctx, "could not remove the roles of users no customer lists any more; a later run will",

@@ -98,14 +98,16 @@ func TestRunRemovesSharedUsersRolesAtConcurrency(t *testing.T) {
 			b.sim.RemoveUser(c2, u)
 		}
 		res := mustRun(t, b.runner)
-		// Each customer's write removes the roles in it of the users its
-		// listing dropped; the end-of-run sweep has nothing left.
+		// A customer's write removes the roles in it of the users its
+		// listing dropped when no other listing lists them; written at the
+		// same moment the customers leave that to the sweep: together,
+		// every role once.
 		removed := 0
 		for _, c := range res.Customers {
 			removed += c.Changes.Roles.Removed
 		}
-		if removed != 40 || res.RolesSwept != 0 {
-			t.Errorf("round %d: the customers removed %d roles and the sweep %d, want 40 and 0", round, removed, res.RolesSwept)
+		if removed+res.RolesSwept != 40 {
+			t.Errorf("round %d: the customers removed %d roles and the sweep %d, want 40 in all", round, removed, res.RolesSwept)
 		}
 		if got := b.strings(t, `SELECT count(*) FROM user_roles WHERE user_id = ANY($1) AND removed_at IS NULL`, users); !slices.Equal(got, []string{"0"}) {
 			t.Errorf("round %d: %v roles of removed users still current", round, got)

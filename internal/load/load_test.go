@@ -55,7 +55,7 @@ func (b *bundle) write(t *testing.T, snap *msads.Snapshot) Changes {
 // customers are written, and returns how many roles it removed.
 func (b *bundle) sweep(t *testing.T, customers ...int64) int {
 	t.Helper()
-	n, err := b.store.SweepRoles(t.Context(), b.runID, customers)
+	n, err := b.store.SweepRoles(t.Context(), b.runID, customers, nil)
 	if err != nil {
 		t.Fatalf("SweepRoles: %v", err)
 	}
@@ -457,25 +457,25 @@ func TestUserSharedByTwoCustomers(t *testing.T) {
 	if ch := b.write(t, other); ch != (Changes{Users: Counts{Added: 1}}) {
 		t.Errorf("second customer's listing of user 3: %v, want 1 user added (roles unchanged)", ch)
 	}
-	// Customer 1001 drops user 3: the user is no longer 1001's, so the role
-	// in 1001 goes with the listing; 2002 still lists them, so the role in
-	// 2002 stays.
+	// Customer 1001 drops user 3: 2002 still lists them (and its GetUser
+	// speaks for their roles), so their roles stay.
 	a.Users = slicesDelete(a.Users, 2)
 	a.Roles = []msads.Role{a.Roles[0], a.Roles[1], a.Roles[4]}
-	if ch := b.write(t, a); ch != (Changes{Users: Counts{Removed: 1}, Roles: Counts{Removed: 1}}) {
-		t.Errorf("1001 drops user 3: %v, want 1 user and their role in 1001 removed", ch)
+	if ch := b.write(t, a); ch != (Changes{Users: Counts{Removed: 1}}) {
+		t.Errorf("1001 drops user 3: %v, want 1 user removed, no role removed", ch)
 	}
 	equal(t, "user 3 access", b.strings(t, `SELECT customer_id, role_id FROM access WHERE user_id = 3 ORDER BY 1`),
-		[]string{"2002|100"})
+		[]string{"1001|203", "2002|100"})
 	if n := b.sweep(t, cust, 2002); n != 0 {
 		t.Errorf("sweep removed %d roles of a user 2002 still lists", n)
 	}
-	// 2002 drops them too: their role in 2002 goes with that listing.
+	// 2002 drops them too: no listing is left; the role in 2002 goes with
+	// 2002's write, the one in 1001 with the sweep after the run's writes.
 	if ch := b.write(t, &msads.Snapshot{CustomerID: 2002}); ch != (Changes{Users: Counts{Removed: 1}, Roles: Counts{Removed: 1}}) {
 		t.Errorf("2002 drops user 3: %v, want 1 user and 1 role removed", ch)
 	}
-	if n := b.sweep(t, cust, 2002); n != 0 {
-		t.Errorf("sweep removed %d roles, want 0 (nothing left)", n)
+	if n := b.sweep(t, cust, 2002); n != 1 {
+		t.Errorf("sweep removed %d roles, want 1", n)
 	}
 	equal(t, "user 3 access gone", b.strings(t, `SELECT count(*) FROM access WHERE user_id = 3`), []string{"0"})
 }

@@ -212,7 +212,8 @@ func (w *writer) roles(ctx context.Context, ch *Changes, dropped bool) error {
 	}
 	written := int64(0)
 	if dropped {
-		tag, err := w.tx.Exec(ctx, rolesOfDroppedSQL, pgx.NamedArgs{"customer_id": w.st.customerID, "owners": []int64{w.st.customerID}, "dropped": w.args["dropped"]})
+		tag, err := w.tx.Exec(ctx, rolesOfDroppedSQL, pgx.NamedArgs{"customer_id": w.st.customerID, "owners": []int64{w.st.customerID},
+			"dropped": w.args["dropped"], "visible": w.st.roleCustomers})
 		if err != nil {
 			return fmt.Errorf("remove user_roles of dropped users: %w", err)
 		}

@@ -13,6 +13,14 @@ import (
 // for one another on it), SweepRoles exclusively.
 const sweepLock = "roles-sweep"
 
+// nilIfEmptyIDs passes a nil list as SQL NULL (no restriction).
+func nilIfEmptyIDs(ids []int64) any {
+	if ids == nil {
+		return nil
+	}
+	return sortedIDs(ids)
+}
+
 // SweepRoles removes, in one transaction, the current user_roles of users
 // that no current users row lists any more (the design's "roles go together
 // with the user when no customer lists that user any more"), restricted to
@@ -37,7 +45,7 @@ const sweepLock = "roles-sweep"
 // all; writes that start meanwhile wait for it, then see its removals (and
 // add back, as reappeared, the roles of a user they list again). The sweep
 // is one indexed statement, so the wait is short.
-func (s *Store) SweepRoles(ctx context.Context, runID int64, customers []int64) (removed int, err error) {
+func (s *Store) SweepRoles(ctx context.Context, runID int64, customers, visible []int64) (removed int, err error) {
 	owners := sortedIDs(customers)
 	if len(owners) == 0 {
 		return 0, nil
@@ -50,7 +58,7 @@ func (s *Store) SweepRoles(ctx context.Context, runID int64, customers []int64) 
 		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", s.lockName(sweepLock)); err != nil {
 			return fmt.Errorf("take the role sweep lock: %w", err)
 		}
-		rows, err := tx.Query(ctx, rolesSweepSQL, pgx.NamedArgs{"owners": owners, "run_id": run})
+		rows, err := tx.Query(ctx, rolesSweepSQL, pgx.NamedArgs{"owners": owners, "visible": nilIfEmptyIDs(visible), "run_id": run})
 		if err != nil {
 			return err
 		}

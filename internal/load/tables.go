@@ -268,20 +268,28 @@ var (
 	rolesHistorySQL = render("history.sql", rolesTable)
 	// rolesOfDroppedSQL removes, with the customer's snapshot, the roles in
 	// that customer of the users its listing dropped (@dropped, from the
-	// guard: their users row was removed by this transaction): a user no
-	// longer listed by a customer holds no role there. Only the customer's
-	// own writer (under its lock) decides this, so concurrent customers
-	// cannot race on it. None of those roles is staged (stage only stages
+	// guard: their users row was removed by this transaction) when no other
+	// listing this credential can see (@visible; NULL: any) still lists the
+	// user: then no GetUser of this credential can speak for those roles
+	// any more (the other credential's listing, if any, cannot see this
+	// customer). While such a listing exists, its GetUser decides, so a
+	// customer's listing and another customer's GetUser never undo each
+	// other run after run. None of those roles is staged (stage only stages
 	// roles of listed users), so nothing is set apart.
 	rolesOfDroppedSQL = render("remove.sql", removeData{table: rolesTable,
-		Scan:  "unnest(@dropped::bigint[]) AS d(user_id), " + lateral("user_roles", "t.user_id = d.user_id AND t.customer_id = @customer_id"),
-		Where: "true"})
+		Scan: "unnest(@dropped::bigint[]) AS d(user_id), " + lateral("user_roles", "t.user_id = d.user_id AND t.customer_id = @customer_id"),
+		Where: "NOT EXISTS (SELECT 1 FROM users x WHERE x.user_id = t.user_id AND x.removed_at IS NULL AND x.customer_id <> @customer_id" +
+			" AND (@visible::bigint[] IS NULL OR x.customer_id = ANY(@visible::bigint[])))"})
 	// rolesSweepSQL: the roles of users no current users row lists any more,
-	// and (a repair of states older runs left) roles in a customer whose
-	// listing dropped the user.
+	// and (a repair of states older runs left, or of concurrent writes) the
+	// same as rolesOfDroppedSQL: roles in a customer whose listing dropped
+	// the user, when no listing the credential can see (@visible; NULL:
+	// any) lists it.
 	rolesSweepSQL = render("remove.sql", removeData{table: rolesTable, Scan: "user_roles t", Now: true,
 		Where: "(NOT EXISTS (SELECT 1 FROM users u WHERE u.user_id = t.user_id AND u.removed_at IS NULL)" +
-			" OR EXISTS (SELECT 1 FROM users u WHERE u.customer_id = t.customer_id AND u.user_id = t.user_id AND u.removed_at IS NOT NULL))"})
+			" OR (EXISTS (SELECT 1 FROM users u WHERE u.customer_id = t.customer_id AND u.user_id = t.user_id AND u.removed_at IS NOT NULL)" +
+			" AND NOT EXISTS (SELECT 1 FROM users x WHERE x.user_id = t.user_id AND x.removed_at IS NULL" +
+			" AND (@visible::bigint[] IS NULL OR x.customer_id = ANY(@visible::bigint[])))))"})
 	customerSQL     = render("customer.sql", nil)
 	customerSyncSQL = render("customer_sync.sql", countColumns())
 )
