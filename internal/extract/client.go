@@ -337,10 +337,23 @@ func (c *Client) checkCredentials(ctx context.Context, token string) error {
 	if !ok {
 		err := c.call(ctx, request{op: msads.OpGetUser, body: map[string]any{"UserId": nil}, probe: true},
 			func([]byte) error { return nil })
-		if Classify(err) == ClassAuth || errors.Is(err, ErrCredentialsRejected) {
+		switch class := Classify(err); {
+		case err == nil:
+			// Conclusive: the credentials are fine.
+		case class == ClassAuth || errors.Is(err, ErrCredentialsRejected):
 			chk.err = ErrCredentialsRejected
 			// Every later call of this run would be refused too.
 			_ = c.tokens.fail(fmt.Errorf("%w (%s)", ErrCredentialsRejected, err.Error()))
+		case class == ClassPermanent && asAPIError(err) != nil && !asAPIError(err).Malformed && ctx.Err() == nil:
+			// The API answered, with something else than a 401: the
+			// credentials are accepted.
+		default:
+			// Inconclusive (cancelled, throttled, transient, malformed):
+			// remember nothing, and fail this call, not the user.
+			chk.err = fmt.Errorf("could not tell whether the credentials are refused: %w", err)
+			c.checkMu.Lock()
+			delete(c.checks, token)
+			c.checkMu.Unlock()
 		}
 		close(chk.done)
 	}

@@ -314,7 +314,8 @@ func unreadable(err error) string {
 	if errors.Is(err, errNullUser) {
 		return msads.DetailUnreadable
 	}
-	if ae.HTTPStatus < 400 || ae.HTTPStatus >= 500 {
+	if ae.HTTPStatus < 400 || ae.HTTPStatus >= 500 || len(ae.Errors) == 0 {
+		// Not a fault about this user: a gateway's page, a missing route.
 		return ""
 	}
 	for _, d := range ae.Errors {

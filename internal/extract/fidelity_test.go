@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -511,5 +512,100 @@ func TestDatesWithEveryFractionAndZone(t *testing.T) {
 				t.Errorf("parseTime(%q) = %v, %v; want %v", s, got, err, w)
 			}
 		}
+	}
+}
+
+// The credentials check remembers only a conclusive answer: a probe that
+// was cancelled, or that only met transient faults, does not make a
+// refused credential look fine for the rest of the run.
+func TestCredentialsCheckRemembersOnlyConclusiveAnswers(t *testing.T) {
+	t.Parallel()
+	isProbe := func(r *http.Request) bool {
+		return strings.HasSuffix(r.URL.Path, "User/Query") && r.Header.Get("CustomerId") == ""
+	}
+	t.Run("probe cancelled", func(t *testing.T) {
+		t.Parallel()
+		f := newFakeService(t)
+		probeSeen := make(chan struct{})
+		var first atomic.Bool
+		f.apiAnswer = func(w http.ResponseWriter, r *http.Request, _ string) {
+			if isProbe(r) && first.CompareAndSwap(false, true) {
+				// Only the first probe hangs, until its caller goes (read the
+				// body: only then does the server notice the client leave).
+				_, _ = io.Copy(io.Discard, r.Body)
+				close(probeSeen)
+				select {
+				case <-r.Context().Done():
+				case <-time.After(5 * time.Second):
+				}
+				return
+			}
+			fault(w, 401, 105, "InvalidCredentials")
+		}
+		c := f.client(t, &MemoryTokenStore{})
+		ctxA, cancelA := context.WithCancel(t.Context())
+		errA := make(chan error, 1)
+		go func() { _, _, err := c.GetUser(ctxA, 1, 10); errA <- err }()
+		<-probeSeen
+		cancelA()
+		<-errA
+		_, _, err := c.GetUser(testCtx(t), 2, 11)
+		if !IsRunFatal(err) || !errors.Is(err, ErrCredentialsRejected) {
+			t.Errorf("every call refused, the cancelled probe must not be remembered: err = %v", err)
+		}
+	})
+	t.Run("probe only transient", func(t *testing.T) {
+		t.Parallel()
+		f := newFakeService(t)
+		f.apiAnswer = func(w http.ResponseWriter, r *http.Request, _ string) {
+			if isProbe(r) {
+				w.WriteHeader(503)
+				return
+			}
+			fault(w, 401, 105, "InvalidCredentials")
+		}
+		c := f.client(t, &MemoryTokenStore{})
+		_, _, err := c.GetUser(testCtx(t), 1, 10)
+		if err == nil || unreadable(err) != "" {
+			t.Errorf("an inconclusive check made the 401 a per-user failure (%q): %v", unreadable(err), err)
+		}
+	})
+}
+
+func TestTokenAndGatewayOddities(t *testing.T) {
+	t.Parallel()
+	// An "error" field that is not an OAuth error word is kept only
+	// redacted: it may echo the request.
+	te := classifyTokenFailure(400, []byte(`{"error":"client-secret-xyz-123"}`), newRedactor("client-secret-xyz-123"))
+	if strings.Contains(te.Error(), "client-secret-xyz-123") || !te.Fatal {
+		t.Errorf("token error %q (fatal %v) shows the secret or is not fatal", te.Error(), te.Fatal)
+	}
+	// A gateway's 404 page for GetUser says nothing about the user.
+	f := newFakeService(t)
+	f.apiAnswer = func(w http.ResponseWriter, r *http.Request, _ string) {
+		if strings.HasSuffix(r.URL.Path, "User/Query") {
+			w.WriteHeader(404)
+			fmt.Fprint(w, "<html>route unavailable</html>")
+			return
+		}
+		okAnswer(w, r)
+	}
+	c := f.client(t, &MemoryTokenStore{})
+	if _, _, err := c.GetUser(testCtx(t), 1, 10); err == nil || unreadable(err) != "" {
+		t.Errorf("a non-fault 404 reads as a per-user failure %q: %v", unreadable(err), err)
+	}
+	// A huge expires_in neither overflows nor makes every call refresh.
+	g := newFakeService(t)
+	g.tokenAnswer = func(n int64, w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintf(w, `{"access_token":"access-%d","token_type":"Bearer","expires_in":10000000000,"refresh_token":"refresh-%d"}`, n, n)
+	}
+	gc := g.client(t, &MemoryTokenStore{})
+	for range 5 {
+		if _, err := gc.tokens.token(testCtx(t)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := g.tokenCalls.Load(); n != 1 {
+		t.Errorf("5 token() calls made %d token endpoint calls, want 1", n)
 	}
 }

@@ -751,6 +751,7 @@ func (ts *tokenSource) redeem(ctx context.Context, refreshToken string) (tok *oa
 	if expiresIn <= 0 {
 		expiresIn = 3600
 	}
+	expiresIn = min(expiresIn, 24*3600) // a day at most: no overflow, no token trusted for ever
 	return &oauth2.Token{
 		AccessToken:  tr.AccessToken,
 		TokenType:    cmpOr(tr.TokenType, "Bearer"),

@@ -57,7 +57,10 @@ func (e *TokenError) Error() string {
 // Is makes a TokenError that needs a new sign-in match ErrReauth.
 func (e *TokenError) Is(target error) bool { return target == ErrReauth && e.Reauth }
 
-var aadstsRE = regexp.MustCompile(`AADSTS(\d+)`)
+var (
+	aadstsRE       = regexp.MustCompile(`AADSTS(\d+)`)
+	oauthErrorWord = regexp.MustCompile(`^[a-z_]{1,64}$`)
+)
 
 // tokenErrorBody is the identity platform's error answer.
 type tokenErrorBody struct {
@@ -81,8 +84,17 @@ func classifyTokenFailure(status int, body []byte, red *redactor) *TokenError {
 		}
 		return te
 	}
-	te.OAuthError = eb.Error
-	te.Description = red.redact(firstLine(eb.ErrorDescription))
+	// The error field is a fixed word (invalid_grant, …); anything else may
+	// be an echo of the request and is kept only redacted, in Description.
+	if oauthErrorWord.MatchString(eb.Error) {
+		te.OAuthError = eb.Error
+	} else {
+		te.Description = red.redact(firstLine(eb.Error))
+		eb.Error = ""
+	}
+	if d := red.redact(firstLine(eb.ErrorDescription)); d != "" || te.Description == "" {
+		te.Description = d
+	}
 	if len(eb.ErrorCodes) > 0 {
 		te.AADSTS = eb.ErrorCodes[0]
 	} else if m := aadstsRE.FindStringSubmatch(eb.ErrorDescription); m != nil {

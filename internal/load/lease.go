@@ -120,9 +120,16 @@ func (s *Store) AcquireLease(ctx context.Context, key string, ttl time.Duration)
 				return nil
 			}
 			var expired bool
-			err = tx.QueryRow(ctx, `SELECT expires_at <= clock_timestamp() FROM `+table+` WHERE credential_key = $1`, key).Scan(&expired)
+			var current string
+			err = tx.QueryRow(ctx, `SELECT expires_at <= clock_timestamp(), holder FROM `+table+` WHERE credential_key = $1`, key).Scan(&expired, &current)
 			if errors.Is(err, pgx.ErrNoRows) {
 				continue // released meanwhile: insert again
+			}
+			if err == nil && current == holder && !expired {
+				// Ours: an earlier attempt of this transaction committed,
+				// but its answer was lost with the connection.
+				ok = true
+				return nil
 			}
 			if err != nil || !expired {
 				return err
