@@ -609,3 +609,50 @@ func TestTokenAndGatewayOddities(t *testing.T) {
 		t.Errorf("5 token() calls made %d token endpoint calls, want 1", n)
 	}
 }
+
+// A leader that goes away mid-grant leaves the grant running; the next
+// caller joins it instead of granting the same refresh token again.
+func TestGrantOutlivesItsLeaderAndIsJoined(t *testing.T) {
+	t.Parallel()
+	f := newFakeService(t)
+	first, release := make(chan struct{}), make(chan struct{})
+	var mu sync.Mutex
+	var sent []string
+	f.tokenAnswer = func(n int64, w http.ResponseWriter, r *http.Request) {
+		_ = r.ParseForm()
+		mu.Lock()
+		sent = append(sent, r.PostForm.Get("refresh_token"))
+		mu.Unlock()
+		if n == 1 {
+			close(first)
+			<-release
+		}
+		f.grant(w, n)
+	}
+	store := &MemoryTokenStore{}
+	c := f.client(t, store)
+	ctxA, cancelA := context.WithCancel(t.Context())
+	doneA, doneB := make(chan error, 1), make(chan error, 1)
+	go func() { _, err := c.tokens.token(ctxA); doneA <- err }()
+	<-first
+	go func() { _, err := c.tokens.token(testCtx(t)); doneB <- err }()
+	time.Sleep(50 * time.Millisecond)
+	cancelA()
+	<-doneA
+	time.Sleep(50 * time.Millisecond)
+	close(release)
+	if err := <-doneB; err != nil {
+		t.Fatalf("the waiter's token: %v", err)
+	}
+	if err := c.Close(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(sent) != 1 {
+		t.Errorf("the refresh token was granted %d times (%q), want once", len(sent), sent)
+	}
+	if got, _ := store.Load(t.Context()); got != "refresh-1" {
+		t.Errorf("stored %q, want the rotated refresh-1", got)
+	}
+}

@@ -399,6 +399,7 @@ type tokenSource struct {
 	refreshAt time.Time // when to replace access: shortly before its expiry
 	refreshes int
 	flight    *refreshFlight // the refresh under way, if any
+	pending   *pendingGrant  // the grant under way, if any (it may outlive its flight)
 	failure   error          // a run-fatal failure, returned until reset
 	forced    string         // the access token issued by the last refresh a 401 forced
 	forcedAt  time.Time
@@ -611,25 +612,49 @@ func (ts *tokenSource) fly(ctx context.Context) (string, error) {
 // a rotated refresh token is always saved; it returns early (with ctx's
 // error) when ctx ends, leaving the grant to finish in the background.
 func (ts *tokenSource) grant(ctx context.Context, rt string) (string, error) {
-	type result struct {
-		tok string
-		err error
+	// A grant left running by a leader that went away is joined, never
+	// doubled: two grants of one refresh token at once would cost an extra
+	// endpoint call and could save the older rotated token last.
+	ts.mu.Lock()
+	g := ts.pending
+	if g == nil || g.rt != rt {
+		g = &pendingGrant{rt: rt, done: make(chan struct{})}
+		ts.pending = g
+		ts.bg.Add(1)
+		go func() {
+			defer ts.bg.Done()
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ts.timeout+ts.saveTimeout)
+			defer cancel()
+			g.tok, g.err = ts.redeemAndKeep(dctx, rt)
+			ts.mu.Lock()
+			if ts.pending == g {
+				ts.pending = nil
+			}
+			// A refusal no retry can mend is remembered even when no
+			// caller is left to hear it.
+			if te, ok := errors.AsType[*TokenError](g.err); ok && te.Fatal && !te.retriedOnce() && ts.failure == nil {
+				ts.failure = te
+			}
+			ts.mu.Unlock()
+			close(g.done)
+		}()
 	}
-	ch := make(chan result, 1)
-	ts.bg.Add(1)
-	go func() {
-		defer ts.bg.Done()
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ts.timeout+ts.saveTimeout)
-		defer cancel()
-		tok, err := ts.redeemAndKeep(dctx, rt)
-		ch <- result{tok, err}
-	}()
+	ts.mu.Unlock()
 	select {
-	case r := <-ch:
-		return r.tok, r.err
+	case <-g.done:
+		return g.tok, g.err
 	case <-ctx.Done():
 		return "", ctx.Err()
 	}
+}
+
+// pendingGrant is one grant of the refresh token rt running in the
+// background; done is closed once tok and err are set.
+type pendingGrant struct {
+	rt   string
+	done chan struct{}
+	tok  string
+	err  error
 }
 
 // redeemAndKeep posts the grant, saves a rotated refresh token, then makes
