@@ -973,12 +973,17 @@ func TestFidelityEmptyObjectVersusNullList(t *testing.T) {
 		{"GetAccountsInfo {}", msadstest.OpGetAccountsInfo, msadstest.EmptyObject(), 2, accountsOf, false},
 		{"GetUsersInfo {}", msadstest.OpGetUsersInfo, msadstest.EmptyObject(), 2, usersOf, false},
 		{"GetUser {}", msadstest.OpGetUser, msadstest.EmptyObject(), 2, usersOf, false},
+		// A gateway's HTML 404 says nothing about the users: the customer
+		// fails; no user is marked unreadable.
+		{"GetUser HTML 404 from a gateway", msadstest.OpGetUser, msadstest.HTMLPage(404), 2, usersOf, false},
 		{"SearchUserInvitations null", msadstest.OpSearchUserInvitations, msadstest.NullList(msadstest.OpSearchUserInvitations), 0, pendingOf, true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
 			ds := msadstest.Generate(114, 2, 4)
-			e := newFEnv(t, ds, "", false)
+			// Any share of unreadable users is accepted, so that a bad
+			// answer wrongly read as a per-user failure would show.
+			e := newFEnv(t, ds, fastSync+"  max_unreadable_fraction: 1\n", false)
 			a, b := ds.CustomerIDs()[0], ds.CustomerIDs()[1]
 			e.mustRun(0)
 			before := e.queryInt(c.rows, a)

@@ -223,7 +223,14 @@ func TestHungSharedUserDoesNotHoldUpOtherCustomers(t *testing.T) {
 		_, _, _ = c.FetchCustomer(ctx, 3001, cache, FetchOptions{})
 	}()
 	<-aStarted
-	time.Sleep(100 * time.Millisecond) // A's GetUser calls are in flight and lead the cache entries
+	// Start B only once A's GetUser calls are in flight and lead the cache
+	// entries (A fetches 4 users at a time).
+	for deadline := time.Now().Add(5 * time.Second); srv.Calls(msadstest.OpGetUser) < 4; {
+		if time.Now().After(deadline) {
+			t.Fatal("A's GetUser calls never started")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	start := time.Now()
 	snap, _, err := c.FetchCustomer(ctx, 3002, cache, FetchOptions{})
 	if err != nil {
