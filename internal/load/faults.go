@@ -72,7 +72,7 @@ func classify(err error) faultClass {
 		}
 		return faultPermanent
 	}
-	if isConnError(err) {
+	if isConnError(err) || errors.Is(err, errCommitPending) {
 		return faultOutage
 	}
 	return faultPermanent

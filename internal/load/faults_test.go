@@ -3,6 +3,7 @@ package load
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/msads-syncer/syncer/internal/pgcluster"
+	"github.com/msads-syncer/syncer/internal/pgtest"
 	"github.com/msads-syncer/syncer/internal/status"
 	schemasql "github.com/msads-syncer/syncer/sql"
 )
@@ -303,4 +305,55 @@ func TestLeaseBehindPgBouncerTransactionMode(t *testing.T) {
 	if err := first.pool.QueryRow(t.Context(), `SELECT count(*) FROM msads.users WHERE email = 'late@example.com'`).Scan(&n); err != nil || n != 0 {
 		t.Errorf("rows written by the fenced-out holder = %d, %v; want 0", n, err)
 	}
+}
+
+// lostReply returns a test hook that makes the first `times` commits look
+// as if their reply was lost: the transaction committed, the caller sees
+// the connection go.
+func lostReply(times int32, calls *atomic.Int32) func(string, pgx.Tx) error {
+	return func(step string, _ pgx.Tx) error {
+		if step != "committed" || calls.Add(1) > times {
+			return nil
+		}
+		return errors.New("read tcp 127.0.0.1:5432: unexpected EOF")
+	}
+}
+
+// A commit whose reply is lost is not run again: the server is asked how the
+// transaction ended. Before, the snapshot was written a second time (its
+// customer_syncs counts rewritten with zeros: the retry found nothing left
+// to change) and StartRun recorded a second run that marked the first
+// abandoned.
+func TestLostCommitReplyIsNotAppliedTwice(t *testing.T) {
+	t.Parallel()
+	pool, schema := pgtest.Schema(t)
+	s := NewStore(pool, Options{Schema: schema})
+	b := &bundle{pool: pool, schema: schema, store: s}
+	var calls atomic.Int32
+	s.testHook = lostReply(1, &calls)
+	l, ok, err := s.AcquireLease(t.Context(), "cred", time.Minute)
+	if err != nil || !ok {
+		t.Fatalf("AcquireLease with its commit reply lost = %v, %v", ok, err)
+	}
+	defer func() { _ = l.Release(context.Background()) }()
+	calls.Store(0)
+	if b.runID, err = s.StartRun(l.Context(), 1); err != nil {
+		t.Fatalf("StartRun with its commit reply lost: %v", err)
+	}
+	equal(t, "runs", b.strings(t, `SELECT run_id, status FROM sync_runs`), []string{fmt.Sprintf("%d|running", b.runID)})
+	calls.Store(0)
+
+	ch, err := s.WriteSnapshot(l.Context(), b.runID, baseSnapshot(), SyncInfo{StartedAt: time.Now(), APICalls: 3})
+	if err != nil {
+		t.Fatalf("WriteSnapshot with its commit reply lost: %v", err)
+	}
+	if got := calls.Load(); got < 1 {
+		t.Fatalf("commits seen by the hook = %d, want the reply lost", got)
+	}
+	if ch.Users.Added != 4 {
+		t.Errorf("changes reported = %+v, want the 4 users the committed attempt added", ch.Users)
+	}
+	equal(t, "customer_syncs", b.strings(t, `SELECT status, users_seen, users_added, roles_added FROM customer_syncs`),
+		[]string{"succeeded|4|4|5"})
+	equal(t, "history", b.strings(t, `SELECT change, count(*) FROM users_history GROUP BY 1`), []string{"added|4"})
 }

@@ -50,8 +50,10 @@ type Store struct {
 	log  *slog.Logger
 	path string // search_path value
 
-	// testHook, when set, is called between the steps of a snapshot write;
-	// an error it returns fails the write (tests inject faults with it).
+	// testHook, when set, is called between the steps of a snapshot write
+	// and after each commit (step "committed", tx nil); an error it returns
+	// fails the write (tests inject faults with it: after a commit, a lost
+	// reply).
 	testHook func(step string, tx pgx.Tx) error
 }
 
@@ -131,10 +133,33 @@ func (s *Store) inTxOpts(ctx context.Context, o txOpts, fn func(pgx.Tx) error) e
 	eb.Reset()
 	var outageSince time.Time
 	attempts, conflicts := 0, 0
+	// unsure is the transaction id of an attempt whose COMMIT got no answer
+	// (the connection went at that moment): it may have committed. Before
+	// anything runs again, the server is asked how that transaction ended,
+	// so a commit whose reply was lost is not applied twice (a second
+	// sync_runs row that marks the first abandoned, a snapshot's counts
+	// rewritten by an attempt that found nothing left to change).
+	var unsure string
 	for {
-		started, err := s.txOnce(ctx, o, fn)
-		if err == nil {
-			return nil
+		var started bool
+		var err error
+		if unsure != "" {
+			var committed bool
+			if committed, err = s.committed(ctx, unsure); err == nil {
+				if committed {
+					s.log.InfoContext(ctx, "the commit whose reply was lost had committed; not running it again")
+					return nil
+				}
+				unsure = ""
+			}
+		}
+		if unsure == "" {
+			var xid string
+			started, xid, err = s.txOnce(ctx, o, fn)
+			if err == nil {
+				return nil
+			}
+			unsure = xid
 		}
 		class := classify(err)
 		if ctx.Err() != nil {
@@ -198,10 +223,14 @@ func (s *Store) inTxOpts(ctx context.Context, o txOpts, fn func(pgx.Tx) error) e
 // txOnce makes one attempt. started is true when the transaction began and
 // its body ran (a failure then uses up an attempt; see inTxOpts). The
 // connection of a failed attempt is closed, so the next one gets another.
-func (s *Store) txOnce(ctx context.Context, o txOpts, fn func(pgx.Tx) error) (started bool, err error) {
+//
+// When the transaction commits and COMMIT fails with the connection (the
+// server may have committed it and the reply been lost), unsure is its
+// transaction id, to be checked with committed before another attempt.
+func (s *Store) txOnce(ctx context.Context, o txOpts, fn func(pgx.Tx) error) (started bool, unsure string, err error) {
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
-		return false, err
+		return false, "", err
 	}
 	defer func() {
 		if err != nil && classify(err) != faultPermanent && !conn.Conn().IsClosed() {
@@ -215,36 +244,79 @@ func (s *Store) txOnce(ctx context.Context, o txOpts, fn func(pgx.Tx) error) (st
 	}()
 	tx, err := conn.Begin(ctx)
 	if err != nil {
-		return false, err
+		return false, "", err
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-	switch {
-	case o.lockKey != "" && o.sharedKey != "":
-		_, err = tx.Exec(ctx, "SELECT set_config('search_path', $1, true), pg_advisory_xact_lock(hashtextextended($2, 0)), pg_advisory_xact_lock_shared(hashtextextended($3, 0))",
-			s.path, s.lockName(o.lockKey), s.lockName(o.sharedKey))
-	case o.lockKey != "":
-		_, err = tx.Exec(ctx, "SELECT set_config('search_path', $1, true), pg_advisory_xact_lock(hashtextextended($2, 0))",
-			s.path, s.lockName(o.lockKey))
-	default:
-		_, err = tx.Exec(ctx, "SELECT set_config('search_path', $1, true)", s.path)
+	// The first statement sets the search path, takes the locks and, for a
+	// transaction that commits, gets its id (xid8, as text).
+	q, args := "SELECT set_config('search_path', $1, true)", []any{s.path}
+	if o.lockKey != "" {
+		q += ", pg_advisory_xact_lock(hashtextextended($2, 0))"
+		args = append(args, s.lockName(o.lockKey))
+		if o.sharedKey != "" {
+			q += ", pg_advisory_xact_lock_shared(hashtextextended($3, 0))"
+			args = append(args, s.lockName(o.sharedKey))
+		}
+	}
+	var xid string
+	if o.commit {
+		q += ", pg_current_xact_id()::text"
+		dest := make([]any, len(args)+1)
+		dest[len(args)] = &xid
+		err = tx.QueryRow(ctx, q, args...).Scan(dest...)
+	} else {
+		_, err = tx.Exec(ctx, q, args...)
 	}
 	if err != nil {
 		// A dead pooled connection fails here: not an attempt yet, unless
 		// the statement itself failed on a live server.
-		return classify(err) != faultOutage, err
+		return classify(err) != faultOutage, "", err
 	}
 	if l := leaseFrom(ctx); l != nil && !o.noFence {
 		if err := l.Fence(ctx, tx); err != nil {
-			return true, err
+			return true, "", err
 		}
 	}
 	if err := fn(tx); err != nil {
-		return true, err
+		return true, "", err
 	}
 	if !o.commit {
-		return true, nil
+		return true, "", nil
 	}
-	return true, tx.Commit(ctx)
+	err = tx.Commit(ctx)
+	if err == nil && s.testHook != nil {
+		// Tests lose the reply of a commit that happened.
+		err = s.testHook("committed", nil)
+	}
+	if err != nil && classify(err) == faultOutage {
+		return true, xid, err
+	}
+	return true, "", err
+}
+
+// errCommitPending says a transaction whose COMMIT got no answer is still
+// in progress on the server; checked again after a wait (an outage-class
+// fault).
+var errCommitPending = errors.New("a transaction whose commit got no answer is still in progress on the server")
+
+// committed asks the server how the transaction xid (a pg_current_xact_id)
+// ended: true when it committed, false when it aborted or is too old to
+// know (then it did not commit in this run's lifetime: ids are kept far
+// longer than a retry waits). Still in progress is errCommitPending.
+func (s *Store) committed(ctx context.Context, xid string) (bool, error) {
+	var st *string
+	if err := s.pool.QueryRow(ctx, "SELECT pg_xact_status($1::xid8)", xid).Scan(&st); err != nil {
+		return false, err
+	}
+	switch {
+	case st == nil:
+		return false, nil
+	case *st == "committed":
+		return true, nil
+	case *st == "in progress":
+		return false, errCommitPending
+	}
+	return false, nil
 }
 
 // lockName namespaces advisory lock keys by schema, so stores on different
