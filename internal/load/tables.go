@@ -109,7 +109,7 @@ var (
 		Owner: "customer_id", scopeWhere: "t.customer_id = @customer_id"}
 
 	// tables in the order a snapshot writes them.
-	tables = []*table{accountsTable, usersTable, rolesTable, invitationsTable}
+	tables = []*table{accountsTable, usersTable, rolesTable, invitationsTable, linksTable}
 )
 
 // Staging is the name of the table's staging table.
@@ -198,6 +198,9 @@ func lateral(table, cond string) string {
 // several credentials writing one schema never undo each other. Every
 // removal statement is rendered from sql/remove.sql, which applies it.
 func (t *table) OwnedBy() string {
+	if t.Owner == "" {
+		return "true" // client links: the scope is the searches' coverage (linksTable)
+	}
 	return "(@owners::bigint[] IS NULL OR t." + t.Owner + " = ANY(@owners::bigint[]))"
 }
 
@@ -266,6 +269,7 @@ var (
 	stagingSQL      = render("staging.sql", tables)
 	guardSQL        = render("guard.sql", nil)
 	rolesHistorySQL = render("history.sql", rolesTable)
+	linksHistorySQL = render("history.sql", linksTable)
 	// rolesOfDroppedSQL removes, with the customer's snapshot, the roles in
 	// that customer of the users its listing dropped (@dropped, from the
 	// guard: their users row was removed by this transaction) when no other
