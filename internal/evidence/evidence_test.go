@@ -29,29 +29,39 @@ var (
 
 func i64(n int64) *int64 { return &n }
 
+// population returns the registry's population of that name.
+func population(name string) load.Population {
+	for _, p := range load.Populations {
+		if p.Name == name {
+			return p
+		}
+	}
+	panic(name)
+}
+
 // sample is a read with two customers: 10 synced a day before as_of, 20
 // only long before.
 func sample() *load.Evidence {
 	pops := []load.PopulationRows{
-		{Population: load.Populations[0], Columns: []string{"customer_id", "user_id", "user_name", "version_from"},
+		{Population: population("users"), Columns: []string{"customer_id", "user_id", "user_name", "version_from"},
 			Rows: [][]any{
 				{int64(10), int64(1), "ann", asOf.Add(-48 * time.Hour)},
 				{int64(10), int64(2), "=HYPERLINK(\"http://x\")", asOf.Add(-48 * time.Hour)},
 				{int64(20), int64(3), "line\nbreak, \"quoted\"", asOf.Add(-48 * time.Hour)},
 			},
 			Check: map[int64]int64{10: 2, 20: 1}},
-		{Population: load.Populations[1], Columns: []string{"customer_id", "user_id", "role_name", "account_id"},
+		{Population: population("role_grants"), Columns: []string{"customer_id", "user_id", "role_name", "account_id"},
 			Rows: [][]any{
 				{int64(10), int64(1), "Super Admin", nil},
 				{int64(10), int64(2), "Viewer", int64(7)},
 				{int64(10), int64(2), "Viewer", int64(8)},
 			},
 			Check: map[int64]int64{10: 3}},
-		{Population: load.Populations[2], Columns: []string{"customer_id", "invitation_id", "email"},
+		{Population: population("invitations"), Columns: []string{"customer_id", "invitation_id", "email"},
 			Rows: [][]any{{int64(10), int64(900), "@evil.example"}}, Check: map[int64]int64{10: 1}},
-		{Population: load.Populations[3], Columns: []string{"customer_id", "grantee_kind", "grantee_id", "grantee_name", "role_or_permission"},
+		{Population: population("privileged_access"), Columns: []string{"customer_id", "grantee_kind", "grantee_id", "grantee_name", "role_or_permission"},
 			Rows: [][]any{{int64(10), "user", int64(1), "ann", "Super Admin"}}, Check: map[int64]int64{10: 1}},
-		{Population: load.Population{Name: "exceptions", Title: "Exceptions"}, Missing: "access_exceptions does not exist in schema s"},
+		{Population: population("exceptions"), Missing: "access_exceptions does not exist in schema s"},
 	}
 	return &load.Evidence{
 		Source:      load.Source{Database: "warehouse", ServerVersion: "17.2", SnapshotAt: asOf.Add(time.Hour), SchemaVersion: 5},

@@ -120,8 +120,8 @@ func Write(ev *load.Evidence, o Options) (*Manifest, error) {
 		sheets = append(sheets, sheet{name: "review_diff", title: "Changes since " + m.Since, columns: cols, rows: rows})
 	}
 	for _, p := range ev.Populations {
-		if p.Name == "privileged_access" && p.Missing == "" {
-			m.Notes = append(m.Notes, "privileged_access is computed as of as_of from the role grants (Super Admin, Aggregator).")
+		if p.Missing == "" {
+			m.Notes = append(m.Notes, p.Name+": "+p.AsOf+".")
 		}
 	}
 
@@ -293,7 +293,11 @@ func countCheck(p load.PopulationRows, f File) Check {
 		Actual:      map[string]int64{},
 	}
 	for id, n := range p.Check {
-		c.Expected[strconv.FormatInt(id, 10)] = n
+		key := strconv.FormatInt(id, 10)
+		if id == 0 {
+			key = "" // the customer is not known: an empty customer_id cell
+		}
+		c.Expected[key] = n
 	}
 	for id, n := range f.RowsPerCustomer {
 		c.Actual[id] = int64(n)

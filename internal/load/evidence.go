@@ -74,9 +74,22 @@ var Populations = []Population{
 		AsOf: "as of as_of, from user_invitations_history",
 	},
 	{
+		Name: "client_links", Title: "Client links",
+		SQL: evidenceSQL("client_links"), CheckSQL: evidenceSQL("check_client_links"),
+		Requires: []string{"client_links_history", "client_links_as_of(timestamptz)"},
+		AsOf:     "as of as_of, from client_links_as_of",
+	},
+	{
 		Name: "privileged_access", Title: "Privileged access",
 		SQL: evidenceSQL("privileged_access"), CheckSQL: evidenceSQL("check_privileged_access"),
-		AsOf: "as of as_of: role grants of Super Admin (41) and Aggregator (33), from access_as_of",
+		Requires: []string{"client_link_permissions", "client_links_as_of(timestamptz)"},
+		AsOf:     "as of as_of, from access_as_of and client_links_as_of with the roles' and link permissions' metadata (held_since from history)",
+	},
+	{
+		Name: "exceptions", Title: "Exceptions",
+		SQL: evidenceSQL("exceptions"), CheckSQL: evidenceSQL("check_exceptions"),
+		Requires: []string{"access_exceptions"},
+		AsOf:     "as of the pack's generation time, not as_of: the access_exceptions view reads the current tables and the company directory as last loaded",
 	},
 }
 
@@ -251,16 +264,18 @@ func readPopulation(ctx context.Context, tx pgx.Tx, schema string, p Population,
 	return pr, nil
 }
 
-// perCustomer runs a query returning (customer_id, count) rows.
+// perCustomer runs a query returning (customer_id, count) rows; a NULL
+// customer id counts under 0.
 func perCustomer(ctx context.Context, tx pgx.Tx, sql string, args ...any) (map[int64]int64, error) {
 	rows, err := tx.Query(ctx, sql, args...)
 	if err != nil {
 		return nil, err
 	}
 	out := map[int64]int64{}
-	var id, n int64
+	var id *int64 // NULL (a link whose client customer is not known): 0
+	var n int64
 	_, err = pgx.ForEachRow(rows, []any{&id, &n}, func() error {
-		out[id] = n
+		out[deref(id)] += n
 		return nil
 	})
 	return out, err
@@ -329,6 +344,7 @@ var ChangeSets = []ChangeSet{
 	{Entity: "user", SQL: evidenceSQL("diff_users")},
 	{Entity: "grant", SQL: evidenceSQL("diff_grants")},
 	{Entity: "invitation", SQL: evidenceSQL("diff_invitations")},
+	{Entity: "client_link", SQL: evidenceSQL("diff_client_links"), Requires: []string{"client_links_history"}},
 }
 
 // Change is one change of a review diff: a version of an entity that began

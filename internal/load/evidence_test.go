@@ -144,6 +144,10 @@ func reviewFixture(t *testing.T) (historyFixture, time.Time, time.Time) {
 	f.invitation(900, 10, v(day(1, 2), "added", "email", "x@example.com", "role_id", 203), v(day(2, 6), "removed", "email", "x@example.com", "role_id", 203))
 	f.invitation(901, 10, v(day(2, 7), "added", "email", "y@outlook.example", "role_id", 100))
 	f.invitation(902, 20, v(day(2, 7), "added", "email", "z@outlook.example", "role_id", 100))
+	// An agency's administrative link to customer 10, from Feb 4.
+	f.history("client_links_history", map[string]any{"type": "CustomerLink", "client_entity_id": 10, "managing_customer_id": 500},
+		v(day(2, 4), "added", "status", "Active", "customer_link_permission", "Administrative", "inviter_email", "boss@agency.example",
+			"managing_customer_name", "Agency", "searched_from_customer_id", 10, "client_customer_id", 10))
 	return f, day(2, 1), day(3, 1)
 }
 
@@ -159,7 +163,7 @@ func pick(m map[string]any) string {
 		return "-"
 	}
 	var parts []string
-	for _, k := range []string{"job_title", "role_name", "account_ids", "email"} {
+	for _, k := range []string{"job_title", "role_name", "account_ids", "email", "status", "inviter_email"} {
 		if v, ok := m[k]; ok {
 			parts = append(parts, fmt.Sprintf("%s:%v", k, v))
 		}
@@ -193,6 +197,7 @@ func TestReviewDiffExact(t *testing.T) {
 		"03-01 grant 10/1/16 ann changed net=changed before=role_name:Advertiser Campaign Manager,account_ids:[7] after=role_name:Advertiser Campaign Manager,account_ids:<nil>",
 		"02-06 invitation 10/900 x@example.com removed net=removed before=role_name:Standard User,account_ids:<nil>,email:x@example.com after=-",
 		"02-07 invitation 10/901 y@outlook.example added net=added before=- after=role_name:Viewer,account_ids:<nil>,email:y@outlook.example",
+		"02-04 client_link 10/CustomerLink/10/500 Agency added net=added before=- after=status:Active,inviter_email:boss@agency.example",
 	}
 	if d := diffLines(want, lines); d != "" {
 		t.Errorf("review diff (-want +got):\n%s", d)
@@ -246,7 +251,8 @@ func TestReadEvidenceAsOf(t *testing.T) {
 	got := map[string]string{}
 	for _, p := range ev.Populations {
 		if p.Missing != "" {
-			t.Errorf("%s: missing: %s", p.Name, p.Missing)
+			got[p.Name] = "missing"
+			continue
 		}
 		var keys []string
 		for _, r := range p.Rows {
@@ -258,7 +264,11 @@ func TestReadEvidenceAsOf(t *testing.T) {
 		"users":             "[10/1 10/2 10/3 10/4 10/5 10/6 20/9] check=map[10:6 20:1]",
 		"role_grants":       "[10/1 10/2 10/5] check=map[10:3]",
 		"invitations":       "[10/901 20/902] check=map[10:1 20:1]",
-		"privileged_access": "[10/user] check=map[10:1]",
+		"privileged_access": "[10/user 10/agency] check=map[10:2]",
+		"client_links":      "[10/CustomerLink] check=map[10:1]",
+	}
+	if len(got) != len(Populations) {
+		t.Errorf("populations read: %v", got)
 	}
 	for name, w := range want {
 		if got[name] != w {

@@ -2,6 +2,7 @@
 -- from access_as_of($1). scope 'customer' (account_id empty) is every account
 -- of the customer. held_since is when the role last became the user's (added
 -- or reappeared in user_roles_history). Account names are as last synced.
+-- Users' grants only: the agencies' (client links) are in client_links.
 -- $2: the customers (empty: all).
 SELECT a.customer_id,
        c.name AS customer_name,
@@ -24,5 +25,6 @@ LEFT JOIN LATERAL (
     WHERE g.user_id = a.user_id AND g.customer_id = a.customer_id AND g.role_id = a.role_id
       AND g.valid_from <= $1 AND g.change IN ('added', 'reappeared')
 ) s ON true
-WHERE cardinality($2::bigint[]) = 0 OR a.customer_id = ANY ($2)
+WHERE a.user_id IS NOT NULL
+  AND (cardinality($2::bigint[]) = 0 OR a.customer_id = ANY ($2))
 ORDER BY a.customer_id, a.user_id, a.role_id, a.account_id NULLS FIRST
