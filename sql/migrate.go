@@ -84,10 +84,12 @@ var (
 		"users", "user_roles", "user_invitations", "accounts", "roles", "customers",
 		"users_history", "user_roles_history", "user_invitations_history",
 		"sync_runs", "customer_syncs", "sync_leases",
+		"access_exceptions", "directory_people", "directory_people_history", "directory_loads", "reconcile_settings",
 	}
 	readerFunctions = []string{
 		"stale_invitations(interval)",
 		"access_as_of(timestamptz)",
+		"normalize_email(text)", "email_domain(text)",
 	}
 )
 

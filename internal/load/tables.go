@@ -24,8 +24,12 @@ type table struct {
 	Key     []string // natural key
 	Cols    []string // the other columns a snapshot writes, compared by IS DISTINCT FROM
 	// Owner is the column the removal rule (ownedBy) reads: the row's
-	// customer.
+	// customer; "" for a table whose writer always sees it whole
+	// (directory_people).
 	Owner string
+	// Run is the history column that records what wrote a version
+	// (@run_id); "" means run_id (sync_runs), see RunColumn.
+	Run string
 	// Deferred: the history is written by a separate statement (see
 	// sql/history.sql and rolesTable), from the rows the upsert and the
 	// removal put in s_changes_<table>.
@@ -111,6 +115,14 @@ var (
 	// tables in the order a snapshot writes them.
 	tables = []*table{accountsTable, usersTable, rolesTable, invitationsTable}
 )
+
+// RunColumn is the history column that records what wrote a version.
+func (t *table) RunColumn() string {
+	if t.Run == "" {
+		return "run_id"
+	}
+	return t.Run
+}
 
 // Staging is the name of the table's staging table.
 func (t *table) Staging() string { return "s_" + t.Name }
@@ -198,6 +210,9 @@ func lateral(table, cond string) string {
 // several credentials writing one schema never undo each other. Every
 // removal statement is rendered from sql/remove.sql, which applies it.
 func (t *table) OwnedBy() string {
+	if t.Owner == "" {
+		return "true"
+	}
 	return "(@owners::bigint[] IS NULL OR t." + t.Owner + " = ANY(@owners::bigint[]))"
 }
 
