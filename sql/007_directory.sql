@@ -120,7 +120,20 @@ $$;
 --   external_domain   a users row or pending invitation whose email domain
 --                     (of Email; of UserName when Email is empty) is not in
 --                     allowed_domains (off while allowed_domains is empty)
+--   privileged_external
+--                     a privileged_access grant held by a user whose email
+--                     domain is not in allowed_domains (off while it is
+--                     empty), or by an agency (a privileged client link)
+--                     whose managing customer is not in approved_agencies
 --   stale_invitation  stale_invitations(stale_after)
+--   dormant_link      a current client link in a pending status
+--                     (client_link_statuses.pending: LinkPending) last
+--                     modified (else first seen) longer than stale_after ago;
+--                     customer_id is the client entity's customer when
+--                     known, else the synced customer whose search found it
+--
+-- Link rows carry the link's key: link_type, client_entity_id,
+-- managing_customer_id; their email is the link's inviter_email.
 CREATE VIEW access_exceptions AS
 WITH s AS (
     SELECT * FROM reconcile_settings
@@ -186,13 +199,41 @@ FROM pending_invitations i CROSS JOIN s
 WHERE cardinality(s.allowed_domains) > 0 AND email_domain(i.email) IS NOT NULL
   AND email_domain(i.email) <> ALL (s.allowed_domains)
 UNION ALL
+SELECT 'privileged_external', g.customer_id, g.grantee_id, NULL, NULL, NULL, NULL, g.grantee_email, g.grantee_name,
+       format('%s (%s) held by a user of email domain %s, which is not one of reconcile.allowed_domains, since %s',
+              g.permission, CASE WHEN g.scope = 'customer' THEN 'every account' ELSE 'accounts ' || array_to_string(g.account_names, ', ') END,
+              email_domain(coalesce(nullif(btrim(g.grantee_email), ''), g.grantee_name)), to_char(g.held_since AT TIME ZONE 'UTC', 'YYYY-MM-DD'))
+FROM privileged_access g CROSS JOIN s
+WHERE g.grantee_kind = 'user' AND cardinality(s.allowed_domains) > 0
+  AND email_domain(coalesce(nullif(btrim(g.grantee_email), ''), g.grantee_name)) <> ALL (s.allowed_domains)
+UNION ALL
+SELECT 'privileged_external', g.customer_id, NULL, NULL, g.link_type, g.customer_id, g.grantee_id, g.inviter_email, NULL,
+       format('%s link (%s) held by agency %s (customer %s), which is not in reconcile.approved_agencies, since %s',
+              g.link_type, coalesce(g.customer_link_permission, 'no permission'), coalesce(g.grantee_name, 'unnamed'), g.grantee_id,
+              to_char(g.held_since AT TIME ZONE 'UTC', 'YYYY-MM-DD'))
+FROM privileged_access g CROSS JOIN s
+WHERE g.grantee_kind = 'agency' AND g.grantee_id <> ALL (s.approved_agencies)
+UNION ALL
 SELECT 'stale_invitation', i.customer_id, NULL, i.invitation_id, NULL, NULL, NULL, i.email, NULL,
        CASE WHEN i.expired
             THEN format('pending invitation (%s) expired on %s but is still listed', i.role_name, to_char(i.expiration_date AT TIME ZONE 'UTC', 'YYYY-MM-DD'))
             ELSE format('pending invitation (%s) sent about %s days ago (more than %s): anyone holding the link can accept it',
                         i.role_name, extract(day FROM i.age)::int, justify_hours(s.stale_after))
        END
-FROM s CROSS JOIN LATERAL stale_invitations(s.stale_after) i;
+FROM s CROSS JOIN LATERAL stale_invitations(s.stale_after) i
+UNION ALL
+SELECT 'dormant_link',
+       coalesce(l.client_customer_id, CASE WHEN l.type = 'CustomerLink' THEN l.client_entity_id ELSE acc.customer_id END, l.searched_from_customer_id),
+       NULL, NULL, l.type, l.client_entity_id, l.managing_customer_id, l.inviter_email, NULL,
+       format('%s request by %s (customer %s) for %s %s is %s since %s (more than %s): accepting it would grant the access',
+              l.type, coalesce(l.managing_customer_name, 'an agency'), l.managing_customer_id,
+              CASE WHEN l.type = 'CustomerLink' THEN 'customer' ELSE 'account' END, coalesce(l.client_entity_name, l.client_entity_id::text),
+              l.status, to_char(coalesce(l.last_modified_time, l.first_seen_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD'), justify_hours(s.stale_after))
+FROM client_links l
+JOIN client_link_statuses st ON st.status = l.status AND st.pending
+LEFT JOIN accounts acc ON l.type <> 'CustomerLink' AND acc.account_id = l.client_entity_id
+CROSS JOIN s
+WHERE l.removed_at IS NULL AND coalesce(l.last_modified_time, l.first_seen_at) < now() - s.stale_after;
 
 COMMENT ON VIEW access_exceptions IS
     'One row per finding of the access review (kind, customer_id, user_id / invitation_id / link key, email, reason); rules in reconcile_settings, written by syncer reconcile';

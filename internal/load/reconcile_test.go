@@ -111,12 +111,13 @@ func TestNormalizeEmail(t *testing.T) {
 		[]string{"example.com|true|true"})
 }
 
-// matchingSnapshot has one user per matching case, in customer 1001.
+// matchingSnapshot has one user per matching case, in customer 1001, each
+// a Viewer (not privileged).
 func matchingSnapshot() *msads.Snapshot {
 	s := &msads.Snapshot{CustomerID: cust, CustomerName: "Acme"}
 	add := func(id int64, userName, email, lifecycle string) {
 		s.Users = append(s.Users, msads.User{ID: id, CustomerID: cust, UserName: userName, Email: email, LifecycleStatus: lifecycle})
-		s.Roles = append(s.Roles, msads.Role{UserID: id, CustomerID: cust, RoleID: msads.RoleStandardUser})
+		s.Roles = append(s.Roles, msads.Role{UserID: id, CustomerID: cust, RoleID: msads.RoleViewer})
 	}
 	add(1, "Ann@Example.com", "ANN@example.com", "Active")          // case: owned by ann
 	add(2, "bob+ads@example.com", "bob+ads@example.com", "Active")  // plus-addressing: owned by bob
@@ -317,5 +318,77 @@ func TestReconcileSettingsDriveTheView(t *testing.T) {
 		"no_owner 1001 u7",
 		"no_owner 1001 u11",
 		"stale_invitation 1001 i503", // u10: E11 is active now, so E12's "false" does not count
+	})
+}
+
+// privileged_external (privileged_access grants of external users and of
+// agencies not approved) and dormant_link (links pending too long).
+func TestAccessExceptionsPrivilegedAndLinks(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Options{})
+	s := &msads.Snapshot{CustomerID: cust, CustomerName: "Acme", AccountsFetched: true,
+		Accounts: []msads.Account{{ID: 11, CustomerID: cust, Name: "Search"}, {ID: 12, CustomerID: cust, Name: "Brand"}}}
+	add := func(id int64, email string, role int32, accounts []int64) {
+		s.Users = append(s.Users, msads.User{ID: id, UserName: email, Email: email, LifecycleStatus: "Active"})
+		s.Roles = append(s.Roles, msads.Role{UserID: id, CustomerID: cust, RoleID: role, AccountIDs: accounts})
+	}
+	add(1, "admin@example.com", msads.RoleSuperAdmin, nil)                    // ours: nothing
+	add(2, "freelancer@gmail.com", msads.RoleSuperAdmin, nil)                 // external Super Admin
+	add(3, "viewer@gmail.com", msads.RoleViewer, nil)                         // external, not privileged: external_domain only
+	add(4, "std+x@Old-Name.com", msads.RoleStandardUser, []int64{12})         // alias of ours: nothing
+	add(5, "partner@agency.example", msads.RoleStandardUser, []int64{12, 11}) // external Standard User on two accounts
+	b.write(t, s)
+	old := time.Now().Add(-30 * 24 * time.Hour).UTC().Format(time.RFC3339)
+	fresh := time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)
+	link := func(typ string, entity, managing int64, status, perm, modified string, removed bool) string {
+		p, rm := "NULL", "NULL"
+		if perm != "" {
+			p = "'" + perm + "'"
+		}
+		if removed {
+			rm = "now()"
+		}
+		return fmt.Sprintf(`INSERT INTO %s (type, client_entity_id, managing_customer_id, managing_customer_name, client_entity_name, status,
+			customer_link_permission, inviter_email, searched_from_customer_id, last_modified_time, first_seen_at, removed_at)
+			VALUES ('%s', %d, %d, 'Agency %d', 'Entity %d', '%s', %s, 'boss@agency%d.example', %d, '%s', '%s', %s)`,
+			b.q("client_links"), typ, entity, managing, managing, entity, status, p, managing, cust, modified, old, rm)
+	}
+	for _, q := range []string{
+		link("CustomerLink", cust, 7001, "Active", "Administrative", old, false),      // not approved: privileged_external
+		link("CustomerLink", cust, 7002, "Active", "Administrative", old, false),      // approved
+		link("CustomerLink", cust, 7003, "Active", "Standard", old, false),            // not privileged
+		link("CustomerLink", cust, 7004, "LinkPending", "Administrative", old, false), // pending 30 days: dormant
+		link("AccountLink", 11, 7005, "LinkPending", "", old, false),                  // pending 30 days: dormant (account 11 of 1001)
+		link("AccountLink", 99, 7006, "LinkPending", "", old, false),                  // account not synced: the searching customer
+		link("AccountLink", 12, 7007, "LinkPending", "", fresh, false),                // pending an hour: nothing
+		link("AccountLink", 12, 7008, "LinkPending", "", old, true),                   // removed: nothing
+		link("CustomerLink", cust, 7009, "Inactive", "Administrative", old, false),    // no access: nothing
+	} {
+		if _, err := b.pool.Exec(t.Context(), q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := testSettings()
+	st.ApprovedAgencies = []int64{7002}
+	res, err := b.store.Reconcile(t.Context(), ReconcileOptions{Settings: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range res.Exceptions {
+		got = append(got, fmt.Sprintf("%s c%d u%d l%s/%d/%d %s: %s", e.Kind, e.CustomerID, e.UserID, e.LinkType, e.ClientEntityID, e.ManagingCustomerID, e.Email, e.Reason))
+	}
+	day := time.Now().UTC().Format(time.DateOnly)
+	oldDay := old[:10]
+	equal(t, "findings", got, []string{
+		"external_domain c1001 u2 l/0/0 freelancer@gmail.com: email domain gmail.com is not one of reconcile.allowed_domains",
+		"external_domain c1001 u3 l/0/0 viewer@gmail.com: email domain gmail.com is not one of reconcile.allowed_domains",
+		"external_domain c1001 u5 l/0/0 partner@agency.example: email domain agency.example is not one of reconcile.allowed_domains",
+		"privileged_external c1001 u2 l/0/0 freelancer@gmail.com: Super Admin (every account) held by a user of email domain gmail.com, which is not one of reconcile.allowed_domains, since " + day,
+		"privileged_external c1001 u5 l/0/0 partner@agency.example: Standard User (accounts Search, Brand) held by a user of email domain agency.example, which is not one of reconcile.allowed_domains, since " + day,
+		"privileged_external c1001 u0 lCustomerLink/1001/7001 boss@agency7001.example: CustomerLink link (Administrative) held by agency Agency 7001 (customer 7001), which is not in reconcile.approved_agencies, since " + oldDay,
+		"dormant_link c1001 u0 lAccountLink/11/7005 boss@agency7005.example: AccountLink request by Agency 7005 (customer 7005) for account Entity 11 is LinkPending since " + oldDay + " (more than 7 days): accepting it would grant the access",
+		"dormant_link c1001 u0 lAccountLink/99/7006 boss@agency7006.example: AccountLink request by Agency 7006 (customer 7006) for account Entity 99 is LinkPending since " + oldDay + " (more than 7 days): accepting it would grant the access",
+		"dormant_link c1001 u0 lCustomerLink/1001/7004 boss@agency7004.example: CustomerLink request by Agency 7004 (customer 7004) for customer Entity 1001 is LinkPending since " + oldDay + " (more than 7 days): accepting it would grant the access",
 	})
 }
