@@ -89,6 +89,7 @@ func cmdDemo(args []string, io IO) int {
 			RequestsPerSecond: 50,
 		},
 		Customers: config.Customers{Discover: true},
+		Reconcile: demoReconcileConfig(),
 		Log:       config.Log{Format: format, Level: level},
 	}
 	cfg.SetDefaults()
@@ -130,6 +131,10 @@ func cmdDemo(args []string, io IO) int {
 		if err := queryTable(ctx, out, pool, schema, r); err != nil {
 			return fail(io, fmt.Errorf("%s: %w", r.Title, err))
 		}
+	}
+	fmt.Fprintln(out, "\n== Reconciliation with the company directory (syncer reconcile, view access_exceptions) ==")
+	if err := demoReconcile(ctx, out, setup, sim.Dataset()); err != nil {
+		return fail(io, fmt.Errorf("reconcile: %w", err))
 	}
 	fmt.Fprintf(out, "\nThe warehouse is schema %q; every query above works as it is in psql.\n", schema)
 	if !*keep {

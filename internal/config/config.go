@@ -34,6 +34,7 @@ type Config struct {
 	Schedule     string       `yaml:"schedule"`
 	Invitations  Invitations  `yaml:"invitations"`
 	Metrics      Metrics      `yaml:"metrics"`
+	Reconcile    Reconcile    `yaml:"reconcile"`
 	Log          Log          `yaml:"log"`
 
 	// CronSchedule is Schedule parsed at load time, so a bad spec fails early.
@@ -314,6 +315,7 @@ func (c *Config) SetDefaults() {
 	c.Metrics.Listen = cmp.Or(c.Metrics.Listen, DefaultMetricsListen)
 	c.Log.Format = cmp.Or(c.Log.Format, DefaultLogFormat)
 	c.Log.Level = cmp.Or(c.Log.Level, DefaultLogLevel)
+	c.setReconcileDefaults()
 }
 
 var (
@@ -401,6 +403,7 @@ func (c *Config) Validate() error {
 	if c.Invitations.MaxDataAge.D() <= 0 {
 		bad("invitations.max_data_age", "must be positive")
 	}
+	c.validateReconcile(bad)
 	if c.Log.Format != "json" && c.Log.Format != "text" {
 		bad("log.format", "must be json or text, got %q", c.Log.Format)
 	}
