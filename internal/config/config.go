@@ -35,6 +35,7 @@ type Config struct {
 	Invitations  Invitations  `yaml:"invitations"`
 	Metrics      Metrics      `yaml:"metrics"`
 	Reconcile    Reconcile    `yaml:"reconcile"`
+	Evidence     Evidence     `yaml:"evidence"`
 	Log          Log          `yaml:"log"`
 
 	// CronSchedule is Schedule parsed at load time, so a bad spec fails early.
@@ -114,6 +115,14 @@ type Metrics struct {
 	// (job="syncer", credential=<key>, instance=<this>): set it when two
 	// CronJobs share credentials but must keep separate groups.
 	Instance string `yaml:"instance"`
+}
+
+// Evidence configures access review packs (`syncer evidence`).
+type Evidence struct {
+	// SigningKey, when set, is the Ed25519 private key (PEM, as `openssl
+	// genpkey -algorithm ed25519` writes it; usually ${file:/path}) that
+	// signs each pack's manifest.json.
+	SigningKey Secret `yaml:"signing_key"`
 }
 
 // Log configures logging.

@@ -45,6 +45,9 @@ func describe(c load.Change) (before, after string) {
 		}
 		slices.Sort(keys)
 		for _, k := range keys {
+			if quietColumns[k] {
+				continue
+			}
 			if fmt.Sprint(c.Before[k]) != fmt.Sprint(c.After[k]) {
 				b = append(b, k+": "+value(c.Before[k]))
 				a = append(a, k+": "+value(c.After[k]))
@@ -54,6 +57,10 @@ func describe(c load.Change) (before, after string) {
 	}
 	return summarize(c.Entity, c.Before), summarize(c.Entity, c.After)
 }
+
+// quietColumns are left out of a changed user's description (they are in
+// the JSON form): they change with every failed read.
+var quietColumns = map[string]bool{"detail_tracking_id": true, "detail_error": true}
 
 func summarize(entity string, m map[string]any) string {
 	if m == nil {
@@ -117,7 +124,7 @@ func scope(v any) string {
 func value(v any) string {
 	switch x := v.(type) {
 	case nil:
-		return ""
+		return "-"
 	case float64:
 		return fmt.Sprintf("%.0f", x)
 	case string:

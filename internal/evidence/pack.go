@@ -124,6 +124,10 @@ func Write(ev *load.Evidence, o Options) (*Manifest, error) {
 			m.Notes = append(m.Notes, p.Name+": "+p.AsOf+".")
 		}
 	}
+	if extra := unsynced(ev); len(extra) > 0 {
+		m.Notes = append(m.Notes, fmt.Sprintf("Rows of customers %v come only through other customers' syncs "+
+			"(a user's roles in customers not synced themselves, a link's client customer): no sync of their own vouches for them.", extra))
+	}
 
 	f, err := writeFile(o.Dir, WorkbookFile, "xlsx", func(w io.Writer) error { return writeWorkbook(w, m, sheets) })
 	if err != nil {
@@ -454,6 +458,27 @@ func customers(syncs []load.CustomerSync, o Options) ([]Customer, []Gap, Credent
 	}
 	slices.SortFunc(cred.Principals, func(a, b Principal) int { return cmp.Compare(a.UserID, b.UserID) })
 	return out, gaps, cred
+}
+
+// unsynced returns the customers that rows of the populations name but
+// that had no sync of their own, sorted.
+func unsynced(ev *load.Evidence) []int64 {
+	synced := map[int64]bool{}
+	for _, s := range ev.Syncs {
+		synced[s.CustomerID] = true
+	}
+	seen := map[int64]bool{}
+	var out []int64
+	for _, p := range ev.Populations {
+		for _, r := range p.Rows {
+			if id, ok := r[0].(int64); ok && !synced[id] && !seen[id] {
+				seen[id] = true
+				out = append(out, id)
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 func principalName(id int64, name string) string {

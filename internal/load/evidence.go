@@ -98,16 +98,19 @@ var Populations = []Population{
 var SourceSQL = evidenceSQL("source")
 
 // SyncsSQL reads, per customer, the sync that supplied its data at a point
-// in time ($1) and the last attempt before it; $2 the customers.
+// in time ($1) and the last attempt before it; $2 narrows the customers,
+// $3 adds the expected ones.
 var SyncsSQL = evidenceSQL("syncs")
 
 // EvidenceQuery selects what ReadEvidence reads.
 type EvidenceQuery struct {
 	AsOf time.Time
-	// Customers narrows every population; empty means all. It also names
-	// the customers whose syncs are reported (empty: every customer with a
-	// sync attempt at or before AsOf).
+	// Customers narrows every population and the syncs; empty means all.
 	Customers []int64
+	// Expected are customers whose syncs are reported even without any
+	// attempt (the configured ones): a gap when they have no complete
+	// sync. Every customer with an attempt at or before AsOf is reported.
+	Expected []int64
 	// Since, when not zero, also reads the changes in (Since, AsOf].
 	Since time.Time
 }
@@ -185,7 +188,11 @@ func ReadEvidence(ctx context.Context, pool *pgxpool.Pool, schema string, q Evid
 			}
 			ev.Populations = append(ev.Populations, pr)
 		}
-		syncs, err := readSyncs(ctx, tx, q.AsOf, ids)
+		expected := q.Expected
+		if expected == nil {
+			expected = []int64{}
+		}
+		syncs, err := readSyncs(ctx, tx, q.AsOf, ids, expected)
 		if err != nil {
 			return err
 		}
@@ -281,8 +288,8 @@ func perCustomer(ctx context.Context, tx pgx.Tx, sql string, args ...any) (map[i
 	return out, err
 }
 
-func readSyncs(ctx context.Context, tx pgx.Tx, asOf time.Time, ids []int64) ([]CustomerSync, error) {
-	rows, err := tx.Query(ctx, SyncsSQL, asOf, ids)
+func readSyncs(ctx context.Context, tx pgx.Tx, asOf time.Time, ids, expected []int64) ([]CustomerSync, error) {
+	rows, err := tx.Query(ctx, SyncsSQL, asOf, ids, expected)
 	if err != nil {
 		return nil, fmt.Errorf("read syncs: %w", err)
 	}

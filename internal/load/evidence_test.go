@@ -290,7 +290,7 @@ func TestReadEvidenceAsOf(t *testing.T) {
 	}
 
 	// Narrowed to customer 20, which had no complete sync by as_of.
-	ev, err = ReadEvidence(t.Context(), f.pool, f.schema, EvidenceQuery{AsOf: day(2, 15), Customers: []int64{20}})
+	ev, err = ReadEvidence(t.Context(), f.pool, f.schema, EvidenceQuery{AsOf: day(2, 15), Customers: []int64{20}, Expected: []int64{20}})
 	if err != nil {
 		t.Fatal(err)
 	}

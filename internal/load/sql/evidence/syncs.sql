@@ -1,13 +1,14 @@
 -- Per customer: the last complete (succeeded) sync that finished at or
 -- before $1 (as_of), the run it belonged to and whom it read the data as,
 -- and the last sync attempt started at or before $1 (it may have failed
--- after the complete one). The customers are $2, or when $2 is empty every
--- customer with a sync attempt at or before $1.
+-- after the complete one). The customers are those of $3 (the expected
+-- ones: configured or asked for) and every customer with a sync attempt at
+-- or before $1, narrowed to $2 unless $2 is empty.
 WITH ids AS (
-    SELECT unnest($2::bigint[]) AS customer_id
+    SELECT unnest($3::bigint[]) AS customer_id
     UNION
     SELECT DISTINCT s.customer_id FROM customer_syncs s
-    WHERE cardinality($2::bigint[]) = 0 AND s.started_at <= $1
+    WHERE s.started_at <= $1 AND (cardinality($2::bigint[]) = 0 OR s.customer_id = ANY ($2))
 )
 SELECT ids.customer_id,
        c.name,
