@@ -492,3 +492,118 @@ func decodeFault(body []byte) (trackingID string, details []ErrorDetail, ok bool
 	}
 	return string(f.TrackingID), details, len(details) > 0 || f.Type != "" || f.TrackingID != ""
 }
+
+// flexBool decodes a boolean sent as true/false or as a string ("true",
+// "False"); null and "" leave it unset.
+type flexBool struct {
+	B     bool
+	Valid bool
+}
+
+func (f *flexBool) UnmarshalJSON(b []byte) error {
+	b = bytes.TrimSpace(b)
+	s := string(b)
+	if len(b) > 0 && b[0] == '"' {
+		if err := json.Unmarshal(b, &s); err != nil {
+			return err
+		}
+		s = strings.TrimSpace(s)
+	}
+	switch strings.ToLower(s) {
+	case "null", "":
+		*f = flexBool{}
+	case "true":
+		*f = flexBool{B: true, Valid: true}
+	case "false":
+		*f = flexBool{Valid: true}
+	default:
+		return fmt.Errorf("invalid boolean %.20q", s)
+	}
+	return nil
+}
+
+func (f flexBool) ptr() *bool {
+	if !f.Valid {
+		return nil
+	}
+	v := f.B
+	return &v
+}
+
+type wireClientLink struct {
+	Type                       flexString `json:"Type"`
+	ClientEntityID             flexInt64  `json:"ClientEntityId"`
+	ClientEntityNumber         flexString `json:"ClientEntityNumber"`
+	ClientEntityName           flexString `json:"ClientEntityName"`
+	ClientEntityCustomerNumber flexString `json:"ClientEntityCustomerNumber"`
+	ManagingCustomerID         flexInt64  `json:"ManagingCustomerId"`
+	ManagingCustomerNumber     flexString `json:"ManagingCustomerNumber"`
+	ManagingCustomerName       flexString `json:"ManagingCustomerName"`
+	Note                       flexString `json:"Note"`
+	Name                       flexString `json:"Name"`
+	InviterEmail               flexString `json:"InviterEmail"`
+	InviterName                flexString `json:"InviterName"`
+	InviterPhone               flexString `json:"InviterPhone"`
+	IsBillToClient             flexBool   `json:"IsBillToClient"`
+	StartDate                  flexTime   `json:"StartDate"`
+	Status                     flexString `json:"Status"`
+	LastModifiedDateTime       flexTime   `json:"LastModifiedDateTime"`
+	LastModifiedByUserID       flexInt64  `json:"LastModifiedByUserId"`
+	CustomerLinkPermission     flexString `json:"CustomerLinkPermission"`
+}
+
+type wireClientLinksResponse struct {
+	ClientLinks json.RawMessage `json:"ClientLinks"`
+}
+
+// decodeClientLinks decodes a SearchClientLinks answer. An empty Type is
+// an account link (the ClientLink reference says so); a customer link's
+// client customer is its entity.
+func decodeClientLinks(body []byte) ([]msads.ClientLink, error) {
+	var r wireClientLinksResponse
+	if err := unmarshal(body, &r); err != nil {
+		return nil, err
+	}
+	var list []*wireClientLink
+	if err := resultList(r.ClientLinks, "ClientLinks", &list); err != nil {
+		return nil, err
+	}
+	out := make([]msads.ClientLink, 0, len(list))
+	for _, w := range list {
+		if w == nil {
+			continue
+		}
+		if w.ClientEntityID == 0 || w.ManagingCustomerID == 0 {
+			return nil, errors.New("ClientLinks entry without ClientEntityId or ManagingCustomerId")
+		}
+		l := msads.ClientLink{
+			Type:                       strings.TrimSpace(string(w.Type)),
+			ClientEntityID:             int64(w.ClientEntityID),
+			ClientEntityNumber:         string(w.ClientEntityNumber),
+			ClientEntityName:           string(w.ClientEntityName),
+			ClientEntityCustomerNumber: string(w.ClientEntityCustomerNumber),
+			ManagingCustomerID:         int64(w.ManagingCustomerID),
+			ManagingCustomerNumber:     string(w.ManagingCustomerNumber),
+			ManagingCustomerName:       string(w.ManagingCustomerName),
+			Status:                     string(w.Status),
+			CustomerLinkPermission:     string(w.CustomerLinkPermission),
+			IsBillToClient:             w.IsBillToClient.ptr(),
+			StartDate:                  w.StartDate.ptr(),
+			InviterEmail:               string(w.InviterEmail),
+			InviterName:                string(w.InviterName),
+			InviterPhone:               string(w.InviterPhone),
+			Name:                       string(w.Name),
+			Note:                       string(w.Note),
+			LastModifiedTime:           w.LastModifiedDateTime.ptr(),
+			LastModifiedByUserID:       int64(w.LastModifiedByUserID),
+		}
+		if l.Type == "" {
+			l.Type = msads.LinkTypeAccount
+		}
+		if l.Type == msads.LinkTypeCustomer {
+			l.ClientCustomerID = l.ClientEntityID
+		}
+		out = append(out, l)
+	}
+	return out, nil
+}

@@ -25,6 +25,7 @@ type FetchStats struct {
 	Users       int // users listed (readable or not)
 	Unreadable  int // listed users whose GetUser failed permanently
 	Invitations int
+	Links       int // client links found (LinksStatus says whether every search was permitted)
 	Retries     int
 }
 
@@ -32,6 +33,10 @@ type FetchStats struct {
 type FetchOptions struct {
 	// Accounts also calls GetAccountsInfo.
 	Accounts bool
+	// Links also searches the customer's client links (SearchClientLinks:
+	// into the customer, into each of its accounts, and from it as an
+	// agency). It needs the accounts, so it calls GetAccountsInfo too.
+	Links bool
 	// MaxUnreadableFraction is the share of a customer's listed users that
 	// may be unreadable (GetUser failing permanently for them alone) while
 	// the snapshot still counts as complete; above it the customer fails.
@@ -223,8 +228,10 @@ func (uc *UserCache) get(ctx context.Context, c *Client, customerID, userID int6
 }
 
 // FetchCustomer does steps 1–4 of a sync for one customer: GetUsersInfo,
-// GetUser for each listed user (through cache), SearchUserInvitations, and
-// GetAccountsInfo with opts.Accounts. The snapshot is returned only when
+// GetUser for each listed user (through cache), SearchUserInvitations,
+// GetAccountsInfo with opts.Accounts or opts.Links, and the client link
+// searches with opts.Links (a search the credential is not permitted is
+// recorded in Snapshot.LinkSearches, not a failure). The snapshot is returned only when
 // complete: any failed call fails the whole customer, except a GetUser that
 // fails permanently for that user alone (see msads.User.DetailStatus),
 // while such users are at most opts.MaxUnreadableFraction of the listing.
@@ -252,11 +259,35 @@ func (c *Client) FetchCustomer(ctx context.Context, customerID int64, cache *Use
 		snap.Invitations = dedupeInvitations(inv)
 		return err
 	})
-	if opts.Accounts {
+	accountsDone := make(chan struct{})
+	if opts.Accounts || opts.Links {
 		g.Go(func() error {
+			defer close(accountsDone)
 			acc, err := c.getAccountsInfo(gctx, customerID, st)
 			snap.Accounts = acc
 			snap.AccountsFetched = err == nil
+			return err
+		})
+	}
+	if opts.Links {
+		g.Go(func() error {
+			accounts := func() ([]int64, bool) {
+				select {
+				case <-accountsDone:
+				case <-gctx.Done():
+					return nil, false
+				}
+				if !snap.AccountsFetched {
+					return nil, false
+				}
+				ids := make([]int64, len(snap.Accounts))
+				for i, a := range snap.Accounts {
+					ids[i] = a.ID
+				}
+				return ids, true
+			}
+			searches, links, err := c.fetchLinks(gctx, customerID, st, accounts)
+			snap.LinkSearches, snap.Links = searches, links
 			return err
 		})
 	}
@@ -272,6 +303,7 @@ func (c *Client) FetchCustomer(ctx context.Context, customerID int64, cache *Use
 	snap.Users, snap.Roles = users, roles
 	snap.FetchedAt = time.Now().UTC()
 	stats.Users, stats.Invitations, stats.Unreadable = len(snap.Users), len(snap.Invitations), snap.Unreadable()
+	stats.Links = len(snap.Links)
 	if err := checkUnreadable(customerID, snap.Users, opts.MaxUnreadableFraction); err != nil {
 		return nil, stats, err
 	}

@@ -61,10 +61,11 @@ type Changes struct {
 	Roles       Counts `json:"roles"`
 	Invitations Counts `json:"invitations"`
 	Accounts    Counts `json:"accounts"`
+	Links       Counts `json:"client_links"`
 }
 
 // EntityCounts is one entity's counts, named by its short name (users, roles,
-// invitations, accounts) and its table (users, user_roles, ...).
+// invitations, accounts, client_links) and its table (users, user_roles, ...).
 type EntityCounts struct {
 	Name, Table string
 	Counts
@@ -78,6 +79,7 @@ func (c Changes) Entities() []EntityCounts {
 		{"roles", "user_roles", c.Roles},
 		{"invitations", "user_invitations", c.Invitations},
 		{"accounts", "accounts", c.Accounts},
+		{"client_links", "client_links", c.Links},
 	}
 }
 
@@ -92,6 +94,8 @@ func (c *Changes) of(table string) *Counts {
 		return &c.Invitations
 	case "accounts":
 		return &c.Accounts
+	case "client_links":
+		return &c.Links
 	}
 	panic("load: no counts for table " + table)
 }
@@ -107,17 +111,17 @@ func (c Changes) Total() int {
 
 // Add returns the sum of c and d.
 func (c Changes) Add(d Changes) Changes {
-	return Changes{c.Users.Add(d.Users), c.Roles.Add(d.Roles), c.Invitations.Add(d.Invitations), c.Accounts.Add(d.Accounts)}
+	return Changes{c.Users.Add(d.Users), c.Roles.Add(d.Roles), c.Invitations.Add(d.Invitations), c.Accounts.Add(d.Accounts), c.Links.Add(d.Links)}
 }
 
 // String summarizes the changes, e.g.
-// "users +2 ~1 -0 ^0, roles +3 ~0 -1 ^0, invitations +0 ~0 -0 ^0, accounts +0 ~0 -0 ^0"
+// "users +2 ~1 -0 ^0, roles +3 ~0 -1 ^0, invitations +0 ~0 -0 ^0, accounts +0 ~0 -0 ^0, client_links +0 ~0 -0 ^0"
 // (+ added, ~ changed, - removed, ^ reappeared), or "no changes".
 func (c Changes) String() string {
 	if c.Total() == 0 {
 		return "no changes"
 	}
-	parts := make([]string, 0, 4)
+	parts := make([]string, 0, 5)
 	for _, e := range c.Entities() {
 		parts = append(parts, fmt.Sprintf("%s +%d ~%d -%d ^%d", e.Name, e.Added, e.Changed, e.Removed, e.Reappeared))
 	}
@@ -127,7 +131,7 @@ func (c Changes) String() string {
 // LogValue makes Changes print as a group of groups in slog
 // (changes.users.added=1 ...).
 func (c Changes) LogValue() slog.Value {
-	attrs := make([]slog.Attr, 0, 4)
+	attrs := make([]slog.Attr, 0, 5)
 	for _, e := range c.Entities() {
 		attrs = append(attrs, slog.Any(e.Name, e.Counts))
 	}

@@ -18,7 +18,7 @@ import (
 func historyChains(t *testing.T, b *bundle, only ...*table) {
 	t.Helper()
 	if len(only) == 0 {
-		only = []*table{usersTable, rolesTable, invitationsTable}
+		only = []*table{usersTable, rolesTable, invitationsTable, linksTable}
 	}
 	for _, tb := range only {
 		key := strings.Join(tb.Key, ", ")

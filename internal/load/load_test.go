@@ -67,7 +67,8 @@ func (b *bundle) sweep(t *testing.T, customers ...int64) int {
 func (b *bundle) versions(t *testing.T) map[string]string {
 	t.Helper()
 	out := map[string]string{}
-	for _, tb := range []string{"users", "user_roles", "user_invitations", "accounts", "users_history", "user_roles_history", "user_invitations_history"} {
+	for _, tb := range []string{"users", "user_roles", "user_invitations", "accounts", "users_history", "user_roles_history", "user_invitations_history",
+		"client_links", "client_links_history"} {
 		var n int
 		var fp string
 		err := b.pool.QueryRow(t.Context(), `SELECT count(*), coalesce(md5(string_agg(ctid::text || xmin::text, ',' ORDER BY ctid)), '') FROM `+b.q(tb)).Scan(&n, &fp)

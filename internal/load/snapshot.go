@@ -46,11 +46,12 @@ func (s *Store) writeSnapshot(ctx context.Context, runID int64, snap *msads.Snap
 	if err != nil {
 		return Changes{}, err
 	}
-	if r := st.replaced; len(r.users)+len(r.invitations)+len(r.accounts) > 0 || r.customer {
+	if r := st.replaced; len(r.users)+len(r.invitations)+len(r.accounts)+len(st.links.replaced) > 0 || r.customer {
 		// Never the values: they may be anything.
 		s.log.WarnContext(ctx, "snapshot strings with NUL bytes or invalid UTF-8, which PostgreSQL text cannot hold: replaced by U+FFFD",
 			slog.Int64("customer_id", snap.CustomerID), slog.Any("user_ids", r.users),
-			slog.Any("invitation_ids", r.invitations), slog.Any("account_ids", r.accounts), slog.Bool("customer_name", r.customer))
+			slog.Any("invitation_ids", r.invitations), slog.Any("account_ids", r.accounts), slog.Bool("customer_name", r.customer),
+			slog.Any("client_links", st.links.replaced))
 	}
 	var ch Changes
 	// The customer's lock, and the role sweep lock shared: snapshot writes
@@ -108,6 +109,9 @@ type writer struct {
 //	             then the history of what they wrote (when they wrote
 //	             anything)
 //	invitations  upsert with history; removal with history
+//	links        (when searched) COPY, upsert and removal within the
+//	             searches' scope, into s_changes_client_links, then their
+//	             history (see linksTable)
 //
 // Each statement writes only rows that change: a snapshot that changes
 // nothing writes no row version.
@@ -170,7 +174,13 @@ func (w *writer) write(ctx context.Context, ch *Changes) error {
 	if err := w.counted(ctx, ch, invitationsTable, invitationsTable.upsert, invitationsTable.remove); err != nil {
 		return err
 	}
-	return w.hook("invitations")
+	if err := w.hook("invitations"); err != nil {
+		return err
+	}
+	if err := w.links(ctx, ch); err != nil {
+		return err
+	}
+	return w.hook("links")
 }
 
 func (w *writer) hook(step string) error {
@@ -287,7 +297,11 @@ func (w *writer) finish(ctx context.Context, runID int64, ch Changes, info SyncI
 	}
 	args := pgx.NamedArgs{"run_id": runID, "customer_id": st.customerID, "started_at": startedAt(info),
 		"users_seen": len(st.users), "roles_seen": len(st.roles), "invitations_seen": len(st.invitations),
-		"accounts_seen": accounts, "api_calls": info.APICalls, "users_unreadable": cmp.Or(info.UsersUnreadable, st.unreadable)}
+		"accounts_seen": accounts, "api_calls": info.APICalls, "users_unreadable": cmp.Or(info.UsersUnreadable, st.unreadable),
+		"links_status": nullable(st.links.status), "links_error": nullable(st.links.errText), "client_links_seen": nil}
+	if st.links.searched {
+		args["client_links_seen"] = len(st.links.rows)
+	}
 	for _, e := range ch.Entities() {
 		for _, k := range e.Kinds() {
 			args[e.Name+"_"+k.Kind] = k.N // accounts_reappeared is always 0 and has no column

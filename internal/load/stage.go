@@ -27,6 +27,7 @@ type staged struct {
 	roleCustomers []int64
 	// replaced names what had strings PostgreSQL cannot store (see clean).
 	replaced replacedStrings
+	links    stagedLinks
 }
 
 // replacedStrings are the ids whose strings clean changed.
@@ -261,5 +262,9 @@ func stage(snap *msads.Snapshot) (*staged, error) {
 	}
 	slices.Sort(st.replaced.users)
 	st.replaced.users = slices.Compact(st.replaced.users)
+	var err error
+	if st.links, err = stageLinks(snap, bad); err != nil {
+		return nil, err
+	}
 	return st, nil
 }

@@ -24,8 +24,9 @@ type table struct {
 	Key     []string // natural key
 	Cols    []string // the other columns a snapshot writes, compared by IS DISTINCT FROM
 	// Owner is the column the removal rule (ownedBy) reads: the row's
-	// customer; "" for a table whose writer always sees it whole
-	// (directory_people).
+	// customer; "" for a table whose removal scope is decided otherwise
+	// (client_links: the searches' coverage; directory_people: a load sees
+	// the whole directory).
 	Owner string
 	// Run is the history column that records what wrote a version
 	// (@run_id); "" means run_id (sync_runs), see RunColumn.
@@ -113,7 +114,7 @@ var (
 		Owner: "customer_id", scopeWhere: "t.customer_id = @customer_id"}
 
 	// tables in the order a snapshot writes them.
-	tables = []*table{accountsTable, usersTable, rolesTable, invitationsTable}
+	tables = []*table{accountsTable, usersTable, rolesTable, invitationsTable, linksTable}
 )
 
 // RunColumn is the history column that records what wrote a version.
@@ -211,7 +212,7 @@ func lateral(table, cond string) string {
 // removal statement is rendered from sql/remove.sql, which applies it.
 func (t *table) OwnedBy() string {
 	if t.Owner == "" {
-		return "true"
+		return "true" // client links: the scope is the searches' coverage (linksTable); the directory: all of it
 	}
 	return "(@owners::bigint[] IS NULL OR t." + t.Owner + " = ANY(@owners::bigint[]))"
 }
@@ -281,6 +282,7 @@ var (
 	stagingSQL      = render("staging.sql", tables)
 	guardSQL        = render("guard.sql", nil)
 	rolesHistorySQL = render("history.sql", rolesTable)
+	linksHistorySQL = render("history.sql", linksTable)
 	// rolesOfDroppedSQL removes, with the customer's snapshot, the roles in
 	// that customer of the users its listing dropped (@dropped, from the
 	// guard: their users row was removed by this transaction) when no other

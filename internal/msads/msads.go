@@ -63,6 +63,128 @@ type Snapshot struct {
 	// stored are left alone.
 	Accounts        []Account
 	AccountsFetched bool
+
+	// LinkSearches say how each client link search for CustomerID went
+	// (SearchClientLinks); nil: links were not searched, and the stored
+	// ones stay as they are. Links are what the complete searches found
+	// (a not-permitted search finds nothing): a stored link a complete
+	// search covers (LinkSearch.Covers) that Links omits is removed.
+	LinkSearches []LinkSearch
+	Links        []ClientLink
+}
+
+// Client link types (ClientLink.Type; an empty Type from the API means
+// LinkTypeAccount).
+const (
+	LinkTypeAccount  = "AccountLink"
+	LinkTypeCustomer = "CustomerLink"
+)
+
+// Client link search kinds: the three directions the syncer searches a
+// customer's client links in.
+const (
+	// LinkSearchIntoCustomer: ClientCustomerId = the customer: customer
+	// links into it (agencies managing the whole customer).
+	LinkSearchIntoCustomer = "into_customer"
+	// LinkSearchIntoAccounts: ClientAccountId = each of its accounts:
+	// account links into them.
+	LinkSearchIntoAccounts = "into_accounts"
+	// LinkSearchFromCustomer: DirectManagingCustomerId = the customer:
+	// the links it holds as an agency (customer and account links).
+	LinkSearchFromCustomer = "from_customer"
+)
+
+// Client link search outcomes, and the customer_syncs.links_status values
+// (LinksStatus).
+const (
+	LinksComplete     = "complete"
+	LinksPartial      = "partial"
+	LinksNotPermitted = "not_permitted"
+)
+
+// LinkSearch is how one kind of client link search went for a customer.
+type LinkSearch struct {
+	Kind string // LinkSearch*
+	// Complete: every call of the search answered (every page). Else the
+	// credential was not permitted (an authorization fault): Error says
+	// which and why, and the search covers nothing.
+	Complete bool
+	Error    string
+	// AccountIDs (LinkSearchIntoAccounts): the accounts whose search was
+	// complete. AllAccounts: every account of the customer was.
+	AccountIDs  []int64
+	AllAccounts bool
+}
+
+// LinksStatus sums up the link searches: LinksComplete when every search
+// was complete, LinksNotPermitted when none was, LinksPartial otherwise;
+// "" when links were not searched.
+func (s *Snapshot) LinksStatus() string {
+	if s.LinkSearches == nil {
+		return ""
+	}
+	done, some := 0, 0
+	for _, ls := range s.LinkSearches {
+		if ls.Complete {
+			done++
+		}
+		if ls.Complete || len(ls.AccountIDs) > 0 {
+			some++
+		}
+	}
+	switch {
+	case done == len(s.LinkSearches):
+		return LinksComplete
+	case some == 0:
+		return LinksNotPermitted
+	}
+	return LinksPartial
+}
+
+// LinksError joins the errors of the searches that were not complete ("" when
+// none).
+func (s *Snapshot) LinksError() string {
+	var out string
+	for _, ls := range s.LinkSearches {
+		if ls.Error == "" {
+			continue
+		}
+		if out != "" {
+			out += "; "
+		}
+		out += ls.Kind + ": " + ls.Error
+	}
+	return out
+}
+
+// ClientLink is one client link (SearchClientLinks): a managing (agency)
+// customer's access to a client advertiser account (AccountLink) or a client
+// customer (CustomerLink). Its key is (Type, ClientEntityID,
+// ManagingCustomerID).
+type ClientLink struct {
+	Type                       string // LinkTypeAccount or LinkTypeCustomer (or an unknown value, as sent)
+	ClientEntityID             int64
+	ClientEntityNumber         string
+	ClientEntityName           string
+	ClientEntityCustomerNumber string
+	// ClientCustomerID is the customer the client entity belongs to when
+	// known (a customer link: the entity; an account link found by
+	// searching a customer's accounts: that customer); 0 when not.
+	ClientCustomerID       int64
+	ManagingCustomerID     int64
+	ManagingCustomerNumber string
+	ManagingCustomerName   string
+	Status                 string // ClientLinkStatus, as sent
+	CustomerLinkPermission string // Administrative or Standard (customer links)
+	IsBillToClient         *bool
+	StartDate              *time.Time
+	InviterEmail           string
+	InviterName            string // the inviting user's customer's name
+	InviterPhone           string
+	Name                   string
+	Note                   string
+	LastModifiedTime       *time.Time
+	LastModifiedByUserID   int64
 }
 
 // Detail statuses of a listed user (users.detail_status): whether GetUser

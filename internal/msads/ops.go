@@ -8,6 +8,7 @@ const (
 	OpSearchUserInvitations = "SearchUserInvitations"
 	OpGetCustomersInfo      = "GetCustomersInfo"
 	OpGetAccountsInfo       = "GetAccountsInfo"
+	OpSearchClientLinks     = "SearchClientLinks"
 	// OpToken is the OAuth token endpoint of the Microsoft identity platform.
 	OpToken = "Token"
 )
@@ -20,4 +21,6 @@ var OpPaths = map[string]string{
 	OpSearchUserInvitations: "UserInvitations/Search",
 	OpGetCustomersInfo:      "CustomersInfo/Query",
 	OpGetAccountsInfo:       "AccountsInfo/Query",
+	// The path the Java SDK's REST client posts to (see docs/api-notes.md).
+	OpSearchClientLinks: "ClientLinks/Search",
 }
