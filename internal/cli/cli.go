@@ -465,6 +465,7 @@ func newRunner(cfg *config.Config, store *load.Store, m *metrics.Metrics, logger
 		Discover:      cfg.Customers.Discover,
 		Concurrency:   cfg.Sync.Concurrency,
 		AccountNames:  cfg.MicrosoftAds.AccountNamesEnabled(),
+		ClientLinks:   cfg.MicrosoftAds.ClientLinksEnabled(),
 
 		MaxUnreadableFraction: cfg.Sync.MaxUnreadable(),
 		LeaseTTL:              cfg.Sync.LeaseTTL.D(),

@@ -198,6 +198,20 @@ func demoChanges(sim *msadstest.Server) string {
 			break
 		}
 	}
+	// The pending agency request is accepted and becomes Active; the
+	// Administrative agency starts to unlink.
+	links := ds.Links
+	for i := range links {
+		switch links[i].ManagingCustomerID {
+		case msadstest.DemoAgencyPending:
+			links[i].Status = "Active"
+			did = append(did, fmt.Sprintf("%s's pending link to %s became Active", links[i].ManagingCustomerName, links[i].ClientEntityName))
+		case msadstest.DemoAgencyAdmin:
+			links[i].Status = "UnlinkRequested"
+			did = append(did, fmt.Sprintf("%s asked to unlink from %s", links[i].ManagingCustomerName, links[i].ClientEntityName))
+		}
+	}
+	sim.SetLinks(links)
 	id := sim.AddInvitation(msads.Invitation{CustomerID: cust, Email: "agency.freelancer@outlook.example", FirstName: "Agency",
 		LastName: "Freelancer", RoleID: msads.RoleStandardUser, Lcid: "EnglishUS"})
 	did = append(did, fmt.Sprintf("a new invitation %d was sent to agency.freelancer@outlook.example", id))

@@ -80,7 +80,7 @@ func demoReconcile(ctx context.Context, out io.Writer, s runSetup, ds *msadstest
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
+	defer func() { _ = os.RemoveAll(dir) }()
 	path := filepath.Join(dir, "entra-users.csv")
 	data := demoDirectoryCSV(ds, s.cfg.Reconcile)
 	if err := os.WriteFile(path, data, 0o600); err != nil {

@@ -66,6 +66,9 @@ type MicrosoftAds struct {
 	RequestsPerSecond float64  `yaml:"requests_per_second"`
 	ThrottleWait      Duration `yaml:"throttle_wait"`
 	AccountNames      *bool    `yaml:"account_names"`
+	// ClientLinks searches each customer's client links (agency access);
+	// default true. See ClientLinksEnabled.
+	ClientLinks *bool `yaml:"client_links"`
 
 	// Tenant is the identity platform tenant of the sign-in endpoints:
 	// common (default), organizations, consumers, a tenant id or a domain.
@@ -194,6 +197,11 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	*d = Duration(v)
 	return nil
 }
+
+// ClientLinksEnabled reports whether each customer's client links are
+// searched (SearchClientLinks; default true). It needs the customer's
+// accounts, so GetAccountsInfo is called too.
+func (m MicrosoftAds) ClientLinksEnabled() bool { return m.ClientLinks == nil || *m.ClientLinks }
 
 // AccountNamesEnabled reports whether GetAccountsInfo is called (default true).
 func (m MicrosoftAds) AccountNamesEnabled() bool { return m.AccountNames == nil || *m.AccountNames }

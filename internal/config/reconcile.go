@@ -1,6 +1,7 @@
 package config
 
 import (
+	"maps"
 	"slices"
 	"strings"
 )
@@ -113,19 +114,21 @@ func (c *Config) validateReconcile(bad func(key, format string, args ...any)) {
 			bad("reconcile.allowed_domains", "item %d: %q is not a domain such as example.com", i+1, d)
 		}
 	}
-	for alias, target := range r.DomainAliases {
-		key := "reconcile.domain_aliases." + alias
+	aliases := slices.Sorted(maps.Keys(r.DomainAliases))
+	for _, alias := range aliases {
+		target := strings.TrimSpace(r.DomainAliases[alias])
+		const key = "reconcile.domain_aliases"
 		switch {
 		case !domainPattern.MatchString(alias):
 			bad(key, "%q is not a domain such as old-name.com", alias)
-		case !domainPattern.MatchString(strings.TrimSpace(target)):
-			bad(key, "%q is not a domain such as example.com", target)
-		case strings.EqualFold(alias, strings.TrimSpace(target)):
-			bad(key, "maps a domain to itself")
+		case !domainPattern.MatchString(target):
+			bad(key, "%s: %q is not a domain such as example.com", alias, target)
+		case strings.EqualFold(alias, target):
+			bad(key, "%s: maps a domain to itself", alias)
 		default:
-			for a := range r.DomainAliases {
-				if strings.EqualFold(a, strings.TrimSpace(target)) {
-					bad(key, "maps to %s, which is itself an alias: map %s to the final domain", target, alias)
+			for _, a := range aliases {
+				if strings.EqualFold(a, target) {
+					bad(key, "%s maps to %s, which is itself an alias: map %s to the final domain", alias, target, alias)
 				}
 			}
 		}

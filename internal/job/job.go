@@ -50,6 +50,9 @@ type Runner struct {
 	Discover      bool
 	Concurrency   int
 	AccountNames  bool
+	// ClientLinks searches each customer's client links
+	// (microsoft_ads.client_links).
+	ClientLinks bool
 	// MaxUnreadableFraction is sync.max_unreadable_fraction (see
 	// extract.FetchOptions).
 	MaxUnreadableFraction float64
@@ -102,10 +105,16 @@ type CustomerResult struct {
 	Users       int           `json:"users_seen"`
 	Unreadable  int           `json:"users_unreadable"`
 	Invitations int           `json:"invitations_seen"`
-	Calls       int           `json:"api_calls"`
-	Changes     load.Changes  `json:"changes"`
-	DurationSec float64       `json:"duration_seconds"`
-	Error       string        `json:"error,omitempty"`
+	// Links are the client links the searches found; LinksStatus how the
+	// searches went (msads.LinksComplete, LinksPartial, LinksNotPermitted;
+	// empty when not searched) and LinksError why some were not permitted.
+	Links       int          `json:"client_links_seen"`
+	LinksStatus string       `json:"links_status,omitempty"`
+	LinksError  string       `json:"links_error,omitempty"`
+	Calls       int          `json:"api_calls"`
+	Changes     load.Changes `json:"changes"`
+	DurationSec float64      `json:"duration_seconds"`
+	Error       string       `json:"error,omitempty"`
 }
 
 // Result is one run's outcome.
@@ -505,7 +514,7 @@ func (r *Runner) syncCustomer(ctx, fetchCtx context.Context, runID int64, c msad
 	}()
 
 	snap, stats, err := r.Client.FetchCustomer(fetchCtx, c.ID, cache,
-		extract.FetchOptions{Accounts: r.AccountNames, MaxUnreadableFraction: r.MaxUnreadableFraction})
+		extract.FetchOptions{Accounts: r.AccountNames, Links: r.ClientLinks, MaxUnreadableFraction: r.MaxUnreadableFraction})
 	out.Calls = stats.Calls
 	out.Users, out.Unreadable = stats.Users, stats.Unreadable
 	if err == nil {
@@ -514,6 +523,7 @@ func (r *Runner) syncCustomer(ctx, fetchCtx context.Context, runID int64, c msad
 		}
 		snap.RoleCustomers = roleCustomers
 		out.Invitations = len(snap.Invitations)
+		out.Links, out.LinksStatus, out.LinksError = len(snap.Links), snap.LinksStatus(), snap.LinksError()
 		info := load.SyncInfo{StartedAt: start, APICalls: stats.Calls, UsersUnreadable: stats.Unreadable}
 		if dryRun {
 			out.Changes, err = r.Store.DiffSnapshot(ctx, runID, snap, info)
@@ -544,6 +554,9 @@ func (r *Runner) syncCustomer(ctx, fetchCtx context.Context, runID int64, c msad
 		return out
 	}
 	out.Status = status.Succeeded
+	if r.Metrics != nil && !dryRun && out.LinksStatus != "" {
+		r.Metrics.LinkSearches(c.ID, out.LinksStatus)
+	}
 	if r.Metrics != nil && !dryRun {
 		for _, e := range out.Changes.Entities() {
 			for _, k := range e.Kinds() {
@@ -551,7 +564,12 @@ func (r *Runner) syncCustomer(ctx, fetchCtx context.Context, runID int64, c msad
 			}
 		}
 	}
+	if out.LinksStatus != "" && out.LinksStatus != msads.LinksComplete {
+		log.WarnContext(ctx, "client link searches not permitted to this credential (links_status "+out.LinksStatus+"); "+
+			"the links it could not search are kept as they were", slog.String("links_error", out.LinksError))
+	}
 	log.InfoContext(ctx, "customer synced", slog.Int("users", out.Users), slog.Int("users_unreadable", out.Unreadable), slog.Int("invitations", out.Invitations),
+		slog.Int("client_links", out.Links), slog.String("links_status", out.LinksStatus),
 		slog.Int("api_calls", out.Calls), slog.Any("changes", out.Changes), slog.Bool("dry_run", dryRun),
 		slog.Duration("duration", time.Since(start)))
 	return out

@@ -141,6 +141,12 @@ func stageLinks(snap *msads.Snapshot, bad func(string, ...any) error) (stagedLin
 	return out, nil
 }
 
+// covers reports whether any search was complete (else nothing is removed).
+func (sl *stagedLinks) covers() bool {
+	return sl.args["links_into_customer"] == true || sl.args["links_from_customer"] == true ||
+		len(sl.args["links_accounts"].([]int64)) > 0
+}
+
 // links writes the staged links: the upsert and the removal within the
 // searches' scope record what they wrote in s_changes_client_links, then
 // the history of those rows (a separate statement, see rolesTable).
@@ -164,11 +170,13 @@ func (w *writer) links(ctx context.Context, ch *Changes) error {
 		}
 		written += tag.RowsAffected()
 	}
-	tag, err := w.tx.Exec(ctx, linksTable.remove, args)
-	if err != nil {
-		return fmt.Errorf("remove client_links: %w", err)
+	if sl.covers() {
+		tag, err := w.tx.Exec(ctx, linksTable.remove, args)
+		if err != nil {
+			return fmt.Errorf("remove client_links: %w", err)
+		}
+		written += tag.RowsAffected()
 	}
-	written += tag.RowsAffected()
 	if written == 0 {
 		return nil
 	}

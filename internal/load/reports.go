@@ -30,6 +30,8 @@ var RunsReport = Report{
 		        format('+%s ~%s -%s', sum(c.users_added + c.users_reappeared), sum(c.users_changed), sum(c.users_removed)) AS users_changes,
 		        format('+%s ~%s -%s', sum(c.roles_added + c.roles_reappeared), sum(c.roles_changed), sum(c.roles_removed)) AS roles_changes,
 		        format('+%s ~%s -%s', sum(c.invitations_added + c.invitations_reappeared), sum(c.invitations_changed), sum(c.invitations_removed)) AS invitations_changes,
+		        sum(c.client_links_seen) AS client_links,
+		        format('+%s ~%s -%s', sum(c.client_links_added + c.client_links_reappeared), sum(c.client_links_changed), sum(c.client_links_removed)) AS links_changes,
 		        sum(c.api_calls) AS api_calls, round(extract(epoch FROM r.finished_at - r.started_at)::numeric, 2) AS seconds
 		   FROM sync_runs r LEFT JOIN customer_syncs c USING (run_id)
 		  GROUP BY r.run_id ORDER BY r.run_id`,
@@ -62,8 +64,32 @@ func AccessReviewReports(staleAfter time.Duration) []Report {
 			`SELECT customer_id, user_id, user_name, lifecycle_status FROM users
 			  WHERE removed_at IS NULL AND lifecycle_status IS DISTINCT FROM 'Active' AND detail_status = 'ok' ORDER BY customer_id, user_id`, nil},
 		{"Access as it was before the second sync (access_as_of)",
-			`SELECT count(*) AS access_rows_then, (SELECT count(*) FROM access) AS access_rows_now
+			`SELECT count(*) FILTER (WHERE grantee_kind = 'user') AS access_rows_then, (SELECT count(*) FROM access) AS access_rows_now,
+			        count(*) FILTER (WHERE grantee_kind = 'agency') AS agency_links_then, (SELECT count(*) FROM active_client_links) AS agency_links_now
 			   FROM access_as_of((SELECT finished_at FROM sync_runs ORDER BY run_id LIMIT 1))`, nil},
+		{"Agencies that can reach the customers now (view active_client_links)",
+			`SELECT managing_customer_name AS agency, type, client_entity_name AS client, status, customer_link_permission AS permission,
+			        is_bill_to_client, inviter_email, start_date::date AS since
+			   FROM active_client_links ORDER BY agency, client`, nil},
+		{"Agency link requests waiting for the client's answer, oldest first (client_links, client_link_statuses.pending)",
+			`SELECT l.managing_customer_name AS agency, l.type, l.client_entity_name AS client, l.status, l.inviter_email,
+			        now() - l.last_modified_time AS waiting
+			   FROM client_links l JOIN client_link_statuses s USING (status)
+			  WHERE l.removed_at IS NULL AND s.pending ORDER BY l.last_modified_time`, nil},
+		{"Privileged access: who can change users, billing or links (view privileged_access)",
+			`SELECT grantee_kind AS kind, grantee_name AS grantee, customer_id, permission, scope,
+			        array_to_string(account_names, ', ') AS accounts, held_since::date AS held_since
+			   FROM privileged_access ORDER BY customer_id, kind, grantee`, nil},
+		{"Who could act on an agency-managed account at the first sync, and who invited the agencies (access_as_of)",
+			`WITH x AS (
+			     SELECT a.account_id, a.customer_id, a.name FROM accounts a
+			       JOIN client_links l ON l.type = 'AccountLink' AND l.client_entity_id = a.account_id
+			      ORDER BY a.account_id LIMIT 1)
+			 SELECT x.name AS account, g.grantee_kind AS kind, coalesce(g.user_name, g.managing_customer_name) AS who,
+			        g.role_name AS access, g.link_status, g.inviter_email, g.inviter_name
+			   FROM x JOIN access_as_of((SELECT finished_at FROM sync_runs ORDER BY run_id LIMIT 1)) g
+			     ON g.account_id = x.account_id OR (g.account_id IS NULL AND g.customer_id = x.customer_id)
+			  ORDER BY kind, who`, nil},
 		{"Stale pending invitations: anyone holding the link can accept them (stale_invitations)",
 			`SELECT customer_id, email, role_name, expiration_date, estimated_sent_at, expired, age
 			   FROM stale_invitations($1::interval) ORDER BY customer_id, email`, []any{staleAfter.String()}},

@@ -24,8 +24,9 @@ type table struct {
 	Key     []string // natural key
 	Cols    []string // the other columns a snapshot writes, compared by IS DISTINCT FROM
 	// Owner is the column the removal rule (ownedBy) reads: the row's
-	// customer; "" for a table whose writer always sees it whole
-	// (directory_people).
+	// customer; "" for a table whose removal scope is decided otherwise
+	// (client_links: the searches' coverage; directory_people: a load sees
+	// the whole directory).
 	Owner string
 	// Run is the history column that records what wrote a version
 	// (@run_id); "" means run_id (sync_runs), see RunColumn.
@@ -211,7 +212,7 @@ func lateral(table, cond string) string {
 // removal statement is rendered from sql/remove.sql, which applies it.
 func (t *table) OwnedBy() string {
 	if t.Owner == "" {
-		return "true" // client links: the scope is the searches' coverage (linksTable)
+		return "true" // client links: the scope is the searches' coverage (linksTable); the directory: all of it
 	}
 	return "(@owners::bigint[] IS NULL OR t." + t.Owner + " = ANY(@owners::bigint[]))"
 }

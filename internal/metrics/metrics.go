@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/client_golang/prometheus/push"
 
+	"github.com/msads-syncer/syncer/internal/msads"
 	"github.com/msads-syncer/syncer/internal/redact"
 	"github.com/msads-syncer/syncer/internal/status"
 )
@@ -53,6 +54,7 @@ type Metrics struct {
 	unreadableUsers    *prometheus.GaugeVec
 	customerUsers      *prometheus.GaugeVec
 	customerRoles      *prometheus.GaugeVec
+	linkSearches       *prometheus.GaugeVec
 	accessExceptions   *prometheus.GaugeVec
 	buildInfo          *prometheus.GaugeVec
 }
@@ -62,7 +64,7 @@ type Metrics struct {
 // sample and alerts on "failed" see a series before the first failure.
 var (
 	changeKinds = []string{"added", "changed", "removed", "reappeared"}
-	entities    = []string{"users", "user_roles", "user_invitations", "accounts"}
+	entities    = []string{"users", "user_roles", "user_invitations", "accounts", "client_links"}
 )
 
 // New registers every metric on a fresh registry.
@@ -130,6 +132,9 @@ func New() *Metrics {
 	m.customerRoles = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "msads_customer_roles", Help: "Current role grants in each customer, from the warehouse.",
 	}, []string{"customer_id"})
+	m.linkSearches = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "msads_client_link_searches", Help: "Per customer, 1 for the outcome of its last client link searches (complete, partial, not_permitted: the credential may not search some or all of its links), 0 for the others.",
+	}, []string{"customer_id", "status"})
 	m.accessExceptions = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "msads_access_exceptions", Help: "Findings of the access review (view access_exceptions) by kind and customer, from the warehouse.",
 	}, []string{"kind", "customer_id"})
@@ -145,7 +150,7 @@ func New() *Metrics {
 		}
 	}
 	for _, c := range []prometheus.Collector{
-		m.unreadableUsers, m.customerUsers, m.customerRoles, m.accessExceptions, m.buildInfo, m.apiCalls, m.apiCallDuration, m.apiRetries, m.apiThrottles, m.apiThrottleWait,
+		m.unreadableUsers, m.customerUsers, m.customerRoles, m.linkSearches, m.accessExceptions, m.buildInfo, m.apiCalls, m.apiCallDuration, m.apiRetries, m.apiThrottles, m.apiThrottleWait,
 		m.rowsWritten, m.customerSyncs, m.customerDuration, m.runs, m.runDuration,
 		m.lastRunTime, m.lastRunSuccess, m.pendingInvitations, m.staleInvitations,
 		m.lastSuccess, m.invitationNotices,
@@ -207,6 +212,19 @@ func (m *Metrics) InitCustomers(ids []int64) {
 func (m *Metrics) CustomerSync(customerID int64, st status.Status, d time.Duration) {
 	m.customerSyncs.WithLabelValues(strconv.FormatInt(customerID, 10), string(st)).Inc()
 	m.customerDuration.Observe(d.Seconds())
+}
+
+// LinkSearches records the outcome of a customer's client link searches
+// (msads.LinksComplete, LinksPartial or LinksNotPermitted).
+func (m *Metrics) LinkSearches(customerID int64, outcome string) {
+	id := strconv.FormatInt(customerID, 10)
+	for _, o := range []string{msads.LinksComplete, msads.LinksPartial, msads.LinksNotPermitted} {
+		v := 0.0
+		if o == outcome {
+			v = 1
+		}
+		m.linkSearches.WithLabelValues(id, o).Set(v)
+	}
 }
 
 // Run records one run's outcome.

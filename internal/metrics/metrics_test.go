@@ -210,6 +210,7 @@ func TestDashboardAndRulesUseExportedMetrics(t *testing.T) {
 	m.Run("succeeded", time.Second, time.Now())
 	m.SetCustomerStates([]CustomerState{{CustomerID: 1, LastSuccess: time.Now(), Users: 1}})
 	m.InvitationNotice("sent")
+	m.SetAccessExceptions([]string{"terminated"}, []int64{1}, nil)
 	m.SetBuildInfo("v", "c", "go")
 	families, err := m.Registry.Gather()
 	if err != nil {

@@ -82,6 +82,7 @@ type apiRequest struct {
 	Predicates         []struct {
 		Field, Operator, Value string
 	} `json:"Predicates"`
+	PageInfo *apiPaging `json:"PageInfo"`
 }
 
 func parseID(raw json.RawMessage) (int64, bool) {
@@ -246,6 +247,8 @@ func (s *Server) handleAPI(w http.ResponseWriter, r *http.Request) {
 		resp, fe = s.getCustomersInfoLocked(cred, &req)
 	case OpGetAccountsInfo:
 		resp, fe = s.getAccountsInfoLocked(cred, &req)
+	case OpSearchClientLinks:
+		resp, fe = s.searchClientLinksLocked(cred, &req)
 	}
 	s.mu.Unlock()
 	if fe != nil {

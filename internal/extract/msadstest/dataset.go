@@ -21,6 +21,10 @@ type Dataset struct {
 	Users       []msads.User // one per user id; CustomerID is ignored, HomeCustomerID is the User object's CustomerId
 	Roles       []msads.Role // every role, visible or not
 	Invitations []msads.Invitation
+	// Links are the client links (SearchClientLinks), of every status and
+	// both directions: into the customers (and their accounts) and held by
+	// them as agencies. ClientCustomerID is ignored (the API has none).
+	Links []msads.ClientLink
 
 	// Principal is the signed-in user (the credential's): GetUser with a
 	// null or omitted UserId answers it. 0 means the first of Users.
@@ -88,6 +92,7 @@ func (d *Dataset) Clone() *Dataset {
 		Users:         slices.Clone(d.Users),
 		Roles:         slices.Clone(d.Roles),
 		Invitations:   slices.Clone(d.Invitations),
+		Links:         slices.Clone(d.Links),
 		Principal:     d.Principal,
 		StaleListings: slices.Clone(d.StaleListings),
 	}
@@ -386,7 +391,76 @@ func DemoDataset() *Dataset {
 				AccountIDs: []int64{accountIDsOf(d, c.ID)[0]}})
 	}
 	addDemoTenantTraits(d, now)
+	addDemoLinks(d, now)
 	return d
+}
+
+// Demo agencies: outside customers that hold client links into the demo
+// customers (DemoDataset).
+const (
+	DemoAgencyAdmin    int64 = 880_001 // Administrative customer link into the first customer, Active for a year
+	DemoAgencyAccount  int64 = 880_002 // account link into the first customer's first account, Active
+	DemoAgencyPending  int64 = 880_003 // account link into the second customer's, LinkPending for 20 days
+	DemoAgencyUnlink   int64 = 880_004 // Standard customer link into the second customer, UnlinkPending (still grants)
+	DemoAgencyFormer   int64 = 880_005 // account link into the third customer's, Inactive
+	DemoAgencyDeclined int64 = 880_006 // account link into the third customer's, LinkDeclined
+	DemoAgencyRequest  int64 = 880_007 // Administrative customer link request into the third customer, LinkPending for 9 days
+	DemoOutsideAccount int64 = 990_001 // an outside client's account the third customer manages as an agency
+	DemoOutsideClient  int64 = 990_100 // an outside client customer the third customer is being linked to
+)
+
+// addDemoLinks adds DemoDataset's client links: agencies' links into the
+// demo customers in several statuses (an Administrative customer link, a
+// pending request older than 7 days, an unlink in progress, former and
+// declined links), a link between two demo customers (the first manages an
+// account of the second: both customers' searches find it), and the third
+// customer acting as an agency for outside clients.
+func addDemoLinks(d *Dataset, now time.Time) {
+	c := d.CustomerIDs()
+	name := map[int64]string{}
+	for _, x := range d.Customers {
+		name[x.ID] = x.Name
+	}
+	days := func(n int) *time.Time { t := now.Add(-time.Duration(n) * 24 * time.Hour); return &t }
+	yes, no := true, false
+	acct := func(cid int64, i int) msads.Account {
+		ids := accountIDsOf(d, cid)
+		for _, a := range d.Accounts {
+			if a.ID == ids[i%len(ids)] {
+				return a
+			}
+		}
+		return msads.Account{}
+	}
+	accountLink := func(a msads.Account, managing int64, managingName, status string, bill *bool, start, mod int, inviter string) msads.ClientLink {
+		return msads.ClientLink{Type: msads.LinkTypeAccount, ClientEntityID: a.ID, ClientEntityNumber: a.Number, ClientEntityName: a.Name,
+			ClientEntityCustomerNumber: fmt.Sprintf("C%07d", a.CustomerID%10_000_000), ManagingCustomerID: managing,
+			ManagingCustomerNumber: fmt.Sprintf("C%07d", managing%10_000_000), ManagingCustomerName: managingName, Status: status,
+			IsBillToClient: bill, StartDate: days(start), InviterEmail: inviter, InviterName: managingName, InviterPhone: "+1 425 555 0199",
+			Name: "Management of " + a.Name, LastModifiedTime: days(mod), LastModifiedByUserID: 4_000_001}
+	}
+	customerLink := func(client, managing int64, clientName, managingName, status, perm string, start, mod int, inviter string) msads.ClientLink {
+		return msads.ClientLink{Type: msads.LinkTypeCustomer, ClientEntityID: client, ClientEntityNumber: fmt.Sprintf("C%07d", client%10_000_000),
+			ClientEntityName: clientName, ManagingCustomerID: managing, ManagingCustomerNumber: fmt.Sprintf("C%07d", managing%10_000_000),
+			ManagingCustomerName: managingName, Status: status, CustomerLinkPermission: perm, StartDate: days(start),
+			InviterEmail: inviter, InviterName: managingName, Name: managingName + " manages " + clientName,
+			Note: "Full-service agency agreement", LastModifiedTime: days(mod), LastModifiedByUserID: 4_000_002}
+	}
+	outside := msads.Account{ID: DemoOutsideAccount, CustomerID: 990_000, Name: "Tailspin Toys Search", Number: "F0990001"}
+	d.Links = append(d.Links,
+		customerLink(c[0], DemoAgencyAdmin, name[c[0]], "Northwind Media Group", "Active", "Administrative", 380, 380, "ops@northwindmedia.example"),
+		accountLink(acct(c[0], 0), DemoAgencyAccount, "Fabrikam Search Partners", "Active", &no, 90, 90, "lead@fabrikampartners.example"),
+		accountLink(acct(c[1], 0), DemoAgencyPending, "Adventure Works Digital", "LinkPending", &yes, 20, 20, "sales@adventureworks.example"),
+		customerLink(c[1], DemoAgencyUnlink, name[c[1]], "Litware Performance", "UnlinkPending", "Standard", -2, 1, "am@litware.example"),
+		accountLink(acct(c[2], 0), DemoAgencyFormer, "Proseware Ads", "Inactive", &yes, 60, 60, "hello@proseware.example"),
+		accountLink(acct(c[2], 1), DemoAgencyDeclined, "Wingtip Marketing", "LinkDeclined", &yes, 12, 12, "new.business@wingtip.example"),
+		customerLink(c[2], DemoAgencyRequest, name[c[2]], "Blue Yonder Agency", "LinkPending", "Administrative", 9, 9, "growth@blueyonder.example"),
+		// The first demo customer manages an account of the second.
+		accountLink(acct(c[1], 1), c[0], name[c[0]], "Active", &yes, 200, 200, "ads.admin@contoso.com"),
+		// The third customer as an agency for outside clients.
+		accountLink(outside, c[2], name[c[2]], "Active", &no, 150, 150, "campaigns@northwind.example"),
+		customerLink(DemoOutsideClient, c[2], "Tailspin Toys Holding", name[c[2]], "LinkInProgress", "Standard", -1, 3, "campaigns@northwind.example"),
+	)
 }
 
 // addDemoTenantTraits adds DemoDataset's odd users to d (which needs at

@@ -190,6 +190,7 @@ type Server struct {
 	revoked          map[int64]bool // customers whose access was removed (401 105)
 	unreachable      map[int64]bool // customers in the data the credential cannot reach (106)
 	hidden           map[int64]bool // reachable customers GetCustomersInfo omits
+	linkDenied       map[int64]bool // customers whose client link searches answer 106 (DenyLinkSearches)
 	customersCap     int            // GetCustomersInfo returns at most this many (0 = no cap)
 	seq              int64
 	lastInvitationID int64 // ids handed out, so none is reused
@@ -256,6 +257,7 @@ func NewServer(ds *Dataset, opts ...Option) *Server {
 		revoked:     map[int64]bool{},
 		unreachable: map[int64]bool{},
 		hidden:      map[int64]bool{},
+		linkDenied:  map[int64]bool{},
 	}
 	s.def = s.newCredential()
 	s.creds = []*Credential{s.def}
