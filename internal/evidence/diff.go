@@ -1,6 +1,7 @@
 package evidence
 
 import (
+	"cmp"
 	"encoding/csv"
 	"encoding/json"
 	"fmt"
@@ -49,8 +50,8 @@ func describe(c load.Change) (before, after string) {
 				continue
 			}
 			if fmt.Sprint(c.Before[k]) != fmt.Sprint(c.After[k]) {
-				b = append(b, k+": "+value(c.Before[k]))
-				a = append(a, k+": "+value(c.After[k]))
+				b = append(b, k+": "+cmp.Or(value(c.Before[k]), "-"))
+				a = append(a, k+": "+cmp.Or(value(c.After[k]), "-"))
 			}
 		}
 		return strings.Join(b, "; "), strings.Join(a, "; ")
@@ -124,7 +125,7 @@ func scope(v any) string {
 func value(v any) string {
 	switch x := v.(type) {
 	case nil:
-		return "-"
+		return ""
 	case float64:
 		return fmt.Sprintf("%.0f", x)
 	case string:
