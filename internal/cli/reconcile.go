@@ -157,7 +157,8 @@ func setExceptionGauges(m *metrics.Metrics, cfg *config.Config, es []load.Access
 // msads_access_exceptions from the warehouse (after every sync, and at
 // serve's start).
 func refreshExceptions(ctx context.Context, s runSetup) error {
-	res, err := s.runner.Store.Reconcile(ctx, load.ReconcileOptions{Settings: reconcileSettings(s.cfg)})
+	store := newStore(s.pool, s.cfg, false, s.logger)
+	res, err := store.Reconcile(ctx, load.ReconcileOptions{Settings: reconcileSettings(s.cfg)})
 	if err != nil {
 		return err
 	}
