@@ -29,7 +29,7 @@ func demoEvidence(ctx context.Context, out io.Writer, s runSetup, firstSync time
 		if err != nil {
 			return err
 		}
-		defer os.RemoveAll(tmp)
+		defer func() { _ = os.RemoveAll(tmp) }()
 		base = tmp
 	}
 	pub, priv, err := ed25519.GenerateKey(rand.Reader)

@@ -21,7 +21,7 @@ type sheet struct {
 // (formula-safe, see Safe), numbers are numbers, times ISO 8601 UTC text.
 func writeWorkbook(w io.Writer, m *Manifest, sheets []sheet) error {
 	f := excelize.NewFile()
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	bold, err := f.NewStyle(&excelize.Style{Font: &excelize.Font{Bold: true}})
 	if err != nil {
 		return err
