@@ -90,7 +90,10 @@ func writeSummary(w io.Writer, m *Manifest, ev *load.Evidence) error {
 	})
 	d.Totals = make([]int, len(csvFiles))
 	for _, id := range sorted {
-		r := countRow{CustomerID: id, Name: names[id], Run: runs[id]}
+		r := countRow{CustomerID: id, Name: names[id], Run: cmp.Or(runs[id], "no sync of its own")}
+		if id == "" {
+			r.CustomerID, r.Run = "(not known)", "links whose client customer is not known"
+		}
 		for i, f := range csvFiles {
 			n := f.RowsPerCustomer[id]
 			r.Counts = append(r.Counts, n)
