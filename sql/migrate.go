@@ -86,11 +86,13 @@ var (
 		"sync_runs", "customer_syncs", "sync_leases",
 		"client_links", "client_links_history", "client_link_statuses", "client_link_permissions",
 		"active_client_links", "privileged_access",
+		"access_exceptions", "directory_people", "directory_people_history", "directory_loads", "reconcile_settings",
 	}
 	readerFunctions = []string{
 		"stale_invitations(interval)",
 		"access_as_of(timestamptz)",
 		"client_links_as_of(timestamptz)",
+		"normalize_email(text)", "email_domain(text)",
 	}
 )
 

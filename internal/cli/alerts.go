@@ -14,7 +14,8 @@ import (
 const afterRunTimeout = 2 * time.Minute
 
 // afterRun follows every sync that wrote (and `serve`'s start): it refreshes
-// the per-customer alert gauges from the database and, when
+// the per-customer alert gauges from the database (writing the config's
+// reconcile rules, which msads_access_exceptions' view reads) and, when
 // invitations.webhook_url is set, announces the stale invitations not
 // announced within invitations.stale_after. Failures are logged and counted,
 // never fatal: the sync itself already succeeded or failed on its own.
@@ -30,6 +31,9 @@ func afterRun(ctx context.Context, s runSetup) {
 		logAfterRun(ctx, s, "could not refresh the invitation and freshness gauges", err)
 	case s.metrics != nil:
 		s.metrics.SetCustomerStates(states)
+	}
+	if err := refreshExceptions(ctx, s); err != nil {
+		logAfterRun(ctx, s, "could not refresh the access exceptions gauge", err)
 	}
 
 	url := s.cfg.Invitations.WebhookURL.Value()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -89,6 +90,7 @@ func cmdDemo(args []string, io IO) int {
 			RequestsPerSecond: 50,
 		},
 		Customers: config.Customers{Discover: true},
+		Reconcile: demoReconcileConfig(),
 		Log:       config.Log{Format: format, Level: level},
 	}
 	cfg.SetDefaults()
@@ -115,6 +117,7 @@ func cmdDemo(args []string, io IO) int {
 	if err := printRuns(ctx, out, pool, schema); err != nil {
 		return fail(io, err)
 	}
+	firstSync := time.Now().UTC().Truncate(time.Microsecond) // the review diff below starts here
 
 	changed := demoChanges(sim)
 	fmt.Fprintf(out, "\nMeanwhile in Microsoft Advertising: %s\n\n", changed)
@@ -130,6 +133,20 @@ func cmdDemo(args []string, io IO) int {
 		if err := queryTable(ctx, out, pool, schema, r); err != nil {
 			return fail(io, fmt.Errorf("%s: %w", r.Title, err))
 		}
+	}
+	fmt.Fprintln(out, "\n== Reconciliation with the company directory (syncer reconcile, view access_exceptions) ==")
+	if err := demoReconcile(ctx, out, setup, sim.Dataset()); err != nil {
+		return fail(io, fmt.Errorf("reconcile: %w", err))
+	}
+	fmt.Fprintln(out, "\n== Evidence for the auditor: an access review pack (syncer evidence) ==")
+	packDir := ""
+	if *keep {
+		if packDir, err = os.MkdirTemp("", "syncer-demo-evidence-"); err != nil {
+			return fail(io, err)
+		}
+	}
+	if err := demoEvidence(ctx, out, setup, firstSync, packDir); err != nil {
+		return fail(io, fmt.Errorf("evidence: %w", err))
 	}
 	fmt.Fprintf(out, "\nThe warehouse is schema %q; every query above works as it is in psql.\n", schema)
 	if !*keep {

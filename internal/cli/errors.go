@@ -37,7 +37,8 @@ func addSecrets(io IO, cfg *config.Config) {
 	}
 	db := cfg.Database.URL.Value()
 	io.secrets.Add(db, cfg.Database.TokenKey.Value(),
-		cfg.MicrosoftAds.DeveloperToken.Value(), cfg.MicrosoftAds.ClientSecret.Value(), cfg.MicrosoftAds.RefreshToken.Value())
+		cfg.MicrosoftAds.DeveloperToken.Value(), cfg.MicrosoftAds.ClientSecret.Value(), cfg.MicrosoftAds.RefreshToken.Value(),
+		cfg.Evidence.SigningKey.Value())
 	if pc, err := pgconn.ParseConfig(db); err == nil {
 		io.secrets.Add(redact.Password(pc.Password)...)
 	}

@@ -30,6 +30,14 @@ func init() {
 			"syncer migrate --config /etc/syncer/config.yaml", cmdMigrate},
 		{"invitations", "[flags]", "Lists the pending invitations older than the stale threshold; can fail on them and notify the webhook.",
 			"syncer invitations --older-than 7d --fail-on-stale --notify", cmdInvitations},
+		{"reconcile", "[flags]", "Loads the company directory (--directory FILE) and lists the access exceptions; --fail-on-exceptions exits 3 when any.",
+			"syncer reconcile --directory entra-users.csv --fail-on-exceptions", cmdReconcile},
+		{"evidence", "--out DIR [--as-of TIME] [--since TIME] [flags] | verify DIR [--public-key FILE]",
+			"Writes a point-in-time access review pack (CSV, XLSX, summary.html, signed manifest.json); `evidence verify DIR` checks one.",
+			"syncer evidence --as-of 2026-03-31 --since 2025-12-31 --out review-2026-q1 && syncer evidence verify review-2026-q1", cmdEvidence},
+		{"review", "diff --from TIME [--to TIME] [--format table|csv|json|markdown] [flags]",
+			"Shows what changed in users, role grants, invitations and client links between two times, from history.",
+			"syncer review diff --from 2025-12-31 --to 2026-03-31 --format markdown", cmdReview},
 		{"auth", "[flags]", "Signs in once (OAuth consent) and stores the refresh token in the database.",
 			"syncer auth --config config.yaml", cmdAuth},
 		{"check", "[flags]", "Checks the whole setup, one line per check with the fix; exits 1 when any check fails.",
@@ -75,8 +83,8 @@ Flags common to the commands that take them (before or after the command):
   --config FILE        configuration file (default config.yaml, or $SYNCER_CONFIG)
   --log-format F       json or text (overrides log.format)
   --log-level L        debug, info, warn or error (overrides log.level)
-  --dry-run            run, serve, invitations: read everything, write nothing
-  --customer ID        run, serve, invitations: only this customer (repeatable)
+  --dry-run            run, serve, invitations, reconcile: read everything, write nothing
+  --customer ID        run, serve, invitations, reconcile: only this customer (repeatable)
 
 Run "syncer help <command>" (or "syncer <command> --help") for a command's flags
 and an example.

@@ -69,7 +69,7 @@ func TestHelpAndUsageErrors(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"help", "nope"}, `syncer: help: unknown command "nope"; the commands are run, serve, migrate, invitations, auth, check, demo, version`},
+		{[]string{"help", "nope"}, `syncer: help: unknown command "nope"; the commands are run, serve, migrate, invitations, reconcile, evidence, review, auth, check, demo, version`},
 		{[]string{"nope"}, `syncer: unknown command "nope"; the commands are run,`},
 		{[]string{"migrate", "--dry-run"}, "syncer migrate: flag provided but not defined: -dry-run (see syncer help migrate)"},
 		{[]string{"--dry-run", "migrate"}, "syncer migrate: flag provided but not defined: -dry-run"},

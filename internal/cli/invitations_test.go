@@ -323,6 +323,12 @@ func TestAfterRun(t *testing.T) {
 		`msads_stale_invitations{customer_id="2"}`:                       1,
 		`msads_invitation_notices_total{outcome="sent"}`:                 1,
 		`msads_customer_last_success_timestamp_seconds{customer_id="1"}`: -1, // present
+		// The access exceptions of the warehouse: customer 1's invitation 11
+		// and customer 2's 21 are stale; every kind starts at 0 for the
+		// run's customers.
+		`msads_access_exceptions{customer_id="1",kind="stale_invitation"}`: 1,
+		`msads_access_exceptions{customer_id="2",kind="stale_invitation"}`: 1,
+		`msads_access_exceptions{customer_id="2",kind="no_owner"}`:         0,
 	}
 	got := gather(t, m)
 	for k, v := range want {

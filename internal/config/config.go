@@ -34,6 +34,8 @@ type Config struct {
 	Schedule     string       `yaml:"schedule"`
 	Invitations  Invitations  `yaml:"invitations"`
 	Metrics      Metrics      `yaml:"metrics"`
+	Reconcile    Reconcile    `yaml:"reconcile"`
+	Evidence     Evidence     `yaml:"evidence"`
 	Log          Log          `yaml:"log"`
 
 	// CronSchedule is Schedule parsed at load time, so a bad spec fails early.
@@ -116,6 +118,14 @@ type Metrics struct {
 	// (job="syncer", credential=<key>, instance=<this>): set it when two
 	// CronJobs share credentials but must keep separate groups.
 	Instance string `yaml:"instance"`
+}
+
+// Evidence configures access review packs (`syncer evidence`).
+type Evidence struct {
+	// SigningKey, when set, is the Ed25519 private key (PEM, as `openssl
+	// genpkey -algorithm ed25519` writes it; usually ${file:/path}) that
+	// signs each pack's manifest.json.
+	SigningKey Secret `yaml:"signing_key"`
 }
 
 // Log configures logging.
@@ -322,6 +332,7 @@ func (c *Config) SetDefaults() {
 	c.Metrics.Listen = cmp.Or(c.Metrics.Listen, DefaultMetricsListen)
 	c.Log.Format = cmp.Or(c.Log.Format, DefaultLogFormat)
 	c.Log.Level = cmp.Or(c.Log.Level, DefaultLogLevel)
+	c.setReconcileDefaults()
 }
 
 var (
@@ -409,6 +420,7 @@ func (c *Config) Validate() error {
 	if c.Invitations.MaxDataAge.D() <= 0 {
 		bad("invitations.max_data_age", "must be positive")
 	}
+	c.validateReconcile(bad)
 	if c.Log.Format != "json" && c.Log.Format != "text" {
 		bad("log.format", "must be json or text, got %q", c.Log.Format)
 	}

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -388,5 +389,44 @@ func TestReferences(t *testing.T) {
 	cfg, err = ParseEnv([]byte("database:\n  url: ${DB}\n"), lookup(map[string]string{"DB": "a: b # c\n- d"}))
 	if err != nil || cfg.Database.URL.Value() != "a: b # c\n- d" {
 		t.Errorf("url %q, err %v", cfg.Database.URL.Value(), err)
+	}
+}
+
+func TestReconcileKeys(t *testing.T) {
+	t.Parallel()
+	cfg, err := Parse([]byte(minimal+"reconcile:\n  allowed_domains: [Example.com, ' corp.example ']\n  domain_aliases: {Old-Name.com: EXAMPLE.com}\n"+
+		"  approved_agencies: [7002, 7001, 7002]\n  columns:\n    email: mail\n    manager: \"\"\n"), env(minimalEnv))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := cfg.Reconcile.Rules()
+	if fmt.Sprint(r.AllowedDomains, r.DomainAliases, r.ApprovedAgencies) != "[corp.example example.com] map[old-name.com:example.com] [7001 7002]" ||
+		!slices.Contains(r.ActiveStatuses, "true") || !slices.Contains(r.ActiveStatuses, "active") {
+		t.Errorf("rules = %+v", r)
+	}
+	var got []string
+	for _, c := range cfg.DirectoryColumns() {
+		got = append(got, fmt.Sprintf("%s=%s/%v/%d", c.Field, c.Header, c.Required, c.Line))
+	}
+	// Set in the file: required (email), or not mapped (manager: ""); left
+	// out: the default header, used when the file has it.
+	if want := "email=mail/true/14 upn=userPrincipalName/false/0 employee_id=employeeId/false/0 status=accountEnabled/false/0 " +
+		"manager=/false/15 department=department/false/0 display_name=displayName/false/0"; strings.Join(got, " ") != want {
+		t.Errorf("columns:\n%s\nwant\n%s", strings.Join(got, " "), want)
+	}
+
+	for _, tc := range []struct{ yaml, want string }{
+		{"reconcile:\n  allowed_domains: [example]\n", `reconcile.allowed_domains (line 2): item 1: "example" is not a domain such as example.com`},
+		{"reconcile:\n  domain_aliases: {a.com: b.com, b.com: c.com}\n", "reconcile.domain_aliases (line 2): a.com maps to b.com, which is itself an alias: map a.com to the final domain"},
+		{"reconcile:\n  domain_aliases: {a.com: A.com}\n", "reconcile.domain_aliases (line 2): a.com: maps a domain to itself"},
+		{"reconcile:\n  active_statuses: []\n", "reconcile.active_statuses (line 2): is empty: nobody would count as active"},
+		{"reconcile:\n  approved_agencies: [-1]\n", "reconcile.approved_agencies (line 2): ids must be positive customer ids, got -1"},
+		{"reconcile:\n  columns: {email: '', upn: ''}\n", "reconcile.columns (line 2): name the header of reconcile.columns.email or reconcile.columns.upn"},
+		{"reconcile:\n  columns: {mail: x}\n", "reconcile.columns.mail (line 2): unknown key; did you mean reconcile.columns.email?"},
+	} {
+		_, err := Parse([]byte(tc.yaml), env(nil))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: error %v, want %q", tc.yaml, err, tc.want)
+		}
 	}
 }

@@ -24,8 +24,13 @@ type table struct {
 	Key     []string // natural key
 	Cols    []string // the other columns a snapshot writes, compared by IS DISTINCT FROM
 	// Owner is the column the removal rule (ownedBy) reads: the row's
-	// customer.
+	// customer; "" for a table whose removal scope is decided otherwise
+	// (client_links: the searches' coverage; directory_people: a load sees
+	// the whole directory).
 	Owner string
+	// Run is the history column that records what wrote a version
+	// (@run_id); "" means run_id (sync_runs), see RunColumn.
+	Run string
 	// Deferred: the history is written by a separate statement (see
 	// sql/history.sql and rolesTable), from the rows the upsert and the
 	// removal put in s_changes_<table>.
@@ -111,6 +116,14 @@ var (
 	// tables in the order a snapshot writes them.
 	tables = []*table{accountsTable, usersTable, rolesTable, invitationsTable, linksTable}
 )
+
+// RunColumn is the history column that records what wrote a version.
+func (t *table) RunColumn() string {
+	if t.Run == "" {
+		return "run_id"
+	}
+	return t.Run
+}
 
 // Staging is the name of the table's staging table.
 func (t *table) Staging() string { return "s_" + t.Name }
@@ -199,7 +212,7 @@ func lateral(table, cond string) string {
 // removal statement is rendered from sql/remove.sql, which applies it.
 func (t *table) OwnedBy() string {
 	if t.Owner == "" {
-		return "true" // client links: the scope is the searches' coverage (linksTable)
+		return "true" // client links: the scope is the searches' coverage (linksTable); the directory: all of it
 	}
 	return "(@owners::bigint[] IS NULL OR t." + t.Owner + " = ANY(@owners::bigint[]))"
 }

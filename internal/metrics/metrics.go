@@ -55,6 +55,7 @@ type Metrics struct {
 	customerUsers      *prometheus.GaugeVec
 	customerRoles      *prometheus.GaugeVec
 	linkSearches       *prometheus.GaugeVec
+	accessExceptions   *prometheus.GaugeVec
 	buildInfo          *prometheus.GaugeVec
 }
 
@@ -134,6 +135,9 @@ func New() *Metrics {
 	m.linkSearches = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "msads_client_link_searches", Help: "Per customer, 1 for the outcome of its last client link searches (complete, partial, not_permitted: the credential may not search some or all of its links), 0 for the others.",
 	}, []string{"customer_id", "status"})
+	m.accessExceptions = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "msads_access_exceptions", Help: "Findings of the access review (view access_exceptions) by kind and customer, from the warehouse.",
+	}, []string{"kind", "customer_id"})
 	m.buildInfo = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "syncer_build_info", Help: "Always 1: the version, commit and Go version of the running syncer.",
 	}, []string{"version", "commit", "goversion"})
@@ -146,7 +150,7 @@ func New() *Metrics {
 		}
 	}
 	for _, c := range []prometheus.Collector{
-		m.unreadableUsers, m.customerUsers, m.customerRoles, m.linkSearches, m.buildInfo, m.apiCalls, m.apiCallDuration, m.apiRetries, m.apiThrottles, m.apiThrottleWait,
+		m.unreadableUsers, m.customerUsers, m.customerRoles, m.linkSearches, m.accessExceptions, m.buildInfo, m.apiCalls, m.apiCallDuration, m.apiRetries, m.apiThrottles, m.apiThrottleWait,
 		m.rowsWritten, m.customerSyncs, m.customerDuration, m.runs, m.runDuration,
 		m.lastRunTime, m.lastRunSuccess, m.pendingInvitations, m.staleInvitations,
 		m.lastSuccess, m.invitationNotices,
@@ -268,6 +272,32 @@ func (m *Metrics) SetCustomerStates(states []CustomerState) {
 	}
 }
 
+// ExceptionCount is how many access exceptions of a kind a customer has.
+type ExceptionCount struct {
+	Kind       string
+	CustomerID int64
+	N          int
+}
+
+// SetAccessExceptions replaces msads_access_exceptions: every kind of kinds
+// at 0 for every customer of customers (so alerts see a series before the
+// first finding), then counts.
+func (m *Metrics) SetAccessExceptions(kinds []string, customers []int64, counts []ExceptionCount) {
+	m.accessExceptions.Reset()
+	for _, id := range customers {
+		for _, k := range kinds {
+			m.accessExceptions.WithLabelValues(k, strconv.FormatInt(id, 10)).Set(0)
+		}
+	}
+	for _, c := range counts {
+		id := ""
+		if c.CustomerID != 0 {
+			id = strconv.FormatInt(c.CustomerID, 10)
+		}
+		m.accessExceptions.WithLabelValues(c.Kind, id).Set(float64(c.N))
+	}
+}
+
 // Outcomes of a webhook post (msads_invitation_notices_total).
 const (
 	NoticeSent   = "sent"
@@ -312,17 +342,39 @@ func (m *Metrics) Push(ctx context.Context, url string, group Group, client *htt
 	}
 	ctx, cancel := context.WithTimeout(ctx, PushTimeout)
 	defer cancel()
-	if client == nil {
-		client = &http.Client{Timeout: PushTimeout}
-	}
-	p := push.New(url, PushJob).Gatherer(m.Registry).Client(client).Grouping("credential", group.Credential)
-	if group.Instance != "" {
-		p = p.Grouping("instance", group.Instance)
-	}
-	if err := p.PushContext(ctx); err != nil {
+	if err := pusher(url, group, m.Registry, client).PushContext(ctx); err != nil {
 		return fmt.Errorf("push metrics to pushgateway: %w", redactUserinfo(err, url))
 	}
 	return nil
+}
+
+// PushAccessExceptions sends msads_access_exceptions alone to the group
+// that Push replaces (`syncer reconcile`): it replaces that metric of the
+// group and leaves the run's others as they are (the Pushgateway's POST).
+func (m *Metrics) PushAccessExceptions(ctx context.Context, url string, group Group, client *http.Client) error {
+	if group.Credential == "" {
+		return errors.New("push metrics to pushgateway: no credential key for the grouping key")
+	}
+	ctx, cancel := context.WithTimeout(ctx, PushTimeout)
+	defer cancel()
+	r := prometheus.NewRegistry()
+	r.MustRegister(m.accessExceptions)
+	if err := pusher(url, group, r, client).AddContext(ctx); err != nil {
+		return fmt.Errorf("push metrics to pushgateway: %w", redactUserinfo(err, url))
+	}
+	return nil
+}
+
+// pusher pushes g under group; a nil client means one with PushTimeout.
+func pusher(url string, group Group, g prometheus.Gatherer, client *http.Client) *push.Pusher {
+	if client == nil {
+		client = &http.Client{Timeout: PushTimeout}
+	}
+	p := push.New(url, PushJob).Gatherer(g).Client(client).Grouping("credential", group.Credential)
+	if group.Instance != "" {
+		p = p.Grouping("instance", group.Instance)
+	}
+	return p
 }
 
 // redactUserinfo keeps a password given in the Pushgateway URL

@@ -210,6 +210,7 @@ func TestDashboardAndRulesUseExportedMetrics(t *testing.T) {
 	m.Run("succeeded", time.Second, time.Now())
 	m.SetCustomerStates([]CustomerState{{CustomerID: 1, LastSuccess: time.Now(), Users: 1}})
 	m.InvitationNotice("sent")
+	m.SetAccessExceptions([]string{"terminated"}, []int64{1}, nil)
 	m.SetBuildInfo("v", "c", "go")
 	families, err := m.Registry.Gather()
 	if err != nil {
@@ -239,5 +240,51 @@ func TestDashboardAndRulesUseExportedMetrics(t *testing.T) {
 		if used == 0 {
 			t.Errorf("%s names no metric: the check proves nothing", file)
 		}
+	}
+}
+
+// msads_access_exceptions: every kind at 0 for the customers given, then
+// the counts; a new call replaces the old series. PushAccessExceptions
+// adds that metric alone to the run's group (POST), leaving the run's
+// other metrics there.
+func TestAccessExceptions(t *testing.T) {
+	t.Parallel()
+	m := New()
+	m.SetAccessExceptions([]string{"no_owner", "terminated"}, []int64{7}, []ExceptionCount{{Kind: "no_owner", CustomerID: 8, N: 3}})
+	m.SetAccessExceptions([]string{"no_owner", "terminated"}, []int64{150}, []ExceptionCount{{Kind: "terminated", CustomerID: 150, N: 2}, {Kind: "no_owner", CustomerID: 151, N: 1}})
+	body := scrape(t, m)
+	for _, want := range []string{
+		`msads_access_exceptions{customer_id="150",kind="no_owner"} 0`,
+		`msads_access_exceptions{customer_id="150",kind="terminated"} 2`,
+		`msads_access_exceptions{customer_id="151",kind="no_owner"} 1`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("exposition lacks %q", want)
+		}
+	}
+	if strings.Contains(body, `customer_id="8"`) || strings.Contains(body, `customer_id="7"`) {
+		t.Error("the previous series were not replaced")
+	}
+
+	var mu sync.Mutex
+	var reqs []string
+	gw := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		reqs = append(reqs, r.Method+" "+r.URL.Path+" "+string(b))
+		mu.Unlock()
+	}))
+	defer gw.Close()
+	if err := m.PushAccessExceptions(t.Context(), gw.URL, Group{Credential: "cred:ab"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(reqs) != 1 || !strings.HasPrefix(reqs[0], "POST /metrics/job/syncer/credential/cred:ab ") ||
+		!strings.Contains(reqs[0], "msads_access_exceptions") || strings.Contains(reqs[0], "msads_sync_runs_total") {
+		t.Errorf("push requests %q", reqs)
+	}
+	if err := m.PushAccessExceptions(t.Context(), gw.URL, Group{}, nil); err == nil {
+		t.Error("push without a credential key returned no error")
 	}
 }

@@ -14,7 +14,8 @@ unnest({{range $i, $k := .T.Key}}{{if $i}}, {{end}}ARRAY(SELECT {{$k}} FROM {{$.
 "history" appends the rows of CTE .Src (the entity's columns and change) to
 the history table of .T: it closes each key's open interval (probed only
 when .T.Historized, if any, says the customer has history: not on its first
-write) and opens the new one where the old one ends. valid_from stays strictly increasing per key
+write) and opens the new one where the old one ends, recording @run_id in
+the table's RunColumn. valid_from stays strictly increasing per key
 even when a transaction that started earlier commits later. Ends the
 statement with (change, count) rows.
 */ -}}
@@ -24,7 +25,7 @@ statement with (change, count) rows.
     WHERE {{on "h" "k" .T.Key}} AND h.valid_to IS NULL{{if and .T.Historized (ne .Src "rm")}} AND {{.T.Historized}}{{end}}
     RETURNING {{list "h." .T.Key}}, h.valid_to
 ), hist AS (
-    INSERT INTO {{.T.History}} ({{list "" .T.All}}, valid_from, change, run_id)
+    INSERT INTO {{.T.History}} ({{list "" .T.All}}, valid_from, change, {{.T.RunColumn}})
     SELECT {{list (printf "%s." .Src) .T.All}}, coalesce(closed.valid_to, now()), {{.Src}}.change, @run_id::bigint
     FROM {{.Src}} LEFT JOIN closed ON {{on "closed" .Src .T.Key}}
     ORDER BY {{list (printf "%s." .Src) .T.Key}}

@@ -1,0 +1,8 @@
+-- Users per customer at $1, counted straight from users_history (a second
+-- query, independent of the file's). $2: the customers (empty: all).
+SELECT customer_id, count(*)
+FROM users_history
+WHERE valid_from <= $1 AND (valid_to IS NULL OR valid_to > $1)
+  AND change <> 'removed'
+  AND (cardinality($2::bigint[]) = 0 OR customer_id = ANY ($2))
+GROUP BY customer_id
