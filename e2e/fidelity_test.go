@@ -905,6 +905,12 @@ func TestFidelityDiscovery(t *testing.T) {
 	if s.PrincipalUserID != fmt.Sprint(pid) || s.PrincipalUserName != pname {
 		t.Errorf("summary principal = %s %s, want %d %s", s.PrincipalUserID, s.PrincipalUserName, pid, pname)
 	}
+	// The visible set is recorded whole (the hidden and the capped-off
+	// customers included), for evidence packs.
+	want := slices.Sorted(slices.Values(ids))
+	if got := e.queryText("SELECT array_to_string(visible_customer_ids, ' ') FROM S.sync_runs"); got != strings.Trim(fmt.Sprint(want), "[]") {
+		t.Errorf("sync_runs.visible_customer_ids = %s, want %v", got, want)
+	}
 }
 
 // 13b. GetCustomersInfo answering {} or a null list. Configured customers

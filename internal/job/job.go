@@ -226,9 +226,9 @@ func (r *Runner) Run(ctx context.Context, opts Options) (*Result, error) {
 		if err != nil {
 			return nil, fmt.Errorf("record the run: %w", err)
 		}
-		if scope.principal.ID != 0 {
-			if err := r.Store.SetRunPrincipal(ctx, res.RunID, scope.principal.ID, scope.principal.UserName); err != nil {
-				r.Logger.WarnContext(ctx, "could not record who the run signs in as", slog.Any("error", err))
+		if scope.principal.ID != 0 || scope.visible != nil {
+			if err := r.Store.SetRunScope(ctx, res.RunID, scope.principal.ID, scope.principal.UserName, scope.visible); err != nil {
+				r.Logger.WarnContext(ctx, "could not record who the run signs in as and what it can see", slog.Any("error", err))
 			}
 		}
 	}
@@ -391,6 +391,9 @@ type runScope struct {
 	// (msads.Snapshot.RoleCustomers), sorted: the customers the credential
 	// can see, or, when that could not be determined, the run's own.
 	roleCustomers []int64
+	// visible are the customers the credential can see, sorted; nil when
+	// that could not be determined.
+	visible []int64
 }
 
 // resolveCustomers returns the customers of this run, with names when the
@@ -447,6 +450,7 @@ func (r *Runner) resolveCustomers(ctx context.Context, only []int64) (runScope, 
 	// visible set complete.
 	if err == nil && perr == nil {
 		scope.roleCustomers = visible
+		scope.visible = visible
 	} else {
 		scope.roleCustomers = slices.Clone(ids)
 	}

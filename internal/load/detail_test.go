@@ -318,13 +318,17 @@ func TestUsersUnreadableAndRunPrincipal(t *testing.T) {
 	equal(t, "customer_syncs", b.strings(t, `SELECT customer_id, status, users_unreadable FROM customer_syncs ORDER BY 1`),
 		[]string{"1001|succeeded|1", "3003|failed|7", "3004|failed|0"})
 
-	equal(t, "no principal yet", b.strings(t, `SELECT principal_user_id IS NULL, principal_user_name IS NULL FROM sync_runs`), []string{"true|true"})
-	if err := b.store.SetRunPrincipal(t.Context(), b.runID, 424242, "svc@example.com"); err != nil {
+	equal(t, "no principal yet", b.strings(t, `SELECT principal_user_id IS NULL, principal_user_name IS NULL, visible_customer_ids IS NULL FROM sync_runs`), []string{"true|true|true"})
+	if err := b.store.SetRunScope(t.Context(), b.runID, 424242, "svc@example.com", []int64{3004, 1001, 3003}); err != nil {
 		t.Fatal(err)
 	}
-	equal(t, "principal", b.strings(t, `SELECT principal_user_id, principal_user_name FROM sync_runs WHERE run_id = $1`, b.runID),
-		[]string{"424242|svc@example.com"})
-	if err := b.store.SetRunPrincipal(t.Context(), 99999, 1, "x"); !errors.Is(err, ErrNotFound) {
-		t.Errorf("SetRunPrincipal of an unknown run: %v, want ErrNotFound", err)
+	equal(t, "principal", b.strings(t, `SELECT principal_user_id, principal_user_name, visible_customer_ids::text FROM sync_runs WHERE run_id = $1`, b.runID),
+		[]string{"424242|svc@example.com|{1001,3003,3004}"})
+	if err := b.store.SetRunScope(t.Context(), b.runID, 424242, "svc@example.com", nil); err != nil {
+		t.Fatal(err)
+	}
+	equal(t, "visible not known", b.strings(t, `SELECT visible_customer_ids IS NULL FROM sync_runs WHERE run_id = $1`, b.runID), []string{"true"})
+	if err := b.store.SetRunScope(t.Context(), 99999, 1, "x", nil); !errors.Is(err, ErrNotFound) {
+		t.Errorf("SetRunScope of an unknown run: %v, want ErrNotFound", err)
 	}
 }

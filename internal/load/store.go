@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -400,27 +401,32 @@ func (s *Store) FinishRun(ctx context.Context, runID int64, st status.Status, cu
 	return nil
 }
 
-// SetRunPrincipal records who the run reads the data as (the credential's
-// own user, from GetUser without a user id) in sync_runs.principal_user_id
-// and principal_user_name. A userID of 0 or an empty userName is stored as
-// NULL. It fails with ErrNotFound when the run does not exist.
-func (s *Store) SetRunPrincipal(ctx context.Context, runID int64, userID int64, userName string) error {
+// SetRunScope records who the run reads the data as (the credential's own
+// user, from GetUser without a user id) in sync_runs.principal_user_id and
+// principal_user_name, and the customers that user could see in
+// visible_customer_ids (sorted). A userID of 0, an empty userName and a nil
+// visible are stored as NULL (not known). It fails with ErrNotFound when the
+// run does not exist.
+func (s *Store) SetRunScope(ctx context.Context, runID int64, userID int64, userName string, visible []int64) error {
 	var uid any
 	if userID != 0 {
 		uid = userID
 	}
+	if visible != nil {
+		visible = slices.Sorted(slices.Values(visible))
+	}
 	var n int64
 	err := s.inTx(ctx, "", true, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `UPDATE sync_runs SET principal_user_id = $2, principal_user_name = NULLIF($3, '')
-			WHERE run_id = $1`, runID, uid, userName)
+		tag, err := tx.Exec(ctx, `UPDATE sync_runs SET principal_user_id = $2, principal_user_name = NULLIF($3, ''),
+			visible_customer_ids = $4 WHERE run_id = $1`, runID, uid, userName, visible)
 		n = tag.RowsAffected()
 		return err
 	})
 	if err != nil {
-		return interpret(fmt.Errorf("set principal of run %d: %w", runID, err))
+		return interpret(fmt.Errorf("record the scope of run %d: %w", runID, err))
 	}
 	if n == 0 {
-		return fmt.Errorf("set principal of run %d: %w", runID, ErrNotFound)
+		return fmt.Errorf("record the scope of run %d: %w", runID, ErrNotFound)
 	}
 	return nil
 }
