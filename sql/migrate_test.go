@@ -114,7 +114,8 @@ func TestReaderRole(t *testing.T) {
 	if _, err := tx.Exec(ctx, "SET LOCAL ROLE "+role); err != nil {
 		t.Fatal(err)
 	}
-	for _, q := range []string{"access", "pending_invitations", "customer_freshness", "access_as_of(now())", "stale_invitations('1 day')"} {
+	for _, q := range []string{"access", "pending_invitations", "customer_freshness", "access_as_of(now())", "stale_invitations('1 day')",
+		"access_exceptions", "directory_people_history", "normalize_email('A+b@x.com')"} {
 		if _, err := tx.Exec(ctx, "SELECT * FROM "+schema+"."+q); err != nil {
 			t.Errorf("reader: SELECT * FROM %s: %v", q, err)
 			break
