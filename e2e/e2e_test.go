@@ -156,13 +156,31 @@ func (e *env) run(args ...string) result {
 	return wait(e.t, cmd, o, er)
 }
 
+// q qualifies the tables written S.name with the test's schema.
+func (e *env) q(sql string) string {
+	return strings.ReplaceAll(sql, "S.", pgx.Identifier{e.schema}.Sanitize()+".")
+}
+
 func (e *env) queryInt(sql string, args ...any) int {
 	e.t.Helper()
 	var n int
-	if err := e.pool.QueryRow(e.t.Context(), strings.ReplaceAll(sql, "S.", pgx.Identifier{e.schema}.Sanitize()+"."), args...).Scan(&n); err != nil {
+	if err := e.pool.QueryRow(e.t.Context(), e.q(sql), args...).Scan(&n); err != nil {
 		e.t.Fatalf("%s: %v", sql, err)
 	}
 	return n
+}
+
+// queryText is queryInt for one text value ("<null>" for NULL).
+func (e *env) queryText(sql string, args ...any) string {
+	e.t.Helper()
+	var s *string
+	if err := e.pool.QueryRow(e.t.Context(), e.q(sql), args...).Scan(&s); err != nil {
+		e.t.Fatalf("%s: %v", sql, err)
+	}
+	if s == nil {
+		return "<null>"
+	}
+	return *s
 }
 
 // currentUsers returns the non-removed user ids of a customer.

@@ -84,7 +84,8 @@ func TestEvidencePackThroughTheBinary(t *testing.T) {
 		} `json:"signature"`
 		Credential struct {
 			Principals []struct {
-				UserName string `json:"user_name"`
+				UserName string  `json:"user_name"`
+				Visible  []int64 `json:"customers_visible"`
 			} `json:"principals"`
 		} `json:"credential"`
 	}
@@ -117,6 +118,8 @@ func TestEvidencePackThroughTheBinary(t *testing.T) {
 	}
 	if len(m.Gaps) != 0 || m.Signature == nil || len(m.Credential.Principals) != 1 || m.Credential.Principals[0].UserName == "" {
 		t.Errorf("manifest: gaps %v, signature %v, principals %+v", m.Gaps, m.Signature, m.Credential.Principals)
+	} else if got, want := m.Credential.Principals[0].Visible, e.queryText("SELECT array_to_string(visible_customer_ids, ' ') FROM S.sync_runs ORDER BY run_id DESC LIMIT 1"); want == "" || strings.Trim(fmt.Sprint(got), "[]") != want {
+		t.Errorf("manifest: customers visible to %s = %v, the last run recorded %q", m.Credential.Principals[0].UserName, got, want)
 	}
 	diff, err := os.ReadFile(filepath.Join(pack, "review_diff.csv"))
 	if err != nil {

@@ -175,22 +175,8 @@ func (f *fenv) noSecrets(r result) {
 	}
 }
 
-// queryText is queryInt for one text value ("<null>" for NULL).
-func (f *fenv) queryText(sql string, args ...any) string {
-	f.t.Helper()
-	var s *string
-	if err := f.pool.QueryRow(f.t.Context(), f.q(sql), args...).Scan(&s); err != nil {
-		f.t.Fatalf("%s: %v", sql, err)
-	}
-	if s == nil {
-		return "<null>"
-	}
-	return *s
-}
 
-func (f *fenv) q(sql string) string {
-	return strings.ReplaceAll(sql, "S.", `"`+f.schema+`".`)
-}
+func (f *fenv) q(sql string) string { return f.env.q(sql) }
 
 // exclusiveUsers returns the users listed by customer c and by no other
 // customer, the principal excluded: a fault on them touches c alone.

@@ -591,3 +591,26 @@ func TestWriteDiffFormats(t *testing.T) {
 		t.Error("unknown format: no error")
 	}
 }
+
+// A customer is "not visible" by the run's recorded visible customers when
+// the run has them, whatever its error says; by the error otherwise.
+func TestInvisible(t *testing.T) {
+	t.Parallel()
+	const errText = "customer 20 is not visible to the signed-in user reader@example.com (55)"
+	for _, c := range []struct {
+		name string
+		s    load.CustomerSync
+		want bool
+	}{
+		{"recorded, not among them", load.CustomerSync{CustomerID: 20, LastRunID: 7, LastStatus: "failed", LastVisible: []int64{10, 30}}, true},
+		{"recorded, among them", load.CustomerSync{CustomerID: 20, LastRunID: 7, LastStatus: "failed", LastError: errText, LastVisible: []int64{10, 20}}, false},
+		{"last attempt is the complete sync", load.CustomerSync{CustomerID: 20, RunID: 7, LastRunID: 7, Visible: []int64{20}}, false},
+		{"not recorded: the error", load.CustomerSync{CustomerID: 20, LastRunID: 7, LastStatus: "failed", LastError: errText}, true},
+		{"not recorded, another error", load.CustomerSync{CustomerID: 20, LastRunID: 7, LastStatus: "failed", LastError: "timeout"}, false},
+		{"no attempt", load.CustomerSync{CustomerID: 20}, false},
+	} {
+		if got := invisible(c.s); got != c.want {
+			t.Errorf("%s: invisible = %v, want %v", c.name, got, c.want)
+		}
+	}
+}

@@ -87,8 +87,9 @@ type Credential struct {
 	Configured []int64 `json:"customers_configured"`
 	Discover   bool    `json:"customers_discover"`
 	// Synced are the customers with a complete sync at or before as_of;
-	// NotVisible those whose last sync failed because the signed-in user
-	// cannot see them; NotSynced the configured ones with no complete
+	// NotVisible those the signed-in user of their last sync attempt could
+	// not see (from the run's recorded visible customers, or, for runs
+	// that did not record them, the attempt's error); NotSynced the configured ones with no complete
 	// sync.
 	Synced     []int64 `json:"customers_synced"`
 	NotVisible []int64 `json:"customers_not_visible"`
@@ -101,6 +102,10 @@ type Principal struct {
 	UserName  string  `json:"user_name"`
 	Runs      []int64 `json:"runs"`
 	Customers []int64 `json:"customers"`
+	// Visible are the customers this user could see in those runs
+	// (GetCustomersInfo and the user's own roles); null when the runs did
+	// not record it.
+	Visible []int64 `json:"customers_visible"`
 }
 
 // Customer is the sync that supplied one customer's data.

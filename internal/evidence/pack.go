@@ -401,6 +401,24 @@ func judge(c Check) Check {
 	return c
 }
 
+// invisible reports whether the credential of the customer's last sync
+// attempt could not see it: from the run's recorded visible customers when
+// it has them, else from the attempt's error.
+func invisible(s load.CustomerSync) bool {
+	if s.LastRunID == 0 {
+		return false
+	}
+	visible := s.LastVisible
+	if s.LastRunID == s.RunID && visible == nil {
+		visible = s.Visible
+	}
+	if visible != nil {
+		_, found := slices.BinarySearch(visible, s.CustomerID)
+		return !found
+	}
+	return strings.Contains(s.LastError, notVisible)
+}
+
 // customers describes each customer's supplying sync, finds the gaps and
 // whom the data was read as.
 func customers(syncs []load.CustomerSync, o Options) ([]Customer, []Gap, Credential) {
@@ -413,7 +431,7 @@ func customers(syncs []load.CustomerSync, o Options) ([]Customer, []Gap, Credent
 		if s.LastRunID != 0 && s.LastRunID != s.RunID {
 			c.LastAttemptRunID, c.LastAttemptStatus, c.LastAttemptError = s.LastRunID, s.LastStatus, s.LastError
 		}
-		if strings.Contains(s.LastError, notVisible) {
+		if invisible(s) {
 			cred.NotVisible = append(cred.NotVisible, s.CustomerID)
 		}
 		if s.RunID == 0 {
@@ -451,6 +469,9 @@ func customers(syncs []load.CustomerSync, o Options) ([]Customer, []Gap, Credent
 			slices.Sort(p.Runs)
 		}
 		p.Customers = append(p.Customers, s.CustomerID)
+		if s.Visible != nil {
+			p.Visible = slices.Compact(slices.Sorted(slices.Values(append(p.Visible, s.Visible...))))
+		}
 		out = append(out, c)
 	}
 	if len(syncs) == 0 {

@@ -157,6 +157,11 @@ type CustomerSync struct {
 	LastStartedAt time.Time
 	LastStatus    string
 	LastError     string
+	// Visible and LastVisible are the customers the credentials of the
+	// complete sync's run and of the last attempt's run could see, sorted;
+	// nil when not known (runs before migration 008, or the run could not
+	// tell).
+	Visible, LastVisible []int64
 }
 
 // Evidence is everything a pack holds, read in one transaction.
@@ -299,7 +304,7 @@ func readSyncs(ctx context.Context, tx pgx.Tx, asOf time.Time, ids, expected []i
 		var runID, principalID, lastRunID *int64
 		var finished, lastStarted *time.Time
 		err := r.Scan(&s.CustomerID, &name, &runID, &finished, &status, &runStatus, &principalID, &principalName,
-			&s.UsersSeen, &s.InvitationsSeen, &lastRunID, &lastStarted, &lastStatus, &lastError)
+			&s.UsersSeen, &s.InvitationsSeen, &lastRunID, &lastStarted, &lastStatus, &lastError, &s.Visible, &s.LastVisible)
 		s.CustomerName, s.Status, s.RunStatus = deref(name), deref(status), deref(runStatus)
 		s.PrincipalUserName, s.LastStatus, s.LastError = deref(principalName), deref(lastStatus), deref(lastError)
 		s.RunID, s.PrincipalUserID, s.LastRunID = deref(runID), deref(principalID), deref(lastRunID)

@@ -1,7 +1,8 @@
 -- Per customer: the last complete (succeeded) sync that finished at or
 -- before $1 (as_of), the run it belonged to and whom it read the data as,
 -- and the last sync attempt started at or before $1 (it may have failed
--- after the complete one). The customers are those of $3 (the expected
+-- after the complete one), with the customers each of the two runs'
+-- credential could see (NULL: not known). The customers are those of $3 (the expected
 -- ones: configured or asked for) and every customer with a sync attempt at
 -- or before $1, narrowed to $2 unless $2 is empty.
 WITH ids AS (
@@ -23,7 +24,9 @@ SELECT ids.customer_id,
        last.run_id AS last_run_id,
        last.started_at AS last_started_at,
        last.status AS last_status,
-       last.error AS last_error
+       last.error AS last_error,
+       r.visible_customer_ids,
+       lr.visible_customer_ids AS last_visible_customer_ids
 FROM ids
 LEFT JOIN customers c ON c.customer_id = ids.customer_id
 LEFT JOIN LATERAL (
@@ -41,4 +44,5 @@ LEFT JOIN LATERAL (
     ORDER BY s.started_at DESC
     LIMIT 1
 ) last ON true
+LEFT JOIN sync_runs lr ON lr.run_id = last.run_id
 ORDER BY ids.customer_id
