@@ -1087,17 +1087,22 @@ func (w *world) checkRoles(fail failFunc, db *warehouse, versionOfRun map[int64]
 		}
 		return false
 	}
-	// seenFromOther reports whether a current users row of u in a customer
-	// other than k was written by a credential that can see customer k.
-	seenFromOther := func(u, k int64) bool {
+	// listedElsewhereFor reports whether a customer other than k that the
+	// credential of run r can see has a current users row of u: then r's
+	// write of k, which dropped u, left u's roles in k to that listing's
+	// GetUser (the removal rule is the credential's: a listing it cannot
+	// see does not keep the roles).
+	listedElsewhereFor := func(u, k, r int64) bool {
+		vi, ok := versionOfRun[r]
+		if !ok {
+			return false
+		}
 		for c, rows := range db.customers {
-			if c == k {
+			if c == k || !w.versions[vi].reachable[c] {
 				continue
 			}
 			if x, ok := rows.users[u]; ok && x.current {
-				if vi, ok := versionOfRun[db.lastOK[c]]; ok && w.versions[vi].reachable[k] {
-					return true
-				}
+				return true
 			}
 		}
 		return false
@@ -1156,7 +1161,7 @@ func (w *world) checkRoles(fail failFunc, db *warehouse, versionOfRun map[int64]
 			// its users row, when no other listing the credential can see
 			// still lists the user: that is the newer word on this
 			// customer. (While another listing does, its GetUser decides.)
-			if r, ok := db.lastOK[rc]; ok && r > b.run && !seenFromOther(u, rc) {
+			if r, ok := db.lastOK[rc]; ok && r > b.run && !listedElsewhereFor(u, rc, r) {
 				if vi, ok := versionOfRun[r]; ok {
 					if _, listed := w.versions[vi].listed[rc][u]; !listed {
 						clear(want)
