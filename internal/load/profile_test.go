@@ -288,6 +288,7 @@ func TestExplainStatements(t *testing.T) {
 				name, sql string
 				args      pgx.NamedArgs
 			}{
+				{"new keys", freshSQL, pgx.NamedArgs{"p_users": []int64{st.customerID}, "p_user_roles": st.readable}},
 				{"guard", guardSQL, args}, {"accounts upsert", accountsTable.upsert, args}, {"accounts remove", accountsTable.remove, args},
 				{"users upsert", usersTable.upsert, args}, {"users remove", usersTable.remove, args},
 				{"roles of dropped users", rolesOfDroppedSQL, args},
