@@ -245,15 +245,19 @@ func (w *writer) staleReadable() []int64 {
 
 // write runs, in order (the test hook is called after each step):
 //
-//	stage        COPY the snapshot into the staging tables
+//	stage        find the new keys (splitFresh); COPY the other rows into
+//	             the staging tables
 //	guard        the removal guard's count of current and omitted users
+//	             (none when the customer's users are new)
 //	accounts     upsert; removal (when the accounts were fetched)
-//	users        upsert with history; removal with history (when the guard
-//	             counted users to remove)
-//	roles        removal of the dropped users' roles (when the users
-//	             removal ran), upsert with removal, into s_changes_user_roles,
-//	             then the history of what they wrote (when they wrote
-//	             anything)
+//	users        the direct path (COPY, then history) for a customer's
+//	             first write, else upsert with history; removal with
+//	             history (when the guard counted users to remove)
+//	roles        the direct path for the roles of new users; removal of
+//	             the dropped users' roles (when the users removal ran),
+//	             upsert with removal of the others, into
+//	             s_changes_user_roles, then the history of what they wrote
+//	             (when they wrote anything)
 //	invitations  upsert with history; removal with history
 //
 // Each statement writes only rows that change: a snapshot that changes
@@ -281,8 +285,12 @@ func (w *writer) write(ctx context.Context, ch *Changes) error {
 	}
 	var current int
 	var dropped []int64
-	if err := w.tx.QueryRow(ctx, guardSQL, w.args).Scan(&current, &dropped); err != nil {
-		return fmt.Errorf("count users to remove: %w", err)
+	// A customer whose users splitFresh found new has no users row: none
+	// current, none to remove.
+	if len(w.fresh[usersTable]) == 0 {
+		if err := w.tx.QueryRow(ctx, guardSQL, w.args).Scan(&current, &dropped); err != nil {
+			return fmt.Errorf("count users to remove: %w", err)
+		}
 	}
 	removing := len(dropped)
 	w.args["dropped"] = dropped
