@@ -1,5 +1,6 @@
 // Package pgcluster starts a throwaway PostgreSQL cluster: initdb into a
-// temporary folder, pg_ctl start on a free TCP port of 127.0.0.1 (and a unix
+// temporary folder (a copy of a template initdb made once and kept beside
+// the clusters), pg_ctl start on a free TCP port of 127.0.0.1 (and a unix
 // socket in the folder), trust authentication, fsync off. Tests use it through
 // pgtest, and `syncer demo` uses it directly.
 //
