@@ -434,8 +434,8 @@ func TestTwoRunsAtOnceOnlyOneSyncs(t *testing.T) {
 // keep a run inside its lease for as long as it needs, without timing.
 type apiGate struct {
 	srv  *httptest.Server
-	open chan struct{}
-	once sync.Once
+	mu   sync.Mutex
+	open chan struct{} // closed while the gate is open
 	held atomic.Int64
 }
 
@@ -451,8 +451,11 @@ func newAPIGate(t *testing.T, e *env) *apiGate {
 	g := &apiGate{open: make(chan struct{})}
 	g.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		g.held.Add(1)
+		g.mu.Lock()
+		open := g.open
+		g.mu.Unlock()
 		select {
-		case <-g.open:
+		case <-open:
 		case <-r.Context().Done():
 			return
 		}
@@ -480,7 +483,26 @@ func newAPIGate(t *testing.T, e *env) *apiGate {
 func (g *apiGate) Held() int64 { return g.held.Load() }
 
 // Open lets every held and later call through.
-func (g *apiGate) Open() { g.once.Do(func() { close(g.open) }) }
+func (g *apiGate) Open() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	select {
+	case <-g.open:
+	default:
+		close(g.open)
+	}
+}
+
+// Hold closes an open gate again: later calls are held until Open.
+func (g *apiGate) Hold() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	select {
+	case <-g.open:
+		g.open = make(chan struct{})
+	default:
+	}
+}
 
 func TestSigtermMidRunCancelsCleanly(t *testing.T) {
 	t.Parallel()

@@ -304,9 +304,21 @@ func (w *world) runKilled(label string, delay time.Duration) (r result, finished
 	finished = r.code >= 0
 	if !finished {
 		w.settle()
+		w.expireLeases()
 	}
 	w.record(&runRec{label: label, version: v, results: []result{r}, killed: !finished})
 	return r, finished
+}
+
+// expireLeases ends now the leases a SIGKILLed run left, as its lease_ttl
+// would a moment later: the next run takes the lease over (and marks the
+// killed run abandoned) at once, by the same path as after the wait,
+// instead of finding it held and trying again until it expires.
+func (w *world) expireLeases() {
+	w.t.Helper()
+	if _, err := w.e.pool.Exec(w.t.Context(), w.sql("UPDATE {S}.sync_leases SET expires_at = clock_timestamp() WHERE expires_at > clock_timestamp()")); err != nil {
+		w.t.Fatal(err)
+	}
 }
 
 // settle waits until the sessions of a SIGKILLed run are gone: its run
@@ -343,12 +355,20 @@ func (w *world) settle() {
 }
 
 // runTogether starts n syncs at once under one API version.
-func (w *world) runTogether(label string, n int) []result {
+//
+// With a gate (held, in front of the API), the runs race for the lease as
+// they will, but none gets past its first API call until one of them has
+// ended: the one that won the lease cannot finish before the others tried
+// it, however the machine schedules them. The gate opens then (or after
+// 30 s, when none ended: both must have held the lease, which the caller's
+// checks report).
+func (w *world) runTogether(label string, n int, gate *apiGate) []result {
 	w.t.Helper()
 	v := w.version()
 	ctx, cancel := context.WithTimeout(w.t.Context(), time.Minute)
 	defer cancel()
 	out := make([]result, n)
+	ended := make(chan struct{}, n)
 	var wg sync.WaitGroup
 	for i := range out {
 		cmd, o, er := w.start(ctx)
@@ -356,7 +376,15 @@ func (w *world) runTogether(label string, n int) []result {
 		go func() {
 			defer wg.Done()
 			out[i] = w.wait(cmd, o, er)
+			ended <- struct{}{}
 		}()
+	}
+	if gate != nil {
+		select {
+		case <-ended:
+		case <-time.After(30 * time.Second):
+		}
+		gate.Open()
 	}
 	wg.Wait()
 	w.record(&runRec{label: label, version: v, results: out})

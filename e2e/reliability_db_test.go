@@ -429,10 +429,10 @@ CREATE TRIGGER slow_write BEFORE INSERT OR UPDATE ON msads.users FOR EACH STATEM
 			outage time.Duration
 			ride   bool
 		}{
-			{"between customers, shorter than retry_max_elapsed (20s)", rideConfig, false, time.Duration(200+rng.IntN(1300)) * time.Millisecond, true},
-			{"during a write, shorter than retry_max_elapsed (20s)", rideConfig, true, time.Duration(200+rng.IntN(1300)) * time.Millisecond, true},
+			{"between customers, shorter than retry_max_elapsed (20s)", rideConfig, false, time.Duration(100+rng.IntN(500)) * time.Millisecond, true},
+			{"during a write, shorter than retry_max_elapsed (20s)", rideConfig, true, time.Duration(100+rng.IntN(500)) * time.Millisecond, true},
 			{map[bool]string{true: "during a write", false: "between customers"}[long] + ", longer than retry_max_elapsed (500ms)", shortConfig, long,
-				time.Duration(1200+rng.IntN(800)) * time.Millisecond, false},
+				time.Duration(900+rng.IntN(500)) * time.Millisecond, false},
 		}
 		for i, s := range steps {
 			changes := apiChanges(rng, e.sim)

@@ -381,6 +381,7 @@ func TestReliability(t *testing.T) {
 		}
 		_ = cmd.Process.Signal(syscall.SIGKILL)
 		r := w.wait(cmd, o, er)
+		w.expireLeases()
 		w.record(&runRec{label: "killed once recorded", version: ctxRun, results: []result{r}, killed: true})
 		if r := w.runUnlocked("repair run"); r.code != 0 {
 			t.Errorf("repair run: exit %d: %s", r.code, r.stderr)
@@ -395,16 +396,20 @@ func TestReliability(t *testing.T) {
 		t.Parallel()
 		seed, replay := caseSeed(t)
 		rng := rand.New(rand.NewPCG(uint64(seed), 10))
-		e := newEnvSync(t, msadstest.Generate(seed%1000, 2, 8), suiteSync, "")
-		// Slow enough that the two runs overlap on a loaded machine.
-		e.sim.SetFault(msadstest.OpGetUser, msadstest.Fault{Latency: 150 * time.Millisecond})
+		// request_timeout long enough for the held call to wait for the
+		// other run's end, however slow the machine.
+		e := newEnvSync(t, msadstest.Generate(seed%1000, 2, 8), strings.Replace(suiteSync, "request_timeout: 2s", "request_timeout: 1m", 1), "")
+		// Not timed: the API is held until one of the two has ended (see
+		// runTogether), so they overlap however slow the machine.
+		gate := newAPIGate(t, e)
 		w := newWorld(t, e, replay)
 		ta := &tally{}
 		for i := range 3 {
 			if i > 0 {
 				apiChanges(rng, e.sim)
+				gate.Hold()
 			}
-			rs := w.runTogether(fmt.Sprintf("two at once (%d)", i+1), 2)
+			rs := w.runTogether(fmt.Sprintf("two at once (%d)", i+1), 2, gate)
 			locked := 0
 			for _, r := range rs {
 				ta.add(r)

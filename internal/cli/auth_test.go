@@ -383,7 +383,9 @@ func TestAuthCodeFromEarlierSignIn(t *testing.T) {
 func TestAuthDevice(t *testing.T) {
 	t.Parallel()
 	e := newAuthEnv(t, "", msadstest.WithPublicClient())
-	e.sim.SetDeviceFlow(msadstest.DeviceFlow{Interval: 1, ApproveAfterPolls: 2})
+	// One pending poll (the polling itself is TestDeviceCodeFlow's, on a
+	// fake clock): each poll waits the 1 s interval.
+	e.sim.SetDeviceFlow(msadstest.DeviceFlow{Interval: 1, ApproveAfterPolls: 1})
 	before := e.sim.Calls(msadstest.OpToken)
 	c := e.start("auth", "--device")
 	code := c.exit(t)
@@ -392,9 +394,9 @@ func TestAuthDevice(t *testing.T) {
 	if !strings.Contains(out, e.sim.DeviceLoginURL()) || !regexp.MustCompile(`enter the code [0-9A-F]{8}\b`).MatchString(out) {
 		t.Errorf("device output lacks the verification URI or the user code:\n%s", out)
 	}
-	// 2 pending polls, the approved one, and the refresh of the API check.
-	if got := e.sim.Calls(msadstest.OpToken) - before; got != 4 {
-		t.Errorf("token endpoint calls = %d, want 4", got)
+	// A pending poll, the approved one, and the refresh of the API check.
+	if got := e.sim.Calls(msadstest.OpToken) - before; got != 3 {
+		t.Errorf("token endpoint calls = %d, want 3", got)
 	}
 	e.run(t)
 }

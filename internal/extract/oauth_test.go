@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/msads-syncer/syncer/internal/extract/msadstest"
@@ -161,69 +162,79 @@ func TestAuthorizeRefusesUnregisteredRedirect(t *testing.T) {
 	}
 }
 
+// The device code flow on a fake clock (testing/synctest, the simulator
+// answering in-process): the poll interval is waited exactly, without
+// sleeping.
 func TestDeviceCodeFlow(t *testing.T) {
 	t.Parallel()
 	srv := msadstest.NewServer(msadstest.DemoDataset(), msadstest.WithPublicClient())
 	t.Cleanup(srv.Close)
-	cfg := Config{ClientID: srv.ClientID(), TokenURL: srv.TokenURL(), DeveloperToken: srv.DeveloperToken(), APIURL: srv.APIURL()}
+	cfg := Config{ClientID: srv.ClientID(), TokenURL: srv.TokenURL(), DeveloperToken: srv.DeveloperToken(), APIURL: srv.APIURL(),
+		HTTPClient: &http.Client{Transport: srv.Transport()}}
 	t.Run("approved after 2 polls", func(t *testing.T) {
-		srv.SetDeviceFlow(msadstest.DeviceFlow{Interval: 1, ApproveAfterPolls: 2})
-		dc, err := StartDeviceCode(testCtx(t), cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if dc.UserCode == "" || dc.VerificationURI != srv.DeviceLoginURL() || dc.Interval != 1 {
-			t.Fatalf("device code = %+v", dc)
-		}
-		before := srv.Calls(msadstest.OpToken)
-		start := time.Now()
-		rt, err := PollDeviceToken(testCtx(t), cfg, dc)
-		if err != nil || rt == "" {
-			t.Fatalf("PollDeviceToken = %q, %v", rt, err)
-		}
-		if polls := srv.Calls(msadstest.OpToken) - before; polls != 3 {
-			t.Errorf("polls = %d, want 3 (2 pending, then the tokens)", polls)
-		}
-		if d := time.Since(start); d < 3*time.Second {
-			t.Errorf("polled 3 times in %v: faster than the interval", d)
-		}
-		cfg := cfg
-		cfg.RefreshToken = rt
-		c, _ := New(cfg)
-		if _, _, err := c.Principal(testCtx(t)); err != nil {
-			t.Errorf("client with the device flow's token: %v", err)
-		}
+		synctest.Test(t, func(t *testing.T) {
+			srv.SetDeviceFlow(msadstest.DeviceFlow{Interval: 1, ApproveAfterPolls: 2})
+			dc, err := StartDeviceCode(testCtx(t), cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if dc.UserCode == "" || dc.VerificationURI != srv.DeviceLoginURL() || dc.Interval != 1 {
+				t.Fatalf("device code = %+v", dc)
+			}
+			before := srv.Calls(msadstest.OpToken)
+			start := time.Now()
+			rt, err := PollDeviceToken(testCtx(t), cfg, dc)
+			if err != nil || rt == "" {
+				t.Fatalf("PollDeviceToken = %q, %v", rt, err)
+			}
+			if polls := srv.Calls(msadstest.OpToken) - before; polls != 3 {
+				t.Errorf("polls = %d, want 3 (2 pending, then the tokens)", polls)
+			}
+			if d := time.Since(start); d != 3*time.Second {
+				t.Errorf("polled 3 times in %v (fake clock), want 3s: one interval before each poll", d)
+			}
+			cfg := cfg
+			cfg.RefreshToken = rt
+			c, _ := New(cfg)
+			if _, _, err := c.Principal(testCtx(t)); err != nil {
+				t.Errorf("client with the device flow's token: %v", err)
+			}
+		})
 	})
 	t.Run("declined and expired", func(t *testing.T) {
-		srv.SetDeviceFlow(msadstest.DeviceFlow{Interval: 1, Decline: true})
-		dc, err := StartDeviceCode(testCtx(t), cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := PollDeviceToken(testCtx(t), cfg, dc); !errors.Is(err, ErrAuthorizationDeclined) {
-			t.Errorf("declined: err = %v", err)
-		}
-		srv.SetDeviceFlow(msadstest.DeviceFlow{Interval: 1, ExpiresIn: 1})
-		dc, err = StartDeviceCode(testCtx(t), cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		dc.ExpiresIn = 0 // only the server's expiry counts
-		if _, err := PollDeviceToken(testCtx(t), cfg, dc); !errors.Is(err, ErrDeviceCodeExpired) {
-			t.Errorf("expired: err = %v", err)
-		}
+		synctest.Test(t, func(t *testing.T) {
+			srv.SetDeviceFlow(msadstest.DeviceFlow{Interval: 1, Decline: true})
+			dc, err := StartDeviceCode(testCtx(t), cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := PollDeviceToken(testCtx(t), cfg, dc); !errors.Is(err, ErrAuthorizationDeclined) {
+				t.Errorf("declined: err = %v", err)
+			}
+			srv.SetDeviceFlow(msadstest.DeviceFlow{Interval: 1, ExpiresIn: 1})
+			dc, err = StartDeviceCode(testCtx(t), cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			dc.ExpiresIn = 0 // only the server's expiry counts
+			if _, err := PollDeviceToken(testCtx(t), cfg, dc); !errors.Is(err, ErrDeviceCodeExpired) {
+				t.Errorf("expired: err = %v", err)
+			}
+		})
 	})
 	t.Run("cancelled", func(t *testing.T) {
-		srv.SetDeviceFlow(msadstest.DeviceFlow{Interval: 1})
-		dc, err := StartDeviceCode(testCtx(t), cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithTimeout(testCtx(t), 1500*time.Millisecond)
-		defer cancel()
-		if _, err := PollDeviceToken(ctx, cfg, dc); !errors.Is(err, context.DeadlineExceeded) {
-			t.Errorf("err = %v, want the ctx's", err)
-		}
+		synctest.Test(t, func(t *testing.T) {
+			srv.SetDeviceFlow(msadstest.DeviceFlow{Interval: 1})
+			dc, err := StartDeviceCode(testCtx(t), cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(testCtx(t), 1500*time.Millisecond)
+			defer cancel()
+			if _, err := PollDeviceToken(ctx, cfg, dc); !errors.Is(err, context.DeadlineExceeded) {
+				t.Errorf("err = %v, want the ctx's", err)
+			}
+		})
 	})
 }
 
@@ -232,13 +243,15 @@ func TestDeviceCodeConfidentialWithoutSecret(t *testing.T) {
 	srv := msadstest.NewServer(msadstest.DemoDataset())
 	t.Cleanup(srv.Close)
 	srv.SetDeviceFlow(msadstest.DeviceFlow{Interval: 1, ApproveAfterPolls: 1})
-	cfg := Config{ClientID: srv.ClientID(), TokenURL: srv.TokenURL()}
-	dc, err := StartDeviceCode(testCtx(t), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = PollDeviceToken(testCtx(t), cfg, dc)
-	if te, ok := errors.AsType[*TokenError](err); !ok || te.AADSTS != 7000218 || !strings.Contains(te.Fix, "Allow public client flows") {
-		t.Fatalf("err = %v, want AADSTS7000218 naming Allow public client flows", err)
-	}
+	cfg := Config{ClientID: srv.ClientID(), TokenURL: srv.TokenURL(), HTTPClient: &http.Client{Transport: srv.Transport()}}
+	synctest.Test(t, func(t *testing.T) {
+		dc, err := StartDeviceCode(testCtx(t), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = PollDeviceToken(testCtx(t), cfg, dc)
+		if te, ok := errors.AsType[*TokenError](err); !ok || te.AADSTS != 7000218 || !strings.Contains(te.Fix, "Allow public client flows") {
+			t.Fatalf("err = %v, want AADSTS7000218 naming Allow public client flows", err)
+		}
+	})
 }

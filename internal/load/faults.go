@@ -53,6 +53,9 @@ func classify(err error) faultClass {
 		errors.Is(err, ErrLeaseLost) {
 		return faultPermanent
 	}
+	if _, ok := errors.AsType[*freshConflictError](err); ok {
+		return faultConflict
+	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		switch pgErr.Code {

@@ -162,6 +162,9 @@ func TestOutageDuringWriteWaitsAndSucceeds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Long enough for a few retries (the first waits 100 ms), short
+	// enough to keep the test quick.
+	const outage = 600 * time.Millisecond
 	var stopped atomic.Bool
 	restarted := make(chan error, 1)
 	s.testHook = func(step string, _ pgx.Tx) error {
@@ -172,19 +175,19 @@ func TestOutageDuringWriteWaitsAndSucceeds(t *testing.T) {
 			return err
 		}
 		go func() {
-			time.Sleep(2 * time.Second)
+			time.Sleep(outage)
 			restarted <- c.StartServer(context.Background())
 		}()
 		return nil
 	}
 	start := time.Now()
 	if _, err := s.WriteSnapshot(l.Context(), runID, baseSnapshot(), SyncInfo{}); err != nil {
-		t.Fatalf("write during a 2s outage: %v", err)
+		t.Fatalf("write during a %v outage: %v", outage, err)
 	}
 	if err := <-restarted; err != nil {
 		t.Fatal(err)
 	}
-	if d := time.Since(start); d < 2*time.Second {
+	if d := time.Since(start); d < outage {
 		t.Errorf("write took %v: the outage did not happen mid-write", d)
 	}
 	var n int
@@ -192,7 +195,7 @@ func TestOutageDuringWriteWaitsAndSucceeds(t *testing.T) {
 		t.Errorf("users after the outage = %d, %v; want rows", n, err)
 	}
 	if l.Err() != nil {
-		t.Errorf("lease lost in a 2s outage with a 20s TTL: %v", l.Err())
+		t.Errorf("lease lost in a %v outage with a 20s TTL: %v", outage, l.Err())
 	}
 
 	// The server goes away between customers; FinishRun waits for it.
@@ -200,7 +203,7 @@ func TestOutageDuringWriteWaitsAndSucceeds(t *testing.T) {
 		t.Fatal(err)
 	}
 	go func() {
-		time.Sleep(1500 * time.Millisecond)
+		time.Sleep(outage)
 		restarted <- c.StartServer(context.Background())
 	}()
 	if err := s.FinishRun(context.Background(), runID, status.Succeeded, 0, ""); err != nil {
@@ -225,7 +228,7 @@ func TestOutageLongerThanBudgetFails(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pool.Close()
-	s := NewStore(pool, Options{Schema: schema, RetryMaxElapsed: time.Second})
+	s := NewStore(pool, Options{Schema: schema, RetryMaxElapsed: 300 * time.Millisecond})
 	if err := c.StopServer(t.Context()); err != nil {
 		t.Fatal(err)
 	}
@@ -235,8 +238,8 @@ func TestOutageLongerThanBudgetFails(t *testing.T) {
 	if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "retry_max_elapsed") {
 		t.Fatalf("error = %v, want ErrUnavailable naming retry_max_elapsed", err)
 	}
-	if d := time.Since(start); d < time.Second || d > 10*time.Second {
-		t.Errorf("gave up after %v, want about 1s", d)
+	if d := time.Since(start); d < 300*time.Millisecond || d > 10*time.Second {
+		t.Errorf("gave up after %v, want about 300ms", d)
 	}
 }
 

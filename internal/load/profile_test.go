@@ -71,6 +71,20 @@ func (t *stmtTracer) TraceCopyFromEnd(_ context.Context, c *pgx.Conn, _ pgx.Trac
 	t.end(c)
 }
 
+// calls returns how many statements since the last reset began with
+// prefix (stmtKey's form: `COPY "users"`).
+func (t *stmtTracer) calls(prefix string) int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := 0
+	for k, c := range t.n {
+		if strings.HasPrefix(k, prefix) {
+			n += c
+		}
+	}
+	return n
+}
+
 // reset returns the statements counted since the last reset and forgets
 // them, printing their times to w when not nil.
 func (t *stmtTracer) reset(w *os.File, title string) int {
@@ -115,13 +129,18 @@ func tracedStore(t *testing.T) (*Store, *stmtTracer, *pgxpool.Pool, string) {
 // included): a first load, a no-change re-run and a 1%-changed re-run.
 //
 //	begin; search_path + customer lock + shared sweep lock; staging tables;
-//	COPY x4; guard; accounts upsert, removal; users upsert (+ removal, and
-//	the removal of the removed users' roles, when the guard counted users to
-//	remove); roles upsert with removal, one statement (+ history when they
-//	wrote); invitations upsert, removal; customers; customer_syncs; commit
+//	new keys (sql/fresh.sql); COPY x4 (into the staging tables, or on a
+//	first write users and roles straight into their tables); guard (not
+//	on a first write);
+//	accounts upsert, removal; users upsert, or their history after the
+//	direct COPY (+ removal, and the removal of the removed users' roles,
+//	when the guard counted users to remove); roles upsert with removal,
+//	one statement (+ history when they wrote), or their history after the
+//	direct COPY; invitations upsert, removal; customers; customer_syncs;
+//	commit
 //
-// (One fewer than before the roles upsert also removed: the roles of the
-// listed users are read once for both.)
+// The first load goes by the direct path (no upsert of users or roles),
+// the re-runs by the upsert.
 func TestStatementsPerSnapshot(t *testing.T) {
 	t.Parallel()
 	s, tr, _, _ := tracedStore(t)
@@ -141,15 +160,16 @@ func TestStatementsPerSnapshot(t *testing.T) {
 		snap *msads.Snapshot
 		want int
 	}{
-		{"first load", snaps[0], 18},
-		{"no-change re-run", snaps[0], 17},
+		// No guard: the customer has no users row.
+		{"first load", snaps[0], 17},
+		{"no-change re-run", snaps[0], 18},
 		// Users removed: their roles in the customer go in one more statement.
-		{"1%-changed re-run (users removed)", changed[0], 20},
-		{"no-change re-run after it", changed[0], 17},
+		{"1%-changed re-run (users removed)", changed[0], 21},
+		{"no-change re-run after it", changed[0], 18},
 		// Back to the first snapshot, dry: users removal (and the roles of the
 		// removed users) and role history run, customers and customer_syncs
 		// do not, and a rollback ends it.
-		{"dry run of a change", snaps[0], 18},
+		{"dry run of a change", snaps[0], 19},
 	} {
 		tr.reset(nil, "")
 		var err error
@@ -160,6 +180,13 @@ func TestStatementsPerSnapshot(t *testing.T) {
 		}
 		if err != nil {
 			t.Fatal(err)
+		}
+		first := step.name == "first load"
+		for _, tb := range []string{"users", "user_roles"} {
+			direct, staged := tr.calls(`COPY "`+tb+`"`), tr.calls(`COPY "s_`+tb+`"`)
+			if first && (direct != 1 || staged != 0) || !first && (direct != 0 || staged != 1) {
+				t.Errorf("%s: %d COPY into %s and %d into s_%s; want the direct path on the first load only", step.name, direct, tb, staged, tb)
+			}
 		}
 		if got := tr.reset(nil, ""); got != step.want {
 			t.Errorf("%s: %d statements, want %d", step.name, got, step.want)
@@ -263,6 +290,7 @@ func TestExplainStatements(t *testing.T) {
 				name, sql string
 				args      pgx.NamedArgs
 			}{
+				{"new keys", freshSQL, pgx.NamedArgs{"p_users": []int64{st.customerID}, "p_user_roles": st.readable}},
 				{"guard", guardSQL, args}, {"accounts upsert", accountsTable.upsert, args}, {"accounts remove", accountsTable.remove, args},
 				{"users upsert", usersTable.upsert, args}, {"users remove", usersTable.remove, args},
 				{"roles of dropped users", rolesOfDroppedSQL, args},

@@ -3,12 +3,15 @@ package load
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
 	"time"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/msads-syncer/syncer/internal/msads"
 )
@@ -58,11 +61,17 @@ func (s *Store) writeSnapshot(ctx context.Context, runID int64, snap *msads.Snap
 	// go side by side, and SweepRoles, which takes it exclusively, sees
 	// none of them half done.
 	o := txOpts{lockKey: "customer:" + strconv.FormatInt(snap.CustomerID, 10), sharedKey: sweepLock, commit: commit}
+	// The direct path, until a concurrent writer collides with it (the
+	// retry would find the other writer's keys stored anyway).
+	direct := true
 	err = s.inTxOpts(ctx, o, func(tx pgx.Tx) error {
-		w := &writer{tx: tx, st: st, store: s, args: pgx.NamedArgs{
+		w := &writer{tx: tx, st: st, store: s, direct: direct, args: pgx.NamedArgs{
 			"customer_id": st.customerID, "run_id": nilIfZero(runID), "owners": []int64{st.customerID}}}
 		ch = Changes{}
 		if err := w.write(ctx, &ch); err != nil {
+			if _, ok := errors.AsType[*freshConflictError](err); ok {
+				direct = false
+			}
 			return err
 		}
 		if commit {
@@ -95,19 +104,161 @@ type writer struct {
 	// see ownedBy) and, after the guard, dropped (the customer's current
 	// users the snapshot does not list).
 	args pgx.NamedArgs
+	// direct allows the direct path (table.FreshBy); fresh holds, per
+	// table, the FreshBy values it found never stored, and directRows the
+	// rows with those values, which write COPYs straight into the table.
+	direct     bool
+	fresh      map[*table][]int64
+	directRows map[*table][][]any
+}
+
+// freshConflictError: a row the direct path COPYed collided with a key
+// another transaction wrote after the writer found its FreshBy value never
+// stored (a user listed by two customers whose first writes run at once).
+// The transaction is retried as a conflict, without the direct path: the
+// upsert then finds and compares the other writer's rows.
+type freshConflictError struct{ err error }
+
+func (e *freshConflictError) Error() string {
+	return "a new key was written meanwhile by another transaction: " + e.err.Error()
+}
+
+func (e *freshConflictError) Unwrap() error { return e.err }
+
+// firstKey returns the int64 a row's first value holds (stage puts an
+// int64 or a pointer to one there).
+func firstKey(row []any) int64 {
+	switch v := row[0].(type) {
+	case int64:
+		return v
+	case *int64:
+		return *v
+	}
+	panic(fmt.Sprintf("load: first key value of type %T", row[0]))
+}
+
+// splitFresh finds, for each table with a direct path, the FreshBy values
+// of its rows that were never stored (one statement for all; roles: every
+// readable user, with roles or not), and sets apart the rows with those
+// values (w.directRows), leaving in rows those to stage.
+func (w *writer) splitFresh(ctx context.Context, rows map[*table][][]any) error {
+	if !w.direct {
+		return nil
+	}
+	args := pgx.NamedArgs{}
+	some := false
+	for _, t := range directTables {
+		var vals []int64
+		if t == rolesTable {
+			vals = w.st.readable
+		} else {
+			for _, r := range rows[t] {
+				if v := firstKey(r); len(vals) == 0 || vals[len(vals)-1] != v {
+					vals = append(vals, v)
+				}
+			}
+		}
+		args["p_"+t.Name] = vals
+		some = some || len(vals) > 0
+	}
+	if !some {
+		return nil
+	}
+	fresh := make([][]int64, len(directTables))
+	dest := make([]any, len(directTables))
+	for i := range fresh {
+		dest[i] = &fresh[i]
+	}
+	if err := w.tx.QueryRow(ctx, freshSQL, args).Scan(dest...); err != nil {
+		return fmt.Errorf("find new keys: %w", err)
+	}
+	w.fresh, w.directRows = map[*table][]int64{}, map[*table][][]any{}
+	for i, t := range directTables {
+		if len(fresh[i]) == 0 {
+			continue
+		}
+		w.fresh[t] = fresh[i]
+		// Both sorted: the rows by key, so by their first value.
+		var keep, direct [][]any
+		f := fresh[i]
+		for _, r := range rows[t] {
+			v := firstKey(r)
+			for len(f) > 0 && f[0] < v {
+				f = f[1:]
+			}
+			if len(f) > 0 && f[0] == v {
+				direct = append(direct, r)
+			} else {
+				keep = append(keep, r)
+			}
+		}
+		w.directRows[t], rows[t] = direct, keep
+	}
+	return nil
+}
+
+// copyDirect COPYs the rows splitFresh set apart into t and writes their
+// history (sql/direct.sql), counting them as added.
+func (w *writer) copyDirect(ctx context.Context, ch *Changes, t *table) error {
+	rows := w.directRows[t]
+	if len(rows) == 0 {
+		return nil
+	}
+	n, err := w.tx.CopyFrom(ctx, pgx.Identifier{t.Name}, t.All(), pgx.CopyFromRows(rows))
+	if err != nil {
+		if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok && pgErr.Code == pgerrcode.UniqueViolation {
+			return &freshConflictError{fmt.Errorf("copy into %s: %w", t.Name, err)}
+		}
+		return fmt.Errorf("copy into %s: %w", t.Name, err)
+	}
+	if t.History == "" {
+		ch.of(t.Name).add("added", int(n))
+		return nil
+	}
+	res, err := w.tx.Query(ctx, t.direct, pgx.NamedArgs{"fresh": w.fresh[t], "run_id": w.args["run_id"]})
+	if err == nil {
+		err = countChanges(res, ch.of(t.Name))
+	}
+	if err != nil {
+		return fmt.Errorf("write %s history: %w", t.Name, err)
+	}
+	return nil
+}
+
+// staleReadable is the readable users whose roles the upsert compares:
+// those splitFresh did not find new.
+func (w *writer) staleReadable() []int64 {
+	f := w.fresh[rolesTable]
+	if len(f) == 0 {
+		return w.st.readable
+	}
+	out := make([]int64, 0, len(w.st.readable)-len(f))
+	for _, u := range w.st.readable {
+		for len(f) > 0 && f[0] < u {
+			f = f[1:]
+		}
+		if len(f) == 0 || f[0] != u {
+			out = append(out, u)
+		}
+	}
+	return out
 }
 
 // write runs, in order (the test hook is called after each step):
 //
-//	stage        COPY the snapshot into the staging tables
+//	stage        find the new keys (splitFresh); COPY the other rows into
+//	             the staging tables
 //	guard        the removal guard's count of current and omitted users
+//	             (none when the customer's users are new)
 //	accounts     upsert; removal (when the accounts were fetched)
-//	users        upsert with history; removal with history (when the guard
-//	             counted users to remove)
-//	roles        removal of the dropped users' roles (when the users
-//	             removal ran), upsert with removal, into s_changes_user_roles,
-//	             then the history of what they wrote (when they wrote
-//	             anything)
+//	users        the direct path (COPY, then history) for a customer's
+//	             first write, else upsert with history; removal with
+//	             history (when the guard counted users to remove)
+//	roles        the direct path for the roles of new users; removal of
+//	             the dropped users' roles (when the users removal ran),
+//	             upsert with removal of the others, into
+//	             s_changes_user_roles, then the history of what they wrote
+//	             (when they wrote anything)
 //	invitations  upsert with history; removal with history
 //	links        (when searched) COPY, upsert and removal within the
 //	             searches' scope, into s_changes_client_links, then their
@@ -120,24 +271,30 @@ func (w *writer) write(ctx context.Context, ch *Changes) error {
 	if _, err := w.tx.Exec(ctx, stagingSQL); err != nil {
 		return fmt.Errorf("create staging tables: %w", err)
 	}
-	for _, c := range []struct {
-		t    *table
-		rows [][]any
-	}{{usersTable, st.users}, {rolesTable, st.roles}, {invitationsTable, st.invitations}, {accountsTable, st.accounts}} {
-		if len(c.rows) == 0 {
+	rows := map[*table][][]any{usersTable: st.users, rolesTable: st.roles, invitationsTable: st.invitations, accountsTable: st.accounts}
+	if err := w.splitFresh(ctx, rows); err != nil {
+		return err
+	}
+	for _, t := range []*table{usersTable, rolesTable, invitationsTable, accountsTable} {
+		if len(rows[t]) == 0 {
 			continue
 		}
-		if _, err := w.tx.CopyFrom(ctx, pgx.Identifier{c.t.Staging()}, c.t.All(), pgx.CopyFromRows(c.rows)); err != nil {
-			return fmt.Errorf("copy into %s: %w", c.t.Staging(), err)
+		if _, err := w.tx.CopyFrom(ctx, pgx.Identifier{t.Staging()}, t.All(), pgx.CopyFromRows(rows[t])); err != nil {
+			return fmt.Errorf("copy into %s: %w", t.Staging(), err)
 		}
 	}
+	staged := func(t *table) bool { return len(rows[t]) > 0 }
 	if err := w.hook("stage"); err != nil {
 		return err
 	}
 	var current int
 	var dropped []int64
-	if err := w.tx.QueryRow(ctx, guardSQL, w.args).Scan(&current, &dropped); err != nil {
-		return fmt.Errorf("count users to remove: %w", err)
+	// A customer whose users splitFresh found new has no users row: none
+	// current, none to remove.
+	if len(w.fresh[usersTable]) == 0 {
+		if err := w.tx.QueryRow(ctx, guardSQL, w.args).Scan(&current, &dropped); err != nil {
+			return fmt.Errorf("count users to remove: %w", err)
+		}
 	}
 	removing := len(dropped)
 	w.args["dropped"] = dropped
@@ -155,11 +312,17 @@ func (w *writer) write(ctx context.Context, ch *Changes) error {
 	if err := w.hook("accounts"); err != nil {
 		return err
 	}
-	usersRemove := usersTable.remove
+	if err := w.copyDirect(ctx, ch, usersTable); err != nil {
+		return err
+	}
+	usersUpsert, usersRemove := usersTable.upsert, usersTable.remove
+	if !staged(usersTable) {
+		usersUpsert = ""
+	}
 	if removing == 0 {
 		usersRemove = ""
 	}
-	if err := w.counted(ctx, ch, usersTable, usersTable.upsert, usersRemove); err != nil {
+	if err := w.counted(ctx, ch, usersTable, usersUpsert, usersRemove); err != nil {
 		return err
 	}
 	if err := w.hook("users"); err != nil {
@@ -220,6 +383,9 @@ func (w *writer) roles(ctx context.Context, ch *Changes, dropped bool) error {
 	if len(w.st.userIDs) == 0 && !dropped {
 		return nil
 	}
+	if err := w.copyDirect(ctx, ch, rolesTable); err != nil {
+		return err
+	}
 	written := int64(0)
 	if dropped {
 		tag, err := w.tx.Exec(ctx, rolesOfDroppedSQL, pgx.NamedArgs{"customer_id": w.st.customerID, "owners": []int64{w.st.customerID},
@@ -229,10 +395,11 @@ func (w *writer) roles(ctx context.Context, ch *Changes, dropped bool) error {
 		}
 		written += tag.RowsAffected()
 	}
-	// Staged roles are all of readable users (see stage).
-	if len(w.st.readable) > 0 {
+	// Staged roles are all of readable users (see stage) that splitFresh
+	// did not find new (those have no stored roles to compare or remove).
+	if readable := w.staleReadable(); len(readable) > 0 {
 		// Removal in the customers the credential sees (nil: any).
-		tag, err := w.tx.Exec(ctx, rolesTable.upsert, pgx.NamedArgs{"owners": w.st.roleCustomers, "readable": w.st.readable})
+		tag, err := w.tx.Exec(ctx, rolesTable.upsert, pgx.NamedArgs{"owners": w.st.roleCustomers, "readable": readable})
 		if err != nil {
 			return fmt.Errorf("write user_roles: %w", err)
 		}

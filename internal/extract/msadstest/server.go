@@ -164,6 +164,7 @@ func WithAccessTokenTTL(d time.Duration) Option { return func(s *Server) { s.acc
 // Server is a running simulator. All methods are safe for concurrent use.
 type Server struct {
 	ts     *httptest.Server
+	mux    *http.ServeMux
 	closed chan struct{}
 	once   sync.Once
 
@@ -272,8 +273,33 @@ func NewServer(ds *Dataset, opts ...Option) *Server {
 	mux.HandleFunc("/oauth2/v2.0/devicecode", s.handleDeviceCode)
 	mux.HandleFunc("/devicelogin", s.handleDeviceLogin)
 	mux.HandleFunc(basePath+"/", s.handleAPI)
+	s.mux = mux
 	s.ts = httptest.NewServer(mux)
 	return s
+}
+
+// Transport answers requests for the server's URLs in-process: the handler
+// runs on the caller's goroutine, with no network in between. A test in a
+// testing/synctest bubble that gives its client this transport (as
+// extract.Config.HTTPClient) runs the simulator on the bubble's fake
+// clock: waits the protocol asks for (a device code's poll interval, a
+// Retry-After) pass at once, and what the simulator measures of them
+// (polls too early) is exact. The server must be created outside the
+// bubble (its listener is not durably blocked); Latency and Hang faults
+// then wait on the bubble's clock too.
+func (s *Server) Transport() http.RoundTripper { return handlerTransport{s.mux} }
+
+type handlerTransport struct{ h http.Handler }
+
+func (t handlerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	rec := httptest.NewRecorder()
+	t.h.ServeHTTP(rec, r)
+	if r.Body != nil {
+		_ = r.Body.Close()
+	}
+	res := rec.Result()
+	res.Request = r
+	return res, nil
 }
 
 // Close stops the server; hanging calls end.

@@ -1,0 +1,113 @@
+package load
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/msads-syncer/syncer/internal/msads"
+)
+
+// A user listed by two customers whose first writes run at once: both find
+// the user's roles new (sql/fresh.sql) and COPY them straight in. The one
+// that COPYs second meets the other's committed keys (a unique violation),
+// and its write is retried by the upsert, which finds them: one row and one
+// open history interval per role, and the second write counts no role as
+// added.
+func TestDirectPathCollisionRetriedByTheUpsert(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Options{})
+	other := NewStore(b.store.pool, Options{Schema: b.schema})
+	shared := msads.User{ID: 7, UserName: "shared", Email: "s@example.com", LifecycleStatus: "Active"}
+	snap := func(cid int64) *msads.Snapshot {
+		u := shared
+		u.CustomerID, u.HomeCustomerID = cid, 1001
+		return &msads.Snapshot{CustomerID: cid, Users: []msads.User{u}, RoleCustomers: []int64{1001, 2002},
+			Roles: []msads.Role{{UserID: 7, CustomerID: 1001, RoleID: msads.RoleSuperAdmin}, {UserID: 7, CustomerID: 2002, RoleID: msads.RoleViewer}}}
+	}
+	// A stops once its users are written (after it found the roles new),
+	// until B has written the same roles and committed.
+	var held, attempts atomic.Int32
+	bDone := make(chan error, 1)
+	b.store.testHook = func(step string, _ pgx.Tx) error {
+		if step == "stage" {
+			attempts.Add(1)
+		}
+		if step != "users" || !held.CompareAndSwap(0, 1) {
+			return nil
+		}
+		go func() {
+			_, err := other.WriteSnapshot(context.Background(), b.runID, snap(2002), SyncInfo{})
+			bDone <- err
+		}()
+		return <-bDone
+	}
+	chA := b.write(t, snap(1001))
+	if n := attempts.Load(); n != 2 {
+		t.Errorf("A's write made %d attempts, want 2 (the direct COPY collided, the upsert retried)", n)
+	}
+	if chA.Roles.Added != 0 || chA.Users.Added != 1 {
+		t.Errorf("A's changes = %v, want 1 user and no role added (B added them)", chA)
+	}
+	equal(t, "roles", b.strings(t, `SELECT user_id || '|' || customer_id || '|' || role_id FROM user_roles WHERE removed_at IS NULL ORDER BY 1`),
+		[]string{"7|1001|41", "7|2002|100"})
+	equal(t, "one open interval per role", b.strings(t, `SELECT user_id, customer_id, role_id, count(*)
+		FROM user_roles_history WHERE valid_to IS NULL GROUP BY 1, 2, 3 ORDER BY 1, 2, 3`), []string{"7|1001|41|1", "7|2002|100|1"})
+	equal(t, "users history", b.strings(t, `SELECT customer_id || '|' || user_id || '|' || change FROM users_history ORDER BY 1`),
+		[]string{"1001|7|added", "2002|7|added"})
+}
+
+// A customer's first write goes by the direct path, and its rows and
+// history are those the upsert writes: the same snapshot written through
+// the upsert (the direct path off) leaves the same rows, values and
+// history as through the direct path.
+func TestDirectPathWritesWhatTheUpsertWrites(t *testing.T) {
+	t.Parallel()
+	snap := baseSnapshot()
+	// An unreadable user: its columns come from userValues over no stored row.
+	snap.Users = append(snap.Users, msads.User{ID: 9, CustomerID: cust, UserName: "listed", DetailStatus: msads.DetailUnreadable,
+		DetailCode: 1001, DetailTrackingID: "tr-1", DetailError: "Permission denied"})
+	dump := func(b *bundle) []string {
+		var out []string
+		for _, q := range []string{
+			`SELECT row(customer_id, user_id, home_customer_id, user_name, email, first_name, last_name, job_title, lcid, lifecycle_status, last_modified_time, detail_status, detail_code, detail_tracking_id, detail_error, removed_at)::text FROM users ORDER BY customer_id, user_id`,
+			`SELECT row(user_id, customer_id, role_id, account_ids, linked_account_ids, customer_link_permission, removed_at)::text FROM user_roles ORDER BY 1`,
+			`SELECT row(customer_id, user_id, user_name, detail_status, detail_code, detail_tracking_id, valid_to, change, run_id IS NOT NULL, valid_from = (SELECT min(valid_from) FROM users_history))::text FROM users_history ORDER BY customer_id, user_id`,
+			`SELECT row(user_id, customer_id, role_id, account_ids, valid_to, change, run_id IS NOT NULL)::text FROM user_roles_history ORDER BY user_id, customer_id, role_id`,
+		} {
+			out = append(out, b.strings(t, q)...)
+		}
+		return out
+	}
+	direct := setup(t, Options{})
+	if ch := direct.write(t, snap); ch.Users.Added != 5 || ch.Roles.Added != 5 {
+		t.Fatalf("direct path changes = %v", ch)
+	}
+	upsert := setup(t, Options{})
+	// A stored row of another customer makes the customer's users not new,
+	// so everything goes through staging and the upsert; it is removed by
+	// hand before the write it was there for.
+	if _, err := upsert.pool.Exec(t.Context(), `INSERT INTO `+upsert.q("users_history")+` (customer_id, user_id, valid_from, change) VALUES ($1, 999, now() - interval '1 day', 'added')`, cust); err != nil {
+		t.Fatal(err)
+	}
+	var staged int32
+	upsert.store.testHook = func(step string, tx pgx.Tx) error {
+		if step == "stage" {
+			if err := tx.QueryRow(t.Context(), `SELECT count(*) FROM s_users`).Scan(&staged); err != nil {
+				return err
+			}
+			_, err := tx.Exec(t.Context(), `DELETE FROM users_history WHERE user_id = 999`)
+			return err
+		}
+		return nil
+	}
+	if ch := upsert.write(t, snap); ch.Users.Added != 5 || ch.Roles.Added != 5 {
+		t.Fatalf("upsert changes = %v", ch)
+	}
+	if staged != 5 {
+		t.Fatalf("%d users staged, want 5: the write did not go through the upsert", staged)
+	}
+	equal(t, "rows and history, direct path vs upsert", dump(direct), dump(upsert))
+}
