@@ -92,7 +92,7 @@ var (
 		"stale_invitations(interval)",
 		"access_as_of(timestamptz)",
 		"client_links_as_of(timestamptz)",
-		"normalize_email(text)", "email_domain(text)",
+		"normalize_email(text)", "email_domain(text)", "normalize_email(text, jsonb)", "email_domain(text, jsonb)",
 	}
 )
 
