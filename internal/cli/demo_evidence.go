@@ -108,7 +108,11 @@ func printManifest(w io.Writer, m *evidence.Manifest) {
 	fmt.Fprintf(w, "database %s (PostgreSQL %s), schema %s version %d, %s\n", m.Database.Name, m.Database.ServerVersion,
 		m.Database.Schema, m.Database.SchemaVersion, m.Database.Transaction)
 	for _, p := range m.Credential.Principals {
-		fmt.Fprintf(w, "read as %s (user %d), runs %v, customers %v\n", p.UserName, p.UserID, p.Runs, p.Customers)
+		visible := "not recorded"
+		if p.Visible != nil {
+			visible = fmt.Sprint(p.Visible)
+		}
+		fmt.Fprintf(w, "read as %s (user %d), runs %v, customers %v; the user could see %s\n", p.UserName, p.UserID, p.Runs, p.Customers, visible)
 	}
 	fmt.Fprintf(w, "customers: configured %v (discover %v), synced %v, not visible %v, not synced %v\n", m.Credential.Configured,
 		m.Credential.Discover, m.Credential.Synced, m.Credential.NotVisible, m.Credential.NotSynced)
