@@ -614,3 +614,73 @@ func TestInvisible(t *testing.T) {
 		}
 	}
 }
+
+// dropRowConsistently deletes users.csv's last row and edits the manifest
+// to match (hash, size, rows, rows per customer): a tamper the file hashes
+// alone cannot see.
+func dropRowConsistently(t *testing.T, dir string) {
+	t.Helper()
+	path := filepath.Join(dir, "users.csv")
+	recs := readCSV(t, path)
+	var b bytes.Buffer
+	w := csv.NewWriter(&b)
+	w.UseCRLF = true
+	_ = w.WriteAll(recs[:len(recs)-1])
+	if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sum, size, err := hashFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, per, _ := countCSV(path)
+	mp := filepath.Join(dir, ManifestFile)
+	raw, _ := os.ReadFile(mp)
+	var m Manifest
+	if err := json.Unmarshal(raw, &m); err != nil {
+		t.Fatal(err)
+	}
+	for i := range m.Files {
+		if m.Files[i].Name == "users.csv" {
+			m.Files[i].SHA256, m.Files[i].Bytes, m.Files[i].Rows, m.Files[i].RowsPerCustomer = sum, size, &n, per
+		}
+	}
+	raw, _ = m.Encode()
+	if err := os.WriteFile(mp, raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A row deleted from a CSV with the manifest's hash and counts edited to
+// match: verify judges the recorded checks again on the files' rows (the
+// database's counts no longer match), and a signed pack's signature fails.
+// An unsigned pack's note says that only a signature proves the manifest.
+func TestVerifyConsistentTamper(t *testing.T) {
+	t.Parallel()
+	dir, _ := writeSample(t, Options{})
+	v := Verify(dir, nil)
+	if !v.Intact || !strings.Contains(strings.Join(v.Notes, " "), "nothing proves manifest.json itself") {
+		t.Fatalf("fresh unsigned pack: intact %v, notes %q", v.Intact, v.Notes)
+	}
+	dropRowConsistently(t, dir)
+	v = Verify(dir, nil)
+	var bad []string
+	for _, f := range v.Findings {
+		if !f.OK {
+			bad = append(bad, f.Text)
+		}
+	}
+	if v.Intact || len(bad) == 0 || !strings.Contains(strings.Join(bad, " "), "check users_count: the manifest says pass, the files give fail") {
+		t.Errorf("unsigned, consistent tamper: intact %v, findings %q", v.Intact, bad)
+	}
+
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	signed, _ := writeSample(t, Options{SigningKey: priv})
+	dropRowConsistently(t, signed)
+	v = Verify(signed, pub)
+	if v.Intact || !slices.ContainsFunc(v.Findings, func(f Finding) bool {
+		return !f.OK && strings.HasPrefix(f.Text, SignatureFile+": the signature does not match")
+	}) {
+		t.Errorf("signed, consistent tamper: intact %v, findings %+v", v.Intact, v.Findings)
+	}
+}
