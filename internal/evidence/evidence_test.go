@@ -684,3 +684,31 @@ func TestVerifyConsistentTamper(t *testing.T) {
 		t.Errorf("signed, consistent tamper: intact %v, findings %+v", v.Intact, v.Findings)
 	}
 }
+
+// Each check records the parameters its SQL ran with; a binary without a
+// commit says so rather than leaving the commit empty.
+func TestManifestCheckParametersAndCommit(t *testing.T) {
+	t.Parallel()
+	ev := sample()
+	ev.Query = load.EvidenceQuery{AsOf: asOf, Customers: []int64{10, 20}, Expected: []int64{10, 20, 30}}
+	m, err := Write(ev, Options{Dir: filepath.Join(t.TempDir(), "p"), AsOf: asOf, Customers: []int64{10, 20}, MaxAge: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Tool.Commit != UnknownCommit {
+		t.Errorf("commit %q, want %q", m.Tool.Commit, UnknownCommit)
+	}
+	want := map[string][]string{
+		"users_count":          {"$1 = 2026-03-31T00:00:00Z", "$2 = '{10,20}'::bigint[]"},
+		"users_listed_by_sync": {"$1 = 2026-03-31T00:00:00Z", "$2 = '{10,20}'::bigint[]", "$3 = '{10,20,30}'::bigint[]"},
+		"users_written":        nil,
+	}
+	for _, c := range m.Checks {
+		if w, ok := want[c.Name]; ok && !slices.Equal(c.Parameters, w) {
+			t.Errorf("check %s: parameters %q, want %q", c.Name, c.Parameters, w)
+		}
+		if c.SQL != "" && len(c.Parameters) == 0 {
+			t.Errorf("check %s has SQL but no parameters", c.Name)
+		}
+	}
+}

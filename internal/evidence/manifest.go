@@ -172,8 +172,9 @@ type Check struct {
 	Name        string `json:"name"`
 	Description string `json:"description"`
 	// SQL gave Expected (empty when Expected comes from the files or the
-	// reads themselves).
-	SQL      string           `json:"sql,omitempty"`
+	// reads themselves), run with Parameters.
+	SQL        string           `json:"sql,omitempty"`
+	Parameters []string         `json:"parameters,omitempty"`
 	Expected map[string]int64 `json:"expected"`
 	Actual   map[string]int64 `json:"actual"`
 	Result   string           `json:"result"`

@@ -43,6 +43,10 @@ type Options struct {
 	Now func() time.Time
 }
 
+// UnknownCommit is the manifest's tool commit when the binary carries
+// none (built without VCS stamping and without -X ...cli.Commit).
+const UnknownCommit = "unknown (the binary was built without its commit)"
+
 // notVisible is how the job words the failure of a configured customer
 // the signed-in user cannot see (package job, invisibleCustomer).
 const notVisible = "is not visible to the signed-in user"
@@ -59,9 +63,13 @@ func Write(ev *load.Evidence, o Options) (*Manifest, error) {
 	if o.Now != nil {
 		now = o.Now
 	}
+	tool := o.Tool
+	if tool.Commit == "" {
+		tool.Commit = UnknownCommit
+	}
 	m := &Manifest{
 		Format:      FormatVersion,
-		Tool:        o.Tool,
+		Tool:        tool,
 		GeneratedAt: now().UTC().Format(TimeFormat),
 		AsOf:        o.AsOf.UTC().Format(TimeFormat),
 		Database: Database{
@@ -85,7 +93,7 @@ func Write(ev *load.Evidence, o Options) (*Manifest, error) {
 	}
 	m.Customers, m.Gaps, m.Credential = customers(ev.Syncs, o)
 
-	params := []string{"$1 = " + m.AsOf, "$2 = " + arrayLiteral(o.Customers)}
+	params := []string{"$1 = " + m.AsOf, "$2 = " + arrayLiteral(ev.Query.Customers)}
 	var sheets []sheet
 	for _, p := range ev.Populations {
 		if p.Missing != "" {
@@ -98,10 +106,15 @@ func Write(ev *load.Evidence, o Options) (*Manifest, error) {
 		}
 		f.Population, f.SQL, f.Parameters, f.AsOf = p.Name, p.SQL, params, p.AsOf
 		m.Files = append(m.Files, f)
-		m.Checks = append(m.Checks, countCheck(p, f), writtenCheck(p.Name, len(p.Rows), *f.Rows))
+		count := countCheck(p, f)
+		count.Parameters = params
+		m.Checks = append(m.Checks, count, writtenCheck(p.Name, len(p.Rows), *f.Rows))
 		sheets = append(sheets, sheet{name: p.Name, title: p.Title, columns: p.Columns, rows: p.Rows})
 	}
-	m.Checks = append(m.Checks, sourceChecks(ev)...)
+	for _, c := range sourceChecks(ev) {
+		c.Parameters = []string{"$1 = " + m.AsOf, "$2 = " + arrayLiteral(ev.Query.Customers), "$3 = " + arrayLiteral(ev.Query.Expected)}
+		m.Checks = append(m.Checks, c)
+	}
 	if !o.Since.IsZero() {
 		cols, rows := DiffRows(ev.Changes)
 		f, err := writeCSV(o.Dir, DiffFile, cols, rows)
@@ -113,7 +126,7 @@ func Write(ev *load.Evidence, o Options) (*Manifest, error) {
 			sqls = append(sqls, cs.SQL)
 		}
 		f.Population, f.SQL = "review_diff", strings.Join(sqls, ";\n\n")
-		f.Parameters = []string{"$1 = " + m.Since, "$2 = " + m.AsOf, "$3 = " + arrayLiteral(o.Customers)}
+		f.Parameters = []string{"$1 = " + m.Since, "$2 = " + m.AsOf, "$3 = " + arrayLiteral(ev.Query.Customers)}
 		f.AsOf = "changes observed after since and up to as_of"
 		m.Files = append(m.Files, f)
 		m.Checks = append(m.Checks, writtenCheck("review_diff", len(rows), *f.Rows))
