@@ -175,10 +175,10 @@ type Check struct {
 	// reads themselves), run with Parameters.
 	SQL        string           `json:"sql,omitempty"`
 	Parameters []string         `json:"parameters,omitempty"`
-	Expected map[string]int64 `json:"expected"`
-	Actual   map[string]int64 `json:"actual"`
-	Result   string           `json:"result"`
-	Detail   string           `json:"detail,omitempty"`
+	Expected   map[string]int64 `json:"expected"`
+	Actual     map[string]int64 `json:"actual"`
+	Result     string           `json:"result"`
+	Detail     string           `json:"detail,omitempty"`
 }
 
 // Signature describes manifest.sig.
