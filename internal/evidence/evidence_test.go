@@ -15,6 +15,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf16"
 
 	"github.com/xuri/excelize/v2"
 	"golang.org/x/net/html"
@@ -710,5 +711,45 @@ func TestManifestCheckParametersAndCommit(t *testing.T) {
 		if c.SQL != "" && len(c.Parameters) == 0 {
 			t.Errorf("check %s has SQL but no parameters", c.Name)
 		}
+	}
+}
+
+// A text longer than a workbook cell holds is cut visibly (a marker with
+// its length) rather than silently, control characters become U+FFFD,
+// and the manifest says how many cells differ from the CSV's, which hold
+// the values whole.
+func TestWorkbookUnholdableText(t *testing.T) {
+	t.Parallel()
+	ev := sample()
+	long := strings.Repeat("é", 40000)
+	ev.Populations[0].Rows[0][2] = long
+	ev.Populations[0].Rows[1][2] = "a\x01b"
+	dir := filepath.Join(t.TempDir(), "p")
+	m, err := Write(ev, Options{Dir: dir, AsOf: asOf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := excelize.OpenFile(filepath.Join(dir, WorkbookFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	rows, err := f.GetRows("users")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cut := rows[1][2]
+	if !strings.HasSuffix(cut, " … [cut: 40000 characters; the CSV holds the whole text]") || len(utf16.Encode([]rune(cut))) > 32767 ||
+		!strings.HasPrefix(cut, strings.Repeat("é", 30000)) {
+		t.Errorf("long cell: %d characters, ends %q", len([]rune(cut)), cut[max(0, len(cut)-80):])
+	}
+	if rows[2][2] != "a\uFFFDb" {
+		t.Errorf("control character cell %q", rows[2][2])
+	}
+	if csvRows := readCSV(t, filepath.Join(dir, "users.csv")); csvRows[1][2] != long || csvRows[2][2] != "a\x01b" {
+		t.Error("the CSV does not hold the values whole")
+	}
+	if !slices.ContainsFunc(m.Notes, func(n string) bool { return strings.HasPrefix(n, "access_review.xlsx: 2 text cells differ") }) {
+		t.Errorf("notes %q", m.Notes)
 	}
 }

@@ -142,11 +142,17 @@ func Write(ev *load.Evidence, o Options) (*Manifest, error) {
 			"(a user's roles in customers not synced themselves, a link's client customer): no sync of their own vouches for them.", extra))
 	}
 
-	f, err := writeFile(o.Dir, WorkbookFile, "xlsx", func(w io.Writer) error { return writeWorkbook(w, m, sheets) })
+	changed := 0
+	f, err := writeFile(o.Dir, WorkbookFile, "xlsx", func(w io.Writer) error { return writeWorkbook(w, m, sheets, &changed) })
 	if err != nil {
 		return nil, err
 	}
 	m.Files = append(m.Files, f)
+	if changed > 0 {
+		m.Notes = append(m.Notes, fmt.Sprintf("%s: %d text cells differ from the CSV files' because a workbook cannot hold them "+
+			"(longer than %d characters: cut, with a marker; control characters: replaced by U+FFFD); the CSV files hold them whole.",
+			WorkbookFile, changed, maxCellUnits))
+	}
 	// The summary shows the checks and files above; it cannot list its own
 	// hash, which only the manifest holds.
 	f, err = writeFile(o.Dir, SummaryFile, "html", func(w io.Writer) error { return writeSummary(w, m, ev) })
