@@ -9,6 +9,7 @@ import (
 	"encoding/csv"
 	"encoding/json"
 	"encoding/pem"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -751,5 +752,33 @@ func TestWorkbookUnholdableText(t *testing.T) {
 	}
 	if !slices.ContainsFunc(m.Notes, func(n string) bool { return strings.HasPrefix(n, "access_review.xlsx: 2 text cells differ") }) {
 		t.Errorf("notes %q", m.Notes)
+	}
+}
+
+// A pack lists personal data: its folder and files are not readable by
+// other users, and a file already there is never written through.
+func TestPackPermissions(t *testing.T) {
+	t.Parallel()
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	dir, m := writeSample(t, Options{SigningKey: priv, Since: since})
+	st, err := os.Stat(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm()&0o007 != 0 {
+		t.Errorf("folder mode %v: readable by others", st.Mode().Perm())
+	}
+	names := append(m.Names(), ManifestFile, SignatureFile)
+	for _, n := range names {
+		st, err := os.Stat(filepath.Join(dir, n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Mode().Perm()&0o007 != 0 {
+			t.Errorf("%s mode %v: readable by others", n, st.Mode().Perm())
+		}
+	}
+	if _, err := writeFile(dir, "users.csv", "csv", func(io.Writer) error { return nil }); err == nil {
+		t.Error("writeFile over an existing file: no error")
 	}
 }

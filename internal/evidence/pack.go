@@ -168,17 +168,24 @@ func Write(ev *load.Evidence, o Options) (*Manifest, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(filepath.Join(o.Dir, ManifestFile), raw, 0o644); err != nil {
-		return nil, fmt.Errorf("write %s: %w", ManifestFile, err)
+	if _, err := writeFile(o.Dir, ManifestFile, "json", func(w io.Writer) error { _, err := w.Write(raw); return err }); err != nil {
+		return nil, err
 	}
 	if o.SigningKey != nil {
 		sig := base64.StdEncoding.EncodeToString(ed25519.Sign(o.SigningKey, raw)) + "\n"
-		if err := os.WriteFile(filepath.Join(o.Dir, SignatureFile), []byte(sig), 0o644); err != nil {
-			return nil, fmt.Errorf("write %s: %w", SignatureFile, err)
+		if _, err := writeFile(o.Dir, SignatureFile, "sig", func(w io.Writer) error { _, err := io.WriteString(w, sig); return err }); err != nil {
+			return nil, err
 		}
 	}
 	return m, nil
 }
+
+// A pack lists every user's name and email: its folder and files are not
+// readable by other users of the machine (the umask may remove more).
+const (
+	dirMode  os.FileMode = 0o750
+	fileMode os.FileMode = 0o640
+)
 
 // emptyDir creates dir, or accepts it when it exists and is empty: a pack
 // never mixes with other files (Verify refuses extra files).
@@ -189,7 +196,7 @@ func emptyDir(dir string) error {
 	entries, err := os.ReadDir(dir)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
-		if err := os.MkdirAll(dir, 0o755); err != nil {
+		if err := os.MkdirAll(dir, dirMode); err != nil {
 			return fmt.Errorf("create %s: %w", dir, err)
 		}
 		return nil
@@ -205,7 +212,9 @@ func emptyDir(dir string) error {
 // and SHA-256 (the bytes on disk, not those meant to be written).
 func writeFile(dir, name, format string, write func(io.Writer) error) (File, error) {
 	path := filepath.Join(dir, name)
-	fh, err := os.Create(path)
+	// O_EXCL: never write through a file (or a link) that appeared in the
+	// folder meanwhile.
+	fh, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, fileMode)
 	if err != nil {
 		return File{}, fmt.Errorf("write %s: %w", name, err)
 	}
