@@ -782,3 +782,20 @@ func TestPackPermissions(t *testing.T) {
 		t.Error("writeFile over an existing file: no error")
 	}
 }
+
+// A Markdown diff keeps names from the API as text: HTML is escaped, a
+// pipe or a line break does not break the table.
+func TestMarkdownDiffEscapes(t *testing.T) {
+	t.Parallel()
+	ch := []load.Change{{Entity: "user", CustomerID: 10, EntityID: "3", Subject: "<img src=x onerror=alert(1)>|a\nb & c", At: since.Add(time.Hour),
+		Change: load.ChangeAdded, After: map[string]any{"email": "c@example.com"}, Net: load.NetAdded}}
+	var b bytes.Buffer
+	if err := WriteDiff(&b, "markdown", since, asOf, ch); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	last := lines[len(lines)-1]
+	if len(lines) != 5 || strings.Contains(last, "<img") || !strings.Contains(last, `| &lt;img src=x onerror=alert(1)&gt;\|a<br>b &amp; c |`) {
+		t.Errorf("markdown:\n%s", b.String())
+	}
+}
