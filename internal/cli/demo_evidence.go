@@ -104,11 +104,13 @@ func demoEvidence(ctx context.Context, out io.Writer, s runSetup, firstSync time
 
 // printManifest prints the parts of a manifest a reader looks at first.
 func printManifest(w io.Writer, m *evidence.Manifest) {
-	fmt.Fprintf(w, "tool %s %s, generated %s, as_of %s, since %s\n", m.Tool.Name, m.Tool.Version, m.GeneratedAt, m.AsOf, m.Since)
+	fmt.Fprintf(w, "tool %s %s (commit %s), generated %s, as_of %s, since %s\n", m.Tool.Name, m.Tool.Version, m.Tool.Commit,
+		m.GeneratedAt, m.AsOf, m.Since)
 	fmt.Fprintf(w, "database %s (PostgreSQL %s), schema %s version %d, %s\n", m.Database.Name, m.Database.ServerVersion,
 		m.Database.Schema, m.Database.SchemaVersion, m.Database.Transaction)
 	for _, p := range m.Credential.Principals {
-		fmt.Fprintf(w, "read as %s (user %d), runs %v, customers %v\n", p.UserName, p.UserID, p.Runs, p.Customers)
+		fmt.Fprintf(w, "read as %s (user %d), runs %v, customers %v, customers it could see %v\n", p.UserName, p.UserID, p.Runs,
+			p.Customers, p.Visible)
 	}
 	fmt.Fprintf(w, "customers: configured %v (discover %v), synced %v, not visible %v, not synced %v\n", m.Credential.Configured,
 		m.Credential.Discover, m.Credential.Synced, m.Credential.NotVisible, m.Credential.NotSynced)
