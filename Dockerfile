@@ -6,9 +6,10 @@ COPY go.mod go.sum ./
 RUN --mount=type=cache,target=/go/pkg/mod go mod download
 COPY . .
 ARG VERSION=dev
+ARG COMMIT=""
 RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
     CGO_ENABLED=0 go build -trimpath \
-      -ldflags "-s -w -X github.com/msads-syncer/syncer/internal/cli.Version=${VERSION}" \
+      -ldflags "-s -w -X github.com/msads-syncer/syncer/internal/cli.Version=${VERSION} -X github.com/msads-syncer/syncer/internal/cli.Commit=${COMMIT}" \
       -o /out/syncer ./cmd/syncer
 
 FROM gcr.io/distroless/static-debian12:nonroot

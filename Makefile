@@ -1,7 +1,8 @@
 # The syncer's tasks. `make help` lists them.
 GO       ?= go
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS  := -s -w -X github.com/msads-syncer/syncer/internal/cli.Version=$(VERSION)
+COMMIT   ?= $(shell git rev-parse HEAD 2>/dev/null)
+LDFLAGS  := -s -w -X github.com/msads-syncer/syncer/internal/cli.Version=$(VERSION) -X github.com/msads-syncer/syncer/internal/cli.Commit=$(COMMIT)
 BENCHPKG := ./internal/extract/ ./internal/load/ ./internal/job/
 GOLANGCI_VERSION := v2.15.0
 HELM := $(GO) run helm.sh/helm/v3/cmd/helm@v3.19.5
@@ -30,7 +31,7 @@ bench: postgres ## the benchmarks named by the issues (API fetch vs rate limit; 
 
 demo: ## the whole job end to end: API simulator + throwaway PostgreSQL, then the reports (ARGS=--keep keeps the warehouse)
 	@./scripts/ensure-postgres.sh demo
-	$(GO) run ./cmd/syncer demo $(ARGS)
+	$(GO) run -ldflags "$(LDFLAGS)" ./cmd/syncer demo $(ARGS)
 
 FUZZTIME ?= 15s
 fuzz: ## fuzz decoding, whole API answers of every operation, token endpoint answers and config loading ($(FUZZTIME) each)

@@ -104,7 +104,8 @@ func demoEvidence(ctx context.Context, out io.Writer, s runSetup, firstSync time
 
 // printManifest prints the parts of a manifest a reader looks at first.
 func printManifest(w io.Writer, m *evidence.Manifest) {
-	fmt.Fprintf(w, "tool %s %s, generated %s, as_of %s, since %s\n", m.Tool.Name, m.Tool.Version, m.GeneratedAt, m.AsOf, m.Since)
+	fmt.Fprintf(w, "tool %s %s (commit %s), generated %s, as_of %s, since %s\n", m.Tool.Name, m.Tool.Version, m.Tool.Commit,
+		m.GeneratedAt, m.AsOf, m.Since)
 	fmt.Fprintf(w, "database %s (PostgreSQL %s), schema %s version %d, %s\n", m.Database.Name, m.Database.ServerVersion,
 		m.Database.Schema, m.Database.SchemaVersion, m.Database.Transaction)
 	for _, p := range m.Credential.Principals {

@@ -223,9 +223,9 @@ func plain(v any) string {
 	return Cell(v)
 }
 
-// markdownCell escapes a cell of a Markdown table.
+// markdownCell escapes a cell of a Markdown table: a name from the API
+// stays text (no HTML a renderer would run, no table break).
 func markdownCell(s string) string {
-	s = strings.ReplaceAll(s, `\`, `\\`)
-	s = strings.ReplaceAll(s, "|", `\|`)
-	return strings.NewReplacer("\r\n", "<br>", "\n", "<br>", "\r", "<br>").Replace(s)
+	return strings.NewReplacer(`\`, `\\`, "|", `\|`, "&", "&amp;", "<", "&lt;", ">", "&gt;",
+		"\r\n", "<br>", "\n", "<br>", "\r", "<br>").Replace(s)
 }

@@ -9,12 +9,14 @@ import (
 	"encoding/csv"
 	"encoding/json"
 	"encoding/pem"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf16"
 
 	"github.com/xuri/excelize/v2"
 	"golang.org/x/net/html"
@@ -612,5 +614,188 @@ func TestInvisible(t *testing.T) {
 		if got := invisible(c.s); got != c.want {
 			t.Errorf("%s: invisible = %v, want %v", c.name, got, c.want)
 		}
+	}
+}
+
+// dropRowConsistently deletes users.csv's last row and edits the manifest
+// to match (hash, size, rows, rows per customer): a tamper the file hashes
+// alone cannot see.
+func dropRowConsistently(t *testing.T, dir string) {
+	t.Helper()
+	path := filepath.Join(dir, "users.csv")
+	recs := readCSV(t, path)
+	var b bytes.Buffer
+	w := csv.NewWriter(&b)
+	w.UseCRLF = true
+	_ = w.WriteAll(recs[:len(recs)-1])
+	if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sum, size, err := hashFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, per, _ := countCSV(path)
+	mp := filepath.Join(dir, ManifestFile)
+	raw, _ := os.ReadFile(mp)
+	var m Manifest
+	if err := json.Unmarshal(raw, &m); err != nil {
+		t.Fatal(err)
+	}
+	for i := range m.Files {
+		if m.Files[i].Name == "users.csv" {
+			m.Files[i].SHA256, m.Files[i].Bytes, m.Files[i].Rows, m.Files[i].RowsPerCustomer = sum, size, &n, per
+		}
+	}
+	raw, _ = m.Encode()
+	if err := os.WriteFile(mp, raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A row deleted from a CSV with the manifest's hash and counts edited to
+// match: verify judges the recorded checks again on the files' rows (the
+// database's counts no longer match), and a signed pack's signature fails.
+// An unsigned pack's note says that only a signature proves the manifest.
+func TestVerifyConsistentTamper(t *testing.T) {
+	t.Parallel()
+	dir, _ := writeSample(t, Options{})
+	v := Verify(dir, nil)
+	if !v.Intact || !strings.Contains(strings.Join(v.Notes, " "), "nothing proves manifest.json itself") {
+		t.Fatalf("fresh unsigned pack: intact %v, notes %q", v.Intact, v.Notes)
+	}
+	dropRowConsistently(t, dir)
+	v = Verify(dir, nil)
+	var bad []string
+	for _, f := range v.Findings {
+		if !f.OK {
+			bad = append(bad, f.Text)
+		}
+	}
+	if v.Intact || len(bad) == 0 || !strings.Contains(strings.Join(bad, " "), "check users_count: the manifest says pass, the files give fail") {
+		t.Errorf("unsigned, consistent tamper: intact %v, findings %q", v.Intact, bad)
+	}
+
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	signed, _ := writeSample(t, Options{SigningKey: priv})
+	dropRowConsistently(t, signed)
+	v = Verify(signed, pub)
+	if v.Intact || !slices.ContainsFunc(v.Findings, func(f Finding) bool {
+		return !f.OK && strings.HasPrefix(f.Text, SignatureFile+": the signature does not match")
+	}) {
+		t.Errorf("signed, consistent tamper: intact %v, findings %+v", v.Intact, v.Findings)
+	}
+}
+
+// Each check records the parameters its SQL ran with; a binary without a
+// commit says so rather than leaving the commit empty.
+func TestManifestCheckParametersAndCommit(t *testing.T) {
+	t.Parallel()
+	ev := sample()
+	ev.Query = load.EvidenceQuery{AsOf: asOf, Customers: []int64{10, 20}, Expected: []int64{10, 20, 30}}
+	m, err := Write(ev, Options{Dir: filepath.Join(t.TempDir(), "p"), AsOf: asOf, Customers: []int64{10, 20}, MaxAge: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Tool.Commit != UnknownCommit {
+		t.Errorf("commit %q, want %q", m.Tool.Commit, UnknownCommit)
+	}
+	want := map[string][]string{
+		"users_count":          {"$1 = 2026-03-31T00:00:00Z", "$2 = '{10,20}'::bigint[]"},
+		"users_listed_by_sync": {"$1 = 2026-03-31T00:00:00Z", "$2 = '{10,20}'::bigint[]", "$3 = '{10,20,30}'::bigint[]"},
+		"users_written":        nil,
+	}
+	for _, c := range m.Checks {
+		if w, ok := want[c.Name]; ok && !slices.Equal(c.Parameters, w) {
+			t.Errorf("check %s: parameters %q, want %q", c.Name, c.Parameters, w)
+		}
+		if c.SQL != "" && len(c.Parameters) == 0 {
+			t.Errorf("check %s has SQL but no parameters", c.Name)
+		}
+	}
+}
+
+// A text longer than a workbook cell holds is cut visibly (a marker with
+// its length) rather than silently, control characters become U+FFFD,
+// and the manifest says how many cells differ from the CSV's, which hold
+// the values whole.
+func TestWorkbookUnholdableText(t *testing.T) {
+	t.Parallel()
+	ev := sample()
+	long := strings.Repeat("é", 40000)
+	ev.Populations[0].Rows[0][2] = long
+	ev.Populations[0].Rows[1][2] = "a\x01b"
+	dir := filepath.Join(t.TempDir(), "p")
+	m, err := Write(ev, Options{Dir: dir, AsOf: asOf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := excelize.OpenFile(filepath.Join(dir, WorkbookFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	rows, err := f.GetRows("users")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cut := rows[1][2]
+	if !strings.HasSuffix(cut, " … [cut: 40000 characters; the CSV holds the whole text]") || len(utf16.Encode([]rune(cut))) > 32767 ||
+		!strings.HasPrefix(cut, strings.Repeat("é", 30000)) {
+		t.Errorf("long cell: %d characters, ends %q", len([]rune(cut)), cut[max(0, len(cut)-80):])
+	}
+	if rows[2][2] != "a\uFFFDb" {
+		t.Errorf("control character cell %q", rows[2][2])
+	}
+	if csvRows := readCSV(t, filepath.Join(dir, "users.csv")); csvRows[1][2] != long || csvRows[2][2] != "a\x01b" {
+		t.Error("the CSV does not hold the values whole")
+	}
+	if !slices.ContainsFunc(m.Notes, func(n string) bool { return strings.HasPrefix(n, "access_review.xlsx: 2 text cells differ") }) {
+		t.Errorf("notes %q", m.Notes)
+	}
+}
+
+// A pack lists personal data: its folder and files are not readable by
+// other users, and a file already there is never written through.
+func TestPackPermissions(t *testing.T) {
+	t.Parallel()
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	dir, m := writeSample(t, Options{SigningKey: priv, Since: since})
+	st, err := os.Stat(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm()&0o007 != 0 {
+		t.Errorf("folder mode %v: readable by others", st.Mode().Perm())
+	}
+	names := append(m.Names(), ManifestFile, SignatureFile)
+	for _, n := range names {
+		st, err := os.Stat(filepath.Join(dir, n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Mode().Perm()&0o007 != 0 {
+			t.Errorf("%s mode %v: readable by others", n, st.Mode().Perm())
+		}
+	}
+	if _, err := writeFile(dir, "users.csv", "csv", func(io.Writer) error { return nil }); err == nil {
+		t.Error("writeFile over an existing file: no error")
+	}
+}
+
+// A Markdown diff keeps names from the API as text: HTML is escaped, a
+// pipe or a line break does not break the table.
+func TestMarkdownDiffEscapes(t *testing.T) {
+	t.Parallel()
+	ch := []load.Change{{Entity: "user", CustomerID: 10, EntityID: "3", Subject: "<img src=x onerror=alert(1)>|a\nb & c", At: since.Add(time.Hour),
+		Change: load.ChangeAdded, After: map[string]any{"email": "c@example.com"}, Net: load.NetAdded}}
+	var b bytes.Buffer
+	if err := WriteDiff(&b, "markdown", since, asOf, ch); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	last := lines[len(lines)-1]
+	if len(lines) != 5 || strings.Contains(last, "<img") || !strings.Contains(last, `| &lt;img src=x onerror=alert(1)&gt;\|a<br>b &amp; c |`) {
+		t.Errorf("markdown:\n%s", b.String())
 	}
 }

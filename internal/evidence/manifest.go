@@ -172,12 +172,13 @@ type Check struct {
 	Name        string `json:"name"`
 	Description string `json:"description"`
 	// SQL gave Expected (empty when Expected comes from the files or the
-	// reads themselves).
-	SQL      string           `json:"sql,omitempty"`
-	Expected map[string]int64 `json:"expected"`
-	Actual   map[string]int64 `json:"actual"`
-	Result   string           `json:"result"`
-	Detail   string           `json:"detail,omitempty"`
+	// reads themselves), run with Parameters.
+	SQL        string           `json:"sql,omitempty"`
+	Parameters []string         `json:"parameters,omitempty"`
+	Expected   map[string]int64 `json:"expected"`
+	Actual     map[string]int64 `json:"actual"`
+	Result     string           `json:"result"`
+	Detail     string           `json:"detail,omitempty"`
 }
 
 // Signature describes manifest.sig.

@@ -43,6 +43,10 @@ type Options struct {
 	Now func() time.Time
 }
 
+// UnknownCommit is the manifest's tool commit when the binary carries
+// none (built without VCS stamping and without -X ...cli.Commit).
+const UnknownCommit = "unknown (the binary was built without its commit)"
+
 // notVisible is how the job words the failure of a configured customer
 // the signed-in user cannot see (package job, invisibleCustomer).
 const notVisible = "is not visible to the signed-in user"
@@ -59,9 +63,13 @@ func Write(ev *load.Evidence, o Options) (*Manifest, error) {
 	if o.Now != nil {
 		now = o.Now
 	}
+	tool := o.Tool
+	if tool.Commit == "" {
+		tool.Commit = UnknownCommit
+	}
 	m := &Manifest{
 		Format:      FormatVersion,
-		Tool:        o.Tool,
+		Tool:        tool,
 		GeneratedAt: now().UTC().Format(TimeFormat),
 		AsOf:        o.AsOf.UTC().Format(TimeFormat),
 		Database: Database{
@@ -85,7 +93,7 @@ func Write(ev *load.Evidence, o Options) (*Manifest, error) {
 	}
 	m.Customers, m.Gaps, m.Credential = customers(ev.Syncs, o)
 
-	params := []string{"$1 = " + m.AsOf, "$2 = " + arrayLiteral(o.Customers)}
+	params := []string{"$1 = " + m.AsOf, "$2 = " + arrayLiteral(ev.Query.Customers)}
 	var sheets []sheet
 	for _, p := range ev.Populations {
 		if p.Missing != "" {
@@ -98,10 +106,15 @@ func Write(ev *load.Evidence, o Options) (*Manifest, error) {
 		}
 		f.Population, f.SQL, f.Parameters, f.AsOf = p.Name, p.SQL, params, p.AsOf
 		m.Files = append(m.Files, f)
-		m.Checks = append(m.Checks, countCheck(p, f), writtenCheck(p.Name, len(p.Rows), *f.Rows))
+		count := countCheck(p, f)
+		count.Parameters = params
+		m.Checks = append(m.Checks, count, writtenCheck(p.Name, len(p.Rows), *f.Rows))
 		sheets = append(sheets, sheet{name: p.Name, title: p.Title, columns: p.Columns, rows: p.Rows})
 	}
-	m.Checks = append(m.Checks, sourceChecks(ev)...)
+	for _, c := range sourceChecks(ev) {
+		c.Parameters = []string{"$1 = " + m.AsOf, "$2 = " + arrayLiteral(ev.Query.Customers), "$3 = " + arrayLiteral(ev.Query.Expected)}
+		m.Checks = append(m.Checks, c)
+	}
 	if !o.Since.IsZero() {
 		cols, rows := DiffRows(ev.Changes)
 		f, err := writeCSV(o.Dir, DiffFile, cols, rows)
@@ -113,7 +126,7 @@ func Write(ev *load.Evidence, o Options) (*Manifest, error) {
 			sqls = append(sqls, cs.SQL)
 		}
 		f.Population, f.SQL = "review_diff", strings.Join(sqls, ";\n\n")
-		f.Parameters = []string{"$1 = " + m.Since, "$2 = " + m.AsOf, "$3 = " + arrayLiteral(o.Customers)}
+		f.Parameters = []string{"$1 = " + m.Since, "$2 = " + m.AsOf, "$3 = " + arrayLiteral(ev.Query.Customers)}
 		f.AsOf = "changes observed after since and up to as_of"
 		m.Files = append(m.Files, f)
 		m.Checks = append(m.Checks, writtenCheck("review_diff", len(rows), *f.Rows))
@@ -129,11 +142,17 @@ func Write(ev *load.Evidence, o Options) (*Manifest, error) {
 			"(a user's roles in customers not synced themselves, a link's client customer): no sync of their own vouches for them.", extra))
 	}
 
-	f, err := writeFile(o.Dir, WorkbookFile, "xlsx", func(w io.Writer) error { return writeWorkbook(w, m, sheets) })
+	changed := 0
+	f, err := writeFile(o.Dir, WorkbookFile, "xlsx", func(w io.Writer) error { return writeWorkbook(w, m, sheets, &changed) })
 	if err != nil {
 		return nil, err
 	}
 	m.Files = append(m.Files, f)
+	if changed > 0 {
+		m.Notes = append(m.Notes, fmt.Sprintf("%s: %d text cells differ from the CSV files' because a workbook cannot hold them "+
+			"(longer than %d characters: cut, with a marker; control characters: replaced by U+FFFD); the CSV files hold them whole.",
+			WorkbookFile, changed, maxCellUnits))
+	}
 	// The summary shows the checks and files above; it cannot list its own
 	// hash, which only the manifest holds.
 	f, err = writeFile(o.Dir, SummaryFile, "html", func(w io.Writer) error { return writeSummary(w, m, ev) })
@@ -149,17 +168,24 @@ func Write(ev *load.Evidence, o Options) (*Manifest, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(filepath.Join(o.Dir, ManifestFile), raw, 0o644); err != nil {
-		return nil, fmt.Errorf("write %s: %w", ManifestFile, err)
+	if _, err := writeFile(o.Dir, ManifestFile, "json", func(w io.Writer) error { _, err := w.Write(raw); return err }); err != nil {
+		return nil, err
 	}
 	if o.SigningKey != nil {
 		sig := base64.StdEncoding.EncodeToString(ed25519.Sign(o.SigningKey, raw)) + "\n"
-		if err := os.WriteFile(filepath.Join(o.Dir, SignatureFile), []byte(sig), 0o644); err != nil {
-			return nil, fmt.Errorf("write %s: %w", SignatureFile, err)
+		if _, err := writeFile(o.Dir, SignatureFile, "sig", func(w io.Writer) error { _, err := io.WriteString(w, sig); return err }); err != nil {
+			return nil, err
 		}
 	}
 	return m, nil
 }
+
+// A pack lists every user's name and email: its folder and files are not
+// readable by other users of the machine (the umask may remove more).
+const (
+	dirMode  os.FileMode = 0o750
+	fileMode os.FileMode = 0o640
+)
 
 // emptyDir creates dir, or accepts it when it exists and is empty: a pack
 // never mixes with other files (Verify refuses extra files).
@@ -170,7 +196,7 @@ func emptyDir(dir string) error {
 	entries, err := os.ReadDir(dir)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
-		if err := os.MkdirAll(dir, 0o755); err != nil {
+		if err := os.MkdirAll(dir, dirMode); err != nil {
 			return fmt.Errorf("create %s: %w", dir, err)
 		}
 		return nil
@@ -186,7 +212,9 @@ func emptyDir(dir string) error {
 // and SHA-256 (the bytes on disk, not those meant to be written).
 func writeFile(dir, name, format string, write func(io.Writer) error) (File, error) {
 	path := filepath.Join(dir, name)
-	fh, err := os.Create(path)
+	// O_EXCL: never write through a file (or a link) that appeared in the
+	// folder meanwhile.
+	fh, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, fileMode)
 	if err != nil {
 		return File{}, fmt.Errorf("write %s: %w", name, err)
 	}

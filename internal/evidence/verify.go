@@ -64,10 +64,18 @@ func Verify(dir string, publicKey ed25519.PublicKey) Verification {
 	verifySignature(dir, raw, &m, publicKey, add, &v.Notes)
 
 	listed := map[string]bool{ManifestFile: true, SignatureFile: true}
+	counts := map[string]csvCount{}
 	for _, f := range m.Files {
+		if listed[f.Name] {
+			add(false, "%s: listed twice in the manifest", f.Name)
+			continue
+		}
 		listed[f.Name] = true
-		verifyFile(dir, f, add)
+		if c, ok := verifyFile(dir, f, add); ok && f.Population != "" {
+			counts[f.Population] = c
+		}
 	}
+	recheck(m.Checks, counts, add)
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		add(false, "read %s: %v", dir, plainErr(err))
@@ -90,29 +98,38 @@ func Verify(dir string, publicKey ed25519.PublicKey) Verification {
 	return v
 }
 
-func verifyFile(dir string, f File, add func(bool, string, ...any)) {
-	if f.Name != filepath.Base(f.Name) || f.Name == "." || f.Name == ".." {
-		add(false, "%s: not a plain file name", f.Name)
-		return
+// csvCount is a CSV's data rows as Verify counted them from the file.
+type csvCount struct {
+	rows        int
+	perCustomer map[string]int
+}
+
+// verifyFile checks one listed file; for a CSV whose rows it could count
+// it returns them and true.
+func verifyFile(dir string, f File, add func(bool, string, ...any)) (csvCount, bool) {
+	if f.Name != filepath.Base(f.Name) || f.Name == "." || f.Name == ".." || f.Name == ManifestFile || f.Name == SignatureFile {
+		add(false, "%s: not a plain file name of a pack's data file", f.Name)
+		return csvCount{}, false
 	}
 	path := filepath.Join(dir, f.Name)
 	sum, size, err := hashFile(path)
 	if err != nil {
 		add(false, "%s: %v", f.Name, plainErr(err))
-		return
+		return csvCount{}, false
 	}
 	if sum != f.SHA256 || size != f.Bytes {
 		add(false, "%s: changed: SHA-256 %s (%d bytes), the manifest says %s (%d bytes)", f.Name, sum, size, f.SHA256, f.Bytes)
-		return
+		return csvCount{}, false
 	}
 	if f.Format != "csv" {
 		add(true, "%s: SHA-256 matches", f.Name)
-		return
+		return csvCount{}, false
 	}
 	n, per, err := countCSV(path)
 	switch {
 	case err != nil:
 		add(false, "%s: %v", f.Name, err)
+		return csvCount{}, false
 	case f.Rows == nil || n != *f.Rows:
 		add(false, "%s: %d rows, the manifest says %v", f.Name, n, rows(f.Rows))
 	case !maps.Equal(per, f.RowsPerCustomer):
@@ -120,6 +137,69 @@ func verifyFile(dir string, f File, add func(bool, string, ...any)) {
 	default:
 		add(true, "%s: SHA-256 matches, %d rows", f.Name, n)
 	}
+	return csvCount{rows: n, perCustomer: per}, true
+}
+
+// recheck judges again, against the rows Verify counted in the files, each
+// completeness check whose actual side is a file's rows (<population>_count,
+// _written, _listed_by_sync): a file whose rows were changed together with
+// its hash and counts in the manifest no longer matches what the database
+// gave (the checks' expected side). A check of a file that could not be
+// counted is skipped: that file has its own finding.
+func recheck(checks []Check, counts map[string]csvCount, add func(bool, string, ...any)) {
+	held, bad := 0, 0
+	for _, c := range checks {
+		var pop string
+		var actual map[string]int64
+		for _, suffix := range []string{"_count", "_written", "_listed_by_sync"} {
+			p, ok := strings.CutSuffix(c.Name, suffix)
+			if !ok {
+				continue
+			}
+			cnt, counted := counts[p]
+			if !counted {
+				break
+			}
+			pop, actual = p, map[string]int64{}
+			switch suffix {
+			case "_count":
+				for id, n := range cnt.perCustomer {
+					actual[id] = int64(n)
+				}
+			case "_written":
+				actual["rows"] = int64(cnt.rows)
+			case "_listed_by_sync": // only the customers the sync vouches for
+				for id := range c.Expected {
+					actual[id] = int64(cnt.perCustomer[id])
+				}
+			}
+			break
+		}
+		if pop == "" {
+			continue
+		}
+		again := judge(Check{Expected: c.Expected, Actual: actual})
+		switch {
+		case again.Result != c.Result:
+			bad++
+			add(false, "check %s: the manifest says %s, the files give %s (%s)", c.Name, c.Result, again.Result, again.Detail)
+		case !maps.Equal(actual, nonNilCounts(c.Actual)):
+			bad++
+			add(false, "check %s: the manifest's actual counts %v differ from the files' %v", c.Name, c.Actual, actual)
+		default:
+			held++
+		}
+	}
+	if held > 0 && bad == 0 {
+		add(true, "checks: %d completeness checks give the manifest's results again on the files' rows", held)
+	}
+}
+
+func nonNilCounts(m map[string]int64) map[string]int64 {
+	if m == nil {
+		return map[string]int64{}
+	}
+	return m
 }
 
 func rows(p *int) string {
@@ -138,7 +218,8 @@ func verifySignature(dir string, raw []byte, m *Manifest, key ed25519.PublicKey,
 	}
 	switch {
 	case !hasSig && m.Signature == nil && key == nil:
-		*notes = append(*notes, "the pack is not signed: its hashes show it is complete, not who wrote it")
+		*notes = append(*notes, "the pack is not signed: the files match manifest.json, but nothing proves manifest.json itself "+
+			"(whoever can change a file can change its hash and counts there too); only a signature checked with --public-key proves that")
 		return
 	case !hasSig:
 		add(false, "%s: missing (the manifest says the pack is signed, or a public key was given)", SignatureFile)

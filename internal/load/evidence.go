@@ -166,6 +166,8 @@ type CustomerSync struct {
 
 // Evidence is everything a pack holds, read in one transaction.
 type Evidence struct {
+	// Query is what was read: the parameters the SQL ran with.
+	Query       EvidenceQuery
 	Source      Source
 	Populations []PopulationRows
 	Syncs       []CustomerSync
@@ -176,7 +178,7 @@ type Evidence struct {
 // ReadEvidence reads a pack's data in one read-only REPEATABLE READ
 // transaction, so the populations, their checks and the syncs agree.
 func ReadEvidence(ctx context.Context, pool *pgxpool.Pool, schema string, q EvidenceQuery) (*Evidence, error) {
-	var ev Evidence
+	ev := Evidence{Query: q}
 	err := readOnly(ctx, pool, schema, func(tx pgx.Tx) error {
 		if err := tx.QueryRow(ctx, SourceSQL).Scan(&ev.Source.Database, &ev.Source.ServerVersion,
 			&ev.Source.SnapshotAt, &ev.Source.SchemaVersion); err != nil {
