@@ -568,3 +568,30 @@ func cmdMigrate(args []string, io IO) int {
 	fmt.Fprintf(io.Stdout, "schema %s at version %d\n", cfg.Database.Schema, v)
 	return ExitOK
 }
+
+// days is a duration flag that also counts days ("7d", "1d12h"), as the
+// configuration's durations do.
+type days time.Duration
+
+func (d *days) String() string {
+	if d == nil {
+		return "0s"
+	}
+	return time.Duration(*d).String()
+}
+
+func (d *days) Set(s string) error {
+	v, err := config.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("want a duration such as 72h or 7d, got %q", s)
+	}
+	*d = days(v)
+	return nil
+}
+
+// durationFlag defines a duration flag that also takes days ("7d").
+func durationFlag(fs *flag.FlagSet, name string, usage string) *time.Duration {
+	p := new(time.Duration)
+	fs.Var((*days)(p), name, usage)
+	return p
+}

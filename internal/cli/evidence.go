@@ -64,7 +64,7 @@ func cmdEvidence(args []string, io IO) int {
 	asOf := addTimeFlag(fs, "as-of", "the point in `TIME` the pack describes: 2026-03-31 (midnight UTC) or RFC 3339 (default now)")
 	since := addTimeFlag(fs, "since", "also write the review diff of the changes after `TIME` (the previous review) up to --as-of")
 	out := fs.String("out", "", "write the pack into `DIR` (new or empty; required)")
-	maxAge := fs.Duration("max-age", 0, "a customer whose last complete sync finished longer than `DURATION` before --as-of is a gap (default invitations.max_data_age)")
+	maxAge := durationFlag(fs, "max-age", "a customer whose last complete sync finished longer than `DURATION` (e.g. 48h or 2d) before --as-of is a gap (default invitations.max_data_age)")
 	allowGaps := fs.Bool("allow-gaps", false, "exit 0 even when customers have no complete sync at --as-of (the manifest still lists them)")
 	if code, done := parse(fs, args); done {
 		return code

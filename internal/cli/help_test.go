@@ -2,9 +2,12 @@ package cli
 
 import (
 	"errors"
+	"flag"
+	"io"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/msads-syncer/syncer/internal/job"
 	"github.com/msads-syncer/syncer/internal/redact"
@@ -158,5 +161,24 @@ func TestLastLineNamesFailedCustomers(t *testing.T) {
 	}
 	if strings.Count(stderr.String(), "\n") != 1 {
 		t.Errorf("not one line: %q", stderr.String())
+	}
+}
+
+// Duration flags take days as the configuration does (the help's own
+// example is `--older-than 7d`), and a bad one is a usage error naming it.
+func TestDurationFlagsTakeDays(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]time.Duration{"7d": 7 * 24 * time.Hour, "1d12h": 36 * time.Hour, "72h": 72 * time.Hour, "90m": 90 * time.Minute} {
+		fs := flag.NewFlagSet("x", flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		d := durationFlag(fs, "older-than", "")
+		if err := fs.Parse([]string{"--older-than", in}); err != nil || *d != want {
+			t.Errorf("--older-than %s = %v, %v; want %v", in, *d, err, want)
+		}
+	}
+	var stderr strings.Builder
+	code := Main([]string{"invitations", "--older-than", "7x"}, IO{Stdout: io.Discard, Stderr: &stderr, Getenv: func(string) string { return "" }})
+	if code != ExitUsage || !strings.Contains(stderr.String(), "older-than") || !strings.Contains(stderr.String(), "7d") {
+		t.Errorf("--older-than 7x: exit %d, stderr %q; want a usage error naming the flag and the form", code, stderr.String())
 	}
 }

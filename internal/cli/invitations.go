@@ -27,7 +27,7 @@ func cmdInvitations(args []string, io IO) int {
 	fs := newFlagSet("invitations", io, &c)
 	c.addDryRun(fs, "with --notify: post nothing to the webhook")
 	c.addCustomer(fs)
-	olderThan := fs.Duration("older-than", 0, "list invitations sent longer ago than `DURATION`, e.g. 72h (default invitations.stale_after)")
+	olderThan := durationFlag(fs, "older-than", "list invitations sent longer ago than `DURATION`, e.g. 72h or 7d (default invitations.stale_after)")
 	format := fs.String("format", "table", "output `format`: table, json or csv")
 	failOnStale := fs.Bool("fail-on-stale", false, "exit 3 when any stale invitation is listed, and exit 1 when a customer has no complete sync within invitations.max_data_age")
 	notify := fs.Bool("notify", false, "post the stale invitations not announced within invitations.stale_after to invitations.webhook_url")

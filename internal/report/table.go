@@ -4,8 +4,10 @@ package report
 import (
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -22,7 +24,7 @@ func NewTable(headers ...string) *Table { return &Table{headers: headers} }
 func (t *Table) Row(values ...any) {
 	row := make([]string, len(values))
 	for i, v := range values {
-		row[i] = Cell(v)
+		row[i] = Printable(Cell(v))
 	}
 	t.rows = append(t.rows, row)
 }
@@ -77,6 +79,26 @@ func Cell(v any) string {
 	default:
 		return fmt.Sprint(x)
 	}
+}
+
+// Printable returns s with every control character (C0, DEL, C1: escape
+// sequences, line breaks, tabs) written as its Go escape ("\x1b", "\n"),
+// so that text from the API or a directory export can neither drive the
+// reader's terminal nor break a table's alignment. Other text is unchanged.
+func Printable(s string) string {
+	if !strings.ContainsFunc(s, unicode.IsControl) {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }
 
 // Age prints a duration as days and hours ("12d 4h"), or minutes when short.

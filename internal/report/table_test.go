@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode"
 )
 
 func TestTableAligns(t *testing.T) {
@@ -36,5 +37,30 @@ func TestAge(t *testing.T) {
 		if got := Age(d); got != want {
 			t.Errorf("Age(%v) = %q, want %q", d, got, want)
 		}
+	}
+}
+
+// Text from the API cannot drive the terminal or break the alignment.
+func TestTableEscapesControlCharacters(t *testing.T) {
+	t.Parallel()
+	tb := NewTable("name", "n")
+	tb.Row("evil\x1b]0;pwned\x07\x1b[2J", 1)
+	tb.Row("two\nlines\tand\u0085", 2)
+	tb.Row("Zoë ✓", 3)
+	var b strings.Builder
+	if err := tb.Write(&b); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	if strings.ContainsFunc(strings.ReplaceAll(out, "\n", ""), unicode.IsControl) {
+		t.Errorf("control characters reached the output: %q", out)
+	}
+	for _, want := range []string{`evil\x1b]0;pwned\a\x1b[2J`, `two\nlines\tand\u0085`, "Zoë ✓"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if n := strings.Count(out, "\n"); n != 6 {
+		t.Errorf("%d lines, want 6 (header, rule, 3 rows, count):\n%s", n, out)
 	}
 }
