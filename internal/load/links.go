@@ -40,7 +40,7 @@ var linksTable = &table{Name: "client_links", History: "client_links_history",
 		"managing_customer_number", "managing_customer_name", "status", "customer_link_permission", "is_bill_to_client",
 		"start_date", "inviter_email", "inviter_name", "inviter_phone", "name", "note", "last_modified_time",
 		"last_modified_by_user_id", "searched_from_customer_id"},
-	Deferred: true, values: linkValues,
+	Deferred: true, values: linkValues, Merge: true,
 	scopeWhere: "((@links_into_customer::bool AND t.type = '" + msads.LinkTypeCustomer + "' AND t.client_entity_id = @customer_id)" +
 		" OR (t.type <> '" + msads.LinkTypeCustomer + "' AND (t.client_entity_id = ANY(@links_accounts::bigint[])" +
 		" OR (@links_all_accounts::bool AND t.client_customer_id = @customer_id)))" +
