@@ -2,6 +2,7 @@ package load
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -99,7 +100,7 @@ func TestClientLinksUpsertHistoryRemovalReappear(t *testing.T) {
 // never in a customer's scope.
 func TestClientLinksRemovalScope(t *testing.T) {
 	t.Parallel()
-	b := setup(t, Options{})
+	b := setup(t, Options{AllowMassRemoval: true}) // the guard: TestClientLinksRemovalGuard
 	b.write(t, linksSnapshot())
 	// Another customer's link (client account 99 of customer 2002, agency 777).
 	other := &msads.Snapshot{CustomerID: 2002, LinkSearches: complete(99),
@@ -158,6 +159,44 @@ func TestClientLinksRemovalScope(t *testing.T) {
 		t.Errorf("complete: links %+v, want 2 removed (902's into 12, 900's customer link)", ch.Links)
 	}
 	equal(t, "customer 2002's link stays", b.strings(t, `SELECT managing_customer_id FROM client_links WHERE removed_at IS NULL`), []string{"777"})
+	historyChains(t, b, linksTable)
+}
+
+// Complete searches that omit every link current in their scope, or more
+// than the removal guard's fraction, fail the customer (nothing written)
+// unless --allow-mass-removal: the API lists ended links too, so an empty
+// answer is more likely a fault than four links gone.
+func TestClientLinksRemovalGuard(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Options{})
+	b.write(t, linksSnapshot())
+	before := b.versions(t)
+	empty := linksSnapshot()
+	empty.Links = nil
+	threeGone := linksSnapshot()
+	threeGone.Links = threeGone.Links[:1]
+	for name, s := range map[string]*msads.Snapshot{"empty answer": empty, "3 of 4 gone": threeGone} {
+		_, err := b.store.WriteSnapshot(t.Context(), b.runID, s, SyncInfo{})
+		if !errors.Is(err, ErrRemovalGuard) {
+			t.Errorf("%s: err = %v, want the removal guard", name, err)
+		}
+	}
+	b.sameVersions(t, before, "written by a guarded snapshot")
+	equal(t, "still current", b.strings(t, `SELECT count(*) FROM client_links WHERE removed_at IS NULL`), []string{"4"})
+
+	// Half of them may go (the guard's default 50%), and a new one found
+	// meanwhile does not count as current before.
+	half := linksSnapshot()
+	half.Links = append(half.Links[2:], link(msads.LinkTypeAccount, 6666, cust, "LinkPending"))
+	if ch := b.write(t, half); ch.Links != (Counts{Added: 1, Removed: 2}) {
+		t.Errorf("half: links %+v, want 1 added, 2 removed", ch.Links)
+	}
+	// With --allow-mass-removal, the empty answer is taken.
+	allow := NewStore(b.pool, Options{Schema: b.schema, AllowMassRemoval: true})
+	if _, err := allow.WriteSnapshot(t.Context(), b.runID, empty, SyncInfo{}); err != nil {
+		t.Fatal(err)
+	}
+	equal(t, "all removed", b.strings(t, `SELECT count(*) FROM client_links WHERE removed_at IS NULL`), []string{"0"})
 	historyChains(t, b, linksTable)
 }
 
