@@ -434,8 +434,7 @@ func addDemoLinks(d *Dataset, now time.Time) {
 	}
 	accountLink := func(a msads.Account, managing int64, managingName, status string, bill *bool, start, mod int, inviter string) msads.ClientLink {
 		return msads.ClientLink{Type: msads.LinkTypeAccount, ClientEntityID: a.ID, ClientEntityNumber: a.Number, ClientEntityName: a.Name,
-			ClientEntityCustomerNumber: fmt.Sprintf("C%07d", a.CustomerID%10_000_000), ManagingCustomerID: managing,
-			ManagingCustomerNumber: fmt.Sprintf("C%07d", managing%10_000_000), ManagingCustomerName: managingName, Status: status,
+			ManagingCustomerID: managing, ManagingCustomerNumber: fmt.Sprintf("C%07d", managing%10_000_000), ManagingCustomerName: managingName, Status: status,
 			IsBillToClient: bill, StartDate: days(start), InviterEmail: inviter, InviterName: managingName, InviterPhone: "+1 425 555 0199",
 			Name: "Management of " + a.Name, LastModifiedTime: days(mod), LastModifiedByUserID: 4_000_001}
 	}
