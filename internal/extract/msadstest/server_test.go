@@ -1229,3 +1229,31 @@ func TestSearchClientLinksFidelity(t *testing.T) {
 		t.Errorf("Aggregator only: HTTP %d %v, want 400 code 106", st, out)
 	}
 }
+
+// The demo tenant serves a client link in every ClientLinkStatus of the
+// reference, and both directions (links into the demo customers and links
+// they hold as agencies).
+func TestDemoLinksEveryStatusBothDirections(t *testing.T) {
+	t.Parallel()
+	ds := DemoDataset()
+	statuses := map[string]bool{}
+	into, from := 0, 0
+	customers := ds.CustomerIDs()
+	for _, l := range ds.Links {
+		statuses[l.Status] = true
+		if slices.Contains(customers, l.ManagingCustomerID) {
+			from++
+		} else {
+			into++
+		}
+	}
+	for _, st := range []string{"LinkPending", "LinkCanceled", "LinkExpired", "LinkAccepted", "LinkDeclined", "LinkInProgress", "Active",
+		"LinkFailed", "UnlinkRequested", "UnlinkPending", "UnlinkCanceled", "UnlinkInProgress", "Inactive", "UnlinkFailed"} {
+		if !statuses[st] {
+			t.Errorf("no demo link in status %s", st)
+		}
+	}
+	if into == 0 || from == 0 {
+		t.Errorf("links into the demo customers %d, held by them %d: want both", into, from)
+	}
+}
