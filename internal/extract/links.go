@@ -101,12 +101,17 @@ func notPermitted(err error) bool {
 	return false
 }
 
-// invalidPredicate reports whether err says the service rejects the
-// predicate (3030) or its value (201): then ClientAccountId In is retried
-// as Equals per account.
+// invalidPredicate reports whether err is the service refusing the
+// request itself (a permanent 4xx fault, not an authorization one: the
+// predicate, 3030, or its value, 201, or a code the reference does not
+// give): then ClientAccountId In is retried as Equals per account, the
+// form the reference names for a client customer's user ("search one at a
+// time for individual accounts"). If Equals is refused too, the customer
+// fails on that answer.
 func invalidPredicate(err error) bool {
 	ae := asAPIError(err)
-	return ae != nil && ae.Class == ClassPermanent && (ae.HasCode(3030) || ae.HasCode(201))
+	return ae != nil && ae.Class == ClassPermanent && !ae.Malformed && !IsRunFatal(err) && !notPermitted(err) &&
+		ae.HTTPStatus >= 400 && ae.HTTPStatus < 500
 }
 
 // fetchLinks runs a customer's three link searches (msads.LinkSearch*):
@@ -201,12 +206,12 @@ func (c *Client) searchAccountLinks(ctx context.Context, customerID int64, accou
 				continue
 			}
 			switch {
+			case notPermitted(err):
+				// Some account of the batch may be; ask each.
 			case invalidPredicate(err):
 				c.log.WarnContext(ctx, "SearchClientLinks rejected ClientAccountId In; searching each account with Equals",
 					slog.Int64("customer_id", customerID), slog.String("error", err.Error()))
 				useIn = false
-			case notPermitted(err):
-				// Some account of the batch may be; ask each.
 			default:
 				return out, fmt.Errorf("%s (%s): %w", msads.OpSearchClientLinks, msads.LinkSearchIntoAccounts, err)
 			}

@@ -235,3 +235,45 @@ func TestSearchClientLinksNullEntryInFullPage(t *testing.T) {
 		t.Errorf("a page of 100 nulls: err %v after %d calls, want an error after 1", err, calls.Load())
 	}
 }
+
+// A service that refuses ClientAccountId In with a permanent fault whose
+// code the reference does not give (not only 3030 or 201) is asked each
+// account with Equals, as the reference has a client customer's user do;
+// the customer does not fail on the In.
+func TestSearchAccountLinksInRefusedAnyCode(t *testing.T) {
+	t.Parallel()
+	var in, equals atomic.Int32
+	mux := http.NewServeMux()
+	mux.HandleFunc("/token", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"token_type":"Bearer","expires_in":3600,"access_token":"A","refresh_token":"R"}`)
+	})
+	mux.HandleFunc("/api/CustomerManagement/v13/ClientLinks/Search", func(w http.ResponseWriter, r *http.Request) {
+		var req struct{ Predicates []struct{ Field, Operator, Value string } }
+		_ = json.NewDecoder(r.Body).Decode(&req)
+		w.Header().Set("Content-Type", "application/json")
+		if len(req.Predicates) != 1 || req.Predicates[0].Operator == "In" {
+			in.Add(1)
+			w.WriteHeader(http.StatusBadRequest)
+			fmt.Fprint(w, `{"TrackingId":"t","Type":"AdApiFaultDetail","Errors":[{"Code":4321,"ErrorCode":"SomethingNew"}]}`)
+			return
+		}
+		equals.Add(1)
+		fmt.Fprintf(w, `{"ClientLinks":[{"ClientEntityId":"%s","ManagingCustomerId":"7","Status":"Active"}]}`, req.Predicates[0].Value)
+	})
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	c, err := New(Config{APIURL: srv.URL + "/api", TokenURL: srv.URL + "/token", DeveloperToken: "D", ClientID: "c",
+		RefreshToken: "S", RequestsPerSecond: 1000, ThrottleWait: time.Millisecond, RequestTimeout: 2 * time.Second,
+		RetryMaxElapsed: 20 * time.Millisecond, RetryInitialInterval: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	acc, err := c.searchAccountLinks(t.Context(), 1, []int64{1001, 1002, 1003}, nil)
+	if err != nil {
+		t.Fatalf("In refused with code 4321 failed the customer: %v", err)
+	}
+	if len(acc.links) != 3 || !acc.search.Complete || in.Load() != 1 || equals.Load() != 3 {
+		t.Errorf("links %d, complete %v, In calls %d, Equals calls %d: want 3, true, 1, 3", len(acc.links), acc.search.Complete, in.Load(), equals.Load())
+	}
+}
