@@ -249,7 +249,9 @@ func TestSearchAccountLinksInRefusedAnyCode(t *testing.T) {
 		fmt.Fprint(w, `{"token_type":"Bearer","expires_in":3600,"access_token":"A","refresh_token":"R"}`)
 	})
 	mux.HandleFunc("/api/CustomerManagement/v13/ClientLinks/Search", func(w http.ResponseWriter, r *http.Request) {
-		var req struct{ Predicates []struct{ Field, Operator, Value string } }
+		var req struct {
+			Predicates []struct{ Field, Operator, Value string }
+		}
 		_ = json.NewDecoder(r.Body).Decode(&req)
 		w.Header().Set("Content-Type", "application/json")
 		if len(req.Predicates) != 1 || req.Predicates[0].Operator == "In" {
