@@ -270,3 +270,55 @@ func TestAccessAsOfWithLinks(t *testing.T) {
 		t.Errorf("account 12 on 15 Feb = %v, want %v", got, want)
 	}
 }
+
+// A client link whose permission client_link_permissions does not describe
+// (a customer link with a permission new to it, or none) is listed in
+// privileged_access until classified, as an unknown role is: an access
+// review must not miss a grant because its kind is new.
+func TestPrivilegedAccessUnknownLinkPermission(t *testing.T) {
+	t.Parallel()
+	pool, schema := pgtest.Schema(t)
+	ctx := context.Background()
+	seedLinks(t, ctx, pool, schema)
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	var stmts []string
+	stmts = append(stmts, linkRow("CustomerLink", 1, 907, "LinkedEntityOnly", false, [3]string{t0, "Active", "added"})...)
+	stmts = append(stmts, linkRow("CustomerLink", 1, 908, "", false, [3]string{t1, "Active", "added"})...)
+	stmts = append(stmts, linkRow("PartnerLink", 12, 909, "", false, [3]string{t1, "Active", "added"})...)
+	execIn(t, ctx, tx, schema, stmts...)
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	q := `SELECT grantee_id || ' ' || permission || ' ' || scope || ' ' || customer_id || ' ' || coalesce(array_to_string(account_names, ','), '-')
+		|| ' ' || coalesce(can_manage_users::text, 'unknown') FROM ` + pgx.Identifier{schema, "privileged_access"}.Sanitize() +
+		` WHERE grantee_kind = 'agency' ORDER BY grantee_id`
+	got, err := pgx.CollectRows(must(pool.Query(ctx, q)), pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"900 CustomerLink (Administrative) customer 1 - true",
+		"907 CustomerLink (LinkedEntityOnly) customer 1 - unknown",
+		"908 CustomerLink customer 1 - unknown",
+		"909 PartnerLink accounts 1 Brand unknown",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("agency grants:\n got %q\nwant %q", got, want)
+	}
+	// Classified as not privileged: no longer listed.
+	if _, err := pool.Exec(ctx, "INSERT INTO "+pgx.Identifier{schema, "client_link_permissions"}.Sanitize()+
+		" (link_type, customer_link_permission, privileged) VALUES ('CustomerLink', 'LinkedEntityOnly', false)"); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := pool.QueryRow(ctx, "SELECT count(*) FROM "+pgx.Identifier{schema, "privileged_access"}.Sanitize()+" WHERE grantee_id = 907").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 0 {
+		t.Errorf("LinkedEntityOnly classified as not privileged: still %d rows", n)
+	}
+}

@@ -70,6 +70,10 @@ func cmdReconcile(args []string, io IO) int {
 	if err != nil {
 		return fail(io, schemaError(cfg.Database.Schema, err))
 	}
+	if c.dryRun && dir != nil && res.Directory != nil {
+		// The load was rolled back: its id names no directory_loads row.
+		res.Directory.LoadID = 0
+	}
 	exceptions := res.Exceptions
 	if len(c.customers) > 0 {
 		exceptions = slices.DeleteFunc(slices.Clone(exceptions), func(e load.AccessException) bool {
@@ -179,8 +183,12 @@ func printDirectoryNote(w io.Writer, latest *load.DirectoryLoad, loaded *directo
 			verb = "Dry run: would load"
 		}
 		ch := latest.Changes
-		fmt.Fprintf(w, "%s %s: %d people (+%d added, ~%d changed, -%d removed, ^%d back); directory load %d.\n",
-			verb, latest.Source, latest.People, ch.Added, ch.Changed, ch.Removed, ch.Reappeared, latest.LoadID)
+		fmt.Fprintf(w, "%s %s: %d people (+%d added, ~%d changed, -%d removed, ^%d back)",
+			verb, latest.Source, latest.People, ch.Added, ch.Changed, ch.Removed, ch.Reappeared)
+		if latest.LoadID != 0 {
+			fmt.Fprintf(w, "; directory load %d", latest.LoadID)
+		}
+		fmt.Fprintln(w, ".")
 		if !loaded.Has(directory.FieldStatus) {
 			fmt.Fprintln(w, "Note: the file has no status column (reconcile.columns.status): everyone counts as active, so nobody shows as terminated.")
 		}
@@ -252,7 +260,7 @@ type exceptionJSON struct {
 }
 
 type directoryJSON struct {
-	LoadID   string    `json:"load_id"`
+	LoadID   string    `json:"load_id,omitempty"` // none for a --dry-run load (rolled back)
 	LoadedAt time.Time `json:"loaded_at"`
 	Source   string    `json:"source"`
 	SHA256   string    `json:"sha256"`

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/msads-syncer/syncer/internal/directory"
 	"github.com/msads-syncer/syncer/internal/load"
 )
 
@@ -60,5 +61,24 @@ func equalLines(t *testing.T, got, want []string) {
 	t.Helper()
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("got:\n  %s\nwant:\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))
+	}
+}
+
+// A --dry-run load is rolled back: the note names no directory load id
+// (its id would name no directory_loads row); a real load does.
+func TestDirectoryNoteDryRunNamesNoLoad(t *testing.T) {
+	t.Parallel()
+	latest := &load.DirectoryLoad{LoadID: 0, Source: "okta.csv", People: 3, Changes: load.Counts{Added: 3, Removed: 31}}
+	d := &directory.Directory{Source: "okta.csv", Mapped: []string{directory.FieldEmail, directory.FieldStatus}}
+	var b bytes.Buffer
+	printDirectoryNote(&b, latest, d, true)
+	if got := b.String(); got != "Dry run: would load okta.csv: 3 people (+3 added, ~0 changed, -31 removed, ^0 back).\n" {
+		t.Errorf("dry-run note %q", got)
+	}
+	latest.LoadID = 4
+	b.Reset()
+	printDirectoryNote(&b, latest, d, false)
+	if got := b.String(); got != "Loaded okta.csv: 3 people (+3 added, ~0 changed, -31 removed, ^0 back); directory load 4.\n" {
+		t.Errorf("load note %q", got)
 	}
 }

@@ -70,7 +70,7 @@ type syncFlags struct {
 }
 
 func (f *syncFlags) register(fs *flag.FlagSet) {
-	fs.BoolVar(&f.allowMassRemoval, "allow-mass-removal", false, "let a snapshot remove more than sync.removal_guard of a customer's users")
+	fs.BoolVar(&f.allowMassRemoval, "allow-mass-removal", false, "let a snapshot remove more than sync.removal_guard of a customer's users or client links")
 	fs.BoolVar(&f.skipMigrate, "skip-migrate", false, "do not apply schema migrations at start")
 }
 

@@ -556,17 +556,20 @@ type wireClientLinksResponse struct {
 	ClientLinks json.RawMessage `json:"ClientLinks"`
 }
 
-// decodeClientLinks decodes a SearchClientLinks answer. An empty Type is
+// decodeClientLinks decodes a SearchClientLinks answer and says how many
+// entries the page held (null ones included: the paging compares that with
+// the page size, so a null entry never makes a full page look short and end
+// the search early). An empty Type is
 // an account link (the ClientLink reference says so); a customer link's
 // client customer is its entity.
-func decodeClientLinks(body []byte) ([]msads.ClientLink, error) {
+func decodeClientLinks(body []byte) ([]msads.ClientLink, int, error) {
 	var r wireClientLinksResponse
 	if err := unmarshal(body, &r); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	var list []*wireClientLink
 	if err := resultList(r.ClientLinks, "ClientLinks", &list); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	out := make([]msads.ClientLink, 0, len(list))
 	for _, w := range list {
@@ -574,7 +577,7 @@ func decodeClientLinks(body []byte) ([]msads.ClientLink, error) {
 			continue
 		}
 		if w.ClientEntityID == 0 || w.ManagingCustomerID == 0 {
-			return nil, errors.New("ClientLinks entry without ClientEntityId or ManagingCustomerId")
+			return nil, 0, errors.New("ClientLinks entry without ClientEntityId or ManagingCustomerId")
 		}
 		l := msads.ClientLink{
 			Type:                       strings.TrimSpace(string(w.Type)),
@@ -605,5 +608,5 @@ func decodeClientLinks(body []byte) ([]msads.ClientLink, error) {
 		}
 		out = append(out, l)
 	}
-	return out, nil
+	return out, len(list), nil
 }

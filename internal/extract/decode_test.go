@@ -243,6 +243,8 @@ func FuzzDecodeResponses(f *testing.F) {
 		`{"TrackingId":"t","Type":"AdApiFaultDetail","Errors":[{"Code":117}]}`,
 		`{"ApplicationFault":{"OperationErrors":[{"Code":3030}]}}`,
 		`{"Id": 1e3, "AccountIds": [1.5]}`,
+		`{"ClientLinks":[{"Type":null,"ClientEntityId":"150","ManagingCustomerId":7,"IsBillToClient":"true","StartDate":"2025-03-04T05:06:07.1234567","Status":"Active"},null]}`,
+		`{"ClientLinks":[{"ClientEntityId":"x"}]}`,
 		strings.Repeat("[", 100),
 	} {
 		f.Add([]byte(s))
@@ -253,6 +255,9 @@ func FuzzDecodeResponses(f *testing.F) {
 		_, _ = decodeInvitations(b)
 		_, _ = decodeCustomersInfo(b)
 		_, _ = decodeAccountsInfo(b, 1)
+		if links, n, err := decodeClientLinks(b); err == nil && len(links) > n {
+			t.Fatalf("decodeClientLinks: %d links from %d entries", len(links), n)
+		}
 		_, _, _ = decodeFault(b)
 		_, _ = parseTime(string(b))
 		_, _ = retryafter.Parse(string(b), time.Now(), maxRetryAfter)
@@ -329,10 +334,15 @@ func FuzzClientResponses(f *testing.F) {
 		{4, 503, "text/html", "Mon, 30 Nov 2026 12:00:09 GMT", `<html>503</html>`},
 		{0, 504, "", "", ``},
 		{1, 200, "application/json", "", `{"User":{"Id":"1","ForwardCompatibilityMap":[{"Key":"k","Value":"v"}],"LastModifiedTime":"2025-03-04T05:06:07.1234567+00:00"},"CustomerRoles":[{"CustomerId":"1","RoleId":41,"AccountIds":[]}]}`},
+		{5, 200, "application/json", "", `{"ClientLinks":null}`},
+		{5, 200, "application/json", "", `{"ClientLinks":[{"Type":"CustomerLink","ClientEntityId":"1","ManagingCustomerId":"2","CustomerLinkPermission":"Administrative","Status":"Active"},null,{"ClientEntityId":3,"ManagingCustomerId":2,"IsBillToClient":"false","Status":"SomethingNew"}]}`},
+		{5, 200, "application/json", "", `{"ClientLinks":[` + strings.Repeat(`{"ClientEntityId":"1","ManagingCustomerId":"2"},`, 100) + `{"ClientEntityId":"1","ManagingCustomerId":"2"}]}`},
+		{5, 200, "application/json", "", `{"ClientLinks":[` + strings.TrimSuffix(strings.Repeat(`null,`, 100), ",") + `]}`},
+		{5, 400, "application/json", "", `{"Type":"AdApiFaultDetail","Errors":[{"Code":106,"ErrorCode":"UserIsNotAuthorized"}]}`},
 	} {
 		f.Add(s.op, s.status, s.ctype, s.ra, []byte(s.body))
 	}
-	fields := []string{"UsersInfo", "User", "UserInvitations", "CustomersInfo", "AccountsInfo"}
+	fields := []string{"UsersInfo", "User", "UserInvitations", "CustomersInfo", "AccountsInfo", "ClientLinks"}
 	f.Fuzz(func(t *testing.T, op uint8, status uint16, ctype, ra string, body []byte) {
 		if status < 200 || status > 599 || len(body) > 1<<16 {
 			return
@@ -360,6 +370,14 @@ func FuzzClientResponses(f *testing.F) {
 			_, err = c.GetCustomersInfo(ctx)
 		case 4:
 			_, err = c.GetAccountsInfo(ctx, 1)
+		case 5:
+			var links []msads.ClientLink
+			links, err = c.SearchClientLinks(ctx, 1, linkPredicate("ClientCustomerId", "Equals", "1"))
+			if err == nil && len(links) >= linksPageSize {
+				// The service answers every page alike: a full page is
+				// asked again and found repeated, never taken as all.
+				t.Fatalf("SearchClientLinks: %d links from one repeated page accepted", len(links))
+			}
 		}
 		if err == nil {
 			if status < 200 || status > 299 {

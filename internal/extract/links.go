@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"slices"
 	"strings"
 
@@ -40,29 +41,43 @@ func (c *Client) searchClientLinks(ctx context.Context, customerID int64, st *ca
 	var prevFirst *msads.ClientLink
 	for index := 0; ; index++ {
 		if index >= linksMaxPages {
-			return nil, fmt.Errorf("%s: more than %d pages of %d links: the service does not seem to page", msads.OpSearchClientLinks, linksMaxPages, linksPageSize)
+			return nil, pagingError(customerID, "more than %d pages of %d links: the service does not seem to page", linksMaxPages, linksPageSize)
 		}
 		var page []msads.ClientLink
+		var entries int // the page's entries, null ones too
 		body := map[string]any{"Predicates": predicates, "Ordering": nil,
 			"PageInfo": map[string]any{"Index": index, "Size": linksPageSize}}
 		err := c.call(ctx, request{op: msads.OpSearchClientLinks, customerID: customerID, body: body, stats: st},
-			func(b []byte) (err error) { page, err = decodeClientLinks(b); return err })
+			func(b []byte) (err error) { page, entries, err = decodeClientLinks(b); return err })
 		if err != nil {
 			return nil, err
 		}
-		if len(page) > linksPageSize {
-			return nil, fmt.Errorf("%s: a page of %d links, more than the %d asked for", msads.OpSearchClientLinks, len(page), linksPageSize)
+		if entries > linksPageSize {
+			return nil, pagingError(customerID, "a page of %d links, more than the %d asked for", entries, linksPageSize)
 		}
 		if len(page) > 0 && prevFirst != nil && sameLink(page[0], *prevFirst) {
-			return nil, fmt.Errorf("%s: page %d repeats page %d: the service ignores PageInfo.Index", msads.OpSearchClientLinks, index, index-1)
+			return nil, pagingError(customerID, "page %d repeats page %d: the service ignores PageInfo.Index", index, index-1)
+		}
+		if entries == linksPageSize && len(page) == 0 {
+			return nil, pagingError(customerID, "page %d holds %d null links", index, entries)
 		}
 		out = append(out, page...)
-		if len(page) < linksPageSize {
+		if entries < linksPageSize {
 			return out, nil
 		}
-		first := page[0]
-		prevFirst = &first
+		if len(page) > 0 {
+			first := page[0]
+			prevFirst = &first
+		}
 	}
+}
+
+// pagingError is the failure of a search whose pages do not add up: 2xx
+// answers that are not an answer to the paging asked (permanent: asking
+// again gives the same pages; never taken as the complete list).
+func pagingError(customerID int64, format string, args ...any) error {
+	return &APIError{Op: msads.OpSearchClientLinks, CustomerID: customerID, HTTPStatus: http.StatusOK,
+		Class: ClassPermanent, Malformed: true, Err: fmt.Errorf(format, args...)}
 }
 
 func sameLink(a, b msads.ClientLink) bool {
@@ -86,12 +101,17 @@ func notPermitted(err error) bool {
 	return false
 }
 
-// invalidPredicate reports whether err says the service rejects the
-// predicate (3030) or its value (201): then ClientAccountId In is retried
-// as Equals per account.
+// invalidPredicate reports whether err is the service refusing the
+// request itself (a permanent 4xx fault, not an authorization one: the
+// predicate, 3030, or its value, 201, or a code the reference does not
+// give): then ClientAccountId In is retried as Equals per account, the
+// form the reference names for a client customer's user ("search one at a
+// time for individual accounts"). If Equals is refused too, the customer
+// fails on that answer.
 func invalidPredicate(err error) bool {
 	ae := asAPIError(err)
-	return ae != nil && ae.Class == ClassPermanent && (ae.HasCode(3030) || ae.HasCode(201))
+	return ae != nil && ae.Class == ClassPermanent && !ae.Malformed && !IsRunFatal(err) && !notPermitted(err) &&
+		ae.HTTPStatus >= 400 && ae.HTTPStatus < 500
 }
 
 // fetchLinks runs a customer's three link searches (msads.LinkSearch*):
@@ -186,12 +206,12 @@ func (c *Client) searchAccountLinks(ctx context.Context, customerID int64, accou
 				continue
 			}
 			switch {
+			case notPermitted(err):
+				// Some account of the batch may be; ask each.
 			case invalidPredicate(err):
 				c.log.WarnContext(ctx, "SearchClientLinks rejected ClientAccountId In; searching each account with Equals",
 					slog.Int64("customer_id", customerID), slog.String("error", err.Error()))
 				useIn = false
-			case notPermitted(err):
-				// Some account of the batch may be; ask each.
 			default:
 				return out, fmt.Errorf("%s (%s): %w", msads.OpSearchClientLinks, msads.LinkSearchIntoAccounts, err)
 			}

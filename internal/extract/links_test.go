@@ -1,9 +1,15 @@
 package extract
 
 import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/msads-syncer/syncer/internal/extract/msadstest"
 	"github.com/msads-syncer/syncer/internal/msads"
@@ -155,3 +161,121 @@ func TestFetchCustomerLinksNotPermitted(t *testing.T) {
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+// linkPages serves SearchClientLinks pages (by PageInfo.Index) from pages,
+// an empty page past the end, behind a token endpoint that always grants.
+func linkPages(t *testing.T, pages ...string) (*Client, *atomic.Int32) {
+	t.Helper()
+	var calls atomic.Int32
+	mux := http.NewServeMux()
+	mux.HandleFunc("/token", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"token_type":"Bearer","expires_in":3600,"access_token":"A","refresh_token":"R"}`)
+	})
+	mux.HandleFunc("/api/CustomerManagement/v13/ClientLinks/Search", func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		var req struct{ PageInfo struct{ Index, Size int } }
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil || req.PageInfo.Size != 100 {
+			http.Error(w, "bad request", http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		if req.PageInfo.Index >= len(pages) {
+			fmt.Fprint(w, `{"ClientLinks":[]}`)
+			return
+		}
+		fmt.Fprint(w, pages[req.PageInfo.Index])
+	})
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	c, err := New(Config{APIURL: srv.URL + "/api", TokenURL: srv.URL + "/token", DeveloperToken: "D", ClientID: "c",
+		RefreshToken: "S", RequestsPerSecond: 1000, ThrottleWait: time.Millisecond, RequestTimeout: 2 * time.Second,
+		RetryMaxElapsed: 20 * time.Millisecond, RetryInitialInterval: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, &calls
+}
+
+func linksJSON(from, n int, nulls int) string {
+	var parts []string
+	for i := range n {
+		parts = append(parts, fmt.Sprintf(`{"Type":"AccountLink","ClientEntityId":"%d","ManagingCustomerId":"7","Status":"Active"}`, from+i))
+	}
+	for range nulls {
+		parts = append(parts, "null")
+	}
+	return `{"ClientLinks":[` + strings.Join(parts, ",") + `]}`
+}
+
+// A full page (100 entries) with a null entry among them is still a full
+// page: the search asks for the next one instead of stopping with what it
+// has (which would remove, as omitted, the links of the pages not read).
+// A short page exactly at 100 (100 links, then an empty page) ends it.
+func TestSearchClientLinksNullEntryInFullPage(t *testing.T) {
+	t.Parallel()
+	c, calls := linkPages(t, linksJSON(1, 99, 1), linksJSON(1000, 3, 0))
+	links, err := c.SearchClientLinks(t.Context(), 1, linkPredicate("ClientCustomerId", "Equals", "1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(links) != 102 || calls.Load() != 2 {
+		t.Errorf("got %d links in %d calls, want 102 in 2", len(links), calls.Load())
+	}
+
+	c, calls = linkPages(t, linksJSON(1, 100, 0))
+	links, err = c.SearchClientLinks(t.Context(), 1, linkPredicate("ClientCustomerId", "Equals", "1"))
+	if err != nil || len(links) != 100 || calls.Load() != 2 {
+		t.Errorf("exactly 100: got %d links in %d calls (%v), want 100 in 2", len(links), calls.Load(), err)
+	}
+
+	// A full page of nulls is not an answer to page on for ever.
+	c, calls = linkPages(t, linksJSON(1, 0, 100), linksJSON(1, 0, 100), linksJSON(1, 0, 100))
+	if _, err := c.SearchClientLinks(t.Context(), 1, linkPredicate("ClientCustomerId", "Equals", "1")); err == nil || calls.Load() != 1 {
+		t.Errorf("a page of 100 nulls: err %v after %d calls, want an error after 1", err, calls.Load())
+	}
+}
+
+// A service that refuses ClientAccountId In with a permanent fault whose
+// code the reference does not give (not only 3030 or 201) is asked each
+// account with Equals, as the reference has a client customer's user do;
+// the customer does not fail on the In.
+func TestSearchAccountLinksInRefusedAnyCode(t *testing.T) {
+	t.Parallel()
+	var in, equals atomic.Int32
+	mux := http.NewServeMux()
+	mux.HandleFunc("/token", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"token_type":"Bearer","expires_in":3600,"access_token":"A","refresh_token":"R"}`)
+	})
+	mux.HandleFunc("/api/CustomerManagement/v13/ClientLinks/Search", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Predicates []struct{ Field, Operator, Value string }
+		}
+		_ = json.NewDecoder(r.Body).Decode(&req)
+		w.Header().Set("Content-Type", "application/json")
+		if len(req.Predicates) != 1 || req.Predicates[0].Operator == "In" {
+			in.Add(1)
+			w.WriteHeader(http.StatusBadRequest)
+			fmt.Fprint(w, `{"TrackingId":"t","Type":"AdApiFaultDetail","Errors":[{"Code":4321,"ErrorCode":"SomethingNew"}]}`)
+			return
+		}
+		equals.Add(1)
+		fmt.Fprintf(w, `{"ClientLinks":[{"ClientEntityId":"%s","ManagingCustomerId":"7","Status":"Active"}]}`, req.Predicates[0].Value)
+	})
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	c, err := New(Config{APIURL: srv.URL + "/api", TokenURL: srv.URL + "/token", DeveloperToken: "D", ClientID: "c",
+		RefreshToken: "S", RequestsPerSecond: 1000, ThrottleWait: time.Millisecond, RequestTimeout: 2 * time.Second,
+		RetryMaxElapsed: 20 * time.Millisecond, RetryInitialInterval: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	acc, err := c.searchAccountLinks(t.Context(), 1, []int64{1001, 1002, 1003}, nil)
+	if err != nil {
+		t.Fatalf("In refused with code 4321 failed the customer: %v", err)
+	}
+	if len(acc.links) != 3 || !acc.search.Complete || in.Load() != 1 || equals.Load() != 3 {
+		t.Errorf("links %d, complete %v, In calls %d, Equals calls %d: want 3, true, 1, 3", len(acc.links), acc.search.Complete, in.Load(), equals.Load())
+	}
+}

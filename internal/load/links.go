@@ -40,7 +40,7 @@ var linksTable = &table{Name: "client_links", History: "client_links_history",
 		"managing_customer_number", "managing_customer_name", "status", "customer_link_permission", "is_bill_to_client",
 		"start_date", "inviter_email", "inviter_name", "inviter_phone", "name", "note", "last_modified_time",
 		"last_modified_by_user_id", "searched_from_customer_id"},
-	Deferred: true, values: linkValues,
+	Deferred: true, values: linkValues, Merge: true,
 	scopeWhere: "((@links_into_customer::bool AND t.type = '" + msads.LinkTypeCustomer + "' AND t.client_entity_id = @customer_id)" +
 		" OR (t.type <> '" + msads.LinkTypeCustomer + "' AND (t.client_entity_id = ANY(@links_accounts::bigint[])" +
 		" OR (@links_all_accounts::bool AND t.client_customer_id = @customer_id)))" +
@@ -59,6 +59,34 @@ func linkValues(cols []string, s, x string) []string {
 		}
 	}
 	return out
+}
+
+// linksKeptSQL counts the links in the searches' scope that were current
+// before this write and still are: current now, not added or reappeared by
+// it (s_changes_client_links holds what it wrote).
+var linksKeptSQL = "SELECT count(*) FROM client_links t WHERE t.removed_at IS NULL AND " + linksTable.scopeWhere +
+	" AND NOT EXISTS (SELECT 1 FROM s_changes_client_links c WHERE c.type = t.type AND c.client_entity_id = t.client_entity_id" +
+	" AND c.managing_customer_id = t.managing_customer_id AND c.change IN ('added', 'reappeared'))"
+
+// linksGuard is the removal guard of the users (checkGuard) for client
+// links: the API keeps a link that ends (Inactive, LinkExpired,
+// LinkDeclined…: "the most recent link for each unique combination"), so
+// complete searches that omit every link current in their scope, or more
+// than sync.removal_guard of them, are more likely a faulty answer than
+// links that went; the customer fails (its transaction, users included, is
+// rolled back) until a run with --allow-mass-removal says they did go.
+// removed of kept+removed links current before the write would go.
+func (s *Store) linksGuard(kept, removed int) error {
+	current := kept + removed
+	if kept == 0 {
+		return fmt.Errorf("%w: the client link searches omit all %d links current in their scope; rerun with --allow-mass-removal if they were all removed",
+			ErrRemovalGuard, current)
+	}
+	if frac := float64(removed) / float64(current); frac > s.opts.RemovalGuard {
+		return fmt.Errorf("%w: the client link searches would remove %d of %d current links (%.0f%%, more than the %.0f%% allowed); rerun with --allow-mass-removal if this is expected",
+			ErrRemovalGuard, removed, current, frac*100, s.opts.RemovalGuard*100)
+	}
+	return nil
 }
 
 // stagedLinks is the link part of a staged snapshot.
@@ -174,6 +202,15 @@ func (w *writer) links(ctx context.Context, ch *Changes) error {
 		tag, err := w.tx.Exec(ctx, linksTable.remove, args)
 		if err != nil {
 			return fmt.Errorf("remove client_links: %w", err)
+		}
+		if removed := int(tag.RowsAffected()); removed > 0 && !w.store.opts.AllowMassRemoval {
+			var kept int
+			if err := w.tx.QueryRow(ctx, linksKeptSQL, args).Scan(&kept); err != nil {
+				return fmt.Errorf("count client_links kept: %w", err)
+			}
+			if err := w.store.linksGuard(kept, removed); err != nil {
+				return err
+			}
 		}
 		written += tag.RowsAffected()
 	}

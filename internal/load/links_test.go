@@ -2,9 +2,14 @@ package load
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/msads-syncer/syncer/internal/msads"
 )
@@ -95,7 +100,7 @@ func TestClientLinksUpsertHistoryRemovalReappear(t *testing.T) {
 // never in a customer's scope.
 func TestClientLinksRemovalScope(t *testing.T) {
 	t.Parallel()
-	b := setup(t, Options{})
+	b := setup(t, Options{AllowMassRemoval: true}) // the guard: TestClientLinksRemovalGuard
 	b.write(t, linksSnapshot())
 	// Another customer's link (client account 99 of customer 2002, agency 777).
 	other := &msads.Snapshot{CustomerID: 2002, LinkSearches: complete(99),
@@ -154,6 +159,44 @@ func TestClientLinksRemovalScope(t *testing.T) {
 		t.Errorf("complete: links %+v, want 2 removed (902's into 12, 900's customer link)", ch.Links)
 	}
 	equal(t, "customer 2002's link stays", b.strings(t, `SELECT managing_customer_id FROM client_links WHERE removed_at IS NULL`), []string{"777"})
+	historyChains(t, b, linksTable)
+}
+
+// Complete searches that omit every link current in their scope, or more
+// than the removal guard's fraction, fail the customer (nothing written)
+// unless --allow-mass-removal: the API lists ended links too, so an empty
+// answer is more likely a fault than four links gone.
+func TestClientLinksRemovalGuard(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Options{})
+	b.write(t, linksSnapshot())
+	before := b.versions(t)
+	empty := linksSnapshot()
+	empty.Links = nil
+	threeGone := linksSnapshot()
+	threeGone.Links = threeGone.Links[:1]
+	for name, s := range map[string]*msads.Snapshot{"empty answer": empty, "3 of 4 gone": threeGone} {
+		_, err := b.store.WriteSnapshot(t.Context(), b.runID, s, SyncInfo{})
+		if !errors.Is(err, ErrRemovalGuard) {
+			t.Errorf("%s: err = %v, want the removal guard", name, err)
+		}
+	}
+	b.sameVersions(t, before, "written by a guarded snapshot")
+	equal(t, "still current", b.strings(t, `SELECT count(*) FROM client_links WHERE removed_at IS NULL`), []string{"4"})
+
+	// Half of them may go (the guard's default 50%), and a new one found
+	// meanwhile does not count as current before.
+	half := linksSnapshot()
+	half.Links = append(half.Links[2:], link(msads.LinkTypeAccount, 6666, cust, "LinkPending"))
+	if ch := b.write(t, half); ch.Links != (Counts{Added: 1, Removed: 2}) {
+		t.Errorf("half: links %+v, want 1 added, 2 removed", ch.Links)
+	}
+	// With --allow-mass-removal, the empty answer is taken.
+	allow := NewStore(b.pool, Options{Schema: b.schema, AllowMassRemoval: true})
+	if _, err := allow.WriteSnapshot(t.Context(), b.runID, empty, SyncInfo{}); err != nil {
+		t.Fatal(err)
+	}
+	equal(t, "all removed", b.strings(t, `SELECT count(*) FROM client_links WHERE removed_at IS NULL`), []string{"0"})
 	historyChains(t, b, linksTable)
 }
 
@@ -219,6 +262,67 @@ func TestClientLinkSeenByTwoCustomersConcurrently(t *testing.T) {
 	b.sameVersions(t, before, "rewritten by a no-change re-run")
 	equal(t, "client customer known from the client's side", b.strings(t,
 		`SELECT DISTINCT coalesce(client_customer_id::text, 'NULL') FROM client_links WHERE removed_at IS NULL`), []string{"2002"})
+}
+
+// The client's side and the agency's side of a new account link write it at
+// the same moment: the client's transaction inserts it (knowing the client
+// customer) and has not committed when the agency's upsert meets the key
+// and waits; it then updates the row the client wrote. Its statement saw no
+// stored row, so without Merge it wrote its own values over the client's:
+// client_customer_id NULL (the agency's search does not know it) and
+// searched_from_customer_id the agency, with a spurious 'changed' version.
+func TestClientLinkFirstWrittenByBothSidesAtOnce(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Options{})
+	const agency, client, account = 3001, 3002, 31
+	snapshot := func(cid int64) *msads.Snapshot {
+		l := link(msads.LinkTypeAccount, account, agency, "Active")
+		if cid == client {
+			l.ClientCustomerID = client
+		}
+		return &msads.Snapshot{CustomerID: cid, LinkSearches: complete(account), Links: []msads.ClientLink{l}}
+	}
+	var calls atomic.Int32
+	inserted, release := make(chan struct{}), make(chan struct{})
+	b.store.testHook = func(step string, _ pgx.Tx) error {
+		if step == "links" && calls.Add(1) == 1 {
+			close(inserted) // the client's row is written, not committed
+			<-release
+		}
+		return nil
+	}
+	errs := make(chan error, 2)
+	go func() {
+		_, err := b.store.WriteSnapshot(context.Background(), b.runID, snapshot(client), SyncInfo{})
+		errs <- err
+	}()
+	<-inserted
+	go func() {
+		_, err := b.store.WriteSnapshot(context.Background(), b.runID, snapshot(agency), SyncInfo{})
+		errs <- err
+	}()
+	// Until the agency's upsert waits for the client's row lock.
+	deadline := time.Now().Add(10 * time.Second)
+	for waiting := false; !waiting && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		// The statement names no schema, and pg_stat_activity shows its
+		// first 1 kB: any waiting upsert of client_links (parallel tests'
+		// waits are as short as a write).
+		if err := b.pool.QueryRow(t.Context(), `SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+			WHERE wait_event_type = 'Lock' AND query LIKE 'WITH cand AS%client_entity_id%')`).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(release)
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	equal(t, "the link as the client's side wrote it", b.strings(t,
+		`SELECT coalesce(client_customer_id::text, 'NULL') || ' ' || searched_from_customer_id FROM client_links`),
+		[]string{"3002 3002"})
+	equal(t, "one version", b.strings(t, `SELECT change FROM client_links_history`), []string{"added"})
+	historyChains(t, b, linksTable)
 }
 
 func TestClientLinksInvalid(t *testing.T) {

@@ -39,6 +39,16 @@ type table struct {
 	// for Cols, from staged row s over stored row x (NULLs when none);
 	// nil: the staged values.
 	values func(cols []string, s, x string) []string
+	// Merge: the upsert's ON CONFLICT DO UPDATE computes the values again
+	// from the staged row (excluded) over the row version it locked (t),
+	// not over the statement snapshot's (x). A table whose values keep
+	// what the stored row knew (client_links: client_customer_id,
+	// searched_from_customer_id) and whose rows another customer's
+	// snapshot writes concurrently needs it: when both insert a new key at
+	// once, the one that waits saw no stored row, and would overwrite what
+	// the other just wrote (the agency's side blanking the client customer
+	// the client's side knew).
+	Merge bool
 	// Stored, when not "", is the query of the stored rows the staged keys
 	// can find, read by index ranges or probes: the upsert reads them first
 	// and joins them with the staged rows (by a hash: neither side has
@@ -178,6 +188,15 @@ func (t *table) Exprs() []string {
 	return prefix("s.", t.Cols)
 }
 
+// Conflict are the SQL expressions of the values the upsert's ON CONFLICT
+// DO UPDATE writes for Cols (see Merge).
+func (t *table) Conflict() []string {
+	if t.Merge {
+		return t.values(t.Cols, "excluded", "t")
+	}
+	return prefix("excluded.", t.Cols)
+}
+
 // Values are Exprs, each named as its column.
 func (t *table) Values() []string {
 	v := t.Exprs()
@@ -303,6 +322,14 @@ var templates = template.Must(template.New("").Funcs(template.FuncMap{
 		out := make([]string, len(cols))
 		for i, c := range cols {
 			out[i] = c + " = excluded." + c
+		}
+		return strings.Join(out, ", ")
+	},
+	// assign is "c = e, ..." for cols and their value expressions.
+	"assign": func(cols, exprs []string) string {
+		out := make([]string, len(cols))
+		for i, c := range cols {
+			out[i] = c + " = " + exprs[i]
 		}
 		return strings.Join(out, ", ")
 	},

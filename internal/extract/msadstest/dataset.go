@@ -405,6 +405,12 @@ const (
 	DemoAgencyFormer   int64 = 880_005 // account link into the third customer's, Inactive
 	DemoAgencyDeclined int64 = 880_006 // account link into the third customer's, LinkDeclined
 	DemoAgencyRequest  int64 = 880_007 // Administrative customer link request into the third customer, LinkPending for 9 days
+	// DemoAgencyStatuses is the first of eight agencies, one per status no
+	// link above has (LinkAccepted, LinkCanceled, LinkExpired, LinkFailed,
+	// UnlinkRequested, UnlinkInProgress, UnlinkCanceled, UnlinkFailed), each with an account
+	// link into a demo customer's account: the demo serves every
+	// ClientLinkStatus.
+	DemoAgencyStatuses int64 = 880_010
 	DemoOutsideAccount int64 = 990_001 // an outside client's account the third customer manages as an agency
 	DemoOutsideClient  int64 = 990_100 // an outside client customer the third customer is being linked to
 )
@@ -434,8 +440,7 @@ func addDemoLinks(d *Dataset, now time.Time) {
 	}
 	accountLink := func(a msads.Account, managing int64, managingName, status string, bill *bool, start, mod int, inviter string) msads.ClientLink {
 		return msads.ClientLink{Type: msads.LinkTypeAccount, ClientEntityID: a.ID, ClientEntityNumber: a.Number, ClientEntityName: a.Name,
-			ClientEntityCustomerNumber: fmt.Sprintf("C%07d", a.CustomerID%10_000_000), ManagingCustomerID: managing,
-			ManagingCustomerNumber: fmt.Sprintf("C%07d", managing%10_000_000), ManagingCustomerName: managingName, Status: status,
+			ManagingCustomerID: managing, ManagingCustomerNumber: fmt.Sprintf("C%07d", managing%10_000_000), ManagingCustomerName: managingName, Status: status,
 			IsBillToClient: bill, StartDate: days(start), InviterEmail: inviter, InviterName: managingName, InviterPhone: "+1 425 555 0199",
 			Name: "Management of " + a.Name, LastModifiedTime: days(mod), LastModifiedByUserID: 4_000_001}
 	}
@@ -461,6 +466,12 @@ func addDemoLinks(d *Dataset, now time.Time) {
 		accountLink(outside, c[2], name[c[2]], "Active", &no, 150, 150, "campaigns@northwind.example"),
 		customerLink(DemoOutsideClient, c[2], "Tailspin Toys Holding", name[c[2]], "LinkInProgress", "Standard", -1, 3, "campaigns@northwind.example"),
 	)
+	// The other statuses, none pending or privileged (so no exception).
+	for i, st := range []string{"LinkAccepted", "LinkCanceled", "LinkExpired", "LinkFailed", "UnlinkRequested", "UnlinkInProgress", "UnlinkCanceled", "UnlinkFailed"} {
+		agency := DemoAgencyStatuses + int64(i)
+		d.Links = append(d.Links, accountLink(acct(c[i%3], 1+i/3), agency, fmt.Sprintf("Partner Agency %d", i+1), st, &no,
+			40+5*i, 30+5*i, fmt.Sprintf("team@partner%d.example", i+1)))
+	}
 }
 
 // addDemoTenantTraits adds DemoDataset's odd users to d (which needs at

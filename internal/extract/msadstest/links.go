@@ -20,13 +20,15 @@ type apiPaging struct {
 	Size  *int `json:"Size"`
 }
 
-// linkRights returns what credential c's principal may search in customer
-// cid: customer links (Super Admin or Aggregator in it) and account links
-// (those, or Standard User; a Standard User scoped to accounts only in
-// them: accountOK). The SearchClientLinks reference: "Only a user with
+// linkRightsLocked returns what credential c's principal may search in
+// customer cid: customer links (Super Admin in it) and account links
+// (Super Admin, or Standard User; a Standard User scoped to accounts only
+// in them: accountOK). The SearchClientLinks reference: "Only a user with
 // Super Admin or Standard credentials can add, update, and search for
 // client links to advertiser accounts. Only a user with Super Admin
-// credentials can [do so for] client links to customers."
+// credentials can [do so for] client links to customers." No other role
+// is named, so none other may (an Aggregator, say, who is not also Super
+// Admin there, gets 106).
 func (s *Server) linkRightsLocked(c *Credential, cid int64) (customer bool, accountOK func(int64) bool) {
 	none := func(int64) bool { return false }
 	if !s.reachableLocked(c, cid) || s.linkDenied[cid] {
@@ -41,7 +43,7 @@ func (s *Server) linkRightsLocked(c *Credential, cid int64) (customer bool, acco
 			continue
 		}
 		switch r.RoleID {
-		case msads.RoleSuperAdmin, msads.RoleAggregator:
+		case msads.RoleSuperAdmin:
 			customer, all = true, true
 		case msads.RoleStandardUser:
 			if r.AccountIDs == nil {
@@ -163,10 +165,11 @@ func (s *Server) searchClientLinksLocked(c *Credential, req *apiRequest) (any, *
 	return map[string]any{"ClientLinks": list}, nil
 }
 
-// wireLink serves a link as the API does: ids as strings, unset fields
-// null, an account link's Type null when its entity id is even (the
-// reference: an empty Type is an account link), CustomerLinkPermission only
-// on customer links.
+// wireLink serves a link as the API does (the REST "Response JSON" of
+// SearchClientLinks: the ClientLink reference's 21 elements, no other):
+// ids as strings, unset fields null, an account link's Type null when its
+// entity id is even (the reference: an empty Type is an account link),
+// CustomerLinkPermission only on customer links.
 func wireLink(l msads.ClientLink) map[string]any {
 	var typ any = l.Type
 	if l.Type == "" || l.Type == msads.LinkTypeAccount && l.ClientEntityID%2 == 0 {
@@ -182,7 +185,7 @@ func wireLink(l msads.ClientLink) map[string]any {
 	}
 	return map[string]any{
 		"Type": typ, "ClientEntityId": strconv.FormatInt(l.ClientEntityID, 10), "ClientEntityNumber": nullable(l.ClientEntityNumber),
-		"ClientEntityName": nullable(l.ClientEntityName), "ClientEntityCustomerNumber": nullable(l.ClientEntityCustomerNumber),
+		"ClientEntityName":   nullable(l.ClientEntityName),
 		"ManagingCustomerId": strconv.FormatInt(l.ManagingCustomerID, 10), "ManagingCustomerNumber": nullable(l.ManagingCustomerNumber),
 		"ManagingCustomerName": nullable(l.ManagingCustomerName), "Note": nullable(l.Note), "Name": nullable(l.Name),
 		"InviterEmail": nullable(l.InviterEmail), "InviterName": nullable(l.InviterName), "InviterPhone": nullable(l.InviterPhone),

@@ -2,7 +2,9 @@ package msadstest
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"reflect"
@@ -1160,5 +1162,98 @@ func TestIDsAreNeverReused(t *testing.T) {
 	third := s.AddInvitation(msads.Invitation{CustomerID: cust, Email: "c@example.com", RoleID: msads.RoleViewer})
 	if again := s.AcceptInvitation(third); again == user {
 		t.Errorf("user id %d reused", user)
+	}
+}
+
+// SearchClientLinks as the reference has it (searchclientlinks.md REST,
+// predicate.md, paging.md, clientlink.md): the ClientLink elements and no
+// other, ids as strings; predicate fields, operators and combinations,
+// PageInfo Size 1–100 and a string Value enforced with code 3030 or 201;
+// customer links searched by a Super Admin only (106 otherwise, an
+// Aggregator too).
+func TestSearchClientLinksFidelity(t *testing.T) {
+	t.Parallel()
+	ds := DemoDataset()
+	s := NewServer(ds)
+	t.Cleanup(s.Close)
+	tok := accessToken(t, s)
+	c0 := ds.Customers[0].ID
+	search := func(preds string, paging string) (int, map[string]any) {
+		return post(t, s, "ClientLinks/Search", tok, `{"Predicates":`+preds+`,"Ordering":null,"PageInfo":`+paging+`}`,
+			map[string]string{"CustomerId": fmt.Sprint(c0)})
+	}
+	byCustomer := fmt.Sprintf(`[{"Field":"ClientCustomerId","Operator":"Equals","Value":"%d"}]`, c0)
+	st, out := search(byCustomer, `{"Index":0,"Size":100}`)
+	list, _ := out["ClientLinks"].([]any)
+	if st != 200 || len(list) == 0 {
+		t.Fatalf("ClientCustomerId search: %d %v", st, out)
+	}
+	want := []string{"ClientEntityId", "ClientEntityName", "ClientEntityNumber", "CustomerLinkPermission", "ForwardCompatibilityMap",
+		"InviterEmail", "InviterName", "InviterPhone", "IsBillToClient", "LastModifiedByUserId", "LastModifiedDateTime",
+		"ManagingCustomerId", "ManagingCustomerName", "ManagingCustomerNumber", "Name", "Note", "StartDate", "Status",
+		"SuppressNotification", "Timestamp", "Type"}
+	for _, e := range list {
+		l := e.(map[string]any)
+		keys := slices.Sorted(maps.Keys(l))
+		if !slices.Equal(keys, want) {
+			t.Errorf("ClientLink elements %v, want the reference's %v", keys, want)
+		}
+		for _, id := range []string{"ClientEntityId", "ManagingCustomerId"} {
+			if _, ok := l[id].(string); !ok {
+				t.Errorf("%s = %#v, want a string (a long in REST JSON)", id, l[id])
+			}
+		}
+	}
+	for _, bad := range []struct{ preds, paging string }{
+		{`[{"Field":"CustomerId","Operator":"Equals","Value":"150001753"}]`, `{"Index":0,"Size":10}`},                     // unknown field
+		{`[{"Field":"DirectManagingCustomerId","Operator":"In","Value":"150001753,150002071"}]`, `{"Index":0,"Size":10}`}, // In not allowed
+		{`[{"Field":"ClientCustomerId","Operator":"Contains","Value":"1500"}]`, `{"Index":0,"Size":10}`},                  // operator
+		{`[{"Field":"ClientCustomerId","Operator":"Equals","Value":150001753}]`, `{"Index":0,"Size":10}`},                 // Value not a string
+		{`[{"Field":"ClientCustomerId","Operator":"Equals","Value":"150001753"},{"Field":"ClientAccountId","Operator":"Equals","Value":"180000100"}]`, `{"Index":0,"Size":10}`},
+		{`[{"Field":"DirectManagingCustomerId","Operator":"Equals","Value":"150001753"},{"Field":"ManagingCustomerId","Operator":"Equals","Value":"150001753"}]`, `{"Index":0,"Size":10}`},
+		{`[]`, `{"Index":0,"Size":10}`}, // no predicate
+		{byCustomer, `{"Index":0,"Size":101}`},
+		{byCustomer, `{"Index":0}`}, // Size 0
+		{byCustomer, `null`},
+		{`[{"Field":"ClientAccountId","Operator":"In","Value":"1,2,3,4,5,6,7,8,9,10,11"}]`, `{"Index":0,"Size":10}`}, // In > 10 values
+	} {
+		if st, out := search(bad.preds, bad.paging); st != 400 {
+			t.Errorf("%s %s: HTTP %d %v, want 400", bad.preds, bad.paging, st, out)
+		}
+	}
+
+	// An Aggregator who is not Super Admin in the customer: 106 for its
+	// customer links.
+	s.SetRoles(ds.PrincipalID(), []msads.Role{{CustomerID: c0, RoleID: msads.RoleAggregator}})
+	if st, out := search(byCustomer, `{"Index":0,"Size":100}`); st != 400 || !strings.Contains(fmt.Sprint(out), "106") {
+		t.Errorf("Aggregator only: HTTP %d %v, want 400 code 106", st, out)
+	}
+}
+
+// The demo tenant serves a client link in every ClientLinkStatus of the
+// reference, and both directions (links into the demo customers and links
+// they hold as agencies).
+func TestDemoLinksEveryStatusBothDirections(t *testing.T) {
+	t.Parallel()
+	ds := DemoDataset()
+	statuses := map[string]bool{}
+	into, from := 0, 0
+	customers := ds.CustomerIDs()
+	for _, l := range ds.Links {
+		statuses[l.Status] = true
+		if slices.Contains(customers, l.ManagingCustomerID) {
+			from++
+		} else {
+			into++
+		}
+	}
+	for _, st := range []string{"LinkPending", "LinkCanceled", "LinkExpired", "LinkAccepted", "LinkDeclined", "LinkInProgress", "Active",
+		"LinkFailed", "UnlinkRequested", "UnlinkPending", "UnlinkCanceled", "UnlinkInProgress", "Inactive", "UnlinkFailed"} {
+		if !statuses[st] {
+			t.Errorf("no demo link in status %s", st)
+		}
+	}
+	if into == 0 || from == 0 {
+		t.Errorf("links into the demo customers %d, held by them %d: want both", into, from)
 	}
 }

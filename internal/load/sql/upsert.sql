@@ -11,7 +11,8 @@ reappearing ones; unchanged rows are neither written nor locked.
         scan of the rows the keys can find.
   up:   INSERT ... ON CONFLICT DO UPDATE of those; the WHERE re-checks the
         difference against the row version it locked (a concurrent writer
-        may have written the same values meanwhile).
+        may have written the same values meanwhile). With .Merge the values
+        are computed again over that row version (see table.Merge).
   chg:  each written row with its change: added (inserted), reappeared
         (its stored row was removed), else changed. Tables without history
         count a reappearance as changed.
@@ -41,8 +42,8 @@ WITH {{if .Stored}}stored AS (
 ), up AS (
     INSERT INTO {{.Name}} AS t ({{list "" .All}})
     SELECT {{list "cand." .All}} FROM cand ORDER BY {{list "cand." .Key}}
-    ON CONFLICT ({{list "" .Key}}) DO UPDATE SET {{set .Cols}}, updated_at = now(), removed_at = NULL
-    WHERE ({{list "t." .Cols}}, t.removed_at) IS DISTINCT FROM ({{list "excluded." .Cols}}, NULL::timestamptz)
+    ON CONFLICT ({{list "" .Key}}) DO UPDATE SET {{assign .Cols .Conflict}}, updated_at = now(), removed_at = NULL
+    WHERE ({{list "t." .Cols}}, t.removed_at) IS DISTINCT FROM ({{join .Conflict ", "}}, NULL::timestamptz)
     RETURNING {{list "t." .All}}, t.xmax = 0 AS inserted
 ), chg AS (
     SELECT {{list "up." .All}},
