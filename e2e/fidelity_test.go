@@ -175,7 +175,6 @@ func (f *fenv) noSecrets(r result) {
 	}
 }
 
-func (f *fenv) q(sql string) string { return f.env.q(sql) }
 
 // exclusiveUsers returns the users listed by customer c and by no other
 // customer, the principal excluded: a fault on them touches c alone.

@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/msads-syncer/syncer/internal/load"
 	"github.com/msads-syncer/syncer/internal/pgtest"
 	schemasql "github.com/msads-syncer/syncer/sql"
 )
@@ -308,6 +309,40 @@ func TestPrivilegedAccessUnknownLinkPermission(t *testing.T) {
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("agency grants:\n got %q\nwant %q", got, want)
+	}
+	// An evidence pack's privileged access as of now lists the same
+	// agencies, and its independent count agrees.
+	for _, pop := range load.Populations {
+		if pop.Name != "privileged_access" {
+			continue
+		}
+		tx, err := pool.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		execIn(t, ctx, tx, schema)
+		rows, err := tx.Query(ctx, "SELECT p.grantee_id FROM ("+pop.SQL+") p WHERE p.grantee_kind = 'agency' ORDER BY 1", time.Now(), []int64{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(ids, []int64{900, 907, 908, 909}) {
+			t.Errorf("evidence privileged_access agencies = %v, want the view's 900 907 908 909", ids)
+		}
+		var packRows, checked int64
+		if err := tx.QueryRow(ctx, "SELECT count(*) FROM ("+pop.SQL+") p", time.Now(), []int64{}).Scan(&packRows); err != nil {
+			t.Fatal(err)
+		}
+		if err := tx.QueryRow(ctx, "SELECT coalesce(sum(n), 0)::bigint FROM ("+pop.CheckSQL+") c (customer_id, n)", time.Now(), []int64{}).Scan(&checked); err != nil {
+			t.Fatal(err)
+		}
+		if packRows != checked {
+			t.Errorf("evidence privileged_access: %d rows, its independent check counts %d", packRows, checked)
+		}
+		_ = tx.Rollback(ctx)
 	}
 	// Classified as not privileged: no longer listed.
 	if _, err := pool.Exec(ctx, "INSERT INTO "+pgx.Identifier{schema, "client_link_permissions"}.Sanitize()+

@@ -27,7 +27,7 @@ WITH g AS (
     LEFT JOIN roles ro ON ro.role_id = a.role_id
     WHERE a.user_id IS NOT NULL AND ro.privileged IS NOT FALSE
     UNION ALL
-    SELECT l.client_customer_id,
+    SELECT CASE WHEN l.type = 'CustomerLink' THEN l.client_entity_id ELSE l.client_customer_id END,
            'agency',
            l.managing_customer_id,
            l.managing_customer_name,
@@ -36,16 +36,16 @@ WITH g AS (
            p.can_manage_users,
            p.can_manage_billing,
            p.can_manage_links,
-           'customer',
-           NULL,
-           'every account of the customer',
+           CASE WHEN l.type = 'CustomerLink' THEN 'customer' ELSE 'account' END,
+           CASE WHEN l.type <> 'CustomerLink' THEN l.client_entity_id END,
+           CASE WHEN l.type = 'CustomerLink' THEN 'every account of the customer' ELSE coalesce(l.client_entity_name, l.client_entity_id::text) END,
            (SELECT max(h.valid_from) FROM client_links_history h
             WHERE h.type = l.type AND h.client_entity_id = l.client_entity_id AND h.managing_customer_id = l.managing_customer_id
               AND h.valid_from <= $1 AND h.change IN ('added', 'reappeared')),
            l.inviter_email
     FROM client_links_as_of($1) l
-    JOIN client_link_permissions p ON p.link_type = l.type AND p.customer_link_permission = coalesce(l.customer_link_permission, '')
-    WHERE l.type = 'CustomerLink' AND l.grants_access IS NOT FALSE AND p.privileged
+    LEFT JOIN client_link_permissions p ON p.link_type = l.type AND p.customer_link_permission = coalesce(l.customer_link_permission, '')
+    WHERE l.grants_access IS NOT FALSE AND p.privileged IS NOT FALSE
 )
 SELECT g.customer_id,
        c.name AS customer_name,
