@@ -175,7 +175,6 @@ func (f *fenv) noSecrets(r result) {
 	}
 }
 
-
 // exclusiveUsers returns the users listed by customer c and by no other
 // customer, the principal excluded: a fault on them touches c alone.
 func exclusiveUsers(ds *msadstest.Dataset, c int64) []int64 {
