@@ -175,7 +175,10 @@ $$;
 -- managing_customer_id; their email is the link's inviter_email.
 CREATE VIEW access_exceptions AS
 WITH s AS (
-    SELECT * FROM reconcile_settings
+    -- one row at most (a singleton); LIMIT 1 tells the planner so (without
+    -- statistics it guesses hundreds, multiplies them through the cross
+    -- joins and, past jit_above_cost, spends ~150 ms compiling the query)
+    SELECT * FROM reconcile_settings LIMIT 1
 ), a AS (
     -- the domain aliases, '{}' before any settings are written
     SELECT coalesce((SELECT r.domain_aliases FROM reconcile_settings r), '{}'::jsonb) AS aliases
