@@ -110,6 +110,36 @@ type writer struct {
 	direct     bool
 	fresh      map[*table][]int64
 	directRows map[*table][][]any
+	// roleUsers: the listed users GetUser read whose roles the upsert
+	// writes (see readBack).
+	roleUsers []int64
+	// staged: the staging tables exist on the connection (see staging).
+	stagingReady bool
+}
+
+// staging creates the staging tables (once per connection, see
+// sql/staging.sql) the first time the transaction needs one: a snapshot
+// that changes nothing touches no temporary table, so its commit has none
+// to empty.
+func (w *writer) staging(ctx context.Context) error {
+	if w.stagingReady {
+		return nil
+	}
+	if _, err := w.tx.Exec(ctx, stagingSQL); err != nil {
+		return fmt.Errorf("create staging tables: %w", err)
+	}
+	w.stagingReady = true
+	return nil
+}
+
+// stagedUsers returns the user ids of the staged users rows (sorted).
+func stagedUsers(rows [][]any) []int64 {
+	out := make([]int64, len(rows))
+	for i, r := range rows {
+		v, _ := keyInt(r[1])
+		out[i] = v
+	}
+	return out
 }
 
 // freshConflictError: a row the direct path COPYed collided with a key
@@ -268,16 +298,23 @@ func (w *writer) staleReadable() []int64 {
 // nothing writes no row version.
 func (w *writer) write(ctx context.Context, ch *Changes) error {
 	st := w.st
-	if _, err := w.tx.Exec(ctx, stagingSQL); err != nil {
-		return fmt.Errorf("create staging tables: %w", err)
-	}
 	rows := map[*table][][]any{usersTable: st.users, rolesTable: st.roles, invitationsTable: st.invitations, accountsTable: st.accounts}
 	if err := w.splitFresh(ctx, rows); err != nil {
+		return err
+	}
+	// The customer's current users and those the snapshot does not list
+	// (none when its users are new: no users row), and only the rows that
+	// may change are left to stage.
+	current, err := w.readBack(ctx, rows)
+	if err != nil {
 		return err
 	}
 	for _, t := range []*table{usersTable, rolesTable, invitationsTable, accountsTable} {
 		if len(rows[t]) == 0 {
 			continue
+		}
+		if err := w.staging(ctx); err != nil {
+			return err
 		}
 		if _, err := w.tx.CopyFrom(ctx, pgx.Identifier{t.Staging()}, t.All(), pgx.CopyFromRows(rows[t])); err != nil {
 			return fmt.Errorf("copy into %s: %w", t.Staging(), err)
@@ -287,25 +324,31 @@ func (w *writer) write(ctx context.Context, ch *Changes) error {
 	if err := w.hook("stage"); err != nil {
 		return err
 	}
-	var current int
-	var dropped []int64
-	// A customer whose users splitFresh found new has no users row: none
-	// current, none to remove.
-	if len(w.fresh[usersTable]) == 0 {
-		if err := w.tx.QueryRow(ctx, guardSQL, w.args).Scan(&current, &dropped); err != nil {
-			return fmt.Errorf("count users to remove: %w", err)
-		}
-	}
-	removing := len(dropped)
+	dropped, _ := w.args["dropped"].([]int64)
 	w.args["dropped"] = dropped
+	removing := len(dropped)
 	if err := w.checkGuard(current, removing); err != nil {
 		return err
 	}
 	if err := w.hook("guard"); err != nil {
 		return err
 	}
+	// upsertRemove runs the upsert of t when rows of it are staged and its
+	// removal when the read-back found current rows of it not listed.
+	upsertRemove := func(t *table) error {
+		up, rm := t.upsert, t.remove
+		if !staged(t) {
+			up = ""
+		}
+		gone, _ := w.args["gone_"+t.Name].([]int64)
+		if len(gone) == 0 {
+			rm = ""
+		}
+		w.args["gone"] = gone
+		return w.counted(ctx, ch, t, up, rm)
+	}
 	if st.accountsFetched {
-		if err := w.counted(ctx, ch, accountsTable, accountsTable.upsert, accountsTable.remove); err != nil {
+		if err := upsertRemove(accountsTable); err != nil {
 			return err
 		}
 	}
@@ -322,6 +365,7 @@ func (w *writer) write(ctx context.Context, ch *Changes) error {
 	if removing == 0 {
 		usersRemove = ""
 	}
+	w.args["staged_users"] = stagedUsers(rows[usersTable])
 	if err := w.counted(ctx, ch, usersTable, usersUpsert, usersRemove); err != nil {
 		return err
 	}
@@ -334,11 +378,16 @@ func (w *writer) write(ctx context.Context, ch *Changes) error {
 	if err := w.hook("roles"); err != nil {
 		return err
 	}
-	if err := w.counted(ctx, ch, invitationsTable, invitationsTable.upsert, invitationsTable.remove); err != nil {
+	if err := upsertRemove(invitationsTable); err != nil {
 		return err
 	}
 	if err := w.hook("invitations"); err != nil {
 		return err
+	}
+	if st.links.searched {
+		if err := w.staging(ctx); err != nil {
+			return err
+		}
 	}
 	if err := w.links(ctx, ch); err != nil {
 		return err
@@ -386,6 +435,12 @@ func (w *writer) roles(ctx context.Context, ch *Changes, dropped bool) error {
 	if err := w.copyDirect(ctx, ch, rolesTable); err != nil {
 		return err
 	}
+	if !dropped && len(w.roleUsers) == 0 {
+		return nil
+	}
+	if err := w.staging(ctx); err != nil {
+		return err
+	}
 	written := int64(0)
 	if dropped {
 		tag, err := w.tx.Exec(ctx, rolesOfDroppedSQL, pgx.NamedArgs{"customer_id": w.st.customerID, "owners": []int64{w.st.customerID},
@@ -395,9 +450,9 @@ func (w *writer) roles(ctx context.Context, ch *Changes, dropped bool) error {
 		}
 		written += tag.RowsAffected()
 	}
-	// Staged roles are all of readable users (see stage) that splitFresh
-	// did not find new (those have no stored roles to compare or remove).
-	if readable := w.staleReadable(); len(readable) > 0 {
+	// Staged roles are all of the readable users whose stored roles the
+	// read-back found different (readBack); the others' are as stored.
+	if readable := w.roleUsers; len(readable) > 0 {
 		// Removal in the customers the credential sees (nil: any).
 		tag, err := w.tx.Exec(ctx, rolesTable.upsert, pgx.NamedArgs{"owners": w.st.roleCustomers, "readable": readable})
 		if err != nil {
