@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/msads-syncer/syncer/internal/msads"
 )
@@ -219,5 +220,91 @@ func TestReadBackMatchesSQLComparison(t *testing.T) {
 		if again.Total() != 0 {
 			t.Fatalf("iteration %d (SYNCER_SEED=%d): after the write, the whole snapshot still changes %v", iter, seed, again)
 		}
+	}
+}
+
+// Staging tables outlive their transactions (not ON COMMIT DELETE ROWS,
+// see sql/staging.sql): the rows one write staged and committed must not
+// be read by the next write on the same connection, and the tables are
+// truncated once they have grown.
+func TestStagingEmptiedForEachWrite(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Options{})
+	cfg := b.pool.Config()
+	cfg.MaxConns = 1 // every write on the same connection
+	pool, err := pgxpool.NewWithConfig(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	s := NewStore(pool, Options{Schema: b.schema})
+	other := func(id int64) *msads.Snapshot {
+		snap := baseSnapshot()
+		snap.CustomerID, snap.CustomerName = id, "Other"
+		for i := range snap.Users {
+			snap.Users[i].CustomerID, snap.Users[i].ID = id, id*10+snap.Users[i].ID
+		}
+		snap.Roles = nil
+		for _, u := range snap.Users {
+			snap.Roles = append(snap.Roles, msads.Role{UserID: u.ID, CustomerID: id, RoleID: msads.RoleViewer, AccountIDs: []int64{1}})
+		}
+		for i := range snap.Invitations {
+			snap.Invitations[i].CustomerID, snap.Invitations[i].ID = id, id*10+snap.Invitations[i].ID
+		}
+		for i := range snap.Accounts {
+			snap.Accounts[i].CustomerID, snap.Accounts[i].ID = id, id*10+snap.Accounts[i].ID
+		}
+		return snap
+	}
+	write := func(snap *msads.Snapshot) Changes {
+		t.Helper()
+		ch, err := s.WriteSnapshot(t.Context(), b.runID, snap, SyncInfo{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ch
+	}
+	write(baseSnapshot())
+	write(other(7))
+	// A change of each: customer 1001's staged rows are committed, then
+	// customer 7's write stages its own on the same connection.
+	a := baseSnapshot()
+	a.Users[0].LastName, a.Invitations[0].Email, a.Accounts[0].Name = "a", "a@example.com", "a"
+	a.Roles[1].AccountIDs = []int64{11}
+	want := Changes{Users: Counts{Changed: 1}, Roles: Counts{Changed: 1}, Invitations: Counts{Changed: 1}, Accounts: Counts{Changed: 1}}
+	if ch := write(a); ch != want {
+		t.Errorf("customer 1001 changes = %v, want %v", ch, want)
+	}
+	o := other(7)
+	o.Users[1].LastName, o.Roles[1].AccountIDs = "o", []int64{2}
+	if ch := write(o); ch != (Changes{Users: Counts{Changed: 1}, Roles: Counts{Changed: 1}}) {
+		t.Errorf("customer 7 changes = %v, want users ~1, roles ~1 (nothing of customer 1001's staged rows)", ch)
+	}
+	equal(t, "role history", b.strings(t, `SELECT user_id, change, count(*) FROM user_roles_history GROUP BY 1, 2 ORDER BY 1, 2`),
+		[]string{"1|added|1", "2|added|1", "2|changed|1", "3|added|2", "4|added|1", "71|added|1", "72|added|1", "72|changed|1", "73|added|1", "74|added|1"})
+	equal(t, "customer 7's rows", b.strings(t, `SELECT count(*) FROM users WHERE customer_id = 7 AND removed_at IS NULL
+		UNION ALL SELECT count(*) FROM user_invitations WHERE customer_id = 7 AND removed_at IS NULL
+		UNION ALL SELECT count(*) FROM users WHERE customer_id = 1001 AND removed_at IS NULL`), []string{"4", "2", "4"})
+
+	// Grown past 16 MB: the next write that stages truncates them.
+	size := func() int64 {
+		var n int64
+		if err := pool.QueryRow(t.Context(), "SELECT pg_relation_size('pg_temp.s_users')").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if _, err := pool.Exec(t.Context(), "INSERT INTO pg_temp.s_users (customer_id, user_id, user_name) SELECT 1, g, repeat('x', 1000) FROM generate_series(1, 20000) g"); err != nil {
+		t.Fatal(err)
+	}
+	if n := size(); n < 16<<20 {
+		t.Fatalf("s_users is %d bytes, want more than 16 MB", n)
+	}
+	o.Users[1].LastName = "o2"
+	if ch := write(o); ch != (Changes{Users: Counts{Changed: 1}}) {
+		t.Errorf("customer 7 changes = %v, want users ~1", ch)
+	}
+	if n := size(); n > 1<<20 {
+		t.Errorf("s_users is %d bytes after a write, want it truncated", n)
 	}
 }
