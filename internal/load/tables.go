@@ -94,7 +94,7 @@ var (
 		Cols: []string{"home_customer_id", "user_name", "email", "first_name", "last_name", "job_title", "lcid",
 			"lifecycle_status", "last_modified_time", "detail_status", "detail_code", "detail_tracking_id", "detail_error"},
 		Owner: "customer_id", values: userValues,
-		// The guard (sql/guard.sql) already found the current users the
+		// The read-back (readBack) already found the current users the
 		// snapshot does not list: @dropped, which the removal probes.
 		removeScan: "unnest(@dropped::bigint[]) AS d(user_id), " + lateral("users", "t.customer_id = @customer_id AND t.user_id = d.user_id"),
 		// The staged users' stored rows (the read-back sends only those
