@@ -100,20 +100,6 @@ func (t *stmtTracer) TraceBatchQuery(_ context.Context, _ *pgx.Conn, d pgx.Trace
 
 func (t *stmtTracer) TraceBatchEnd(_ context.Context, c *pgx.Conn, _ pgx.TraceBatchEndData) { t.end(c) }
 
-// calls returns how many statements since the last reset began with
-// prefix (stmtKey's form: `COPY "users"`).
-func (t *stmtTracer) calls(prefix string) int {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	n := 0
-	for k, c := range t.n {
-		if strings.HasPrefix(k, prefix) {
-			n += c
-		}
-	}
-	return n
-}
-
 // reset returns the statements counted since the last reset and forgets
 // them, printing their times to w when not nil.
 func (t *stmtTracer) reset(w *os.File, title string) int {

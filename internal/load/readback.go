@@ -70,21 +70,19 @@ func (w *writer) readBack(ctx context.Context, rows map[*table][][]any) (current
 		}()
 	}
 	type step struct {
-		t      *table
-		owned  bool
-		keys   []int64 // invitations, accounts: the snapshot's keys
-		readBy []int64 // roles: the users read
+		t     *table
+		owned bool
+		keys  []int64 // invitations, accounts: the snapshot's keys
 	}
 	var steps []step
 	b := &pgx.Batch{}
-	usersRead := len(w.fresh[usersTable]) == 0
-	if usersRead {
+	if len(w.fresh[usersTable]) == 0 {
 		b.Queue(storedSQL[usersTable], pgx.NamedArgs{"customer_id": st.customerID})
 		steps = append(steps, step{t: usersTable})
 	}
 	if readable := w.staleReadable(); len(readable) > 0 {
 		b.Queue(storedSQL[rolesTable], pgx.NamedArgs{"readable": readable})
-		steps = append(steps, step{t: rolesTable, readBy: readable})
+		steps = append(steps, step{t: rolesTable})
 	}
 	for _, t := range []*table{invitationsTable, accountsTable} {
 		if t == accountsTable && !st.accountsFetched {
@@ -254,6 +252,14 @@ func diffRows(m *pgtype.Map, t *table, res pgx.Rows, staged [][]any, comparable 
 		}
 		return k
 	}
+	// The merge below takes a stored row whose key it did not meet among
+	// the staged ones as not staged (a user to remove): the staged rows
+	// must be in strictly increasing key order, as stage sorts them.
+	for i := 1; i < len(staged); i++ {
+		if !keyLess(stagedKey(staged[i-1]), stagedKey(staged[i]), nk) {
+			return nil, fmt.Errorf("staged %s rows out of key order at %v", t.Name, stagedKey(staged[i]))
+		}
+	}
 	var send [][]any
 	buf := make([]byte, 0, 256)
 	// The encode plan of each compared column, for the Go type of the
@@ -266,6 +272,8 @@ func diffRows(m *pgtype.Map, t *table, res pgx.Rows, staged [][]any, comparable 
 	}
 	plans := make([]colPlan, len(t.Cols))
 	i := 0
+	var prev [3]int64
+	seen := false
 	for res.Next() {
 		vals := res.RawValues()
 		var key [3]int64
@@ -276,6 +284,10 @@ func diffRows(m *pgtype.Map, t *table, res pgx.Rows, staged [][]any, comparable 
 			}
 			key[j] = v
 		}
+		if seen && !keyLess(prev, key, nk) {
+			return nil, fmt.Errorf("stored %s rows out of key order at %v", t.Name, key)
+		}
+		prev, seen = key, true
 		var cur bool
 		if raw := vals[nk]; fds[nk].Format == pgx.BinaryFormatCode && len(raw) == 1 {
 			cur = raw[0] == 1
