@@ -319,13 +319,33 @@ func diffRows(m *pgtype.Map, t *table, res pgx.Rows, staged [][]any, comparable 
 			// without encoding, the most common values.
 			switch x := v.(type) {
 			case *string:
+				if x == nil {
+					same = raw == nil
+					continue
+				}
 				if fd.DataTypeOID == pgtype.TextOID {
 					same = raw != nil && string(raw) == *x
 					continue
 				}
 			case *int64:
+				if x == nil {
+					same = raw == nil
+					continue
+				}
 				if fd.DataTypeOID == pgtype.Int8OID && fd.Format == pgx.BinaryFormatCode {
 					same = len(raw) == 8 && int64(binary.BigEndian.Uint64(raw)) == *x
+					continue
+				}
+			case []int64:
+				if x == nil { // NULL (sortedIDs keeps nil nil)
+					same = raw == nil
+					continue
+				}
+				// pgx sends an empty array as one dimension of length 0,
+				// which PostgreSQL stores, and sends back, as the empty
+				// array (no dimension): the same value.
+				if len(x) == 0 && fd.Format == pgx.BinaryFormatCode {
+					same = len(raw) >= 4 && binary.BigEndian.Uint32(raw) == 0
 					continue
 				}
 			}

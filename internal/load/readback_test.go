@@ -308,3 +308,32 @@ func TestStagingEmptiedForEachWrite(t *testing.T) {
 		t.Errorf("s_users is %d bytes after a write, want it truncated", n)
 	}
 }
+
+// Empty arrays (a role or invitation scoped to no account) compare equal
+// to what is stored: a no-change re-run sends nothing.
+func TestReadBackEmptyArraysNotResent(t *testing.T) {
+	t.Parallel()
+	s, tr, _, _ := tracedStore(t)
+	snap := baseSnapshot()
+	snap.Roles = append(snap.Roles, msads.Role{UserID: 1, CustomerID: cust, RoleID: msads.RoleViewer, AccountIDs: []int64{}, LinkedAccountIDs: []int64{}})
+	snap.Invitations[0].AccountIDs = []int64{}
+	for range 2 {
+		tr.reset(nil, "")
+		if _, err := s.WriteSnapshot(t.Context(), 0, snap, SyncInfo{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, copied := tr.roundTrips(); len(copied) != 0 {
+		t.Errorf("no-change re-run COPYed %v, want nothing", copied)
+	}
+	// An empty array where one with elements is stored is sent.
+	snap.Roles[1].AccountIDs = []int64{}
+	tr.reset(nil, "")
+	ch, err := s.WriteSnapshot(t.Context(), 0, snap, SyncInfo{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, copied := tr.roundTrips(); ch.Roles.Changed != 1 || copied[`"s_user_roles"`] != 1 {
+		t.Errorf("changes %v, COPYed %v; want the one role changed", ch, copied)
+	}
+}
