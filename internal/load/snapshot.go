@@ -110,6 +110,36 @@ type writer struct {
 	direct     bool
 	fresh      map[*table][]int64
 	directRows map[*table][][]any
+	// roleUsers: the listed users GetUser read whose roles the upsert
+	// writes (see readBack).
+	roleUsers []int64
+	// staged: the staging tables exist on the connection (see staging).
+	stagingReady bool
+}
+
+// staging creates the staging tables (once per connection, see
+// sql/staging.sql) the first time the transaction needs one: a snapshot
+// that changes nothing touches no temporary table, so its commit has none
+// to empty.
+func (w *writer) staging(ctx context.Context) error {
+	if w.stagingReady {
+		return nil
+	}
+	if _, err := w.tx.Exec(ctx, stagingSQL); err != nil {
+		return fmt.Errorf("create staging tables: %w", err)
+	}
+	w.stagingReady = true
+	return nil
+}
+
+// stagedUsers returns the user ids of the staged users rows (sorted).
+func stagedUsers(rows [][]any) []int64 {
+	out := make([]int64, len(rows))
+	for i, r := range rows {
+		v, _ := keyInt(r[1])
+		out[i] = v
+	}
+	return out
 }
 
 // freshConflictError: a row the direct path COPYed collided with a key
@@ -246,38 +276,52 @@ func (w *writer) staleReadable() []int64 {
 
 // write runs, in order (the test hook is called after each step):
 //
-//	stage        find the new keys (splitFresh); COPY the other rows into
-//	             the staging tables
-//	guard        the removal guard's count of current and omitted users
-//	             (none when the customer's users are new)
-//	accounts     upsert; removal (when the accounts were fetched)
+//	stage        find the new keys (splitFresh); read back the stored rows
+//	             the other rows' keys can find and compare them in Go
+//	             (readBack); COPY into the staging tables only the rows
+//	             that may change (creating or emptying the staging tables
+//	             first, only when there are any)
+//	guard        the removal guard, on the read-back's count of current
+//	             and omitted users (none when the customer's users are new)
+//	accounts     upsert (when staged); removal (when the read-back found
+//	             current accounts not listed; only when they were fetched)
 //	users        the direct path (COPY, then history) for a customer's
-//	             first write, else upsert with history; removal with
-//	             history (when the guard counted users to remove)
+//	             first write, else upsert with history (when staged);
+//	             removal with history (when the guard counted users to
+//	             remove)
 //	roles        the direct path for the roles of new users; removal of
 //	             the dropped users' roles (when the users removal ran),
-//	             upsert with removal of the others, into
+//	             upsert with removal of the others for the users whose
+//	             roles the read-back found different, into
 //	             s_changes_user_roles, then the history of what they wrote
 //	             (when they wrote anything)
-//	invitations  upsert with history; removal with history
+//	invitations  upsert with history; removal with history (as accounts)
 //	links        (when searched) COPY, upsert and removal within the
 //	             searches' scope, into s_changes_client_links, then their
 //	             history (see linksTable)
 //
 // Each statement writes only rows that change: a snapshot that changes
-// nothing writes no row version.
+// nothing sends no row, runs no write statement and writes no row version
+// (only customers and customer_syncs record the success).
 func (w *writer) write(ctx context.Context, ch *Changes) error {
 	st := w.st
-	if _, err := w.tx.Exec(ctx, stagingSQL); err != nil {
-		return fmt.Errorf("create staging tables: %w", err)
-	}
 	rows := map[*table][][]any{usersTable: st.users, rolesTable: st.roles, invitationsTable: st.invitations, accountsTable: st.accounts}
 	if err := w.splitFresh(ctx, rows); err != nil {
+		return err
+	}
+	// The customer's current users and those the snapshot does not list
+	// (none when its users are new: no users row), and only the rows that
+	// may change are left to stage.
+	current, err := w.readBack(ctx, rows)
+	if err != nil {
 		return err
 	}
 	for _, t := range []*table{usersTable, rolesTable, invitationsTable, accountsTable} {
 		if len(rows[t]) == 0 {
 			continue
+		}
+		if err := w.staging(ctx); err != nil {
+			return err
 		}
 		if _, err := w.tx.CopyFrom(ctx, pgx.Identifier{t.Staging()}, t.All(), pgx.CopyFromRows(rows[t])); err != nil {
 			return fmt.Errorf("copy into %s: %w", t.Staging(), err)
@@ -287,25 +331,31 @@ func (w *writer) write(ctx context.Context, ch *Changes) error {
 	if err := w.hook("stage"); err != nil {
 		return err
 	}
-	var current int
-	var dropped []int64
-	// A customer whose users splitFresh found new has no users row: none
-	// current, none to remove.
-	if len(w.fresh[usersTable]) == 0 {
-		if err := w.tx.QueryRow(ctx, guardSQL, w.args).Scan(&current, &dropped); err != nil {
-			return fmt.Errorf("count users to remove: %w", err)
-		}
-	}
-	removing := len(dropped)
+	dropped, _ := w.args["dropped"].([]int64)
 	w.args["dropped"] = dropped
+	removing := len(dropped)
 	if err := w.checkGuard(current, removing); err != nil {
 		return err
 	}
 	if err := w.hook("guard"); err != nil {
 		return err
 	}
+	// upsertRemove runs the upsert of t when rows of it are staged and its
+	// removal when the read-back found current rows of it not listed.
+	upsertRemove := func(t *table) error {
+		up, rm := t.upsert, t.remove
+		if !staged(t) {
+			up = ""
+		}
+		gone, _ := w.args["gone_"+t.Name].([]int64)
+		if len(gone) == 0 {
+			rm = ""
+		}
+		w.args["gone"] = gone
+		return w.counted(ctx, ch, t, up, rm)
+	}
 	if st.accountsFetched {
-		if err := w.counted(ctx, ch, accountsTable, accountsTable.upsert, accountsTable.remove); err != nil {
+		if err := upsertRemove(accountsTable); err != nil {
 			return err
 		}
 	}
@@ -322,6 +372,7 @@ func (w *writer) write(ctx context.Context, ch *Changes) error {
 	if removing == 0 {
 		usersRemove = ""
 	}
+	w.args["staged_users"] = stagedUsers(rows[usersTable])
 	if err := w.counted(ctx, ch, usersTable, usersUpsert, usersRemove); err != nil {
 		return err
 	}
@@ -334,11 +385,16 @@ func (w *writer) write(ctx context.Context, ch *Changes) error {
 	if err := w.hook("roles"); err != nil {
 		return err
 	}
-	if err := w.counted(ctx, ch, invitationsTable, invitationsTable.upsert, invitationsTable.remove); err != nil {
+	if err := upsertRemove(invitationsTable); err != nil {
 		return err
 	}
 	if err := w.hook("invitations"); err != nil {
 		return err
+	}
+	if st.links.searched {
+		if err := w.staging(ctx); err != nil {
+			return err
+		}
 	}
 	if err := w.links(ctx, ch); err != nil {
 		return err
@@ -357,17 +413,40 @@ func (w *writer) hook(step string) error {
 // rows, and adds the counts to t's.
 func (w *writer) counted(ctx context.Context, ch *Changes, t *table, stmts ...string) error {
 	counts := ch.of(t.Name)
+	b := &pgx.Batch{}
+	var what []string
 	for i, sql := range stmts {
 		if sql == "" {
 			continue
 		}
-		rows, err := w.tx.Query(ctx, sql, w.args)
+		// One round trip for all: each statement still runs on its own
+		// snapshot, in order, in the transaction.
+		b.Queue(sql, w.args)
+		what = append(what, [...]string{"write", "remove"}[i])
+	}
+	return w.sendCounted(ctx, b, what, t.Name, counts)
+}
+
+// sendCounted sends the batch b of statements that return (change,
+// count) rows and adds the counts to counts; what names each statement in
+// an error (what + " " + name).
+func (w *writer) sendCounted(ctx context.Context, b *pgx.Batch, what []string, name string, counts *Counts) (err error) {
+	if b.Len() == 0 {
+		return nil
+	}
+	br := w.tx.SendBatch(ctx, b)
+	defer func() {
+		if cerr := br.Close(); err == nil && cerr != nil {
+			err = fmt.Errorf("write %s: %w", name, cerr)
+		}
+	}()
+	for _, wh := range what {
+		rows, err := br.Query()
 		if err == nil {
 			err = countChanges(rows, counts)
 		}
 		if err != nil {
-			what := [...]string{"write", "remove"}[i]
-			return fmt.Errorf("%s %s: %w", what, t.Name, err)
+			return fmt.Errorf("%s %s: %w", wh, name, err)
 		}
 	}
 	return nil
@@ -379,36 +458,50 @@ func (w *writer) counted(ctx context.Context, ch *Changes, t *table, stmts ...st
 // Snapshot.RoleCustomers that are not staged. Each records what it wrote in
 // s_changes_user_roles; then, when anything was written, the history of
 // those rows (see rolesTable for why it is a second statement).
-func (w *writer) roles(ctx context.Context, ch *Changes, dropped bool) error {
+func (w *writer) roles(ctx context.Context, ch *Changes, dropped bool) (err error) {
 	if len(w.st.userIDs) == 0 && !dropped {
 		return nil
 	}
 	if err := w.copyDirect(ctx, ch, rolesTable); err != nil {
 		return err
 	}
-	written := int64(0)
-	if dropped {
-		tag, err := w.tx.Exec(ctx, rolesOfDroppedSQL, pgx.NamedArgs{"customer_id": w.st.customerID, "owners": []int64{w.st.customerID},
-			"dropped": w.args["dropped"], "visible": w.st.roleCustomers})
-		if err != nil {
-			return fmt.Errorf("remove user_roles of dropped users: %w", err)
-		}
-		written += tag.RowsAffected()
-	}
-	// Staged roles are all of readable users (see stage) that splitFresh
-	// did not find new (those have no stored roles to compare or remove).
-	if readable := w.staleReadable(); len(readable) > 0 {
-		// Removal in the customers the credential sees (nil: any).
-		tag, err := w.tx.Exec(ctx, rolesTable.upsert, pgx.NamedArgs{"owners": w.st.roleCustomers, "readable": readable})
-		if err != nil {
-			return fmt.Errorf("write user_roles: %w", err)
-		}
-		written += tag.RowsAffected()
-	}
-	if written == 0 {
+	if !dropped && len(w.roleUsers) == 0 {
 		return nil
 	}
-	rows, err := w.tx.Query(ctx, rolesHistorySQL, pgx.NamedArgs{"run_id": w.args["run_id"]})
+	if err := w.staging(ctx); err != nil {
+		return err
+	}
+	// One round trip: the removal of the dropped users' roles, the upsert
+	// with removal, then (on its own snapshot, after both) the history of
+	// what they put in s_changes_user_roles, which writes nothing when
+	// they wrote nothing.
+	b := &pgx.Batch{}
+	var what []string
+	if dropped {
+		b.Queue(rolesOfDroppedSQL, pgx.NamedArgs{"customer_id": w.st.customerID, "owners": []int64{w.st.customerID},
+			"dropped": w.args["dropped"], "visible": w.st.roleCustomers})
+		what = append(what, "remove user_roles of dropped users")
+	}
+	// Staged roles are all of the readable users whose stored roles the
+	// read-back found different (readBack); the others' are as stored.
+	if readable := w.roleUsers; len(readable) > 0 {
+		// Removal in the customers the credential sees (nil: any).
+		b.Queue(rolesTable.upsert, pgx.NamedArgs{"owners": w.st.roleCustomers, "readable": readable})
+		what = append(what, "write user_roles")
+	}
+	b.Queue(rolesHistorySQL, pgx.NamedArgs{"run_id": w.args["run_id"]})
+	br := w.tx.SendBatch(ctx, b)
+	defer func() {
+		if cerr := br.Close(); err == nil && cerr != nil {
+			err = fmt.Errorf("write user_roles: %w", cerr)
+		}
+	}()
+	for _, wh := range what {
+		if _, err := br.Exec(); err != nil {
+			return fmt.Errorf("%s: %w", wh, err)
+		}
+	}
+	rows, err := br.Query()
 	if err == nil {
 		err = countChanges(rows, &ch.Roles)
 	}
@@ -450,12 +543,13 @@ func countChanges(rows pgx.Rows, c *Counts) error {
 
 // finish records the customer's success: freshness in customers and, when
 // the write belongs to a run, a customer_syncs row with the counts.
-func (w *writer) finish(ctx context.Context, runID int64, ch Changes, info SyncInfo) error {
+func (w *writer) finish(ctx context.Context, runID int64, ch Changes, info SyncInfo) (err error) {
 	st := w.st
-	if _, err := w.tx.Exec(ctx, customerSQL, pgx.NamedArgs{"customer_id": st.customerID, "name": st.customerName}); err != nil {
-		return fmt.Errorf("update customer: %w", err)
-	}
+	customer := pgx.NamedArgs{"customer_id": st.customerID, "name": st.customerName}
 	if runID == 0 {
+		if _, err := w.tx.Exec(ctx, customerSQL, customer); err != nil {
+			return fmt.Errorf("update customer: %w", err)
+		}
 		return nil
 	}
 	var accounts any
@@ -474,7 +568,20 @@ func (w *writer) finish(ctx context.Context, runID int64, ch Changes, info SyncI
 			args[e.Name+"_"+k.Kind] = k.N // accounts_reappeared is always 0 and has no column
 		}
 	}
-	if _, err := w.tx.Exec(ctx, customerSyncSQL, args); err != nil {
+	// Both in one round trip.
+	b := &pgx.Batch{}
+	b.Queue(customerSQL, customer)
+	b.Queue(customerSyncSQL, args)
+	br := w.tx.SendBatch(ctx, b)
+	defer func() {
+		if cerr := br.Close(); err == nil && cerr != nil {
+			err = fmt.Errorf("record customer sync: %w", cerr)
+		}
+	}()
+	if _, err := br.Exec(); err != nil {
+		return fmt.Errorf("update customer: %w", err)
+	}
+	if _, err := br.Exec(); err != nil {
 		return fmt.Errorf("record customer sync: %w", err)
 	}
 	return nil

@@ -56,6 +56,10 @@ type Store struct {
 	// fails the write (tests inject faults with it: after a commit, a lost
 	// reply).
 	testHook func(step string, tx pgx.Tx) error
+	// testSendAll, when set, makes the read-back leave every row staged
+	// (the SQL comparison decides all): what tests compare the read-back
+	// with.
+	testSendAll bool
 }
 
 // NewStore returns a Store writing through pool.

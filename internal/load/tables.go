@@ -2,6 +2,7 @@ package load
 
 import (
 	"bytes"
+	"cmp"
 	"embed"
 	"slices"
 	"strings"
@@ -91,7 +92,8 @@ type table struct {
 	// ownedBy); a table that RemoveStored has none.
 	scopeWhere string
 	// removeScan, when not "", gives (as t) the rows the removal removes,
-	// already set apart from the staged ones (users: the guard's @dropped).
+	// already set apart from the listed ones by the read-back (users:
+	// @dropped; invitations, accounts: @gone), re-checked by scopeWhere.
 	removeScan string
 
 	upsert, remove, direct string // rendered statements
@@ -102,10 +104,12 @@ var (
 		Cols: []string{"home_customer_id", "user_name", "email", "first_name", "last_name", "job_title", "lcid",
 			"lifecycle_status", "last_modified_time", "detail_status", "detail_code", "detail_tracking_id", "detail_error"},
 		Owner: "customer_id", values: userValues,
-		// The guard (sql/guard.sql) already found the current users the
+		// The read-back (readBack) already found the current users the
 		// snapshot does not list: @dropped, which the removal probes.
 		removeScan: "unnest(@dropped::bigint[]) AS d(user_id), " + lateral("users", "t.customer_id = @customer_id AND t.user_id = d.user_id"),
-		Stored:     "SELECT * FROM users x WHERE x.customer_id = @customer_id",
+		// The staged users' stored rows (the read-back sends only those
+		// that may change): one index probe each, in the key's order.
+		Stored: "SELECT * FROM users x WHERE x.customer_id = @customer_id AND x.user_id = ANY(@staged_users::bigint[]) ORDER BY x.customer_id, x.user_id",
 		// Ordered by the key's next column, so that it is read from the
 		// key's index whatever the statistics say (an EXISTS is planned,
 		// once users_history is analyzed, as a scan that expects to meet
@@ -139,10 +143,12 @@ var (
 		RemoveStored: true, FreshBy: "user_id", FreshAfter: usersTable}
 	invitationsTable = &table{Name: "user_invitations", History: "user_invitations_history", Key: []string{"invitation_id"},
 		Cols:  []string{"customer_id", "email", "first_name", "last_name", "role_id", "account_ids", "lcid", "expiration_date"},
-		Owner: "customer_id", scopeWhere: "t.customer_id = @customer_id"}
+		Owner: "customer_id", scopeWhere: "t.customer_id = @customer_id",
+		removeScan: "unnest(@gone::bigint[]) AS d(invitation_id), " + lateral("user_invitations", "t.invitation_id = d.invitation_id")}
 	accountsTable = &table{Name: "accounts", Key: []string{"account_id"},
 		Cols:  []string{"customer_id", "name", "number", "status", "pause_reason"},
-		Owner: "customer_id", scopeWhere: "t.customer_id = @customer_id"}
+		Owner: "customer_id", scopeWhere: "t.customer_id = @customer_id",
+		removeScan: "unnest(@gone::bigint[]) AS d(account_id), " + lateral("accounts", "t.account_id = d.account_id")}
 
 	// tables in the order a snapshot writes them.
 	tables = []*table{accountsTable, usersTable, rolesTable, invitationsTable, linksTable}
@@ -360,7 +366,6 @@ func prefix(p string, cols []string) []string {
 // The statements, rendered once.
 var (
 	stagingSQL      = render("staging.sql", tables)
-	guardSQL        = render("guard.sql", nil)
 	rolesHistorySQL = render("history.sql", rolesTable)
 	linksHistorySQL = render("history.sql", linksTable)
 	// rolesOfDroppedSQL removes, with the customer's snapshot, the roles in
@@ -404,7 +409,7 @@ func init() {
 		}
 		d := removeData{table: t, Scan: t.Name + " t", Where: t.scopeWhere, NotStaged: true}
 		if t.removeScan != "" {
-			d.Scan, d.Where, d.NotStaged = t.removeScan, "true", false
+			d.Scan, d.Where, d.NotStaged = t.removeScan, cmp.Or(t.scopeWhere, "true"), false
 		}
 		t.remove = render("remove.sql", d)
 	}

@@ -1,0 +1,387 @@
+package load
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"maps"
+	"reflect"
+	"slices"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
+)
+
+// The read-back: a re-run reads back, in one round trip, the stored rows
+// its snapshot's keys can find (sql/stored.sql) and compares them in Go
+// with the staged rows, so that only rows that may change are sent and
+// only statements that may write run (a snapshot that changes nothing
+// sends no row and runs no write statement).
+//
+// The comparison is conservative: a staged row is left out only when its
+// stored row is current and holds exactly the bytes the COPY of the
+// staged row would have sent for every compared column (the values the
+// pgx type map encodes for the stored column's type and format), which
+// is what the upsert would have found equal and not written. Any doubt
+// (a value that does not encode, a users row GetUser could not read,
+// whose written values depend on the stored ones) sends the row, and the
+// SQL comparison decides as before. Nothing is cached between runs: the
+// rows compared with are those stored when the transaction reads them
+// (the customer's lock is held), whatever wrote them, so no other writer
+// (SweepRoles, reconcile, manual SQL) can make the comparison stale.
+
+// storedSQL are the read-back queries of the tables whose rows a re-run
+// compares in Go, and ownedSQL the queries of the rows their removal
+// decides.
+var (
+	storedSQL = map[*table]string{
+		usersTable:       render("stored.sql", map[string]any{"T": usersTable, "Where": "t.customer_id = @customer_id"}),
+		rolesTable:       render("stored.sql", map[string]any{"T": rolesTable, "Where": ranges("user_roles", "user_id", "@readable")}),
+		invitationsTable: render("stored.sql", map[string]any{"T": invitationsTable, "Where": ranges("user_invitations", "invitation_id", "@keys")}),
+		accountsTable:    render("stored.sql", map[string]any{"T": accountsTable, "Where": ranges("accounts", "account_id", "@keys")}),
+	}
+	ownedSQL = map[*table]string{
+		invitationsTable: render("owned.sql", invitationsTable),
+		accountsTable:    render("owned.sql", accountsTable),
+	}
+)
+
+// readBack compares the snapshot's rows (rows, after splitFresh) with the
+// stored ones and leaves in rows only those to stage. It sets:
+//
+//   - current and dropped (w.args["dropped"]): the customer's current
+//     users and those the snapshot does not list, when its users are not
+//     new (the removal guard's figures);
+//   - w.roleUsers: the listed users GetUser read whose stored roles differ
+//     from the staged ones (a role missing, removed or with other values,
+//     or a current role in Snapshot.RoleCustomers not staged): the roles
+//     upsert writes only theirs (all their staged roles);
+//   - w.args["gone_<table>"]: the invitations and accounts of the
+//     customer that are current and not listed (their removal).
+func (w *writer) readBack(ctx context.Context, rows map[*table][][]any) (current int, err error) {
+	st := w.st
+	if w.store.testSendAll {
+		all := maps.Clone(rows)
+		defer func() {
+			maps.Copy(rows, all)
+			w.roleUsers = w.staleReadable()
+		}()
+	}
+	type step struct {
+		t     *table
+		owned bool
+		keys  []int64 // invitations, accounts: the snapshot's keys
+	}
+	var steps []step
+	b := &pgx.Batch{}
+	if len(w.fresh[usersTable]) == 0 {
+		b.Queue(storedSQL[usersTable], pgx.NamedArgs{"customer_id": st.customerID})
+		steps = append(steps, step{t: usersTable})
+	}
+	if readable := w.staleReadable(); len(readable) > 0 {
+		b.Queue(storedSQL[rolesTable], pgx.NamedArgs{"readable": readable})
+		steps = append(steps, step{t: rolesTable})
+	}
+	for _, t := range []*table{invitationsTable, accountsTable} {
+		if t == accountsTable && !st.accountsFetched {
+			continue
+		}
+		keys := make([]int64, len(rows[t]))
+		for i, r := range rows[t] {
+			keys[i] = firstKey(r)
+		}
+		if len(keys) > 0 {
+			b.Queue(storedSQL[t], pgx.NamedArgs{"keys": keys})
+			steps = append(steps, step{t: t, keys: keys})
+		}
+		b.Queue(ownedSQL[t], pgx.NamedArgs{"customer_id": st.customerID})
+		steps = append(steps, step{t: t, owned: true, keys: keys})
+	}
+	w.roleUsers = nil
+	if b.Len() == 0 {
+		return 0, nil
+	}
+	br := w.tx.SendBatch(ctx, b)
+	defer func() {
+		if cerr := br.Close(); err == nil && cerr != nil {
+			err = fmt.Errorf("read back stored rows: %w", cerr)
+		}
+	}()
+	m := w.tx.Conn().TypeMap()
+	for _, s := range steps {
+		t := s.t
+		if s.owned {
+			var owned []int64
+			if err := br.QueryRow().Scan(&owned); err != nil {
+				return 0, fmt.Errorf("read back current %s: %w", t.Name, err)
+			}
+			w.args["gone_"+t.Name] = notIn(owned, s.keys)
+			continue
+		}
+		res, err := br.Query()
+		if err != nil {
+			return 0, fmt.Errorf("read back %s: %w", t.Name, err)
+		}
+		switch t {
+		case usersTable:
+			var dropped []int64
+			// Only rows GetUser read write their staged values whatever
+			// is stored (userValues); the others are always sent.
+			rows[t], err = diffRows(m, t, res, rows[t], func(r []any) bool { return r[usersDetailStatus] == statusOK },
+				func(key [3]int64, cur, staged bool) {
+					if cur {
+						current++
+						if !staged {
+							dropped = append(dropped, key[1])
+						}
+					}
+				})
+			if err != nil {
+				return 0, fmt.Errorf("read back users: %w", err)
+			}
+			// Stored rows come in key order: dropped is sorted.
+			w.args["dropped"] = dropped
+		case rolesTable:
+			var work []int64
+			changed, err := diffRows(m, t, res, rows[t], nil, func(key [3]int64, cur, staged bool) {
+				if cur && !staged && (st.roleCustomers == nil || contains(st.roleCustomers, key[1])) {
+					work = append(work, key[0])
+				}
+			})
+			if err != nil {
+				return 0, fmt.Errorf("read back user_roles: %w", err)
+			}
+			for _, r := range changed {
+				work = append(work, firstKey(r))
+			}
+			slices.Sort(work)
+			work = slices.Compact(work)
+			w.roleUsers = work
+			var send [][]any
+			for _, r := range rows[t] {
+				if contains(work, firstKey(r)) {
+					send = append(send, r)
+				}
+			}
+			rows[t] = send
+		default:
+			if rows[t], err = diffRows(m, t, res, rows[t], nil, nil); err != nil {
+				return 0, fmt.Errorf("read back %s: %w", t.Name, err)
+			}
+		}
+	}
+	return current, nil
+}
+
+// usersDetailStatus is the index of detail_status in a staged users row.
+var usersDetailStatus = slices.Index(usersTable.All(), "detail_status")
+
+func contains(sorted []int64, v int64) bool {
+	_, ok := slices.BinarySearch(sorted, v)
+	return ok
+}
+
+// notIn returns the values of sorted a that sorted b does not hold.
+func notIn(a, b []int64) []int64 {
+	out := []int64{}
+	for _, v := range a {
+		if !contains(b, v) {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// keyInt returns the integer a staged key value holds (stage puts an
+// integer or a pointer to one there).
+func keyInt(v any) (int64, bool) {
+	switch v := v.(type) {
+	case int64:
+		return v, true
+	case *int64:
+		return *v, true
+	case int32:
+		return int64(v), true
+	case *int32:
+		return int64(*v), true
+	case int:
+		return int64(v), true
+	}
+	return 0, false
+}
+
+// rawInt decodes a stored key column (bigint or integer).
+func rawInt(m *pgtype.Map, fd pgconn.FieldDescription, raw []byte) (int64, error) {
+	if fd.Format == pgx.BinaryFormatCode {
+		switch len(raw) {
+		case 8:
+			return int64(binary.BigEndian.Uint64(raw)), nil
+		case 4:
+			return int64(int32(binary.BigEndian.Uint32(raw))), nil
+		}
+	}
+	var v int64
+	err := m.Scan(fd.DataTypeOID, fd.Format, raw, &v)
+	return v, err
+}
+
+// diffRows merges the stored rows res (sql/stored.sql: key, current, Cols;
+// in key order) with staged (sorted by key, each key once) and returns the
+// staged rows to send: those with no stored row, a removed one, one whose
+// compared columns hold other bytes than the staged values encode to, or
+// for which comparable (nil: all) says no. each (when not nil) is called
+// for every stored row: its key, whether it is current and whether its
+// key is staged.
+func diffRows(m *pgtype.Map, t *table, res pgx.Rows, staged [][]any, comparable func([]any) bool,
+	each func(key [3]int64, current, staged bool)) ([][]any, error) {
+	defer res.Close()
+	nk := len(t.Key)
+	fds := res.FieldDescriptions()
+	if len(fds) != nk+1+len(t.Cols) {
+		return nil, fmt.Errorf("%d columns read back, want %d", len(fds), nk+1+len(t.Cols))
+	}
+	stagedKey := func(r []any) (k [3]int64) {
+		for i := range nk {
+			v, ok := keyInt(r[i])
+			if !ok {
+				panic(fmt.Sprintf("load: %s key value of type %T", t.Name, r[i]))
+			}
+			k[i] = v
+		}
+		return k
+	}
+	// The merge below takes a stored row whose key it did not meet among
+	// the staged ones as not staged (a user to remove): the staged rows
+	// must be in strictly increasing key order, as stage sorts them.
+	for i := 1; i < len(staged); i++ {
+		if !keyLess(stagedKey(staged[i-1]), stagedKey(staged[i]), nk) {
+			return nil, fmt.Errorf("staged %s rows out of key order at %v", t.Name, stagedKey(staged[i]))
+		}
+	}
+	var send [][]any
+	buf := make([]byte, 0, 256)
+	// The encode plan of each compared column, for the Go type of the
+	// last value it encoded (a column's staged values have one or two
+	// types: a pointer and nil); looking a plan up costs more than
+	// encoding.
+	type colPlan struct {
+		typ  reflect.Type
+		plan pgtype.EncodePlan
+	}
+	plans := make([]colPlan, len(t.Cols))
+	i := 0
+	var prev [3]int64
+	seen := false
+	for res.Next() {
+		vals := res.RawValues()
+		var key [3]int64
+		for j := range nk {
+			v, err := rawInt(m, fds[j], vals[j])
+			if err != nil {
+				return nil, err
+			}
+			key[j] = v
+		}
+		if seen && !keyLess(prev, key, nk) {
+			return nil, fmt.Errorf("stored %s rows out of key order at %v", t.Name, key)
+		}
+		prev, seen = key, true
+		var cur bool
+		if raw := vals[nk]; fds[nk].Format == pgx.BinaryFormatCode && len(raw) == 1 {
+			cur = raw[0] == 1
+		} else if err := m.Scan(fds[nk].DataTypeOID, fds[nk].Format, raw, &cur); err != nil {
+			return nil, err
+		}
+		for i < len(staged) && keyLess(stagedKey(staged[i]), key, nk) {
+			send = append(send, staged[i]) // no stored row
+			i++
+		}
+		isStaged := i < len(staged) && stagedKey(staged[i]) == key
+		if each != nil {
+			each(key, cur, isStaged)
+		}
+		if !isStaged {
+			continue
+		}
+		r := staged[i]
+		i++
+		same := cur && (comparable == nil || comparable(r))
+		for j := 0; same && j < len(t.Cols); j++ {
+			fd, v, raw := fds[nk+1+j], r[nk+j], vals[nk+1+j]
+			if v == nil {
+				same = raw == nil
+				continue
+			}
+			// Text is sent as its bytes in either format (UTF8 client
+			// encoding) and a bigint in binary as 8 bytes: compared here
+			// without encoding, the most common values.
+			switch x := v.(type) {
+			case *string:
+				if x == nil {
+					same = raw == nil
+					continue
+				}
+				if fd.DataTypeOID == pgtype.TextOID {
+					same = raw != nil && string(raw) == *x
+					continue
+				}
+			case *int64:
+				if x == nil {
+					same = raw == nil
+					continue
+				}
+				if fd.DataTypeOID == pgtype.Int8OID && fd.Format == pgx.BinaryFormatCode {
+					same = len(raw) == 8 && int64(binary.BigEndian.Uint64(raw)) == *x
+					continue
+				}
+			case []int64:
+				if x == nil { // NULL (sortedIDs keeps nil nil)
+					same = raw == nil
+					continue
+				}
+				// pgx sends an empty array as one dimension of length 0,
+				// which PostgreSQL stores, and sends back, as the empty
+				// array (no dimension): the same value.
+				if len(x) == 0 && fd.Format == pgx.BinaryFormatCode {
+					same = len(raw) >= 4 && binary.BigEndian.Uint32(raw) == 0
+					continue
+				}
+			}
+			p := &plans[j]
+			if typ := reflect.TypeOf(v); p.plan == nil || p.typ != typ {
+				p.typ, p.plan = typ, m.PlanEncode(fd.DataTypeOID, fd.Format, v)
+			}
+			if p.plan == nil {
+				same = false // cannot encode: let the COPY say why
+				break
+			}
+			enc, err := p.plan.Encode(v, buf[:0])
+			if err != nil {
+				same = false
+				break
+			}
+			same = (enc == nil) == (raw == nil) && bytes.Equal(enc, raw)
+			if enc != nil {
+				buf = enc[:0]
+			}
+		}
+		if !same {
+			send = append(send, r)
+		}
+	}
+	if err := res.Err(); err != nil {
+		return nil, err
+	}
+	return append(send, staged[i:]...), nil
+}
+
+func keyLess(a, b [3]int64, n int) bool {
+	for i := range n {
+		if a[i] != b[i] {
+			return a[i] < b[i]
+		}
+	}
+	return false
+}

@@ -1,0 +1,13 @@
+{{- /*
+The stored rows a re-run compares its snapshot with in Go (see readback.go),
+read back instead of the whole snapshot being sent: the key, whether the
+row is current, and the columns the upsert compares (Cols), in the key's
+order (so one index scan, whatever the statistics say; see ranges). .Where
+(on alias t) picks them: users, the customer's rows; roles, those of the
+listed users GetUser read (@readable); invitations and accounts, the
+snapshot's keys (@keys).
+*/ -}}
+SELECT {{list "t." .T.Key}}, t.removed_at IS NULL AS current, {{list "t." .T.Cols}}
+FROM {{.T.Name}} t
+WHERE {{.Where}}
+ORDER BY {{list "t." .T.Key}}
