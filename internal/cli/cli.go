@@ -395,7 +395,7 @@ func openDB(ctx context.Context, cfg *config.Config, logger *slog.Logger, migrat
 		return nil, fmt.Errorf("database unreachable: %w", err)
 	}
 	if migrate {
-		if _, err := load.Migrate(ctx, pool, cfg.Database.Schema, cfg.Database.ReaderRole, logger); err != nil {
+		if _, err := load.Migrate(ctx, pool, cfg.Database.Schema, cfg.Database.ReaderRole, cfg.Sync.RetryMaxElapsed.D(), logger); err != nil {
 			pool.Close()
 			return nil, fmt.Errorf("migrate: %w", err)
 		}
@@ -561,7 +561,7 @@ func cmdMigrate(args []string, io IO) int {
 		return fail(io, err)
 	}
 	defer pool.Close()
-	v, err := load.Migrate(ctx, pool, cfg.Database.Schema, cfg.Database.ReaderRole, logger)
+	v, err := load.Migrate(ctx, pool, cfg.Database.Schema, cfg.Database.ReaderRole, cfg.Sync.RetryMaxElapsed.D(), logger)
 	if err != nil {
 		return fail(io, fmt.Errorf("migrate: %w", err))
 	}

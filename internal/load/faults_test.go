@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"strings"
 	"sync/atomic"
@@ -359,4 +360,68 @@ func TestLostCommitReplyIsNotAppliedTwice(t *testing.T) {
 	equal(t, "customer_syncs", b.strings(t, `SELECT status, users_seen, users_added, roles_added FROM customer_syncs`),
 		[]string{"succeeded|4|4|5"})
 	equal(t, "history", b.strings(t, `SELECT change, count(*) FROM users_history GROUP BY 1`), []string{"added|4"})
+}
+
+// A connection lost while migrating (the server terminates it) is retried
+// like a write's: the migration that was under way is applied on a fresh
+// connection and Migrate succeeds. Before, `syncer run` exited 1 at start-up
+// when the database dropped it once (db-connection-killed, seed 469960522).
+func TestMigrateRetriesALostConnection(t *testing.T) {
+	t.Parallel()
+	schema := pgtest.NewSchemaName()
+	app := "migrate-" + schema
+	u, err := url.Parse(pgtest.URL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	q.Set("application_name", app)
+	u.RawQuery = q.Encode()
+	pool, err := Open(t.Context(), u.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	admin := pgtest.Pool(t)
+	t.Cleanup(func() { _, _ = admin.Exec(context.Background(), "DROP SCHEMA IF EXISTS "+pgx.Identifier{schema}.Sanitize()+" CASCADE") })
+
+	// Hold the migration lock, so Migrate's backend waits for it; kill
+	// that backend; then let go.
+	hold, err := admin.Begin(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := hold.Exec(t.Context(), "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", "syncer.migrate:"+schema); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	var version int
+	go func() {
+		var err error
+		version, err = Migrate(t.Context(), pool, schema, "", 30*time.Second, nil)
+		done <- err
+	}()
+	killed := 0
+	for deadline := time.Now().Add(20 * time.Second); killed == 0 && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if err := admin.QueryRow(t.Context(), `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+			WHERE application_name = $1 AND wait_event_type = 'Lock'`, app).Scan(&killed); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := hold.Rollback(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if killed == 0 {
+		t.Fatal("Migrate's backend never waited for the migration lock")
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Migrate after its connection was terminated: %v", err)
+	}
+	ms, err := schemasql.Migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := ms[len(ms)-1].Version; version != want {
+		t.Errorf("version = %d, want %d", version, want)
+	}
 }

@@ -27,6 +27,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -104,12 +105,38 @@ func describe(cfg *pgxpool.Config) string {
 
 // Migrate applies the embedded migrations to schema (see package
 // github.com/msads-syncer/syncer/sql) and returns the schema's version.
-func Migrate(ctx context.Context, pool *pgxpool.Pool, schema, readerRole string, logger *slog.Logger) (int, error) {
-	v, err := schemasql.Migrate(ctx, pool, schema, readerRole, logger)
-	if err != nil {
-		return v, interpret(err)
+// A lost connection or a server going away (an outage-class fault) is
+// retried with backoff for up to retryFor, as writes are: each migration is
+// one transaction that checks the version first, so applying again after a
+// lost commit reply skips what committed.
+func Migrate(ctx context.Context, pool *pgxpool.Pool, schema, readerRole string, retryFor time.Duration, logger *slog.Logger) (int, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
 	}
-	return v, nil
+	eb := backoff.NewExponentialBackOff()
+	eb.InitialInterval = 100 * time.Millisecond
+	eb.MaxInterval = 2 * time.Second
+	eb.MaxElapsedTime = 0
+	eb.Reset()
+	start := time.Now()
+	for {
+		v, err := schemasql.Migrate(ctx, pool, schema, readerRole, logger)
+		if err == nil {
+			return v, nil
+		}
+		if classify(err) != faultOutage || ctx.Err() != nil || time.Since(start) >= retryFor {
+			return v, interpret(err)
+		}
+		wait := min(eb.NextBackOff(), max(retryFor-time.Since(start), time.Millisecond))
+		logger.WarnContext(ctx, "database error during migration, retrying", slog.Duration("wait", wait), slog.String("error", err.Error()))
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return v, interpret(err)
+		case <-t.C:
+		}
+	}
 }
 
 // scrub removes the password of dsn (and anything that looks like one) from
