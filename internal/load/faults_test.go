@@ -383,7 +383,9 @@ func TestMigrateRetriesALostConnection(t *testing.T) {
 	}
 	defer pool.Close()
 	admin := pgtest.Pool(t)
-	t.Cleanup(func() { _, _ = admin.Exec(context.Background(), "DROP SCHEMA IF EXISTS "+pgx.Identifier{schema}.Sanitize()+" CASCADE") })
+	t.Cleanup(func() {
+		_, _ = admin.Exec(context.Background(), "DROP SCHEMA IF EXISTS "+pgx.Identifier{schema}.Sanitize()+" CASCADE")
+	})
 
 	// Hold the migration lock, so Migrate's backend waits for it; kill
 	// that backend; then let go.
