@@ -1,6 +1,7 @@
 package job_test
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/msads-syncer/syncer/internal/extract/msadstest"
@@ -9,14 +10,25 @@ import (
 	"github.com/msads-syncer/syncer/internal/status"
 )
 
-// Figure 6: a fault-free run makes the minimum of calls, per operation:
-// GetUsersInfo, SearchUserInvitations and GetAccountsInfo once per
-// customer, GetUser once per distinct listed user, and the run's own
-// GetUser (the signed-in user) and GetCustomersInfo.
+// Figure 6: a fault-free run makes the minimum of calls, per operation
+// (msadstest.Dataset.MinimumCalls): GetUsersInfo, SearchUserInvitations and
+// GetAccountsInfo once per customer, GetUser once per distinct listed user,
+// the run's own GetUser (the signed-in user) and GetCustomersInfo, and the
+// client link searches (three per customer of up to 10 accounts and 100
+// links a search; one account's links take two pages here).
 func TestRunMakesTheMinimumOfCalls(t *testing.T) {
 	t.Parallel()
 	ds := msadstest.Generate(34, 9, 30)
+	// 150 agencies linked to one account: its search takes two pages.
+	for i := range 150 {
+		ds.Links = append(ds.Links, msads.ClientLink{Type: msads.LinkTypeAccount, ClientEntityID: ds.Accounts[0].ID,
+			ManagingCustomerID: int64(990000 + i), ManagingCustomerName: fmt.Sprintf("Agency %d", i), Status: "Active"})
+	}
+	// The credential's user is Super Admin everywhere (as a service
+	// account is): every link search is permitted, none split by account.
+	ds.PrincipalSuperAdmin()
 	b := setup(t, ds, 4)
+	b.runner.ClientLinks = true
 	res, err := b.runner.Run(t.Context(), job.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -24,10 +36,9 @@ func TestRunMakesTheMinimumOfCalls(t *testing.T) {
 	if res.Status != status.Succeeded {
 		t.Fatalf("result %+v", res)
 	}
-	n := len(ds.Customers)
-	want := map[string]int{
-		msads.OpGetUsersInfo: n, msads.OpSearchUserInvitations: n, msads.OpGetAccountsInfo: n,
-		msads.OpGetUser: ds.DistinctListedUsers() + 1, msads.OpGetCustomersInfo: 1,
+	want := ds.MinimumCalls(true)
+	if want[msads.OpSearchClientLinks] < 3*len(ds.Customers) {
+		t.Fatalf("minimum link searches %d for %d customers: the dataset has no accounts to search", want[msads.OpSearchClientLinks], len(ds.Customers))
 	}
 	total := 0
 	for op, w := range want {

@@ -167,6 +167,76 @@ func (d *Dataset) DistinctListedUsers() int {
 	return len(seen)
 }
 
+// PrincipalSuperAdmin makes the signed-in user Super Admin in every
+// customer (as a service account usually is), so every client link search
+// is permitted; it returns d.
+func (d *Dataset) PrincipalSuperAdmin() *Dataset {
+	p := d.Principal
+	if p == 0 && len(d.Users) > 0 {
+		p = d.Users[0].ID
+	}
+	for _, c := range d.Customers {
+		d.Roles = append(d.Roles, msads.Role{UserID: p, CustomerID: c.ID, RoleID: msads.RoleSuperAdmin})
+	}
+	return d
+}
+
+// MinimumCalls is the fewest API calls, per operation, a fault-free run of
+// every reachable customer can make: per customer GetUsersInfo,
+// SearchUserInvitations and GetAccountsInfo; one GetUser per distinct
+// listed user and the run's own (the signed-in user); one
+// GetCustomersInfo; and with links, per customer the three client link
+// searches (ClientCustomerId; ClientAccountId for each 10 of its accounts,
+// the most an In predicate takes, none without accounts;
+// DirectManagingCustomerId), each a page of 100 more per 100 links it
+// finds (paging stops at a short page), for a signed-in user who may make
+// every search (Super Admin in every customer; a search refused for one
+// batch of accounts is asked again account by account).
+func (d *Dataset) MinimumCalls(links bool) map[string]int {
+	n := len(d.Customers)
+	out := map[string]int{
+		msads.OpGetUsersInfo: n, msads.OpSearchUserInvitations: n, msads.OpGetAccountsInfo: n,
+		msads.OpGetUser: d.DistinctListedUsers() + 1, msads.OpGetCustomersInfo: 1,
+	}
+	if !links {
+		return out
+	}
+	pages := func(found int) int { return found/100 + 1 }
+	calls := 0
+	for _, c := range d.Customers {
+		into, held := 0, 0
+		accountLinks := map[int64]int{}
+		for _, l := range d.Links {
+			if l.Type == msads.LinkTypeCustomer && l.ClientEntityID == c.ID {
+				into++
+			}
+			if l.Type != msads.LinkTypeCustomer {
+				accountLinks[l.ClientEntityID]++
+			}
+			if l.ManagingCustomerID == c.ID {
+				held++
+			}
+		}
+		var accounts []int64
+		for _, a := range d.Accounts {
+			if a.CustomerID == c.ID {
+				accounts = append(accounts, a.ID)
+			}
+		}
+		slices.Sort(accounts)
+		for batch := range slices.Chunk(slices.Compact(accounts), 10) {
+			found := 0
+			for _, id := range batch {
+				found += accountLinks[id]
+			}
+			calls += pages(found)
+		}
+		calls += pages(into) + pages(held)
+	}
+	out[msads.OpSearchClientLinks] = calls
+	return out
+}
+
 var (
 	firstNames = []string{"Alice", "Bruno", "Chen", "Dana", "Emeka", "Fatima", "Gustav", "Hana", "Ines", "Jonas",
 		"Kavya", "Liam", "Mei", "Nadia", "Omar", "Priya", "Quentin", "Rosa", "Sven", "Tomoko", "Umar", "Vera", "Wen", "Yusuf", "Zoe"}
