@@ -1,7 +1,10 @@
 package e2e_test
 
 import (
+	"bytes"
 	"context"
+	"crypto/ed25519"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +19,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/msads-syncer/syncer/internal/evidence"
 	"github.com/msads-syncer/syncer/internal/extract/msadstest"
 	"github.com/msads-syncer/syncer/internal/pgtest"
 )
@@ -113,7 +117,7 @@ func wantFailed(t *testing.T, r result, name string, want ...string) {
 	}
 }
 
-var checkOrder = []string{"config", "database", "migrations", "reader role", "token store", "refresh", "developer token", "customers", "webhook", "pushgateway"}
+var checkOrder = []string{"config", "database", "migrations", "reader role", "token store", "refresh", "developer token", "customers", "webhook", "pushgateway", "evidence signing key"}
 
 // TestCheckGoodSetup: with everything set up (reader role, webhook and
 // Pushgateway included), every check passes, in order, one line each; the
@@ -122,7 +126,9 @@ func TestCheckGoodSetup(t *testing.T) {
 	t.Parallel()
 	hook := newCapture(t, false)
 	gw := newCapture(t, false)
-	e := newEnv(t, msadstest.Generate(41, 3, 4), fmt.Sprintf("invitations:\n  webhook_url: %s/services/T0/B0/s3cr3tH00kPath\nmetrics:\n  pushgateway_url: %s\n", hook.srv.URL, gw.srv.URL))
+	seed := bytes.Repeat([]byte{7}, ed25519.SeedSize)
+	signing := base64.StdEncoding.EncodeToString(seed)
+	e := newEnv(t, msadstest.Generate(41, 3, 4), fmt.Sprintf("invitations:\n  webhook_url: %s/services/T0/B0/s3cr3tH00kPath\nmetrics:\n  pushgateway_url: %s\nevidence:\n  signing_key: %s\n", hook.srv.URL, gw.srv.URL, signing))
 	role := "reader_" + randText(4)
 	if _, err := e.pool.Exec(t.Context(), "CREATE ROLE "+role+" NOLOGIN"); err != nil {
 		t.Fatal(err)
@@ -155,7 +161,10 @@ func TestCheckGoodSetup(t *testing.T) {
 	if l := checkLine(t, r.stdout, "developer token"); !strings.Contains(l, fmt.Sprintf("%s (user id %d)", userName, id)) {
 		t.Errorf("developer token line %q does not say who is signed in", l)
 	}
-	for _, secret := range []string{"s3cr3tH00kPath", e.sim.ClientSecret(), e.sim.DeveloperToken(), e.sim.RefreshToken()} {
+	if l := checkLine(t, r.stdout, "evidence signing key"); !strings.Contains(l, evidence.KeyID(ed25519.NewKeyFromSeed(seed).Public().(ed25519.PublicKey))) {
+		t.Errorf("signing key line %q does not name the key id", l)
+	}
+	for _, secret := range []string{"s3cr3tH00kPath", e.sim.ClientSecret(), e.sim.DeveloperToken(), e.sim.RefreshToken(), signing} {
 		if strings.Contains(r.stdout+r.stderr, secret) {
 			t.Errorf("the output shows a secret (%.6s…)", secret)
 		}
@@ -256,6 +265,15 @@ func TestCheckBrokenSetups(t *testing.T) {
 		}
 		if l := checkLine(t, r.stdout, "migrations"); l != "- migrations: skipped (because database failed)" {
 			t.Errorf("line %q", l)
+		}
+	})
+	t.Run("bad evidence signing key", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, msadstest.Generate(50, 1, 3), "evidence:\n  signing_key: bm90LWEta2V5LXh5eg==\n")
+		r := e.checkRun(nil, nil)
+		wantFailed(t, r, "evidence signing key", "evidence.signing_key", "Ed25519", "openssl genpkey")
+		if strings.Contains(r.stdout+r.stderr, "bm90LWEta2V5LXh5eg") {
+			t.Error("the output shows the signing key")
 		}
 	})
 	t.Run("wrong developer token", func(t *testing.T) {

@@ -3,6 +3,7 @@ package cli
 import (
 	"cmp"
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -21,6 +22,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/msads-syncer/syncer/internal/config"
+	"github.com/msads-syncer/syncer/internal/evidence"
 	"github.com/msads-syncer/syncer/internal/extract"
 	"github.com/msads-syncer/syncer/internal/load"
 	"github.com/msads-syncer/syncer/internal/msads"
@@ -39,6 +41,7 @@ const (
 	checkCustomers   = "customers"
 	checkWebhook     = "webhook"
 	checkPushgateway = "pushgateway"
+	checkSigningKey  = "evidence signing key"
 )
 
 // Bounds of the checks that wait on the network.
@@ -168,7 +171,7 @@ func (r checkResult) line() string {
 
 // runAll runs every check in order.
 func (k *checker) runAll(ctx context.Context, c *common, logger *slog.Logger) {
-	all := []string{checkDatabase, checkMigrations, checkReaderRole, checkTokenStore, checkRefresh, checkDevToken, checkCustomers, checkWebhook, checkPushgateway}
+	all := []string{checkDatabase, checkMigrations, checkReaderRole, checkTokenStore, checkRefresh, checkDevToken, checkCustomers, checkWebhook, checkPushgateway, checkSigningKey}
 	cfg, credentialsOK := k.checkConfig(c)
 	if cfg == nil {
 		for _, name := range all {
@@ -196,6 +199,7 @@ func (k *checker) runAll(ctx context.Context, c *common, logger *slog.Logger) {
 	k.checkCustomers(ctx, cfg, client, me, roles)
 	k.checkWebhook(ctx, cfg)
 	k.checkPushgateway(ctx, cfg)
+	k.checkSigningKey(cfg)
 }
 
 // checkConfig loads and validates the configuration. It returns the
@@ -633,6 +637,21 @@ func (k *checker) checkPushgateway(ctx context.Context, cfg *config.Config) {
 		return
 	}
 	k.reach(ctx, checkPushgateway, http.MethodGet, strings.TrimRight(pg, "/")+"/-/ready", "metrics.pushgateway_url", "to GET /-/ready (reachable)")
+}
+
+// checkSigningKey parses evidence.signing_key, which `syncer evidence`
+// signs manifests with, and names the public key verifiers will need.
+func (k *checker) checkSigningKey(cfg *config.Config) {
+	key, err := signingKey(cfg)
+	switch {
+	case err != nil:
+		k.fail(checkSigningKey, err.Error(),
+			"set evidence.signing_key to an Ed25519 private key in PEM (openssl genpkey -algorithm ed25519), e.g. ${file:/etc/syncer/signing.pem}, or remove it to write unsigned packs")
+	case key == nil:
+		k.skip(checkSigningKey, "evidence.signing_key is not set: packs are written unsigned")
+	default:
+		k.pass(checkSigningKey, "an Ed25519 key; packs are signed with key id "+evidence.KeyID(key.Public().(ed25519.PublicKey)))
+	}
 }
 
 // reach sends one request and passes when anything below HTTP 500 answers.

@@ -265,8 +265,8 @@ func ParsePublicKey(text string) (ed25519.PublicKey, error) {
 	return ed25519.PublicKey(raw), nil
 }
 
-// keyID is the first 16 hex digits of the SHA-256 of a public key.
-func keyID(pub ed25519.PublicKey) string {
+// KeyID is the first 16 hex digits of the SHA-256 of a public key.
+func KeyID(pub ed25519.PublicKey) string {
 	h := sha256.Sum256(pub)
 	return hex.EncodeToString(h[:8])
 }
@@ -275,5 +275,5 @@ func keyID(pub ed25519.PublicKey) string {
 func signatureFor(priv ed25519.PrivateKey) *Signature {
 	pub := priv.Public().(ed25519.PublicKey)
 	return &Signature{Algorithm: "ed25519", File: SignatureFile,
-		PublicKey: base64.StdEncoding.EncodeToString(pub), KeyID: keyID(pub)}
+		PublicKey: base64.StdEncoding.EncodeToString(pub), KeyID: KeyID(pub)}
 }

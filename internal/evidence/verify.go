@@ -244,15 +244,15 @@ func verifySignature(dir string, raw []byte, m *Manifest, key ed25519.PublicKey,
 		key = ed25519.PublicKey(k)
 	}
 	if !ed25519.Verify(key, raw, sig) {
-		add(false, "%s: the signature does not match manifest.json (key %s)", SignatureFile, keyID(key))
+		add(false, "%s: the signature does not match manifest.json (key %s)", SignatureFile, KeyID(key))
 		return
 	}
 	if embedded {
-		add(true, "%s: signature verifies with the key in the manifest (%s)", SignatureFile, keyID(key))
+		add(true, "%s: signature verifies with the key in the manifest (%s)", SignatureFile, KeyID(key))
 		*notes = append(*notes, "the signature was checked with the key the manifest carries: it proves the pack unchanged since signing, not who signed it; give --public-key to check that")
 		return
 	}
-	add(true, "%s: signature verifies with the given public key (%s)", SignatureFile, keyID(key))
+	add(true, "%s: signature verifies with the given public key (%s)", SignatureFile, KeyID(key))
 }
 
 // plainErr drops the operation and path an *os.PathError repeats.
