@@ -392,7 +392,10 @@ var (
 	// other run after run. None of those roles is staged (stage only stages
 	// roles of listed users), so nothing is set apart.
 	rolesOfDroppedSQL = render("remove.sql", removeData{table: rolesTable,
-		Scan: "(SELECT * FROM user_roles t WHERE " + ranges("user_roles", "user_id", "@dropped") + " AND t.customer_id = @customer_id" +
+		// The customer is OwnedBy's (@owners is {@customer_id}): said once,
+		// since the planner takes two conditions on customer_id as twice
+		// as selective and scans the customer's roles by its index.
+		Scan: "(SELECT * FROM user_roles t WHERE " + ranges("user_roles", "user_id", "@dropped") +
 			" ORDER BY t.user_id, t.customer_id, t.role_id) t",
 		Where: "NOT EXISTS (SELECT 1 FROM users x WHERE x.user_id = t.user_id AND x.removed_at IS NULL AND x.customer_id <> @customer_id" +
 			" AND (@visible::bigint[] IS NULL OR x.customer_id = ANY(@visible::bigint[])))"})
