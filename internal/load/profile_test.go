@@ -91,8 +91,12 @@ func (t *stmtTracer) TraceBatchStart(ctx context.Context, c *pgx.Conn, _ pgx.Tra
 	return ctx
 }
 
-func (t *stmtTracer) TraceBatchQuery(_ context.Context, _ *pgx.Conn, d pgx.TraceBatchQueryData) {
+func (t *stmtTracer) TraceBatchQuery(_ context.Context, c *pgx.Conn, d pgx.TraceBatchQueryData) {
 	t.mu.Lock()
+	if t.key[c] == "BATCH" {
+		k := stmtKey(d.SQL)
+		t.key[c] = "BATCH " + k[:min(len(k), 70)]
+	}
 	t.n["(batch) "+stmtKey(d.SQL)]++
 	t.total++
 	t.mu.Unlock()
@@ -317,7 +321,13 @@ func TestExplainStatements(t *testing.T) {
 				snap.CustomerID, st.userIDs).Scan(&dropped); err != nil {
 				return err
 			}
-			args["dropped"], args["staged_users"], args["gone"] = dropped, st.userIDs, []int64{}
+			// What the writer sends: the staged rows (the read-back's).
+			var stagedUsers, roleUsers []int64
+			if err := tx.QueryRow(ctx, "SELECT ARRAY(SELECT user_id FROM s_users ORDER BY 1), ARRAY(SELECT DISTINCT user_id FROM s_user_roles ORDER BY 1)").
+				Scan(&stagedUsers, &roleUsers); err != nil {
+				return err
+			}
+			args["dropped"], args["staged_users"], args["gone"] = dropped, stagedUsers, []int64{}
 			var invKeys []int64
 			for _, r := range st.invitations {
 				invKeys = append(invKeys, firstKey(r))
@@ -334,7 +344,7 @@ func TestExplainStatements(t *testing.T) {
 				{"accounts upsert", accountsTable.upsert, args}, {"accounts remove", accountsTable.remove, args},
 				{"users upsert", usersTable.upsert, args}, {"users remove", usersTable.remove, args},
 				{"roles of dropped users", rolesOfDroppedSQL, args},
-				{"roles upsert and removal", rolesTable.upsert, pgx.NamedArgs{"owners": st.roleCustomers, "readable": st.readable}},
+				{"roles upsert and removal", rolesTable.upsert, pgx.NamedArgs{"owners": st.roleCustomers, "readable": roleUsers}},
 				{"roles history", rolesHistorySQL, args},
 				{"invitations upsert", invitationsTable.upsert, args}, {"invitations remove", invitationsTable.remove, args},
 			} {

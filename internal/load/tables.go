@@ -293,6 +293,19 @@ func (t *table) OwnedBy() string {
 	return "(@owners::bigint[] IS NULL OR t." + t.Owner + " = ANY(@owners::bigint[]))"
 }
 
+// OwnedByRecheck is OwnedBy as the UPDATE of a removal re-checks it on the
+// row version it locks (sql/remove.sql, sql/upsert.sql "rm"): the same
+// rule, written so that it is no index condition. As an index condition
+// the planner, without statistics, scans the owner's rows by the owner's
+// index and filters the keys out of them (a customer's 2,000 users for 20
+// removed ones: 8 ms) instead of probing the primary key for each key.
+func (t *table) OwnedByRecheck() string {
+	if t.Owner == "" {
+		return "true"
+	}
+	return "coalesce(" + t.OwnedBy() + ", false)"
+}
+
 // removeData is what sql/remove.sql renders: the removal of the current rows
 // of T in scope (Scan: the FROM items giving the rows as alias t, default the
 // table; Where on alias t) that the snapshot does not stage (unless
@@ -379,7 +392,10 @@ var (
 	// other run after run. None of those roles is staged (stage only stages
 	// roles of listed users), so nothing is set apart.
 	rolesOfDroppedSQL = render("remove.sql", removeData{table: rolesTable,
-		Scan: "(SELECT * FROM user_roles t WHERE " + ranges("user_roles", "user_id", "@dropped") + " AND t.customer_id = @customer_id" +
+		// The customer is OwnedBy's (@owners is {@customer_id}): said once,
+		// since the planner takes two conditions on customer_id as twice
+		// as selective and scans the customer's roles by its index.
+		Scan: "(SELECT * FROM user_roles t WHERE " + ranges("user_roles", "user_id", "@dropped") +
 			" ORDER BY t.user_id, t.customer_id, t.role_id) t",
 		Where: "NOT EXISTS (SELECT 1 FROM users x WHERE x.user_id = t.user_id AND x.removed_at IS NULL AND x.customer_id <> @customer_id" +
 			" AND (@visible::bigint[] IS NULL OR x.customer_id = ANY(@visible::bigint[])))"})

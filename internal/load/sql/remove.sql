@@ -11,7 +11,8 @@ Deferred table (unless .Now) into s_changes_<table>. A table without history ret
         has no index, and no statistics to plan probes of it by).
   rm:   the UPDATE of those rows by their key; the WHERE re-checks removed_at
         and the owner on the row version it locks (a concurrent writer may
-        have changed it meanwhile). The keys come as unnested arrays (see
+        have changed it meanwhile; OwnedByRecheck, so that the key drives).
+        The keys come as unnested arrays (see
         "keys" in sql/history.sql), so each is a probe of the primary key
         whatever the statistics of the table say.
 */ -}}
@@ -25,7 +26,7 @@ WITH gone AS (
 ), rm AS (
     UPDATE {{.Name}} t SET removed_at = now(), updated_at = now()
     FROM {{template "keys" (history .Table "gone")}}
-    WHERE {{on "t" "k" .Key}} AND t.removed_at IS NULL AND {{.OwnedBy}}
+    WHERE {{on "t" "k" .Key}} AND t.removed_at IS NULL AND {{.OwnedByRecheck}}
     RETURNING {{list "t." .All}}, 'removed'::text AS change
 )
 {{- if .Deferred}}{{if not .Now}}

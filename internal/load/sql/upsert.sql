@@ -57,7 +57,7 @@ WITH {{if .Stored}}stored AS (
 ), rm AS (
     UPDATE {{.Name}} t SET removed_at = now(), updated_at = now()
     FROM {{template "keys" (history . "gone")}}
-    WHERE {{on "t" "k" .Key}} AND t.removed_at IS NULL AND {{.OwnedBy}}
+    WHERE {{on "t" "k" .Key}} AND t.removed_at IS NULL AND {{.OwnedByRecheck}}
     RETURNING {{list "t." .All}}, 'removed'::text AS change
 ){{end}}
 {{- if .Deferred}}
