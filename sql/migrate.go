@@ -7,7 +7,9 @@
 // migration and its row in schema_migrations commit in one transaction, under
 // a transaction-level advisory lock keyed by the schema name, taken before the
 // version is read, so two processes migrating at once are safe: the second
-// waits, then finds nothing left to do.
+// waits, then finds nothing left to do. A schema already at the latest
+// version is recognised first, without the lock or a transaction per
+// migration: what every start after the first finds.
 package sql
 
 import (
@@ -112,8 +114,18 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool, schema, readerRole string,
 	if err != nil {
 		return 0, err
 	}
-	version := 0
-	for _, m := range ms {
+	// Fast path: a schema already at the latest version (every start after
+	// the first) is read in two short queries, without the lock and the nine
+	// transactions below.
+	version, err := Version(ctx, pool, schema)
+	if err != nil {
+		return 0, fmt.Errorf("migrate schema %s: %w", schema, err)
+	}
+	pending := ms
+	if len(ms) == 0 || version >= ms[len(ms)-1].Version {
+		pending = nil
+	}
+	for _, m := range pending {
 		applied := false
 		err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 			v, err := lockAndVersion(ctx, tx, schema)
