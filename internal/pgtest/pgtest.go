@@ -129,22 +129,17 @@ func Pool(t testing.TB) *pgxpool.Pool {
 
 // Schema returns the shared pool and the name of a new schema, migrated to
 // the latest version, that only this test uses. The schema is dropped when
-// the test ends, unless the server is a throwaway cluster (Owned), which is
-// removed whole after the tests.
+// the test ends.
 func Schema(t testing.TB) (*pgxpool.Pool, string) {
 	t.Helper()
 	p := Pool(t)
 	schema := NewSchemaName()
 	ctx := context.Background()
-	// A throwaway cluster is removed whole after the tests: dropping each
-	// schema there would only cost the server as much again as creating it.
-	if !owned {
-		t.Cleanup(func() {
-			if _, err := p.Exec(context.Background(), "DROP SCHEMA IF EXISTS "+pgx.Identifier{schema}.Sanitize()+" CASCADE"); err != nil {
-				t.Errorf("pgtest: drop schema %s: %v", schema, err)
-			}
-		})
-	}
+	t.Cleanup(func() {
+		if _, err := p.Exec(context.Background(), "DROP SCHEMA IF EXISTS "+pgx.Identifier{schema}.Sanitize()+" CASCADE"); err != nil {
+			t.Errorf("pgtest: drop schema %s: %v", schema, err)
+		}
+	})
 	if _, err := schemasql.Migrate(ctx, p, schema, "", slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatalf("pgtest: migrate %s: %v", schema, err)
 	}
