@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -42,6 +43,32 @@ func TestMigrateIdempotent(t *testing.T) {
 	}
 	if roles != 5 {
 		t.Errorf("seeded roles = %d, want 5", roles)
+	}
+}
+
+// An up-to-date schema is recognised without the migration lock: a start
+// does not wait behind another process holding it (nor pay for nine
+// transactions).
+func TestMigrateUpToDateTakesNoLock(t *testing.T) {
+	t.Parallel()
+	pool, schema := pgtest.Schema(t)
+	ctx := context.Background()
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", "syncer.migrate:"+schema); err != nil {
+		t.Fatal(err)
+	}
+	short, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	v, err := schemasql.Migrate(short, pool, schema, "", nil)
+	if err != nil {
+		t.Fatalf("migrate an up-to-date schema while the lock is held: %v", err)
+	}
+	if want := schemasql.Latest(); v != want {
+		t.Errorf("version = %d, want %d", v, want)
 	}
 }
 

@@ -21,6 +21,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jackc/pgerrcode"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/msads-syncer/syncer/internal/config"
@@ -390,7 +392,7 @@ func openDB(ctx context.Context, cfg *config.Config, logger *slog.Logger, migrat
 	if err := cfg.ValidateDatabase(); err != nil {
 		return nil, err
 	}
-	pool, err := load.Open(ctx, cfg.Database.URL.Value())
+	pool, err := openRetrying(ctx, cfg, logger)
 	if err != nil {
 		return nil, fmt.Errorf("database unreachable: %w", err)
 	}
@@ -401,6 +403,44 @@ func openDB(ctx context.Context, cfg *config.Config, logger *slog.Logger, migrat
 		}
 	}
 	return pool, nil
+}
+
+// openRetrying is load.Open, tried again for up to sync.retry_max_elapsed
+// when the server answered but ended the new connection (terminated by an
+// administrator, a crash or shutdown, or still starting up), as migrations
+// and writes retry a lost connection. A server that cannot be reached at all
+// fails at once with its clear line.
+func openRetrying(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*pgxpool.Pool, error) {
+	start, wait := time.Now(), 100*time.Millisecond
+	for {
+		pool, err := load.Open(ctx, cfg.Database.URL.Value())
+		if err == nil || !endedByServer(err) || time.Since(start)+wait > cfg.Sync.RetryMaxElapsed.D() {
+			return pool, err
+		}
+		logger.WarnContext(ctx, "database ended the new connection, retrying", slog.Duration("wait", wait), slog.String("error", err.Error()))
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, err
+		case <-t.C:
+		}
+		wait = min(2*wait, 2*time.Second)
+	}
+}
+
+// endedByServer reports whether err is the server ending a connection it
+// had accepted (SQLSTATE 57P01, 57P02, 57P03).
+func endedByServer(err error) bool {
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) {
+		return false
+	}
+	switch pe.Code {
+	case pgerrcode.AdminShutdown, pgerrcode.CrashShutdown, pgerrcode.CannotConnectNow:
+		return true
+	}
+	return false
 }
 
 // newStore builds the warehouse store of the configuration.

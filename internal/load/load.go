@@ -106,9 +106,9 @@ func describe(cfg *pgxpool.Config) string {
 // Migrate applies the embedded migrations to schema (see package
 // github.com/msads-syncer/syncer/sql) and returns the schema's version.
 // A lost connection or a server going away (an outage-class fault) is
-// retried with backoff for up to retryFor, as writes are: each migration is
-// one transaction that checks the version first, so applying again after a
-// lost commit reply skips what committed.
+// retried with backoff for up to retryFor, as writes are: the pending
+// migrations are one transaction that checks the version first, so applying
+// again after a lost commit reply skips what committed.
 func Migrate(ctx context.Context, pool *pgxpool.Pool, schema, readerRole string, retryFor time.Duration, logger *slog.Logger) (int, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
