@@ -16,8 +16,11 @@ truncates every such table at the commit of any transaction that touched a
 temporary table (8–12 ms per commit here, for every staging table and its
 TOAST table and index, against 0.3 ms). The rows left by the last
 transaction are deleted instead; a DELETE leaves the space it frees to be
-reused or not, so once the temporary tables of the connection have grown
-past 16 MB they are truncated (the cost above, once in many writes).
+reused or not, so once these staging tables (with their TOAST tables) have
+grown past 16 MB they are truncated (the cost above, once in many writes).
+Their sizes are asked by name: a scan of pg_class for the session's
+temporary relations grows with the database's catalog (9.7 ms a write with
+600 schemas).
 */ -}}
 DO $staging$
 BEGIN
@@ -29,7 +32,7 @@ BEGIN
             SELECT {{list "" .All}}, ''::text AS change FROM {{.Name}} WITH NO DATA;
 {{- end}}{{end}}
     END IF;
-    IF (SELECT sum(pg_relation_size(c.oid)) FROM pg_class c WHERE c.relnamespace = pg_my_temp_schema()) > 16 * 1024 * 1024 THEN
+    IF {{range $i, $t := .}}{{if $i}} + {{end}}pg_total_relation_size('pg_temp.{{.Staging}}'::regclass){{if .Deferred}} + pg_total_relation_size('pg_temp.s_changes_{{.Name}}'::regclass){{end}}{{end}} > 16 * 1024 * 1024 THEN
         TRUNCATE {{range $i, $t := .}}{{if $i}}, {{end}}{{.Staging}}{{if .Deferred}}, s_changes_{{.Name}}{{end}}{{end}};
     ELSE
 {{- range .}}
