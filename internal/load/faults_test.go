@@ -427,3 +427,32 @@ func TestMigrateRetriesALostConnection(t *testing.T) {
 		t.Errorf("version = %d, want %d", version, want)
 	}
 }
+
+// The last attempt the retries allow loses its COMMIT reply: the write is
+// not reported failed when the server says it committed. (Seen in
+// db-connection-killed: a run counted a customer failed whose snapshot and
+// succeeded customer_syncs row were written.)
+func TestLostCommitReplyOnTheLastAttempt(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Options{})
+	var kills, lost atomic.Int32
+	kill := killer(t, b, "users", 1, &kills)
+	lose := lostReply(1, &lost)
+	b.store.testHook = func(step string, tx pgx.Tx) error {
+		if step == "committed" {
+			return lose(step, tx)
+		}
+		return kill(step, tx)
+	}
+	ch, err := b.store.WriteSnapshot(t.Context(), b.runID, baseSnapshot(), SyncInfo{StartedAt: time.Now(), APICalls: 3})
+	if err != nil {
+		t.Fatalf("write whose first attempt died and whose second lost its commit reply: %v", err)
+	}
+	if kills.Load() < 2 || lost.Load() < 1 {
+		t.Fatalf("kills %d, lost replies %d: the faults did not happen", kills.Load(), lost.Load())
+	}
+	if ch.Users.Added != 4 {
+		t.Errorf("changes = %+v, want the 4 users added", ch.Users)
+	}
+	equal(t, "customer_syncs", b.strings(t, `SELECT status, users_seen, users_added FROM customer_syncs`), []string{"succeeded|4|4"})
+}

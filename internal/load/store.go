@@ -145,6 +145,10 @@ func (s *Store) inTxOpts(ctx context.Context, o txOpts, fn func(pgx.Tx) error) e
 	// sync_runs row that marks the first abandoned, a snapshot's counts
 	// rewritten by an attempt that found nothing left to change).
 	var unsure string
+	// giveUp is the failure an attempt whose outcome was unsure would have
+	// ended the retries with (its last allowed attempt): returned once the
+	// server says that transaction did not commit.
+	var giveUp error
 	for {
 		var started bool
 		var err error
@@ -156,6 +160,9 @@ func (s *Store) inTxOpts(ctx context.Context, o txOpts, fn func(pgx.Tx) error) e
 					return nil
 				}
 				unsure = ""
+				if giveUp != nil {
+					return giveUp
+				}
 			}
 		}
 		if unsure == "" {
@@ -193,7 +200,14 @@ func (s *Store) inTxOpts(ctx context.Context, o txOpts, fn func(pgx.Tx) error) e
 		case faultOutage:
 			if started && attempts >= 2 {
 				what, code := describeFault(err)
-				return &FaultError{What: what, Code: code, Attempts: attempts, Err: err}
+				fe := &FaultError{What: what, Code: code, Attempts: attempts, Err: err}
+				if unsure == "" {
+					return fe
+				}
+				// The last attempt's COMMIT got no answer: it may have
+				// committed, and failing would record the customer failed
+				// though its snapshot is written. Ask first.
+				giveUp = fe
 			}
 			if outageSince.IsZero() {
 				outageSince = time.Now()
