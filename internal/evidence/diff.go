@@ -2,7 +2,6 @@ package evidence
 
 import (
 	"cmp"
-	"encoding/csv"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -144,22 +143,7 @@ func WriteDiff(w io.Writer, format string, from, to time.Time, changes []load.Ch
 	cols, rows := DiffRows(changes)
 	switch format {
 	case "csv":
-		cw := csv.NewWriter(w)
-		cw.UseCRLF = true
-		if err := cw.Write(cols); err != nil {
-			return err
-		}
-		rec := make([]string, len(cols))
-		for _, r := range rows {
-			for i, v := range r {
-				rec[i] = Cell(v)
-			}
-			if err := cw.Write(rec); err != nil {
-				return err
-			}
-		}
-		cw.Flush()
-		return cw.Error()
+		return writeCSVRecords(w, cols, rows)
 	case "json":
 		type change struct {
 			ObservedAt   string         `json:"observed_at"`

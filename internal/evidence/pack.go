@@ -246,28 +246,32 @@ func hashFile(path string) (sum string, size int64, err error) {
 	return hex.EncodeToString(h.Sum(nil)), size, nil
 }
 
+// writeCSVRecords writes a header and rows as RFC 4180 CSV (CRLF, quoted
+// as needed), each value as Cell writes it.
+func writeCSVRecords(w io.Writer, columns []string, rows [][]any) error {
+	cw := csv.NewWriter(w)
+	cw.UseCRLF = true
+	if err := cw.Write(columns); err != nil {
+		return err
+	}
+	rec := make([]string, len(columns))
+	for _, r := range rows {
+		for i, v := range r {
+			rec[i] = Cell(v)
+		}
+		if err := cw.Write(rec); err != nil {
+			return err
+		}
+	}
+	cw.Flush()
+	return cw.Error()
+}
+
 // writeCSV writes rows as an RFC 4180 CSV (CRLF, quoted as needed), then
 // parses the file back to count its rows per customer: what the manifest
 // records is what is on disk.
 func writeCSV(dir, name string, columns []string, rows [][]any) (File, error) {
-	f, err := writeFile(dir, name, "csv", func(w io.Writer) error {
-		cw := csv.NewWriter(w)
-		cw.UseCRLF = true
-		if err := cw.Write(columns); err != nil {
-			return err
-		}
-		rec := make([]string, len(columns))
-		for _, r := range rows {
-			for i, v := range r {
-				rec[i] = Cell(v)
-			}
-			if err := cw.Write(rec); err != nil {
-				return err
-			}
-		}
-		cw.Flush()
-		return cw.Error()
-	})
+	f, err := writeFile(dir, name, "csv", func(w io.Writer) error { return writeCSVRecords(w, columns, rows) })
 	if err != nil {
 		return f, err
 	}

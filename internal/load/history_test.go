@@ -15,6 +15,28 @@ import (
 // next begins: no overlap, no gap), only the last is open, and an entity row
 // is current exactly when its key's last interval is open and not 'removed'.
 // It checks the tables given, or all.
+// writeAtOnce writes the snapshots of customers concurrently, released
+// together, and fails the test on any write error.
+func (b *bundle) writeAtOnce(t *testing.T, customers []int64, snapshot func(int64) *msads.Snapshot) {
+	t.Helper()
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	errs := make([]error, len(customers))
+	for i, cid := range customers {
+		wg.Go(func() {
+			<-start
+			_, errs[i] = b.store.WriteSnapshot(context.Background(), b.runID, snapshot(cid), SyncInfo{})
+		})
+	}
+	close(start)
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("customer %d: %v", customers[i], err)
+		}
+	}
+}
+
 func historyChains(t *testing.T, b *bundle, only ...*table) {
 	t.Helper()
 	if len(only) == 0 {
@@ -75,22 +97,7 @@ func TestHistoryChainsUnderConcurrentSharedWrites(t *testing.T) {
 		return s
 	}
 	for round := range 8 {
-		var wg sync.WaitGroup
-		start := make(chan struct{})
-		errs := make([]error, len(customers))
-		for i, cid := range customers {
-			wg.Go(func() {
-				<-start
-				_, errs[i] = b.store.WriteSnapshot(context.Background(), b.runID, snapshot(cid, round), SyncInfo{})
-			})
-		}
-		close(start)
-		wg.Wait()
-		for _, err := range errs {
-			if err != nil {
-				t.Fatalf("round %d: %v", round, err)
-			}
-		}
+		b.writeAtOnce(t, customers, func(cid int64) *msads.Snapshot { return snapshot(cid, round) })
 		historyChains(t, b)
 		if t.Failed() {
 			t.Fatalf("round %d", round)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -232,22 +231,7 @@ func TestClientLinkSeenByTwoCustomersConcurrently(t *testing.T) {
 	}
 	customers := []int64{agency, client}
 	for round := range 10 {
-		var wg sync.WaitGroup
-		start := make(chan struct{})
-		errs := make([]error, len(customers))
-		for i, cid := range customers {
-			wg.Go(func() {
-				<-start
-				_, errs[i] = b.store.WriteSnapshot(context.Background(), b.runID, snapshot(cid, round), SyncInfo{})
-			})
-		}
-		close(start)
-		wg.Wait()
-		for _, err := range errs {
-			if err != nil {
-				t.Fatalf("round %d: %v", round, err)
-			}
-		}
+		b.writeAtOnce(t, customers, func(cid int64) *msads.Snapshot { return snapshot(cid, round) })
 		historyChains(t, b, linksTable)
 		if t.Failed() {
 			t.Fatalf("round %d", round)
