@@ -175,7 +175,6 @@ func TestThrottleStormPausesOnce(t *testing.T) {
 	}
 	b.srv.ResetCalls()
 	b.srv.SetFault(msadstest.OpGetUser, msadstest.Fault{Throttle: 8, Latency: 30 * time.Millisecond})
-	start := time.Now()
 	var wg sync.WaitGroup
 	for _, id := range users {
 		wg.Go(func() {
@@ -185,7 +184,8 @@ func TestThrottleStormPausesOnce(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	elapsed := time.Since(start)
+	// The pause count is the assertion (eight stacked pauses would count
+	// eight); the wall time is not, on a loaded 2-core machine.
 	if n := b.obs.throttleCount(); n != 1 {
 		t.Errorf("throttle pauses = %d, want 1 (one storm, one pause)", n)
 	}
@@ -194,11 +194,6 @@ func TestThrottleStormPausesOnce(t *testing.T) {
 	}
 	if b.obs.count("GetUser/throttled") != 8 {
 		t.Errorf("observer throttled calls = %d, want 8", b.obs.count("GetUser/throttled"))
-	}
-	// One pause of 50ms plus two rounds of 30ms latency; eight stacked
-	// pauses would take 400ms or more.
-	if elapsed > 300*time.Millisecond {
-		t.Errorf("storm took %v, want about one pause", elapsed)
 	}
 	if r := b.client.Rate(); r != 500 {
 		t.Errorf("rate after one pause = %v, want 500 (halved once)", r)
