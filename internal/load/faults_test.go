@@ -456,3 +456,30 @@ func TestLostCommitReplyOnTheLastAttempt(t *testing.T) {
 	}
 	equal(t, "customer_syncs", b.strings(t, `SELECT status, users_seen, users_added FROM customer_syncs`), []string{"succeeded|4|4"})
 }
+
+// A run's records (a customer's failure, the run's end) are retried for as
+// long as the outage lasts, however many attempts lose their connection:
+// a snapshot write gives up after two, but a record given up on leaves the
+// run's counts without the customer_syncs row they count (seen in
+// db-connection-killed, seed 509213757).
+func TestRecordsOutlastRepeatedKills(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Options{})
+	var calls atomic.Int32
+	b.store.testHook = killer(t, b, "record", 3, &calls)
+	if err := b.store.RecordCustomerFailure(t.Context(), b.runID, 150, SyncInfo{StartedAt: time.Now()}, errors.New("boom")); err != nil {
+		t.Fatalf("failure record whose first 3 attempts lost their connection: %v", err)
+	}
+	if got := calls.Load(); got != 4 {
+		t.Fatalf("failure record attempts = %d, want 4 (3 killed)", got)
+	}
+	calls.Store(0)
+	if err := b.store.FinishRun(t.Context(), b.runID, status.Failed, 1, "1 of 1 customers failed"); err != nil {
+		t.Fatalf("run record whose first 3 attempts lost their connection: %v", err)
+	}
+	if got := calls.Load(); got != 4 {
+		t.Fatalf("run record attempts = %d, want 4 (3 killed)", got)
+	}
+	equal(t, "customer_syncs", b.strings(t, `SELECT customer_id, status, error FROM customer_syncs`), []string{"150|failed|boom"})
+	equal(t, "sync_runs", b.strings(t, `SELECT status, customers_failed FROM sync_runs`), []string{"failed|1"})
+}

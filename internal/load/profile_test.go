@@ -409,7 +409,7 @@ func TestProfileWriteFloor(t *testing.T) {
 	}
 	defer conn.Release()
 	c := conn.Conn()
-	for _, q := range []string{"SET search_path TO " + pgx.Identifier{schema}.Sanitize(), stagingSQL,
+	for _, q := range []string{"SET search_path TO " + pgx.Identifier{schema}.Sanitize(), stagingSQL(tables),
 		"CREATE TABLE copy_users (LIKE users INCLUDING ALL)",
 		"CREATE TEMP TABLE keyed_users (LIKE users INCLUDING DEFAULTS, PRIMARY KEY (customer_id, user_id)) ON COMMIT DELETE ROWS"} {
 		if _, err := c.Exec(ctx, q); err != nil {

@@ -113,22 +113,36 @@ type writer struct {
 	// roleUsers: the listed users GetUser read whose roles the upsert
 	// writes (see readBack).
 	roleUsers []int64
-	// staged: the staging tables exist on the connection (see staging).
-	stagingReady bool
+	// staged: the tables whose staging tables this transaction has
+	// created or emptied (see staging).
+	staged map[*table]bool
 }
 
-// staging creates the staging tables (once per connection, see
-// sql/staging.sql) the first time the transaction needs one: a snapshot
-// that changes nothing touches no temporary table, so its commit has none
-// to empty.
-func (w *writer) staging(ctx context.Context) error {
-	if w.stagingReady {
+// staging creates (once per connection, see sql/staging.sql) and empties
+// the staging tables of ts this transaction has not prepared yet, in one
+// statement, the first time the transaction stages rows of them: a
+// snapshot that changes nothing touches no temporary table, so its commit
+// has none to empty, and a connection creates only the staging tables its
+// writes use (each is some catalog work: 1–10 ms under load).
+func (w *writer) staging(ctx context.Context, ts ...*table) error {
+	var need []*table
+	for _, t := range ts {
+		if !w.staged[t] {
+			need = append(need, t)
+		}
+	}
+	if len(need) == 0 {
 		return nil
 	}
-	if _, err := w.tx.Exec(ctx, stagingSQL); err != nil {
+	if _, err := w.tx.Exec(ctx, stagingSQL(need)); err != nil {
 		return fmt.Errorf("create staging tables: %w", err)
 	}
-	w.stagingReady = true
+	if w.staged == nil {
+		w.staged = map[*table]bool{}
+	}
+	for _, t := range need {
+		w.staged[t] = true
+	}
 	return nil
 }
 
@@ -316,13 +330,16 @@ func (w *writer) write(ctx context.Context, ch *Changes) error {
 	if err != nil {
 		return err
 	}
+	var toStage []*table
 	for _, t := range []*table{usersTable, rolesTable, invitationsTable, accountsTable} {
-		if len(rows[t]) == 0 {
-			continue
+		if len(rows[t]) > 0 {
+			toStage = append(toStage, t)
 		}
-		if err := w.staging(ctx); err != nil {
-			return err
-		}
+	}
+	if err := w.staging(ctx, toStage...); err != nil {
+		return err
+	}
+	for _, t := range toStage {
 		if _, err := w.tx.CopyFrom(ctx, pgx.Identifier{t.Staging()}, t.All(), pgx.CopyFromRows(rows[t])); err != nil {
 			return fmt.Errorf("copy into %s: %w", t.Staging(), err)
 		}
@@ -392,7 +409,7 @@ func (w *writer) write(ctx context.Context, ch *Changes) error {
 		return err
 	}
 	if st.links.searched {
-		if err := w.staging(ctx); err != nil {
+		if err := w.staging(ctx, linksTable); err != nil {
 			return err
 		}
 	}
@@ -402,12 +419,7 @@ func (w *writer) write(ctx context.Context, ch *Changes) error {
 	return w.hook("links")
 }
 
-func (w *writer) hook(step string) error {
-	if h := w.store.testHook; h != nil {
-		return h(step, w.tx)
-	}
-	return nil
-}
+func (w *writer) hook(step string) error { return w.store.hook(step, w.tx) }
 
 // counted runs the statements (those not "") that return (change, count)
 // rows, and adds the counts to t's.
@@ -468,7 +480,7 @@ func (w *writer) roles(ctx context.Context, ch *Changes, dropped bool) (err erro
 	if !dropped && len(w.roleUsers) == 0 {
 		return nil
 	}
-	if err := w.staging(ctx); err != nil {
+	if err := w.staging(ctx, rolesTable); err != nil {
 		return err
 	}
 	// One round trip: the removal of the dropped users' roles, the upsert

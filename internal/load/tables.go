@@ -6,6 +6,7 @@ import (
 	"embed"
 	"slices"
 	"strings"
+	"sync"
 	"text/template"
 )
 
@@ -368,6 +369,25 @@ func render(name string, data any) string {
 	return strings.TrimSpace(b.String())
 }
 
+// stagingSQLs caches sql/staging.sql rendered per set of tables, by their
+// names.
+var stagingSQLs sync.Map
+
+// stagingSQL returns sql/staging.sql for ts.
+func stagingSQL(ts []*table) string {
+	names := make([]string, len(ts))
+	for i, t := range ts {
+		names[i] = t.Name
+	}
+	key := strings.Join(names, ",")
+	if q, ok := stagingSQLs.Load(key); ok {
+		return q.(string)
+	}
+	q := render("staging.sql", ts)
+	stagingSQLs.Store(key, q)
+	return q
+}
+
 func prefix(p string, cols []string) []string {
 	out := make([]string, len(cols))
 	for i, c := range cols {
@@ -378,7 +398,6 @@ func prefix(p string, cols []string) []string {
 
 // The statements, rendered once.
 var (
-	stagingSQL      = render("staging.sql", tables)
 	rolesHistorySQL = render("history.sql", rolesTable)
 	linksHistorySQL = render("history.sql", linksTable)
 	// rolesOfDroppedSQL removes, with the customer's snapshot, the roles in

@@ -1,8 +1,9 @@
 // Package pgtest gives tests a real PostgreSQL: the server at
 // TEST_DATABASE_URL when set (`make test` sets it to one throwaway cluster
 // that every test package shares, started by scripts/withpg), otherwise one
-// throwaway cluster (pgcluster) per test binary, started by Main. Each test gets its own freshly migrated
-// schema from Schema, so tests can run in parallel.
+// throwaway cluster (pgcluster) per test binary, started by Main. Each test
+// gets a migrated schema of its own from Schema (recycled from an earlier
+// test when that one left it as migrated), so tests can run in parallel.
 //
 //	func TestMain(m *testing.M) { pgtest.Main(m) }
 //
@@ -127,21 +128,42 @@ func Pool(t testing.TB) *pgxpool.Pool {
 	return pool
 }
 
-// Schema returns the shared pool and the name of a new schema, migrated to
-// the latest version, that only this test uses. The schema is dropped when
-// the test ends.
+// Schema returns the shared pool and the name of a schema, migrated to the
+// latest version, that only this test uses: one an earlier test left as
+// migrated, emptied back to what the migrations leave (see recycle.go), or
+// a new one. When the test ends the schema is recycled the same way, or
+// dropped when the test changed its catalog.
 func Schema(t testing.TB) (*pgxpool.Pool, string) {
 	t.Helper()
 	p := Pool(t)
-	schema := NewSchemaName()
 	ctx := context.Background()
+	s, err := seedFor(ctx, p)
+	if err != nil {
+		t.Fatalf("pgtest: seed schema: %v", err)
+	}
+	schema, err := takeFree(ctx, p, s)
+	if err != nil {
+		t.Fatalf("pgtest: take a free schema: %v", err)
+	}
+	fresh := schema == ""
+	if fresh {
+		schema = NewSchemaName()
+	}
 	t.Cleanup(func() {
-		if _, err := p.Exec(context.Background(), "DROP SCHEMA IF EXISTS "+pgx.Identifier{schema}.Sanitize()+" CASCADE"); err != nil {
+		ctx := context.Background()
+		if ok, err := recycle(ctx, p, s, schema); ok {
+			return
+		} else if err != nil {
+			t.Logf("pgtest: recycle schema %s: %v (dropping it)", schema, err)
+		}
+		if _, err := p.Exec(ctx, "DROP SCHEMA IF EXISTS "+pgx.Identifier{schema}.Sanitize()+" CASCADE"); err != nil {
 			t.Errorf("pgtest: drop schema %s: %v", schema, err)
 		}
 	})
-	if _, err := schemasql.Migrate(ctx, p, schema, "", slog.New(slog.DiscardHandler)); err != nil {
-		t.Fatalf("pgtest: migrate %s: %v", schema, err)
+	if fresh {
+		if _, err := schemasql.Migrate(ctx, p, schema, "", slog.New(slog.DiscardHandler)); err != nil {
+			t.Fatalf("pgtest: migrate %s: %v", schema, err)
+		}
 	}
 	return p, schema
 }

@@ -1,0 +1,135 @@
+package pgtest
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"testing"
+
+	schemasql "github.com/msads-syncer/syncer/sql"
+)
+
+// migrated returns a new migrated schema the test drops itself.
+func migrated(t *testing.T) string {
+	t.Helper()
+	p := Pool(t)
+	n := NewSchemaName()
+	t.Cleanup(func() { _, _ = p.Exec(context.Background(), "DROP SCHEMA IF EXISTS "+ident(n)+" CASCADE") })
+	if _, err := schemasql.Migrate(t.Context(), p, n, "", slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func count(t *testing.T, sql string) int {
+	t.Helper()
+	var n int
+	if err := Pool(t).QueryRow(t.Context(), sql).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	return n
+}
+
+// A schema a test wrote to comes back as migrated: no test rows, the rows
+// the migrations insert, and the sequences where a new schema has them.
+func TestRecycledSchemaIsAsMigrated(t *testing.T) {
+	p := Pool(t)
+	ctx := t.Context()
+	s, err := seedFor(ctx, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := migrated(t)
+	q := func(sql string) string { return replaceS(sql, ident(n)) }
+	roles := count(t, q("SELECT count(*) FROM S.roles"))
+	if roles == 0 {
+		t.Fatal("the migrations insert roles: the test cannot see them restored")
+	}
+	for _, sql := range []string{
+		"INSERT INTO S.sync_runs (status) VALUES ('running'), ('running')",
+		"INSERT INTO S.customers (customer_id, name) VALUES (1, 'c')",
+		"INSERT INTO S.customer_syncs (run_id, customer_id, status, started_at) SELECT max(run_id), 1, 'succeeded', now() FROM S.sync_runs",
+		"INSERT INTO S.users (customer_id, user_id, user_name) VALUES (1, 2, 'u')",
+		"DELETE FROM S.roles WHERE role_id = 41",
+		"UPDATE S.roles SET name = 'x'",
+	} {
+		if _, err := p.Exec(ctx, q(sql)); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	ok, err := recycle(ctx, p, s, n)
+	if err != nil || !ok {
+		t.Fatalf("recycle = %v, %v; want true", ok, err)
+	}
+	var free int
+	if err := p.QueryRow(ctx, "SELECT count(*) FROM pgtest_pool.free WHERE schema_name = $1", n).Scan(&free); err != nil || free != 1 {
+		t.Fatalf("on the free list %d times (%v), want once", free, err)
+	}
+	// Take it off the list again so no other test gets it.
+	if _, err := p.Exec(ctx, "DELETE FROM pgtest_pool.free WHERE schema_name = $1", n); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		sql  string
+		want int
+	}{
+		{"SELECT count(*) FROM S.users", 0},
+		{"SELECT count(*) FROM S.customers", 0},
+		{"SELECT count(*) FROM S.customer_syncs", 0},
+		{"SELECT count(*) FROM S.sync_runs", 0},
+		{"SELECT count(*) FROM S.roles", roles},
+		{"SELECT count(*) FROM S.roles WHERE name = 'x'", 0},
+		{"SELECT count(*) FROM S.roles WHERE role_id = 41", 1},
+		{"SELECT count(*) FROM (SELECT * FROM S.roles EXCEPT SELECT * FROM " + ident(s.name) + ".roles) d", 0},
+	} {
+		if got := count(t, q(c.sql)); got != c.want {
+			t.Errorf("after recycling, %s = %d, want %d", c.sql, got, c.want)
+		}
+	}
+	// The identity sequence starts over: the next run is run 1, as in a new schema.
+	var id int
+	if err := p.QueryRow(ctx, q("INSERT INTO S.sync_runs (status) VALUES ('running') RETURNING run_id")).Scan(&id); err != nil || id != 1 {
+		t.Errorf("first run_id after recycling = %d (%v), want 1", id, err)
+	}
+}
+
+// A schema whose catalog a test changed is not recycled.
+func TestChangedSchemaIsNotRecycled(t *testing.T) {
+	p := Pool(t)
+	ctx := t.Context()
+	s, err := seedFor(ctx, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, change := range []string{
+		"CREATE TABLE S.extra (a int)",
+		"ALTER TABLE S.users ADD COLUMN extra int",
+		"ALTER TABLE S.users ALTER COLUMN email SET DEFAULT 'x'",
+		"CREATE INDEX ON S.users (email)",
+		"ALTER TABLE S.users DROP CONSTRAINT users_pkey CASCADE",
+		"CREATE FUNCTION S.f() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NEW; END$$; CREATE TRIGGER t BEFORE INSERT ON S.users FOR EACH ROW EXECUTE FUNCTION S.f()",
+		"CREATE OR REPLACE VIEW S.customer_freshness AS SELECT * FROM S.customer_freshness WHERE false",
+		"CREATE OR REPLACE FUNCTION S.normalize_email(address text) RETURNS text LANGUAGE sql AS $$SELECT address$$",
+		"GRANT SELECT ON S.users TO PUBLIC",
+		"REVOKE ALL ON SCHEMA S FROM PUBLIC; GRANT USAGE ON SCHEMA S TO PUBLIC",
+		"ALTER TABLE S.users SET (autovacuum_enabled = off)",
+	} {
+		n := migrated(t)
+		if _, err := p.Exec(ctx, replaceS(change, ident(n))); err != nil {
+			t.Fatalf("%s: %v", change, err)
+		}
+		if ok, err := recycle(ctx, p, s, n); ok || err != nil {
+			t.Errorf("after %q: recycle = %v, %v; want false (drop it)", change, ok, err)
+		}
+	}
+	// The same check passes an unchanged schema (the test above can fail).
+	if ok, err := recycle(ctx, p, s, migrated(t)); !ok || err != nil {
+		t.Errorf("unchanged schema: recycle = %v, %v; want true", ok, err)
+	}
+}
+
+// replaceS qualifies "S." and " S " names with schema.
+func replaceS(sql, schema string) string {
+	r := strings.NewReplacer("S.", schema+".", "SCHEMA S ", "SCHEMA "+schema+" ")
+	return r.Replace(sql)
+}
