@@ -88,7 +88,7 @@ func BenchmarkRunOverlap(b *testing.B) {
 		sim.Close()
 
 		// Write alone.
-		pool, schema := pgtest.Schema(b)
+		pool, schema := pgtest.FreshSchema(b)
 		store := load.NewStore(pool, load.Options{Schema: schema, Logger: logger})
 		runID, err := store.StartRun(b.Context(), len(ids))
 		if err != nil {
@@ -111,7 +111,7 @@ func BenchmarkRunOverlap(b *testing.B) {
 
 		// The whole run, on a fresh schema.
 		sim = msadstest.NewServer(ds.Clone())
-		pool, schema = pgtest.Schema(b)
+		pool, schema = pgtest.FreshSchema(b)
 		store = load.NewStore(pool, load.Options{Schema: schema, Logger: logger})
 		r := &job.Runner{Client: benchClient(b, sim, rps, nil), Store: store, Logger: logger,
 			CredentialKey: "bench:" + schema, CustomerIDs: ids, Concurrency: benchConcurrency, AccountNames: true}

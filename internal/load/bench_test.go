@@ -178,7 +178,7 @@ func BenchmarkSnapshotWrite(b *testing.B) {
 	changed1, changed2 := changeOnePercent(snaps, 1), changeOnePercent(snaps, 2)
 	ctx := context.Background()
 	for range b.N {
-		pool, schema := pgtest.Schema(b)
+		pool, schema := pgtest.FreshSchema(b)
 		s := NewStore(pool, Options{Schema: schema})
 		for _, t := range warehouseTables {
 			execIn(b, pool, schema, "ALTER TABLE "+t+" SET (autovacuum_enabled = false)")

@@ -137,7 +137,7 @@ func (t *stmtTracer) roundTrips() (int, map[string]int64) {
 
 func tracedStore(t *testing.T) (*Store, *stmtTracer, *pgxpool.Pool, string) {
 	t.Helper()
-	_, schema := pgtest.Schema(t)
+	_, schema := pgtest.FreshSchema(t)
 	cfg, err := pgxpool.ParseConfig(pgtest.URL(t))
 	if err != nil {
 		t.Fatal(err)
@@ -288,7 +288,7 @@ func TestExplainStatements(t *testing.T) {
 	if os.Getenv("PROFILE") == "" {
 		t.Skip("PROFILE not set")
 	}
-	pool, schema := pgtest.Schema(t)
+	pool, schema := pgtest.FreshSchema(t)
 	s := NewStore(pool, Options{Schema: schema})
 	snaps := benchSnapshots()
 	if os.Getenv("BENCH_CUSTOMERS") == "" {
@@ -390,7 +390,7 @@ func TestProfileWriteFloor(t *testing.T) {
 	if os.Getenv("PROFILE") == "" {
 		t.Skip("PROFILE not set")
 	}
-	pool, schema := pgtest.Schema(t)
+	pool, schema := pgtest.FreshSchema(t)
 	s := NewStore(pool, Options{Schema: schema})
 	ctx := context.Background()
 	snaps := benchSnapshots()[:11]

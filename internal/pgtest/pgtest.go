@@ -135,15 +135,32 @@ func Pool(t testing.TB) *pgxpool.Pool {
 // dropped when the test changed its catalog.
 func Schema(t testing.TB) (*pgxpool.Pool, string) {
 	t.Helper()
+	return schema(t, true)
+}
+
+// FreshSchema is Schema without the recycling: a schema migrated for this
+// test alone, never used before. Benchmarks and profiles use it: a recycled
+// schema's tables keep the planner statistics (relpages, reltuples) its
+// earlier tests left, so a first write would be planned as on no real
+// warehouse.
+func FreshSchema(t testing.TB) (*pgxpool.Pool, string) {
+	t.Helper()
+	return schema(t, false)
+}
+
+func schema(t testing.TB, recycled bool) (*pgxpool.Pool, string) {
+	t.Helper()
 	p := Pool(t)
 	ctx := context.Background()
 	s, err := seedFor(ctx, p)
 	if err != nil {
 		t.Fatalf("pgtest: seed schema: %v", err)
 	}
-	schema, err := takeFree(ctx, p, s)
-	if err != nil {
-		t.Fatalf("pgtest: take a free schema: %v", err)
+	var schema string
+	if recycled {
+		if schema, err = takeFree(ctx, p, s); err != nil {
+			t.Fatalf("pgtest: take a free schema: %v", err)
+		}
 	}
 	fresh := schema == ""
 	if fresh {
