@@ -311,16 +311,22 @@ func fingerprint(ctx context.Context, q interface {
 	return fp, size, err
 }
 
-// takeFree returns a free schema of s, or "" when there is none.
+// takeFree returns a free schema of s, or "" when there is none. An entry
+// whose schema is gone (dropped by hand) is skipped and forgotten.
 func takeFree(ctx context.Context, p *pgxpool.Pool, s *seed) (string, error) {
-	var name string
-	err := p.QueryRow(ctx, `DELETE FROM pgtest_pool.free WHERE schema_name =
+	for {
+		var name string
+		var exists bool
+		err := p.QueryRow(ctx, `DELETE FROM pgtest_pool.free WHERE schema_name =
     (SELECT schema_name FROM pgtest_pool.free WHERE seed = $1 LIMIT 1 FOR UPDATE SKIP LOCKED)
-RETURNING schema_name`, s.name).Scan(&name)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return "", nil
+RETURNING schema_name, to_regnamespace(quote_ident(schema_name)) IS NOT NULL`, s.name).Scan(&name, &exists)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return "", nil
+		}
+		if err != nil || exists {
+			return name, err
+		}
 	}
-	return name, err
 }
 
 // recycle empties schema back to the seed and frees it when the test left

@@ -122,9 +122,14 @@ func TestChangedSchemaIsNotRecycled(t *testing.T) {
 			t.Errorf("after %q: recycle = %v, %v; want false (drop it)", change, ok, err)
 		}
 	}
-	// The same check passes an unchanged schema (the test above can fail).
-	if ok, err := recycle(ctx, p, s, migrated(t)); !ok || err != nil {
+	// The same check passes an unchanged schema (the test above can fail);
+	// it is taken off the free list again, since migrated drops it.
+	n := migrated(t)
+	if ok, err := recycle(ctx, p, s, n); !ok || err != nil {
 		t.Errorf("unchanged schema: recycle = %v, %v; want true", ok, err)
+	}
+	if _, err := p.Exec(ctx, "DELETE FROM pgtest_pool.free WHERE schema_name = $1", n); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -132,4 +137,40 @@ func TestChangedSchemaIsNotRecycled(t *testing.T) {
 func replaceS(sql, schema string) string {
 	r := strings.NewReplacer("S.", schema+".", "SCHEMA S ", "SCHEMA "+schema+" ")
 	return r.Replace(sql)
+}
+
+// A free-list entry whose schema was dropped by hand is never handed out.
+func TestDroppedFreeSchemaIsSkipped(t *testing.T) {
+	p := Pool(t)
+	ctx := t.Context()
+	s, err := seedFor(ctx, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone := NewSchemaName()
+	if _, err := p.Exec(ctx, "INSERT INTO pgtest_pool.free (schema_name, seed) VALUES ($1, $2)", gone, s.name); err != nil {
+		t.Fatal(err)
+	}
+	var taken []string
+	defer func() {
+		for _, n := range taken { // back on the list for other tests
+			_, _ = p.Exec(context.Background(), "INSERT INTO pgtest_pool.free (schema_name, seed) VALUES ($1, $2)", n, s.name)
+		}
+	}()
+	for {
+		n, err := takeFree(ctx, p, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == "" {
+			break
+		}
+		if n == gone {
+			t.Fatalf("takeFree handed out %s, which does not exist", n)
+		}
+		taken = append(taken, n)
+	}
+	if got := count(t, "SELECT count(*) FROM pgtest_pool.free WHERE schema_name = '"+gone+"'"); got != 0 {
+		t.Errorf("the dropped schema's entry is still on the free list")
+	}
 }
