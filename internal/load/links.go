@@ -68,6 +68,9 @@ var linksKeptSQL = "SELECT count(*) FROM client_links t WHERE t.removed_at IS NU
 	" AND NOT EXISTS (SELECT 1 FROM s_changes_client_links c WHERE c.type = t.type AND c.client_entity_id = t.client_entity_id" +
 	" AND c.managing_customer_id = t.managing_customer_id AND c.change IN ('added', 'reappeared'))"
 
+// linksCurrentSQL says whether any link in the searches' scope is current.
+var linksCurrentSQL = "SELECT EXISTS (SELECT 1 FROM client_links t WHERE t.removed_at IS NULL AND " + linksTable.scopeWhere + ")"
+
 // linksGuard is the removal guard of the users (checkGuard) for client
 // links: the API keeps a link that ends (Inactive, LinkExpired,
 // LinkDeclined…: "the most recent link for each unique combination"), so
@@ -186,6 +189,24 @@ func (w *writer) links(ctx context.Context, ch *Changes) error {
 	args := pgx.NamedArgs{"customer_id": w.st.customerID, "run_id": w.args["run_id"]}
 	for k, v := range sl.args {
 		args[k] = v
+	}
+	if len(sl.rows) == 0 {
+		// Nothing to stage: the removal can only remove current links in
+		// the searches' scope. Most customers have none, and then no
+		// staging table is created or emptied and no statement runs.
+		if !sl.covers() {
+			return nil
+		}
+		var any bool
+		if err := w.tx.QueryRow(ctx, linksCurrentSQL, args).Scan(&any); err != nil {
+			return fmt.Errorf("find current client_links: %w", err)
+		}
+		if !any {
+			return nil
+		}
+	}
+	if err := w.staging(ctx, linksTable); err != nil {
+		return err
 	}
 	written := int64(0)
 	if len(sl.rows) > 0 {

@@ -184,6 +184,10 @@ func TestStatementsPerSnapshot(t *testing.T) {
 		snaps[i].Roles = slicesFilter(snaps[i].Roles, func(r msads.Role) bool { return r.UserID <= snaps[i].Users[199].ID })
 	}
 	changed := changeOnePercent(snaps, 1)
+	// The same snapshot with client links searched, completely, and none
+	// found (most customers have none).
+	noLinks := *snaps[0]
+	noLinks.LinkSearches = complete(10, 11)
 	for _, step := range []struct {
 		name              string
 		snap              *msads.Snapshot
@@ -209,6 +213,12 @@ func TestStatementsPerSnapshot(t *testing.T) {
 		// the removed users) and role history run, customers and
 		// customer_syncs do not, and a rollback ends it.
 		{"dry run of a change", snaps[0], 20, 12, map[string]int64{`"s_users"`: 4, `"s_user_roles"`: 4, `"s_user_invitations"`: 1}},
+		// Back to the first snapshot for real (4 users and their roles, 1
+		// invitation), then with links searched and none found or stored:
+		// one query says no link is current in the searches' scope, and no
+		// staging table is created or emptied for links.
+		{"change back", snaps[0], 22, 13, map[string]int64{`"s_users"`: 4, `"s_user_roles"`: 4, `"s_user_invitations"`: 1}},
+		{"no links found, none stored", &noLinks, 13, 7, map[string]int64{}},
 	} {
 		tr.reset(nil, "")
 		var err error

@@ -408,11 +408,6 @@ func (w *writer) write(ctx context.Context, ch *Changes) error {
 	if err := w.hook("invitations"); err != nil {
 		return err
 	}
-	if st.links.searched {
-		if err := w.staging(ctx, linksTable); err != nil {
-			return err
-		}
-	}
 	if err := w.links(ctx, ch); err != nil {
 		return err
 	}
