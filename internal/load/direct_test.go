@@ -76,15 +76,20 @@ func TestDirectPathWritesWhatTheUpsertWrites(t *testing.T) {
 			`SELECT row(user_id, customer_id, role_id, account_ids, linked_account_ids, customer_link_permission, removed_at)::text FROM user_roles ORDER BY 1`,
 			`SELECT row(customer_id, user_id, user_name, detail_status, detail_code, detail_tracking_id, valid_to, change, run_id IS NOT NULL, valid_from = (SELECT min(valid_from) FROM users_history))::text FROM users_history ORDER BY customer_id, user_id`,
 			`SELECT row(user_id, customer_id, role_id, account_ids, valid_to, change, run_id IS NOT NULL)::text FROM user_roles_history ORDER BY user_id, customer_id, role_id`,
+			`SELECT row(invitation_id, customer_id, email, first_name, last_name, role_id, account_ids, lcid, expiration_date, removed_at)::text FROM user_invitations ORDER BY 1`,
+			`SELECT row(invitation_id, customer_id, email, role_id, account_ids, expiration_date, valid_to, change, run_id IS NOT NULL)::text FROM user_invitations_history ORDER BY invitation_id`,
+			`SELECT row(account_id, customer_id, name, number, status, pause_reason, removed_at)::text FROM accounts ORDER BY 1`,
 		} {
 			out = append(out, b.strings(t, q)...)
 		}
 		return out
 	}
 	direct := setup(t, Options{})
-	if ch := direct.write(t, snap); ch.Users.Added != 5 || ch.Roles.Added != 5 {
+	// (That it stages nothing is TestStatementsPerSnapshot's "first load".)
+	if ch := direct.write(t, snap); ch.Users.Added != 5 || ch.Roles.Added != 5 || ch.Invitations.Added != 2 || ch.Accounts.Added != 2 {
 		t.Fatalf("direct path changes = %v", ch)
 	}
+
 	upsert := setup(t, Options{})
 	// A stored row of another customer makes the customer's users not new,
 	// so everything goes through staging and the upsert; it is removed by
@@ -103,7 +108,7 @@ func TestDirectPathWritesWhatTheUpsertWrites(t *testing.T) {
 		}
 		return nil
 	}
-	if ch := upsert.write(t, snap); ch.Users.Added != 5 || ch.Roles.Added != 5 {
+	if ch := upsert.write(t, snap); ch.Users.Added != 5 || ch.Roles.Added != 5 || ch.Invitations.Added != 2 || ch.Accounts.Added != 2 {
 		t.Fatalf("upsert changes = %v", ch)
 	}
 	if staged != 5 {

@@ -297,8 +297,10 @@ func (w *writer) staleReadable() []int64 {
 //	             first, only when there are any)
 //	guard        the removal guard, on the read-back's count of current
 //	             and omitted users (none when the customer's users are new)
-//	accounts     upsert (when staged); removal (when the read-back found
-//	             current accounts not listed; only when they were fetched)
+//	accounts     the direct path (COPY) for new account ids on a
+//	             customer's first write; upsert (when staged); removal (when
+//	             the read-back found current accounts not listed; only when
+//	             they were fetched)
 //	users        the direct path (COPY, then history) for a customer's
 //	             first write, else upsert with history (when staged);
 //	             removal with history (when the guard counted users to
@@ -309,7 +311,9 @@ func (w *writer) staleReadable() []int64 {
 //	             roles the read-back found different, into
 //	             s_changes_user_roles, then the history of what they wrote
 //	             (when they wrote anything)
-//	invitations  upsert with history; removal with history (as accounts)
+//	invitations  the direct path (COPY, then history) for new
+//	             invitation ids on a customer's first write; upsert with
+//	             history; removal with history (as accounts)
 //	links        (when searched) COPY, upsert and removal within the
 //	             searches' scope, into s_changes_client_links, then their
 //	             history (see linksTable)
@@ -372,6 +376,9 @@ func (w *writer) write(ctx context.Context, ch *Changes) error {
 		return w.counted(ctx, ch, t, up, rm)
 	}
 	if st.accountsFetched {
+		if err := w.copyDirect(ctx, ch, accountsTable); err != nil {
+			return err
+		}
 		if err := upsertRemove(accountsTable); err != nil {
 			return err
 		}
@@ -400,6 +407,9 @@ func (w *writer) write(ctx context.Context, ch *Changes) error {
 		return err
 	}
 	if err := w.hook("roles"); err != nil {
+		return err
+	}
+	if err := w.copyDirect(ctx, ch, invitationsTable); err != nil {
 		return err
 	}
 	if err := upsertRemove(invitationsTable); err != nil {

@@ -80,7 +80,9 @@ type table struct {
 	// retried without the direct path; see freshConflictError).
 	//   - users: the customer (the customer's lock is held: all or none);
 	//   - roles: the user (the listed users GetUser read; a user listed by
-	//     several customers may be written by another at the same time).
+	//     several customers may be written by another at the same time);
+	//   - invitations, accounts: the key itself (an id another customer's
+	//     snapshot stored is not new: it goes by the upsert).
 	FreshBy string
 	// FreshAfter, when set, is a table with a direct path listed before
 	// this one: this table's values are looked up only when that table's
@@ -145,11 +147,13 @@ var (
 	invitationsTable = &table{Name: "user_invitations", History: "user_invitations_history", Key: []string{"invitation_id"},
 		Cols:  []string{"customer_id", "email", "first_name", "last_name", "role_id", "account_ids", "lcid", "expiration_date"},
 		Owner: "customer_id", scopeWhere: "t.customer_id = @customer_id",
-		removeScan: "unnest(@gone::bigint[]) AS d(invitation_id), " + lateral("user_invitations", "t.invitation_id = d.invitation_id")}
+		removeScan: "unnest(@gone::bigint[]) AS d(invitation_id), " + lateral("user_invitations", "t.invitation_id = d.invitation_id"),
+		FreshBy:    "invitation_id", FreshAfter: usersTable}
 	accountsTable = &table{Name: "accounts", Key: []string{"account_id"},
 		Cols:  []string{"customer_id", "name", "number", "status", "pause_reason"},
 		Owner: "customer_id", scopeWhere: "t.customer_id = @customer_id",
-		removeScan: "unnest(@gone::bigint[]) AS d(account_id), " + lateral("accounts", "t.account_id = d.account_id")}
+		removeScan: "unnest(@gone::bigint[]) AS d(account_id), " + lateral("accounts", "t.account_id = d.account_id"),
+		FreshBy:    "account_id", FreshAfter: usersTable}
 
 	// tables in the order a snapshot writes them.
 	tables = []*table{accountsTable, usersTable, rolesTable, invitationsTable, linksTable}
@@ -163,18 +167,28 @@ func (t *table) RunColumn() string {
 	return t.Run
 }
 
-// directTables are the tables with a direct path (FreshBy), in write order.
+// directTables are the tables with a direct path (FreshBy), in write order
+// except that a table comes after its FreshAfter (sql/fresh.sql reads that
+// table's result).
 var directTables = func() []*table {
-	var out []*table
+	var first, after []*table
 	for _, t := range tables {
-		if t.FreshBy != "" {
-			if t.FreshBy != t.Key[0] {
-				panic("load: " + t.Name + ".FreshBy must be its first key column")
+		if t.FreshBy == "" {
+			continue
+		}
+		if t.FreshBy != t.Key[0] {
+			panic("load: " + t.Name + ".FreshBy must be its first key column")
+		}
+		if t.FreshAfter != nil {
+			if t.FreshAfter.FreshAfter != nil {
+				panic("load: " + t.Name + ".FreshAfter must have no FreshAfter of its own")
 			}
-			out = append(out, t)
+			after = append(after, t)
+		} else {
+			first = append(first, t)
 		}
 	}
-	return out
+	return append(first, after...)
 }()
 
 // KeyRest is the key after its first column.
