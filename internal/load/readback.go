@@ -37,10 +37,12 @@ import (
 // decides.
 var (
 	storedSQL = map[*table]string{
-		usersTable:       render("stored.sql", map[string]any{"T": usersTable, "Where": "t.customer_id = @customer_id"}),
-		rolesTable:       render("stored.sql", map[string]any{"T": rolesTable, "Where": ranges("user_roles", "user_id", "@readable")}),
-		invitationsTable: render("stored.sql", map[string]any{"T": invitationsTable, "Where": ranges("user_invitations", "invitation_id", "@keys")}),
-		accountsTable:    render("stored.sql", map[string]any{"T": accountsTable, "Where": ranges("accounts", "account_id", "@keys")}),
+		usersTable: render("stored.sql", map[string]any{"T": usersTable, "Where": "t.customer_id = @customer_id"}),
+		rolesTable: render("stored.sql", map[string]any{"T": rolesTable, "Where": ranges("user_roles", "user_id", "@readable")}),
+		invitationsTable: render("stored.sql", map[string]any{"T": invitationsTable, "Where": "true",
+			"From": "unnest(@keys::bigint[]) AS k(v) CROSS JOIN " + lateral("user_invitations", "t.invitation_id = k.v")}),
+		accountsTable: render("stored.sql", map[string]any{"T": accountsTable, "Where": "true",
+			"From": "unnest(@keys::bigint[]) AS k(v) CROSS JOIN " + lateral("accounts", "t.account_id = k.v")}),
 	}
 	ownedSQL = map[*table]string{
 		invitationsTable: render("owned.sql", invitationsTable),

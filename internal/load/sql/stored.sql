@@ -5,9 +5,11 @@ row is current, and the columns the upsert compares (Cols), in the key's
 order (so one index scan, whatever the statistics say; see ranges). .Where
 (on alias t) picks them: users, the customer's rows; roles, those of the
 listed users GetUser read (@readable); invitations and accounts, the
-snapshot's keys (@keys).
+snapshot's keys (@keys), each a probe of the primary key (.From: a LATERAL
+per key; a few dozen keys, where "= ANY" over a table without statistics
+is planned as a scan of the whole table).
 */ -}}
 SELECT {{list "t." .T.Key}}, t.removed_at IS NULL AS current, {{list "t." .T.Cols}}
-FROM {{.T.Name}} t
+FROM {{if .From}}{{.From}}{{else}}{{.T.Name}} t{{end}}
 WHERE {{.Where}}
 ORDER BY {{list "t." .T.Key}}
