@@ -6,8 +6,21 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	schemasql "github.com/msads-syncer/syncer/sql"
 )
+
+// poolAndSeed returns the test pool and the seed of the current migrations.
+func poolAndSeed(t *testing.T) (*pgxpool.Pool, *seed) {
+	t.Helper()
+	p := Pool(t)
+	s, err := seedFor(t.Context(), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, s
+}
 
 // migrated returns a new migrated schema the test drops itself.
 func migrated(t *testing.T) string {
@@ -33,12 +46,8 @@ func count(t *testing.T, sql string) int {
 // A schema a test wrote to comes back as migrated: no test rows, the rows
 // the migrations insert, and the sequences where a new schema has them.
 func TestRecycledSchemaIsAsMigrated(t *testing.T) {
-	p := Pool(t)
+	p, s := poolAndSeed(t)
 	ctx := t.Context()
-	s, err := seedFor(ctx, p)
-	if err != nil {
-		t.Fatal(err)
-	}
 	n := migrated(t)
 	q := func(sql string) string { return replaceS(sql, ident(n)) }
 	roles := count(t, q("SELECT count(*) FROM S.roles"))
@@ -95,12 +104,8 @@ func TestRecycledSchemaIsAsMigrated(t *testing.T) {
 
 // A schema whose catalog a test changed is not recycled.
 func TestChangedSchemaIsNotRecycled(t *testing.T) {
-	p := Pool(t)
+	p, s := poolAndSeed(t)
 	ctx := t.Context()
-	s, err := seedFor(ctx, p)
-	if err != nil {
-		t.Fatal(err)
-	}
 	for _, change := range []string{
 		"CREATE TABLE S.extra (a int)",
 		"ALTER TABLE S.users ADD COLUMN extra int",
@@ -141,12 +146,8 @@ func replaceS(sql, schema string) string {
 
 // A free-list entry whose schema was dropped by hand is never handed out.
 func TestDroppedFreeSchemaIsSkipped(t *testing.T) {
-	p := Pool(t)
+	p, s := poolAndSeed(t)
 	ctx := t.Context()
-	s, err := seedFor(ctx, p)
-	if err != nil {
-		t.Fatal(err)
-	}
 	gone := NewSchemaName()
 	if _, err := p.Exec(ctx, "INSERT INTO pgtest_pool.free (schema_name, seed) VALUES ($1, $2)", gone, s.name); err != nil {
 		t.Fatal(err)
