@@ -132,7 +132,7 @@ func Pool(t testing.TB) *pgxpool.Pool {
 // latest version, that only this test uses: one an earlier test left as
 // migrated, emptied back to what the migrations leave (see recycle.go), or
 // a new one. When the test ends the schema is recycled the same way, or
-// dropped when the test changed its catalog.
+// dropped when the test changed any of its objects.
 func Schema(t testing.TB) (*pgxpool.Pool, string) {
 	t.Helper()
 	return schema(t, true)
@@ -156,9 +156,9 @@ func schema(t testing.TB, recycled bool) (*pgxpool.Pool, string) {
 	if err != nil {
 		t.Fatalf("pgtest: seed schema: %v", err)
 	}
-	var schema string
+	var schema, version string
 	if recycled {
-		if schema, err = takeFree(ctx, p, s); err != nil {
+		if schema, version, err = takeFree(ctx, p, s); err != nil {
 			t.Fatalf("pgtest: take a free schema: %v", err)
 		}
 	}
@@ -168,7 +168,7 @@ func schema(t testing.TB, recycled bool) (*pgxpool.Pool, string) {
 	}
 	t.Cleanup(func() {
 		ctx := context.Background()
-		if ok, err := recycle(ctx, p, s, schema); ok {
+		if ok, err := recycle(ctx, p, s, schema, version); ok {
 			return
 		} else if err != nil {
 			t.Logf("pgtest: recycle schema %s: %v (dropping it)", schema, err)
@@ -180,6 +180,9 @@ func schema(t testing.TB, recycled bool) (*pgxpool.Pool, string) {
 	if fresh {
 		if _, err := schemasql.Migrate(ctx, p, schema, "", slog.New(slog.DiscardHandler)); err != nil {
 			t.Fatalf("pgtest: migrate %s: %v", schema, err)
+		}
+		if version, _, err = catalogVersion(ctx, p, schema); err != nil {
+			t.Fatalf("pgtest: %v", err)
 		}
 	}
 	return p, schema

@@ -9,15 +9,17 @@ package pgtest
 //
 //   - a seed schema, pgtest_seed_<hash of the migrations>, is migrated once
 //     per database (under an advisory lock, by whichever test binary comes
-//     first) and never used by a test; its catalog fingerprint and the rows
-//     the migrations inserted are what "as migrated" means;
-//   - when a test ends, its schema is recycled only when its fingerprint
-//     (tables, columns, defaults, constraints, indexes, triggers, views,
-//     functions, owners, privileges, options: everything a test could
-//     alter) equals the seed's and it holds little data: every table is
-//     emptied (children first), the seed's rows and sequence positions are
-//     copied back, and the schema is put on the free list, all in one
-//     transaction. Any other schema is dropped as before;
+//     first) and never used by a test: the rows the migrations inserted
+//     are copied back from it;
+//   - a schema is handed out with its catalog version (catalogSQL: the row
+//     versions of every catalog row that describes it or an object in
+//     it), read right after its migration; when the test ends, the schema
+//     is recycled only when its catalog version is still that one (no
+//     DDL, grant or option touched it) and it holds little data: every
+//     table is emptied (children first), the seed's rows and sequence
+//     positions are copied back, and the schema goes on the free list with
+//     its version, all in one transaction. Any other schema is dropped as
+//     before;
 //   - Schema takes a free schema of the current seed when there is one
 //     (FOR UPDATE SKIP LOCKED: test binaries of `make test` share the list),
 //     else migrates a new one.
@@ -51,8 +53,7 @@ const maxRecycledBytes = 16 << 20
 
 // seed is the pristine schema of the current migrations.
 type seed struct {
-	name        string
-	fingerprint string
+	name string
 	// tables in an order where a table comes after those it references;
 	// filled: the tables with rows in the seed, with their insertable
 	// columns; sequences: every sequence.
@@ -97,11 +98,12 @@ func seedFor(ctx context.Context, p *pgxpool.Pool) (*seed, error) {
 		_, _ = conn.Exec(context.Background(), "SELECT pg_advisory_unlock(hashtextextended('syncer.pgtest.seed', 0))")
 	}()
 	if _, err := conn.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS pgtest_pool;
-CREATE TABLE IF NOT EXISTS pgtest_pool.seeds (name text PRIMARY KEY, fingerprint text NOT NULL);
-CREATE TABLE IF NOT EXISTS pgtest_pool.free (schema_name text PRIMARY KEY, seed text NOT NULL)`); err != nil {
+CREATE TABLE IF NOT EXISTS pgtest_pool.seeds (name text PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS pgtest_pool.free_schemas (schema_name text PRIMARY KEY, seed text NOT NULL, version text NOT NULL)`); err != nil {
 		return nil, fmt.Errorf("create pgtest_pool: %w", err)
 	}
-	err = conn.QueryRow(ctx, "SELECT fingerprint FROM pgtest_pool.seeds WHERE name = $1", s.name).Scan(&s.fingerprint)
+	var made bool
+	err = conn.QueryRow(ctx, "SELECT true FROM pgtest_pool.seeds WHERE name = $1", s.name).Scan(&made)
 	if errors.Is(err, pgx.ErrNoRows) {
 		if err := makeSeed(ctx, p, conn.Conn(), s); err != nil {
 			return nil, err
@@ -116,10 +118,10 @@ CREATE TABLE IF NOT EXISTS pgtest_pool.free (schema_name text PRIMARY KEY, seed 
 	return s, nil
 }
 
-// makeSeed migrates the seed schema and records its fingerprint; the free
-// schemas and seeds of other migrations are dropped.
+// makeSeed migrates the seed schema and records it; the free schemas and
+// seeds of other migrations are dropped.
 func makeSeed(ctx context.Context, p *pgxpool.Pool, conn *pgx.Conn, s *seed) error {
-	rows, err := conn.Query(ctx, `SELECT schema_name FROM pgtest_pool.free WHERE seed <> $1
+	rows, err := conn.Query(ctx, `SELECT schema_name FROM pgtest_pool.free_schemas WHERE seed <> $1
 UNION SELECT name FROM pgtest_pool.seeds WHERE name <> $1 UNION SELECT $1`, s.name)
 	if err != nil {
 		return err
@@ -133,7 +135,7 @@ UNION SELECT name FROM pgtest_pool.seeds WHERE name <> $1 UNION SELECT $1`, s.na
 			return fmt.Errorf("drop stale schema %s: %w", n, err)
 		}
 	}
-	if _, err := conn.Exec(ctx, "DELETE FROM pgtest_pool.free WHERE seed <> $1", s.name); err != nil {
+	if _, err := conn.Exec(ctx, "DELETE FROM pgtest_pool.free_schemas WHERE seed <> $1", s.name); err != nil {
 		return err
 	}
 	if _, err := conn.Exec(ctx, "DELETE FROM pgtest_pool.seeds WHERE name <> $1", s.name); err != nil {
@@ -142,12 +144,7 @@ UNION SELECT name FROM pgtest_pool.seeds WHERE name <> $1 UNION SELECT $1`, s.na
 	if _, err := schemasql.Migrate(ctx, p, s.name, "", slog.New(slog.DiscardHandler)); err != nil {
 		return fmt.Errorf("migrate %s: %w", s.name, err)
 	}
-	fp, _, err := fingerprint(ctx, conn, s.name)
-	if err != nil {
-		return err
-	}
-	s.fingerprint = fp
-	_, err = conn.Exec(ctx, "INSERT INTO pgtest_pool.seeds (name, fingerprint) VALUES ($1, $2)", s.name, fp)
+	_, err = conn.Exec(ctx, "INSERT INTO pgtest_pool.seeds (name) VALUES ($1)", s.name)
 	return err
 }
 
@@ -222,9 +219,10 @@ ORDER BY c.relname`, ident(s.name))
 	return nil
 }
 
-// resetSQL empties schema back to the seed and puts it on the free list:
-// statements of one simple query, so one transaction.
-func (s *seed) resetSQL(schema string) string {
+// resetSQL empties schema back to the seed and puts it on the free list
+// with its catalog version: statements of one simple query, so one
+// transaction.
+func (s *seed) resetSQL(schema, version string) string {
 	var b strings.Builder
 	to, from := ident(schema), ident(s.name)
 	for _, t := range slices.Backward(s.tables) {
@@ -240,107 +238,90 @@ func (s *seed) resetSQL(schema string) string {
 		fmt.Fprintf(&b, "SELECT setval('%s.%s', last_value, is_called) FROM %s.%s;\n",
 			strings.ReplaceAll(to, "'", "''"), strings.ReplaceAll(ident(q), "'", "''"), from, ident(q))
 	}
-	fmt.Fprintf(&b, "INSERT INTO pgtest_pool.free (schema_name, seed) VALUES ('%s', '%s');\n",
-		strings.ReplaceAll(schema, "'", "''"), strings.ReplaceAll(s.name, "'", "''"))
+	fmt.Fprintf(&b, "INSERT INTO pgtest_pool.free_schemas (schema_name, seed, version) VALUES ('%s', '%s', '%s');\n",
+		strings.ReplaceAll(schema, "'", "''"), strings.ReplaceAll(s.name, "'", "''"), strings.ReplaceAll(version, "'", "''"))
 	return b.String()
 }
 
-// fingerprintSQL describes a schema's catalog as text (the schema's own
-// name replaced by $S) and measures its tables' size. Run with the schema
-// alone on the search_path, so names print unqualified.
-const fingerprintSQL = `
-WITH ns AS (SELECT oid, nspname, nspacl, nspowner FROM pg_namespace WHERE nspname = $1),
-rel AS (SELECT c.* FROM pg_class c, ns WHERE c.relnamespace = ns.oid),
-lines AS (
-    SELECT 'n ' || coalesce(nspacl::text, '') || ' ' || nspowner::regrole::text AS x FROM ns
+// catalogSQL returns a version of a schema's catalog, and its tables' size:
+// a digest of the row versions (xmin) of every catalog row that describes
+// the schema or an object in it (the schema, its relations, their columns,
+// defaults, constraints, indexes, triggers, rules, policies, sequences and
+// extended statistics, its functions, types and default privileges). Any
+// DDL, grant, owner or option change writes a new version of one of those
+// rows, or adds or deletes one; data changes, ANALYZE and VACUUM (which
+// update pg_class in place) do not. A TRUNCATE does (a new relfilenode):
+// such a schema is dropped, not recycled. The rows of each relation are
+// found through the catalogs' indexes on it (correlated subqueries), not by
+// scanning catalogs that hold every test's schema.
+const catalogSQL = `
+WITH ns AS (SELECT oid, xmin FROM pg_namespace WHERE nspname = $1),
+rel AS (SELECT c.oid, c.xmin, c.relkind FROM pg_class c, ns WHERE c.relnamespace = ns.oid),
+v(x) AS (
+    SELECT 'n' || xmin::text FROM ns
     UNION ALL
-    SELECT 'c ' || relname || ' ' || relkind::text || relpersistence::text || relrowsecurity::text || ' ' || relowner::regrole::text || ' '
-        || coalesce(relacl::text, '') || ' ' || coalesce(reloptions::text, '') FROM rel
-    UNION ALL
-    SELECT 'a ' || c.relname || '.' || a.attname || ' ' || a.attnum::text || ' ' || format_type(a.atttypid, a.atttypmod) || ' '
-        || a.attnotnull::text || a.attgenerated::text || a.attidentity::text || ' ' || coalesce(pg_get_expr(d.adbin, d.adrelid), '') || ' '
-        || coalesce(a.attacl::text, '')
-    FROM rel c JOIN pg_attribute a ON a.attrelid = c.oid
-    LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum
-    WHERE a.attnum > 0 AND NOT a.attisdropped
-    UNION ALL
-    SELECT 'k ' || conname || ' ' || pg_get_constraintdef(k.oid) FROM pg_constraint k, ns WHERE k.connamespace = ns.oid
-    UNION ALL
-    SELECT 'i ' || pg_get_indexdef(i.indexrelid) FROM pg_index i JOIN rel c ON c.oid = i.indrelid
-    UNION ALL
-    SELECT 't ' || t.tgname || ' ' || t.tgenabled::text || ' ' || pg_get_triggerdef(t.oid)
-    FROM pg_trigger t JOIN rel c ON c.oid = t.tgrelid WHERE NOT t.tgisinternal
-    UNION ALL
-    SELECT 'r ' || c.relname || ' ' || r.rulename || ' ' || pg_get_ruledef(r.oid) FROM pg_rewrite r JOIN rel c ON c.oid = r.ev_class
-    UNION ALL
-    SELECT 'p ' || pol.polname || ' ' || pol.polcmd::text FROM pg_policy pol JOIN rel c ON c.oid = pol.polrelid
-    UNION ALL
-    SELECT 'f ' || p.oid::regprocedure::text || ' ' || md5(p.prosrc) || ' ' || p.provolatile::text || p.prosecdef::text || ' '
-        || p.proowner::regrole::text || ' ' || coalesce(p.proacl::text, '') || ' ' || coalesce(p.proconfig::text, '')
-    FROM pg_proc p, ns WHERE p.pronamespace = ns.oid
-    UNION ALL
-    SELECT 'y ' || typname || ' ' || typtype::text FROM pg_type t, ns WHERE t.typnamespace = ns.oid AND t.typrelid = 0
-    UNION ALL
-    SELECT 'd ' || coalesce(defaclacl::text, '') FROM pg_default_acl, ns WHERE defaclnamespace = ns.oid
+    SELECT 'c' || rel.xmin::text
+        || ' a' || coalesce((SELECT string_agg(o.xmin::text, ',' ORDER BY o.attnum) FROM pg_attribute o WHERE o.attrelid = rel.oid), '')
+        || ' d' || coalesce((SELECT string_agg(o.xmin::text, ',' ORDER BY o.adnum) FROM pg_attrdef o WHERE o.adrelid = rel.oid), '')
+        || ' k' || coalesce((SELECT string_agg(o.xmin::text, ',' ORDER BY o.oid) FROM pg_constraint o WHERE o.conrelid = rel.oid), '')
+        || ' i' || coalesce((SELECT string_agg(o.xmin::text, ',' ORDER BY o.indexrelid) FROM pg_index o WHERE o.indrelid = rel.oid), '')
+        || ' t' || coalesce((SELECT string_agg(o.xmin::text, ',' ORDER BY o.oid) FROM pg_trigger o WHERE o.tgrelid = rel.oid), '')
+        || ' r' || coalesce((SELECT string_agg(o.xmin::text, ',' ORDER BY o.oid) FROM pg_rewrite o WHERE o.ev_class = rel.oid), '')
+        || ' p' || coalesce((SELECT string_agg(o.xmin::text, ',' ORDER BY o.oid) FROM pg_policy o WHERE o.polrelid = rel.oid), '')
+        || ' q' || coalesce((SELECT o.xmin::text FROM pg_sequence o WHERE o.seqrelid = rel.oid), '')
+    FROM rel
+    UNION ALL SELECT 'e' || e.xmin::text FROM pg_statistic_ext e, ns WHERE e.stxnamespace = ns.oid
+    UNION ALL SELECT 'f' || f.xmin::text FROM pg_proc f, ns WHERE f.pronamespace = ns.oid
+    UNION ALL SELECT 'y' || y.xmin::text FROM pg_type y, ns WHERE y.typnamespace = ns.oid
+    UNION ALL SELECT 'x' || x.xmin::text FROM pg_default_acl x, ns WHERE x.defaclnamespace = ns.oid
 )
-SELECT md5(replace(string_agg(x, E'\n' ORDER BY x), (SELECT nspname FROM ns), '$S')),
-    coalesce((SELECT sum(pg_total_relation_size(oid)) FROM rel WHERE relkind = 'r'), 0)::bigint
-FROM lines`
+SELECT (SELECT md5(string_agg(x, ',' ORDER BY x)) FROM v WHERE EXISTS (SELECT 1 FROM ns)),
+    coalesce((SELECT sum(pg_total_relation_size(oid)) FROM rel WHERE relkind = 'r'), 0)::bigint`
 
-// fingerprint returns schema's catalog fingerprint and its tables' size.
-func fingerprint(ctx context.Context, q interface {
-	Begin(context.Context) (pgx.Tx, error)
-}, schema string) (fp string, size int64, err error) {
-	err = pgx.BeginFunc(ctx, q, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, "SELECT set_config('search_path', $1, true)", ident(schema)); err != nil {
-			return err
-		}
-		var f *string
-		if err := tx.QueryRow(ctx, fingerprintSQL, schema).Scan(&f, &size); err != nil {
-			return err
-		}
-		if f == nil {
-			return fmt.Errorf("schema %s not found", schema)
-		}
-		fp = *f
-		return nil
-	})
-	if err != nil {
-		err = fmt.Errorf("fingerprint %s: %w", schema, err)
+// catalogVersion returns schema's catalog version (catalogSQL) and its
+// tables' size.
+func catalogVersion(ctx context.Context, p *pgxpool.Pool, schema string) (string, int64, error) {
+	var version *string
+	var size int64
+	if err := p.QueryRow(ctx, catalogSQL, schema).Scan(&version, &size); err != nil {
+		return "", 0, fmt.Errorf("catalog version of %s: %w", schema, err)
 	}
-	return fp, size, err
+	if version == nil {
+		return "", 0, fmt.Errorf("catalog version of %s: no such schema", schema)
+	}
+	return *version, size, nil
 }
 
-// takeFree returns a free schema of s, or "" when there is none. An entry
-// whose schema is gone (dropped by hand) is skipped and forgotten.
-func takeFree(ctx context.Context, p *pgxpool.Pool, s *seed) (string, error) {
+// takeFree returns a free schema of s and its catalog version, or "" when
+// there is none. An entry whose schema is gone (dropped by hand) is skipped
+// and forgotten.
+func takeFree(ctx context.Context, p *pgxpool.Pool, s *seed) (name, version string, err error) {
 	for {
-		var name string
 		var exists bool
-		err := p.QueryRow(ctx, `DELETE FROM pgtest_pool.free WHERE schema_name =
-    (SELECT schema_name FROM pgtest_pool.free WHERE seed = $1 LIMIT 1 FOR UPDATE SKIP LOCKED)
-RETURNING schema_name, to_regnamespace(quote_ident(schema_name)) IS NOT NULL`, s.name).Scan(&name, &exists)
+		err := p.QueryRow(ctx, `DELETE FROM pgtest_pool.free_schemas WHERE schema_name =
+    (SELECT schema_name FROM pgtest_pool.free_schemas WHERE seed = $1 LIMIT 1 FOR UPDATE SKIP LOCKED)
+RETURNING schema_name, version, to_regnamespace(quote_ident(schema_name)) IS NOT NULL`, s.name).Scan(&name, &version, &exists)
 		if errors.Is(err, pgx.ErrNoRows) {
-			return "", nil
+			return "", "", nil
 		}
 		if err != nil || exists {
-			return name, err
+			return name, version, err
 		}
 	}
 }
 
-// recycle empties schema back to the seed and frees it when the test left
-// its catalog as migrated, and reports whether it did; otherwise the caller
-// drops it.
-func recycle(ctx context.Context, p *pgxpool.Pool, s *seed, schema string) (bool, error) {
-	fp, size, err := fingerprint(ctx, p, schema)
+// recycle empties schema back to the seed and frees it when its catalog
+// version is still version (the test changed no object of it) and it holds
+// little data, and reports whether it did; otherwise the caller drops it.
+func recycle(ctx context.Context, p *pgxpool.Pool, s *seed, schema, version string) (bool, error) {
+	now, size, err := catalogVersion(ctx, p, schema)
 	if err != nil {
 		return false, err
 	}
-	if fp != s.fingerprint || size > maxRecycledBytes {
+	if version == "" || now != version || size > maxRecycledBytes {
 		return false, nil
 	}
-	if _, err := p.Exec(ctx, s.resetSQL(schema)); err != nil {
+	if _, err := p.Exec(ctx, s.resetSQL(schema, version)); err != nil {
 		return false, fmt.Errorf("empty %s: %w", schema, err)
 	}
 	return true, nil

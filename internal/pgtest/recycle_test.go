@@ -22,8 +22,9 @@ func poolAndSeed(t *testing.T) (*pgxpool.Pool, *seed) {
 	return p, s
 }
 
-// migrated returns a new migrated schema the test drops itself.
-func migrated(t *testing.T) string {
+// migrated returns a new migrated schema, which the test drops itself, and
+// its catalog version.
+func migrated(t *testing.T) (string, string) {
 	t.Helper()
 	p := Pool(t)
 	n := NewSchemaName()
@@ -31,7 +32,11 @@ func migrated(t *testing.T) string {
 	if _, err := schemasql.Migrate(t.Context(), p, n, "", slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatal(err)
 	}
-	return n
+	v, _, err := catalogVersion(t.Context(), p, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n, v
 }
 
 func count(t *testing.T, sql string) int {
@@ -48,7 +53,7 @@ func count(t *testing.T, sql string) int {
 func TestRecycledSchemaIsAsMigrated(t *testing.T) {
 	p, s := poolAndSeed(t)
 	ctx := t.Context()
-	n := migrated(t)
+	n, v := migrated(t)
 	q := func(sql string) string { return replaceS(sql, ident(n)) }
 	roles := count(t, q("SELECT count(*) FROM S.roles"))
 	if roles == 0 {
@@ -66,16 +71,16 @@ func TestRecycledSchemaIsAsMigrated(t *testing.T) {
 			t.Fatalf("%s: %v", sql, err)
 		}
 	}
-	ok, err := recycle(ctx, p, s, n)
+	ok, err := recycle(ctx, p, s, n, v)
 	if err != nil || !ok {
 		t.Fatalf("recycle = %v, %v; want true", ok, err)
 	}
 	var free int
-	if err := p.QueryRow(ctx, "SELECT count(*) FROM pgtest_pool.free WHERE schema_name = $1", n).Scan(&free); err != nil || free != 1 {
+	if err := p.QueryRow(ctx, "SELECT count(*) FROM pgtest_pool.free_schemas WHERE schema_name = $1", n).Scan(&free); err != nil || free != 1 {
 		t.Fatalf("on the free list %d times (%v), want once", free, err)
 	}
 	// Take it off the list again so no other test gets it.
-	if _, err := p.Exec(ctx, "DELETE FROM pgtest_pool.free WHERE schema_name = $1", n); err != nil {
+	if _, err := p.Exec(ctx, "DELETE FROM pgtest_pool.free_schemas WHERE schema_name = $1", n); err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range []struct {
@@ -102,7 +107,7 @@ func TestRecycledSchemaIsAsMigrated(t *testing.T) {
 	}
 }
 
-// A schema whose catalog a test changed is not recycled.
+// A schema any of whose objects a test changed is not recycled.
 func TestChangedSchemaIsNotRecycled(t *testing.T) {
 	p, s := poolAndSeed(t)
 	ctx := t.Context()
@@ -119,21 +124,27 @@ func TestChangedSchemaIsNotRecycled(t *testing.T) {
 		"REVOKE ALL ON SCHEMA S FROM PUBLIC; GRANT USAGE ON SCHEMA S TO PUBLIC",
 		"ALTER TABLE S.users SET (autovacuum_enabled = off)",
 	} {
-		n := migrated(t)
+		n, v := migrated(t)
 		if _, err := p.Exec(ctx, replaceS(change, ident(n))); err != nil {
 			t.Fatalf("%s: %v", change, err)
 		}
-		if ok, err := recycle(ctx, p, s, n); ok || err != nil {
+		if ok, err := recycle(ctx, p, s, n, v); ok || err != nil {
 			t.Errorf("after %q: recycle = %v, %v; want false (drop it)", change, ok, err)
 		}
 	}
 	// The same check passes an unchanged schema (the test above can fail);
 	// it is taken off the free list again, since migrated drops it.
-	n := migrated(t)
-	if ok, err := recycle(ctx, p, s, n); !ok || err != nil {
+	n, v := migrated(t)
+	// What a test does to the data (and ANALYZE) changes no object.
+	for _, q := range []string{"INSERT INTO S.customers (customer_id, name) VALUES (1, 'c')", "ANALYZE S.customers", "VACUUM S.users"} {
+		if _, err := p.Exec(ctx, replaceS(q, ident(n))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if ok, err := recycle(ctx, p, s, n, v); !ok || err != nil {
 		t.Errorf("unchanged schema: recycle = %v, %v; want true", ok, err)
 	}
-	if _, err := p.Exec(ctx, "DELETE FROM pgtest_pool.free WHERE schema_name = $1", n); err != nil {
+	if _, err := p.Exec(ctx, "DELETE FROM pgtest_pool.free_schemas WHERE schema_name = $1", n); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -149,17 +160,17 @@ func TestDroppedFreeSchemaIsSkipped(t *testing.T) {
 	p, s := poolAndSeed(t)
 	ctx := t.Context()
 	gone := NewSchemaName()
-	if _, err := p.Exec(ctx, "INSERT INTO pgtest_pool.free (schema_name, seed) VALUES ($1, $2)", gone, s.name); err != nil {
+	if _, err := p.Exec(ctx, "INSERT INTO pgtest_pool.free_schemas (schema_name, seed, version) VALUES ($1, $2, 'x')", gone, s.name); err != nil {
 		t.Fatal(err)
 	}
-	var taken []string
+	var taken, versions []string
 	defer func() {
-		for _, n := range taken { // back on the list for other tests
-			_, _ = p.Exec(context.Background(), "INSERT INTO pgtest_pool.free (schema_name, seed) VALUES ($1, $2)", n, s.name)
+		for i, n := range taken { // back on the list for other tests
+			_, _ = p.Exec(context.Background(), "INSERT INTO pgtest_pool.free_schemas (schema_name, seed, version) VALUES ($1, $2, $3)", n, s.name, versions[i])
 		}
 	}()
 	for {
-		n, err := takeFree(ctx, p, s)
+		n, v, err := takeFree(ctx, p, s)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -169,9 +180,9 @@ func TestDroppedFreeSchemaIsSkipped(t *testing.T) {
 		if n == gone {
 			t.Fatalf("takeFree handed out %s, which does not exist", n)
 		}
-		taken = append(taken, n)
+		taken, versions = append(taken, n), append(versions, v)
 	}
-	if got := count(t, "SELECT count(*) FROM pgtest_pool.free WHERE schema_name = '"+gone+"'"); got != 0 {
+	if got := count(t, "SELECT count(*) FROM pgtest_pool.free_schemas WHERE schema_name = '"+gone+"'"); got != 0 {
 		t.Errorf("the dropped schema's entry is still on the free list")
 	}
 }
