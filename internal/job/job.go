@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -536,6 +537,12 @@ func (r *Runner) syncCustomer(ctx, fetchCtx context.Context, runID int64, c msad
 		}
 	}
 	if err != nil {
+		// A fetch cut short by the run's end says why (the lease lost,
+		// the stop requested), not only "context canceled".
+		if cause := context.Cause(fetchCtx); cause != nil && errors.Is(err, context.Canceled) && !errors.Is(err, cause) &&
+			!strings.Contains(err.Error(), cause.Error()) {
+			err = fmt.Errorf("%w (%w)", err, cause)
+		}
 		out.Status = status.Failed
 		out.Error = err.Error()
 		if extract.IsRunFatal(err) {

@@ -230,8 +230,10 @@ func TestCredentialKeyHidesSecrets(t *testing.T) {
 func TestLeaseLostMidRunStopsTheRun(t *testing.T) {
 	t.Parallel()
 	ds := msadstest.Generate(41, 40, 6)
-	b := setup(t, ds, 1)
+	b := setup(t, ds, 4)
 	b.runner.LeaseTTL = time.Minute
+	// Slow reads, so customers are mid-fetch when the loss is found.
+	b.sim.SetFault(msadstest.OpGetUser, msadstest.Fault{Latency: 20 * time.Millisecond})
 	pool, schema := pgtest.Pool(t), b.store.Schema()
 	runs := pgx.Identifier{schema, "sync_runs"}.Sanitize()
 	leases := pgx.Identifier{schema, "sync_leases"}.Sanitize()
@@ -265,5 +267,30 @@ func TestLeaseLostMidRunStopsTheRun(t *testing.T) {
 	}
 	if st != string(status.Failed) || !strings.Contains(msg, "lease") {
 		t.Errorf("recorded run: %s %q; want failed, naming the lease", st, msg)
+	}
+	// Each customer the loss cut short says so, in the result and in
+	// customer_syncs (not only "context canceled").
+	for _, c := range res.Customers {
+		if c.Status == status.Failed && !strings.Contains(c.Error, "lease") {
+			t.Errorf("customer %d failed with %q: the error does not name the lost lease", c.CustomerID, c.Error)
+		}
+	}
+	rows, err := pool.Query(t.Context(), `SELECT customer_id, error FROM `+pgx.Identifier{schema, "customer_syncs"}.Sanitize()+
+		` WHERE run_id = $1 AND status = 'failed'`, res.RunID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var id int64
+		var e string
+		if err := rows.Scan(&id, &e); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(e, "lease") {
+			t.Errorf("customer_syncs of customer %d: error %q does not name the lost lease", id, e)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
 	}
 }
