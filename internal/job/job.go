@@ -348,16 +348,18 @@ func (r *Runner) Run(ctx context.Context, opts Options) (*Result, error) {
 }
 
 // sweepRoles removes, once every customer of the run is written, the
-// roles of users that no customer lists any more, in the customers the
-// credential can see that synced in this run (load.Store.SweepRoles).
+// roles of users that no customer lists any more, in every customer the
+// credential can see (load.Store.SweepRoles), when at least one customer
+// synced. Not only in the customers that synced in this run: whether a
+// user is listed anywhere is what the users rows say, whatever this run's
+// fetch of the role's customer did. (A user listed by A and B, with a role
+// in A: A's listing drops the user while B's still lists it, so A keeps
+// the role; when B's listing drops it in a run where A fails, the role in
+// A was kept, current for a user nobody lists, for as long as A failed:
+// malformed-bodies seed 482078697.)
 func (r *Runner) sweepRoles(ctx context.Context, res *Result, roleCustomers, synced []int64) {
-	var customers []int64
-	for _, id := range synced {
-		if _, ok := slices.BinarySearch(roleCustomers, id); ok {
-			customers = append(customers, id)
-		}
-	}
-	if len(customers) == 0 || ctx.Err() != nil {
+	customers := roleCustomers
+	if len(synced) == 0 || len(customers) == 0 || ctx.Err() != nil {
 		return
 	}
 	n, err := r.Store.SweepRoles(ctx, res.RunID, customers, roleCustomers)

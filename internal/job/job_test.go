@@ -16,6 +16,7 @@ import (
 	"github.com/msads-syncer/syncer/internal/extract/msadstest"
 	"github.com/msads-syncer/syncer/internal/job"
 	"github.com/msads-syncer/syncer/internal/load"
+	"github.com/msads-syncer/syncer/internal/msads"
 	"github.com/msads-syncer/syncer/internal/pgtest"
 	"github.com/msads-syncer/syncer/internal/status"
 )
@@ -292,5 +293,57 @@ func TestLeaseLostMidRunStopsTheRun(t *testing.T) {
 	}
 	if err := rows.Err(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A user listed by two customers, who leaves both while each customer's
+// listing fails in turn: each customer keeps the user's role in the other
+// (that listing still listed the user when it was written), and once no
+// customer lists the user, the run's sweep removes them all, also in the
+// customer that failed in that run. (Seen in the fault suite,
+// malformed-bodies seed 482078697: the sweep looked only at the customers
+// that synced, and a role stayed current, for a user nobody lists, for as
+// long as its customer failed.)
+func TestSweepRemovesRolesInCustomersThatFailed(t *testing.T) {
+	t.Parallel()
+	ds := msadstest.Generate(47, 2, 3)
+	b := setup(t, ds, 2)
+	a, c := ds.CustomerIDs()[0], ds.CustomerIDs()[1]
+	const u = 7700001
+	b.sim.AddUser(a, msads.User{ID: u, UserName: "shared", Email: "shared@example.com", LifecycleStatus: "Active"},
+		[]msads.Role{{CustomerID: a, RoleID: msads.RoleSuperAdmin}, {CustomerID: c, RoleID: msads.RoleStandardUser}})
+	roles := func() []string {
+		t.Helper()
+		rows, err := b.pool.Query(t.Context(), `SELECT customer_id::text || ':' || role_id FROM `+
+			pgx.Identifier{b.schema, "user_roles"}.Sanitize()+` WHERE user_id = $1 AND removed_at IS NULL ORDER BY 1`, u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	run := func(failing int64, want status.Status) {
+		t.Helper()
+		b.sim.ClearFaults()
+		if failing != 0 {
+			b.sim.SetFault(msadstest.OpGetUsersInfo, msadstest.Fault{CustomerID: failing, Malformed: 100})
+		}
+		res, err := b.runner.Run(t.Context(), job.Options{})
+		if err != nil || res.Status != want {
+			t.Fatalf("run with customer %d failing: %v, %v; want %s", failing, res.Status, err, want)
+		}
+	}
+	run(0, status.Succeeded)
+	if got := roles(); len(got) != 2 {
+		t.Fatalf("roles after the first run = %v, want one in each customer", got)
+	}
+	b.sim.SetRoles(u, nil) // the user leaves both customers
+	run(a, status.Partial) // c drops the user; a (failing) still lists it: c keeps its role
+	run(c, status.Partial) // a drops the user; nobody lists it any more
+	if got := roles(); len(got) != 0 {
+		t.Errorf("current roles of a user no customer lists = %v, want none (the sweep removes them in every customer it can see)", got)
 	}
 }

@@ -25,8 +25,8 @@ func nilIfEmptyIDs(ids []int64) any {
 // that no current users row lists any more (the design's "roles go together
 // with the user when no customer lists that user any more"), restricted to
 // the roles whose customer is in customers: the customers the run's
-// credential can see that synced successfully in this run (the removal
-// rule, see ownedBy). Each removal closes the role's open history interval
+// credential can see (the removal rule, see ownedBy), whether or not this
+// run could sync them. Each removal closes the role's open history interval
 // and appends a 'removed' history row with runID (0: none). It returns how
 // many roles it removed.
 //
