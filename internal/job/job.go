@@ -358,11 +358,10 @@ func (r *Runner) Run(ctx context.Context, opts Options) (*Result, error) {
 // A was kept, current for a user nobody lists, for as long as A failed:
 // malformed-bodies seed 482078697.)
 func (r *Runner) sweepRoles(ctx context.Context, res *Result, roleCustomers, synced []int64) {
-	customers := roleCustomers
-	if len(synced) == 0 || len(customers) == 0 || ctx.Err() != nil {
+	if len(synced) == 0 || len(roleCustomers) == 0 || ctx.Err() != nil {
 		return
 	}
-	n, err := r.Store.SweepRoles(ctx, res.RunID, customers, roleCustomers)
+	n, err := r.Store.SweepRoles(ctx, res.RunID, roleCustomers, roleCustomers)
 	if err != nil {
 		res.SweepError = err.Error()
 		r.Logger.ErrorContext(ctx, "could not remove the roles of users no customer lists any more; a later run will",
@@ -374,7 +373,7 @@ func (r *Runner) sweepRoles(ctx context.Context, res *Result, roleCustomers, syn
 		r.Metrics.RowsWritten("user_roles", "removed", n)
 	}
 	r.Logger.InfoContext(ctx, "roles of users no customer lists removed", slog.Int64("run_id", res.RunID),
-		slog.Int("roles_removed", n), slog.Int("customers", len(customers)))
+		slog.Int("roles_removed", n), slog.Int("customers", len(roleCustomers)))
 }
 
 func (r *Runner) observeRun(res *Result) {
