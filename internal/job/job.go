@@ -349,10 +349,11 @@ func (r *Runner) Run(ctx context.Context, opts Options) (*Result, error) {
 
 // sweepRoles removes, once every customer of the run is written, the
 // roles of users that no customer lists any more, in every customer the
-// credential can see (load.Store.SweepRoles), when at least one customer
-// synced. Not only in the customers that synced in this run: whether a
-// user is listed anywhere is what the users rows say, whatever this run's
-// fetch of the role's customer did. (A user listed by A and B, with a role
+// credential can see that has a successful sync on record
+// (load.Store.SweepRoles), when at least one customer synced in this run.
+// Not only in the customers that synced in this run: whether a user is
+// listed anywhere is what the users rows say, whatever this run's fetch of
+// the role's customer did. (A user listed by A and B, with a role
 // in A: A's listing drops the user while B's still lists it, so A keeps
 // the role; when B's listing drops it in a run where A fails, the role in
 // A was kept, current for a user nobody lists, for as long as A failed:
@@ -361,7 +362,11 @@ func (r *Runner) sweepRoles(ctx context.Context, res *Result, roleCustomers, syn
 	if len(synced) == 0 || len(roleCustomers) == 0 || ctx.Err() != nil {
 		return
 	}
-	n, err := r.Store.SweepRoles(ctx, res.RunID, roleCustomers, roleCustomers)
+	owners, err := r.Store.SyncedCustomers(ctx, roleCustomers)
+	var n int
+	if err == nil {
+		n, err = r.Store.SweepRoles(ctx, res.RunID, owners, roleCustomers)
+	}
 	if err != nil {
 		res.SweepError = err.Error()
 		r.Logger.ErrorContext(ctx, "could not remove the roles of users no customer lists any more; a later run will",
@@ -373,7 +378,7 @@ func (r *Runner) sweepRoles(ctx context.Context, res *Result, roleCustomers, syn
 		r.Metrics.RowsWritten("user_roles", "removed", n)
 	}
 	r.Logger.InfoContext(ctx, "roles of users no customer lists removed", slog.Int64("run_id", res.RunID),
-		slog.Int("roles_removed", n), slog.Int("customers", len(roleCustomers)))
+		slog.Int("roles_removed", n), slog.Int("customers", len(owners)))
 }
 
 func (r *Runner) observeRun(res *Result) {

@@ -3,8 +3,10 @@ package job_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -345,5 +347,43 @@ func TestSweepRemovesRolesInCustomersThatFailed(t *testing.T) {
 	run(c, status.Partial) // a drops the user; nobody lists it any more
 	if got := roles(); len(got) != 0 {
 		t.Errorf("current roles of a user no customer lists = %v, want none (the sweep removes them in every customer it can see)", got)
+	}
+}
+
+// The sweep speaks only for customers whose listing the warehouse holds: a
+// role in a customer the credential can see but does not sync stays when
+// the synced customer's listing drops the user (that customer may still
+// list the user; the warehouse cannot tell).
+func TestSweepKeepsRolesInCustomersNeverSynced(t *testing.T) {
+	t.Parallel()
+	ds := msadstest.Generate(48, 2, 3)
+	b := setup(t, ds, 2)
+	a, c := ds.CustomerIDs()[0], ds.CustomerIDs()[1]
+	b.runner.CustomerIDs = []int64{a}
+	const u = 7700002
+	b.sim.AddUser(a, msads.User{ID: u, UserName: "shared", Email: "shared2@example.com", LifecycleStatus: "Active"},
+		[]msads.Role{{CustomerID: a, RoleID: msads.RoleSuperAdmin}, {CustomerID: c, RoleID: msads.RoleStandardUser}})
+	roles := func() []string {
+		t.Helper()
+		rows, err := b.pool.Query(t.Context(), `SELECT customer_id::text || ':' || role_id FROM `+
+			pgx.Identifier{b.schema, "user_roles"}.Sanitize()+` WHERE user_id = $1 AND removed_at IS NULL ORDER BY 1`, u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	for i, change := range []func(){func() {}, func() { b.sim.RemoveUser(a, u) }} {
+		change()
+		if res, err := b.runner.Run(t.Context(), job.Options{}); err != nil || res.Status != status.Succeeded {
+			t.Fatalf("run %d: %v, %v", i+1, res.Status, err)
+		}
+	}
+	want := []string{fmt.Sprintf("%d:%d", c, msads.RoleStandardUser)}
+	if got := roles(); !slices.Equal(got, want) {
+		t.Errorf("roles after customer %d dropped the user = %v, want %v (the role in %d, a customer never synced, is not the sweep's)", a, got, want, c)
 	}
 }

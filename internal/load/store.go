@@ -222,6 +222,15 @@ func (s *Store) inTxOpts(ctx context.Context, o txOpts, fn func(pgx.Tx) error) e
 				outageSince = time.Now()
 			}
 			if waited := time.Since(outageSince); waited >= o.outage {
+				// The last attempt's COMMIT may have committed: one last
+				// question before calling it failed (a record, or a
+				// snapshot, reported failed though written).
+				if unsure != "" {
+					if committed, cerr := s.committed(ctx, unsure); cerr == nil && committed {
+						s.log.InfoContext(ctx, "the commit whose reply was lost had committed; not running it again")
+						return nil
+					}
+				}
 				what, code := describeFault(err)
 				if code != "" {
 					what += " (SQLSTATE " + code + ")"

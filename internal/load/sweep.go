@@ -24,9 +24,10 @@ func nilIfEmptyIDs(ids []int64) any {
 // SweepRoles removes, in one transaction, the current user_roles of users
 // that no current users row lists any more (the design's "roles go together
 // with the user when no customer lists that user any more"), restricted to
-// the roles whose customer is in customers: the customers the run's
-// credential can see (the removal rule, see ownedBy), whether or not this
-// run could sync them. Each removal closes the role's open history interval
+// the roles whose customer is in customers: customers the run's credential
+// can see (the removal rule, see ownedBy) whose listing the warehouse
+// holds (SyncedCustomers: "no current users row lists the user" does not
+// speak for a visible customer never synced, which may list the user). Each removal closes the role's open history interval
 // and appends a 'removed' history row with runID (0: none). It returns how
 // many roles it removed.
 //
@@ -72,4 +73,19 @@ func (s *Store) SweepRoles(ctx context.Context, runID int64, customers, visible 
 	}
 	s.log.DebugContext(ctx, "roles swept", slog.Int("removed", removed), slog.Int("customers", len(owners)))
 	return removed, nil
+}
+
+// SyncedCustomers returns those of ids that have a successful sync on
+// record (customers.last_success_at), sorted: the customers whose listing
+// the warehouse holds.
+func (s *Store) SyncedCustomers(ctx context.Context, ids []int64) ([]int64, error) {
+	var out []int64
+	err := s.inTx(ctx, "", false, func(tx pgx.Tx) error {
+		return tx.QueryRow(ctx, `SELECT coalesce(array_agg(customer_id ORDER BY customer_id), '{}') FROM customers
+			WHERE customer_id = ANY($1::bigint[]) AND last_success_at IS NOT NULL`, sortedIDs(ids)).Scan(&out)
+	})
+	if err != nil {
+		return nil, interpret(fmt.Errorf("read the customers synced: %w", err))
+	}
+	return out, nil
 }

@@ -296,7 +296,8 @@ func ranges(table, col, param string) string {
 //     customers the run's credential can see (GetUser returns a user's
 //     complete role set in those, and only in those); NULL means any;
 //   - SweepRoles (users no current users row lists): the customers the
-//     credential can see that synced in the run.
+//     credential can see that have a successful sync on record (whose
+//     listing the warehouse holds), synced in this run or before.
 //
 // So a row is only ever removed by a writer that could have seen it, and
 // several credentials writing one schema never undo each other. Every

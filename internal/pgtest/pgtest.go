@@ -168,10 +168,15 @@ func schema(t testing.TB, recycled bool) (*pgxpool.Pool, string) {
 	}
 	t.Cleanup(func() {
 		ctx := context.Background()
-		if ok, err := recycle(ctx, p, s, schema, version); ok {
-			return
-		} else if err != nil {
-			t.Logf("pgtest: recycle schema %s: %v (dropping it)", schema, err)
+		// A test that failed may have left goroutines writing to its
+		// schema: it is dropped, so their writes cannot reach the next
+		// test's.
+		if !t.Failed() {
+			if ok, err := recycle(ctx, p, s, schema, version); ok {
+				return
+			} else if err != nil {
+				t.Logf("pgtest: recycle schema %s: %v (dropping it)", schema, err)
+			}
 		}
 		if _, err := p.Exec(ctx, "DROP SCHEMA IF EXISTS "+pgx.Identifier{schema}.Sanitize()+" CASCADE"); err != nil {
 			t.Errorf("pgtest: drop schema %s: %v", schema, err)

@@ -244,14 +244,18 @@ func (s *seed) resetSQL(schema, version string) string {
 }
 
 // catalogSQL returns a version of a schema's catalog, and its tables' size:
-// a digest of the row versions (xmin) of every catalog row that describes
-// the schema or an object in it (the schema, its relations, their columns,
-// defaults, constraints, indexes, triggers, rules, policies, sequences and
-// extended statistics, its functions, types and default privileges). Any
-// DDL, grant, owner or option change writes a new version of one of those
-// rows, or adds or deletes one; data changes, ANALYZE and VACUUM (which
-// update pg_class in place) do not. A TRUNCATE does (a new relfilenode):
-// such a schema is dropped, not recycled. The rows of each relation are
+// a digest of the row versions (xmin) of the catalog rows that describe the
+// schema or an object in it (the schema, its relations, their columns,
+// defaults, constraints, indexes, triggers, rules, policies, sequences,
+// extended statistics and comments, its functions, types, operators,
+// operator classes, collations, conversions, text search configurations
+// and default privileges). A DDL statement, grant, owner or option change
+// on those writes a new version of one of those rows, or adds or deletes
+// one; data changes, ANALYZE and VACUUM (which update pg_class in place)
+// do not. A TRUNCATE does (a new relfilenode): such a schema is dropped,
+// not recycled. Objects elsewhere that depend on the schema (a view in
+// another schema) are not looked at: the emptying fails on them, or a DROP
+// SCHEMA ... CASCADE would have removed them. The rows of each relation are
 // found through the catalogs' indexes on it (correlated subqueries), not by
 // scanning catalogs that hold every test's schema.
 const catalogSQL = `
@@ -269,9 +273,19 @@ v(x) AS (
         || ' r' || coalesce((SELECT string_agg(o.xmin::text, ',' ORDER BY o.oid) FROM pg_rewrite o WHERE o.ev_class = rel.oid), '')
         || ' p' || coalesce((SELECT string_agg(o.xmin::text, ',' ORDER BY o.oid) FROM pg_policy o WHERE o.polrelid = rel.oid), '')
         || ' q' || coalesce((SELECT o.xmin::text FROM pg_sequence o WHERE o.seqrelid = rel.oid), '')
+        || ' m' || coalesce((SELECT string_agg(o.xmin::text, ',' ORDER BY o.objsubid) FROM pg_description o
+                             WHERE o.objoid = rel.oid AND o.classoid = 'pg_class'::regclass), '')
     FROM rel
     UNION ALL SELECT 'e' || e.xmin::text FROM pg_statistic_ext e, ns WHERE e.stxnamespace = ns.oid
-    UNION ALL SELECT 'f' || f.xmin::text FROM pg_proc f, ns WHERE f.pronamespace = ns.oid
+    UNION ALL SELECT 'f' || f.xmin::text || coalesce(' m' || (SELECT string_agg(o.xmin::text, ',') FROM pg_description o
+                             WHERE o.objoid = f.oid AND o.classoid = 'pg_proc'::regclass), '')
+        FROM pg_proc f, ns WHERE f.pronamespace = ns.oid
+    UNION ALL SELECT 'm' || o.xmin::text FROM pg_description o, ns WHERE o.objoid = ns.oid AND o.classoid = 'pg_namespace'::regclass
+    UNION ALL SELECT 'o' || o.xmin::text FROM pg_operator o, ns WHERE o.oprnamespace = ns.oid
+    UNION ALL SELECT 'l' || o.xmin::text FROM pg_collation o, ns WHERE o.collnamespace = ns.oid
+    UNION ALL SELECT 'g' || o.xmin::text FROM pg_opclass o, ns WHERE o.opcnamespace = ns.oid
+    UNION ALL SELECT 'v' || o.xmin::text FROM pg_conversion o, ns WHERE o.connamespace = ns.oid
+    UNION ALL SELECT 's' || o.xmin::text FROM pg_ts_config o, ns WHERE o.cfgnamespace = ns.oid
     UNION ALL SELECT 'y' || y.xmin::text FROM pg_type y, ns WHERE y.typnamespace = ns.oid
     UNION ALL SELECT 'x' || x.xmin::text FROM pg_default_acl x, ns WHERE x.defaclnamespace = ns.oid
 )
@@ -322,6 +336,12 @@ func recycle(ctx context.Context, p *pgxpool.Pool, s *seed, schema, version stri
 		return false, nil
 	}
 	if _, err := p.Exec(ctx, s.resetSQL(schema, version)); err != nil {
+		// A reply lost after the commit: the schema is on the free list
+		// already, and another test may have it; it must not be dropped.
+		var free bool
+		if qerr := p.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pgtest_pool.free_schemas WHERE schema_name = $1)", schema).Scan(&free); qerr == nil && free {
+			return true, nil
+		}
 		return false, fmt.Errorf("empty %s: %w", schema, err)
 	}
 	return true, nil

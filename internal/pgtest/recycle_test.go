@@ -123,6 +123,8 @@ func TestChangedSchemaIsNotRecycled(t *testing.T) {
 		"GRANT SELECT ON S.users TO PUBLIC",
 		"REVOKE ALL ON SCHEMA S FROM PUBLIC; GRANT USAGE ON SCHEMA S TO PUBLIC",
 		"ALTER TABLE S.users SET (autovacuum_enabled = off)",
+		"COMMENT ON TABLE S.users IS 'x'",
+		"CREATE COLLATION S.c2 FROM \"C\"",
 	} {
 		n, v := migrated(t)
 		if _, err := p.Exec(ctx, replaceS(change, ident(n))); err != nil {
