@@ -116,3 +116,38 @@ func TestDirectPathWritesWhatTheUpsertWrites(t *testing.T) {
 	}
 	equal(t, "rows and history, direct path vs upsert", dump(direct), dump(upsert))
 }
+
+// Whether a key is new is decided by its history alone (sql/fresh.sql): a
+// row inserted by hand without history makes the direct COPY fail on its
+// key, and the write is retried by the upsert, which finds the row. The
+// warehouse ends as if the row had been written by the syncer: one row,
+// one open history interval per key.
+func TestDirectPathMeetsARowWithoutHistory(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Options{})
+	for _, q := range []string{
+		`INSERT INTO ` + b.q("users") + ` (customer_id, user_id, user_name) VALUES (1001, 1, 'by hand')`,
+		`INSERT INTO ` + b.q("user_invitations") + ` (invitation_id, customer_id, email) VALUES (501, 1001, 'hand@example.com')`,
+	} {
+		if _, err := b.pool.Exec(t.Context(), q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var attempts atomic.Int32
+	b.store.testHook = func(step string, _ pgx.Tx) error {
+		if step == "stage" {
+			attempts.Add(1)
+		}
+		return nil
+	}
+	ch := b.write(t, baseSnapshot())
+	if n := attempts.Load(); n != 2 {
+		t.Errorf("attempts = %d, want 2 (the direct COPY met the row, the upsert retried)", n)
+	}
+	if ch.Users.Added != 3 || ch.Users.Changed != 1 {
+		t.Errorf("users changes = %+v, want 3 added and the hand-made row changed", ch.Users)
+	}
+	equal(t, "one open interval per user", b.strings(t, `SELECT user_id, count(*) FROM users_history WHERE valid_to IS NULL
+		GROUP BY 1 HAVING count(*) <> 1`), nil)
+	equal(t, "users", b.strings(t, `SELECT count(*) FROM users`), []string{"4"})
+}
