@@ -259,13 +259,14 @@ func (w *writer) copyDirect(ctx context.Context, ch *Changes, t *table) error {
 		ch.of(t.Name).add("added", int(n))
 		return nil
 	}
-	res, err := w.tx.Query(ctx, t.direct, pgx.NamedArgs{"fresh": w.fresh[t], "run_id": w.args["run_id"]})
-	if err == nil {
-		err = countChanges(res, ch.of(t.Name))
-	}
+	tag, err := w.tx.Exec(ctx, t.direct, pgx.NamedArgs{"fresh": w.fresh[t], "run_id": w.args["run_id"]})
 	if err != nil {
 		return fmt.Errorf("write %s history: %w", t.Name, err)
 	}
+	if h := tag.RowsAffected(); h != n {
+		return fmt.Errorf("write %s history: %d rows for the %d COPYed", t.Name, h, n)
+	}
+	ch.of(t.Name).add("added", int(n))
 	return nil
 }
 
