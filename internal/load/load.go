@@ -8,8 +8,13 @@
 // are neither written nor locked) and one soft-removes (removed_at) the rows
 // of the snapshot's scope it omits, under the one ownership rule (ownedBy);
 // both append the history from what they wrote (RETURNING), so a re-run that
-// finds nothing new writes no row version at all. A removal guard refuses
-// snapshots that would remove too many of a customer's users.
+// finds nothing new writes no row version at all. Before that, the rows are
+// compared in Go with the stored ones read back (readback.go), so only rows
+// that may change are staged; and on a customer's first write the rows whose
+// keys have no history at all are COPYed straight into their tables with
+// their 'added' history (the direct path, sql/fresh.sql and sql/direct.sql),
+// so a first load stages nothing. A removal guard refuses snapshots that
+// would remove too many of a customer's users.
 //
 // A listed user whose GetUser failed (msads.User.Readable false) counts as
 // listed: its users row takes only the listing's user name and the
