@@ -186,7 +186,7 @@ func schema(t testing.TB, recycled bool) (*pgxpool.Pool, string) {
 		if _, err := schemasql.Migrate(ctx, p, schema, "", slog.New(slog.DiscardHandler)); err != nil {
 			t.Fatalf("pgtest: migrate %s: %v", schema, err)
 		}
-		if version, _, err = catalogVersion(ctx, p, schema); err != nil {
+		if version, _, err = catalogVersion(ctx, p, schema, false); err != nil {
 			t.Fatalf("pgtest: %v", err)
 		}
 	}

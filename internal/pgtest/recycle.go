@@ -290,14 +290,19 @@ v(x) AS (
     UNION ALL SELECT 'x' || x.xmin::text FROM pg_default_acl x, ns WHERE x.defaclnamespace = ns.oid
 )
 SELECT (SELECT md5(string_agg(x, ',' ORDER BY x)) FROM v WHERE EXISTS (SELECT 1 FROM ns)),
-    coalesce((SELECT sum(pg_total_relation_size(oid)) FROM rel WHERE relkind = 'r'), 0)::bigint`
+    CASE WHEN $2 THEN coalesce((SELECT sum(pg_total_relation_size(oid)) FROM rel WHERE relkind = 'r'), 0) ELSE 0 END::bigint`
 
-// catalogVersion returns schema's catalog version (catalogSQL) and its
-// tables' size.
-func catalogVersion(ctx context.Context, p *pgxpool.Pool, schema string) (string, int64, error) {
+// catalogVersion returns schema's catalog version (catalogSQL) and, when
+// sized, its tables' size (0 otherwise). The size opens every relation of
+// the schema, building the session's cache entries for them (most of the
+// query's cost on a schema the session has not used): recycle asks it on
+// the connection that then empties the schema, which opens them anyway.
+func catalogVersion(ctx context.Context, q interface {
+	QueryRow(context.Context, string, ...any) pgx.Row
+}, schema string, sized bool) (string, int64, error) {
 	var version *string
 	var size int64
-	if err := p.QueryRow(ctx, catalogSQL, schema).Scan(&version, &size); err != nil {
+	if err := q.QueryRow(ctx, catalogSQL, schema, sized).Scan(&version, &size); err != nil {
 		return "", 0, fmt.Errorf("catalog version of %s: %w", schema, err)
 	}
 	if version == nil {
@@ -328,14 +333,22 @@ RETURNING schema_name, version, to_regnamespace(quote_ident(schema_name)) IS NOT
 // version is still version (the test changed no object of it) and it holds
 // little data, and reports whether it did; otherwise the caller drops it.
 func recycle(ctx context.Context, p *pgxpool.Pool, s *seed, schema, version string) (bool, error) {
-	now, size, err := catalogVersion(ctx, p, schema)
+	if version == "" {
+		return false, nil
+	}
+	c, err := p.Acquire(ctx)
 	if err != nil {
 		return false, err
 	}
-	if version == "" || now != version || size > maxRecycledBytes {
+	defer c.Release()
+	now, size, err := catalogVersion(ctx, c, schema, true)
+	if err != nil {
+		return false, err
+	}
+	if now != version || size > maxRecycledBytes {
 		return false, nil
 	}
-	if _, err := p.Exec(ctx, s.resetSQL(schema, version)); err != nil {
+	if _, err := c.Exec(ctx, s.resetSQL(schema, version)); err != nil {
 		// A reply lost after the commit: the schema is on the free list
 		// already, and another test may have it; it must not be dropped.
 		var free bool

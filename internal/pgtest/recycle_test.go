@@ -32,7 +32,7 @@ func migrated(t *testing.T) (string, string) {
 	if _, err := schemasql.Migrate(t.Context(), p, n, "", slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatal(err)
 	}
-	v, _, err := catalogVersion(t.Context(), p, n)
+	v, _, err := catalogVersion(t.Context(), p, n, false)
 	if err != nil {
 		t.Fatal(err)
 	}
