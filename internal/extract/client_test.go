@@ -174,7 +174,9 @@ func TestThrottleStormPausesOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.srv.ResetCalls()
-	b.srv.SetFault(msadstest.OpGetUser, msadstest.Fault{Throttle: 8, Latency: 30 * time.Millisecond})
+	// The 8 calls reach the server before any is answered (Burst), however
+	// late a loaded machine runs their goroutines: one storm.
+	b.srv.SetFault(msadstest.OpGetUser, msadstest.Fault{Throttle: 8, Burst: 8})
 	var wg sync.WaitGroup
 	for _, id := range users {
 		wg.Go(func() {
@@ -422,8 +424,10 @@ func TestRequestTimeoutIsTransient(t *testing.T) {
 	if _, err := b.client.GetUsersInfo(testCtx(t), cid); err != nil {
 		t.Fatalf("hung attempt should be retried: %v", err)
 	}
-	if b.obs.count("GetUsersInfo/transient") != 1 {
-		t.Errorf("transient outcomes = %d, want 1", b.obs.count("GetUsersInfo/transient"))
+	// The hung attempt is one; on a loaded machine the retry (which also
+	// gets the token) may take longer than 100 ms too, and be another.
+	if n := b.obs.count("GetUsersInfo/transient"); n < 1 {
+		t.Errorf("transient outcomes = %d, want at least the hung attempt's", n)
 	}
 }
 

@@ -175,8 +175,17 @@ func (s *Server) handleAPI(w http.ResponseWriter, r *http.Request) {
 	cust := customerOf(op, &req, r)
 	s.count(op)
 
-	// Faults that act before authentication: latency and hangs.
+	// Faults that act before authentication: bursts, latency and hangs.
 	faults := s.matchFaults(op, cust)
+	if b := s.joinBurst(faults); b != nil {
+		select {
+		case <-b:
+		case <-r.Context().Done():
+			return
+		case <-s.closed:
+			return
+		}
+	}
 	for _, f := range faults {
 		if !s.wait(r, f.Latency) {
 			return

@@ -23,14 +23,18 @@ const (
 
 // Fault makes calls of one operation (or AnyOp) misbehave. Counted faults
 // ("next N calls") count down per matching call, in the order Hang,
-// Status5xxCode0, Malformed, Throttle, Response, Code. Everything but
-// Latency and Hang acts after authentication.
+// Status5xxCode0, Malformed, Throttle, Response, Code, after authentication;
+// Burst, Latency and Hang act before authentication.
 type Fault struct {
 	// CustomerID limits the fault to calls for that customer (the body's
 	// CustomerId or predicate value, else the CustomerId header); 0 = any.
 	CustomerID int64
 	// Latency delays every matching call.
 	Latency time.Duration
+	// Burst: the next N calls are held until all N have arrived, then go
+	// on together (after Latency): N requests in flight at once, whatever
+	// the client's goroutines were delayed by.
+	Burst int
 	// RateLimitPerSec is a server-side limit: calls beyond it answer 117.
 	RateLimitPerSec float64
 	// Throttle: the next N calls answer 117 CallRateExceeded.
@@ -70,7 +74,7 @@ type Fault struct {
 
 // acts reports whether the fault does anything (a zero Fault clears).
 func (f *Fault) acts() bool {
-	return f.Latency != 0 || f.RateLimitPerSec != 0 || f.Throttle != 0 || f.Status5xxCode0 != 0 || f.Malformed != 0 ||
+	return f.Latency != 0 || f.Burst != 0 || f.RateLimitPerSec != 0 || f.Throttle != 0 || f.Status5xxCode0 != 0 || f.Malformed != 0 ||
 		f.Hang != 0 || f.Code != 0 || len(f.Codes) != 0 || f.Response != nil
 }
 
@@ -203,6 +207,8 @@ type faultKey struct {
 
 type faultState struct {
 	Fault
+	// burst is closed when the Burst-th call arrived.
+	burst        chan struct{}
 	lim          *rate.Limiter
 	codeUsedUp   bool
 	cannedUsedUp bool
@@ -283,7 +289,7 @@ func (s *Server) SetFault(op string, f Fault) {
 	}
 	f.Codes = slices.Clone(f.Codes)
 	f.Response = f.Response.clone()
-	st := &faultState{Fault: f}
+	st := &faultState{Fault: f, burst: make(chan struct{})}
 	if f.RateLimitPerSec > 0 {
 		st.lim = rate.NewLimiter(rate.Limit(f.RateLimitPerSec), max(1, int(f.RateLimitPerSec/10)))
 	}
@@ -358,6 +364,23 @@ func (s *Server) matchFaults(op string, cust int64) []*faultState {
 		}
 	}
 	return out
+}
+
+// joinBurst counts a call into the Burst of the first fault that still
+// gathers one and returns the channel that closes when the burst is
+// complete (nil: no burst).
+func (s *Server) joinBurst(faults []*faultState) chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, f := range faults {
+		if f.Burst > 0 {
+			if f.Burst--; f.Burst == 0 {
+				close(f.burst)
+			}
+			return f.burst
+		}
+	}
+	return nil
 }
 
 // takeCounted decrements the first positive counter and returns its fault.

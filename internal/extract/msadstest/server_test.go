@@ -1257,3 +1257,44 @@ func TestDemoLinksEveryStatusBothDirections(t *testing.T) {
 		t.Errorf("links into the demo customers %d, held by them %d: want both", into, from)
 	}
 }
+
+// A Burst of 2 holds the first call until the second arrives; both are
+// then answered.
+func TestBurstHoldsCallsUntilAllArrive(t *testing.T) {
+	t.Parallel()
+	ds := Generate(5, 2, 3)
+	s := NewServer(ds)
+	t.Cleanup(s.Close)
+	tok := accessToken(t, s)
+	cid := ds.CustomerIDs()[0]
+	s.SetFault(OpGetUsersInfo, Fault{Burst: 2})
+	body := `{"CustomerId":"` + itoa(cid) + `","StatusFilter":null}`
+	first := make(chan int, 1)
+	go func() { // not post: t.Fatal belongs to the test's goroutine
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, s.APIURL()+"/CustomerManagement/v13/UsersInfo/Query", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+tok)
+		req.Header.Set("DeveloperToken", s.DeveloperToken())
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			first <- 0
+			return
+		}
+		resp.Body.Close()
+		first <- resp.StatusCode
+	}()
+	select {
+	case st := <-first:
+		t.Fatalf("the first call of a burst of 2 was answered (%d) before the second arrived", st)
+	case <-time.After(100 * time.Millisecond):
+	}
+	if st, _ := post(t, s, "UsersInfo/Query", tok, body, nil); st != 200 {
+		t.Errorf("second call: HTTP %d", st)
+	}
+	if st := <-first; st != 200 {
+		t.Errorf("first call: HTTP %d", st)
+	}
+	// The burst is spent: the next call is not held.
+	if st, _ := post(t, s, "UsersInfo/Query", tok, body, nil); st != 200 {
+		t.Errorf("third call: HTTP %d", st)
+	}
+}
