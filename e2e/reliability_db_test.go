@@ -35,7 +35,7 @@ import (
 
 const (
 	// dbSync: two customers in flight, so the writes spread over the run.
-	dbSync = "  concurrency: 2\n  request_timeout: 2s\n  retry_max_elapsed: 2s\n  lease_ttl: 1s\n"
+	dbSync = "  concurrency: 2\n  request_timeout: 2s\n  retry_max_elapsed: 2s\n  lease_ttl: 3s\n"
 	// rideSync rides out a server restart: retry_max_elapsed well above
 	// the outage, and a lease that outlives it (a run that cannot renew
 	// its lease for lease_ttl stops, by design). One customer at a time,

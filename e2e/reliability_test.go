@@ -93,10 +93,14 @@ func randomCustomer(rng *rand.Rand, ds *msadstest.Dataset) int64 {
 	return ids[rng.IntN(len(ids))]
 }
 
+// The suites' lease_ttl is 3 s: a SIGKILLed run's lease is ended by the
+// test at once (world.expireLeases), and 1 s was too short for a run's
+// renewals on a 2-core machine running every package's tests (a clean run
+// lost its lease and failed).
 const (
-	suiteSync = "  concurrency: 4\n  request_timeout: 2s\n  retry_max_elapsed: 1s\n  lease_ttl: 1s\n"
-	killSync  = "  concurrency: 2\n  request_timeout: 2s\n  retry_max_elapsed: 1s\n  lease_ttl: 1s\n"
-	hangSync  = "  concurrency: 4\n  request_timeout: 300ms\n  retry_max_elapsed: 1500ms\n  lease_ttl: 1s\n"
+	suiteSync = "  concurrency: 4\n  request_timeout: 2s\n  retry_max_elapsed: 1s\n  lease_ttl: 3s\n"
+	killSync  = "  concurrency: 2\n  request_timeout: 2s\n  retry_max_elapsed: 1s\n  lease_ttl: 3s\n"
+	hangSync  = "  concurrency: 4\n  request_timeout: 300ms\n  retry_max_elapsed: 1500ms\n  lease_ttl: 3s\n"
 )
 
 func TestReliability(t *testing.T) {
