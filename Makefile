@@ -25,13 +25,9 @@ postgres: ## install PostgreSQL from Debian's packages when initdb is missing
 GORACE ?= atexit_sleep_ms=100
 export GORACE
 
-# -p 4: the e2e package (~25 s, half of it waiting on runs and simulators)
-# is the longest; four binaries at a time keep both cores busy beside it
-# (BENCHMARKS.md, "Test suite").
-
 test: postgres ## vet, then every test with the race detector against one throwaway PostgreSQL that all packages share (or $$TEST_DATABASE_URL)
 	$(GO) vet ./...
-	$(GO) run ./scripts/withpg $(GO) test -p 4 -race -count=1 -parallel 6 -timeout 20m ./...
+	$(GO) run ./scripts/withpg $(GO) test -race -count=1 -parallel 6 -timeout 20m ./...
 
 test/short: postgres ## every test without the race detector
 	$(GO) test -count=1 ./...
