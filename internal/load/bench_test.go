@@ -201,17 +201,27 @@ func BenchmarkSnapshotWrite(b *testing.B) {
 		}
 
 		progress := func(what string, d time.Duration) { fmt.Fprintf(os.Stderr, "bench: %s %.2fs\n", what, d.Seconds()) }
+		// The raw COPY first, then its tables emptied: each side starts
+		// with shared buffers free of the other's pages (whichever ran
+		// second would otherwise evict, and write, the first's dirty
+		// pages), and the 1%-changed re-run follows the first write
+		// straight away, as the figure says.
+		cp, cpPer := rawCopy(b, pool, schema, snaps)
+		progress("copy", cp)
+		copies := make([]string, len(tables))
+		for i, t := range tables {
+			copies[i] = "copy_" + t.Name
+		}
+		execIn(b, pool, schema, "TRUNCATE "+strings.Join(copies, ", "))
 		ch, first, firstPer := timedWrite(b, s, runID, snaps)
 		progress("first write", first)
 		if n := int(benchCustomers); ch.Users.Added != n*benchUsersPer || ch.Roles.Added != n*benchUsersPer*3/2 || ch.Invitations.Added != n*benchInvitationsPer {
 			b.Fatalf("first write changes = %v", ch)
 		}
-		cp, cpPer := rawCopy(b, pool, schema, snaps)
 
 		// Straight after the first load: no ANALYZE has run.
 		ch, rerun1, _ := timedWrite(b, s, runID, changed1)
 		b.Logf("1%% changed, no ANALYZE: %v", ch)
-		progress("copy", cp)
 		progress("1% changed, no ANALYZE", rerun1)
 
 		xid := currentXID(b, pool)
