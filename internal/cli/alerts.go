@@ -13,9 +13,10 @@ import (
 // afterRunTimeout bounds the follow-ups of one run (gauges and webhook).
 const afterRunTimeout = 2 * time.Minute
 
-// afterRun follows every sync that wrote (and `serve`'s start): it refreshes
-// the per-customer alert gauges from the database (writing the config's
-// reconcile rules, which msads_access_exceptions' view reads) and, when
+// afterRun follows every sync that wrote (and `serve`'s start): it writes
+// the config's reconcile rules (which the access_exceptions view reads),
+// refreshes the per-customer alert gauges from the database when they are
+// read (s.gauges: served, or pushed to a Pushgateway) and, when
 // invitations.webhook_url is set, announces the stale invitations not
 // announced within invitations.stale_after. Failures are logged and counted,
 // never fatal: the sync itself already succeeded or failed on its own.
@@ -25,14 +26,16 @@ func afterRun(ctx context.Context, s runSetup) {
 	schema := s.cfg.Database.Schema
 	staleAfter := s.cfg.Invitations.StaleAfter.D()
 
-	states, err := invite.CustomerStates(ctx, s.pool, schema, staleAfter)
-	switch {
-	case err != nil:
-		logAfterRun(ctx, s, "could not refresh the invitation and freshness gauges", err)
-	case s.metrics != nil:
-		s.metrics.SetCustomerStates(states)
+	gauges := s.gauges && s.metrics != nil
+	if gauges {
+		states, err := invite.CustomerStates(ctx, s.pool, schema, staleAfter)
+		if err != nil {
+			logAfterRun(ctx, s, "could not refresh the invitation and freshness gauges", err)
+		} else {
+			s.metrics.SetCustomerStates(states)
+		}
 	}
-	if err := refreshExceptions(ctx, s); err != nil {
+	if err := refreshExceptions(ctx, s, gauges); err != nil {
 		logAfterRun(ctx, s, "could not refresh the access exceptions gauge", err)
 	}
 

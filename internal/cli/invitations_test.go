@@ -6,6 +6,7 @@ import (
 	"encoding/csv"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -306,7 +307,7 @@ func TestAfterRun(t *testing.T) {
 	cfg.Customers.IDs = []int64{2} // this run's customers only
 	m := metrics.New()
 	var logs bytes.Buffer
-	s := runSetup{cfg: cfg, pool: pool, metrics: m, logger: newLogger(&logs, "text", "info")}
+	s := runSetup{cfg: cfg, pool: pool, metrics: m, logger: newLogger(&logs, "text", "info"), gauges: true}
 	afterRun(t.Context(), s)
 	afterRun(t.Context(), s)
 
@@ -339,6 +340,44 @@ func TestAfterRun(t *testing.T) {
 	}
 	if _, ok := got[`msads_customer_last_success_timestamp_seconds{customer_id="2"}`]; ok {
 		t.Errorf("a never-synced customer has a last-success timestamp")
+	}
+}
+
+// TestAfterRunWithoutGauges: a run whose metrics nobody reads (no
+// Pushgateway) still stores the reconcile rules and announces stale
+// invitations, and leaves the warehouse's gauges unread.
+func TestAfterRunWithoutGauges(t *testing.T) {
+	t.Parallel()
+	pool, schema := invitationsFixture(t)
+	rec := &recorder{}
+	srv := httptest.NewServer(rec)
+	defer srv.Close()
+	cfg, err := config.Load(writeConfig(t, schema, srv.URL+"/hooks/s3cr3t"), func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Customers.IDs = []int64{2}
+	cfg.Reconcile.AllowedDomains = []string{"Example.COM"}
+	m := metrics.New()
+	afterRun(t.Context(), runSetup{cfg: cfg, pool: pool, metrics: m, logger: newLogger(io.Discard, "text", "info")})
+
+	if got := rec.take(); len(got) != 1 {
+		t.Errorf("webhook got %d messages, want 1", len(got))
+	}
+	var domains []string
+	if err := pool.QueryRow(t.Context(), "SELECT allowed_domains FROM "+pgx.Identifier{schema, "reconcile_settings"}.Sanitize()).Scan(&domains); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(domains, []string{"example.com"}) {
+		t.Errorf("stored allowed_domains = %q, want [example.com]", domains)
+	}
+	for k := range gather(t, m) {
+		if strings.HasPrefix(k, "msads_access_exceptions") || strings.HasPrefix(k, "msads_pending_invitations") {
+			t.Errorf("gauge %s set without anyone reading it", k)
+		}
 	}
 }
 

@@ -41,6 +41,7 @@ func cmdRun(args []string, io IO) int {
 	defer cleanup()
 	s.summaryPath = *summary
 	s.push = true
+	s.gauges = s.cfg.Metrics.PushgatewayURL != ""
 	code, finished := untilHardStop(s.ctx, func() int { return executeRun(s.ctx, s) })
 	if sc, ok := signalExit(s.ctx); ok {
 		if !finished {
@@ -168,6 +169,9 @@ type runSetup struct {
 	opts        job.Options
 	summaryPath string
 	push        bool // push metrics to the configured Pushgateway
+	// gauges: the metrics are read (served, or pushed to a Pushgateway),
+	// so afterRun refreshes the gauges the warehouse gives.
+	gauges bool
 }
 
 // executeRun runs one sync and its follow-ups (dry-run report, summary,

@@ -35,6 +35,7 @@ func cmdServe(args []string, io IO) int {
 		return fail(io, err)
 	}
 	defer cleanup()
+	setup.gauges = true // served on metrics.listen
 	ctx, stop, cfg, logger, runner, m := setup.ctx, setup.stop, setup.cfg, setup.logger, setup.runner, setup.metrics
 
 	st := &serveState{}

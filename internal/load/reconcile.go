@@ -95,6 +95,9 @@ type ReconcileOptions struct {
 	// DryRun rolls everything back: the exceptions are those the load
 	// would give.
 	DryRun bool
+	// SkipExceptions leaves access_exceptions unread (Result.Exceptions
+	// nil): the caller only stores the settings (or the directory).
+	SkipExceptions bool
 }
 
 // ReconcileResult is what Reconcile found.
@@ -106,7 +109,7 @@ type ReconcileResult struct {
 }
 
 // Reconcile writes the settings, loads the directory when one is given, and
-// reads access_exceptions, in one transaction (holding the "directory"
+// reads access_exceptions (unless Options.SkipExceptions), in one transaction (holding the "directory"
 // advisory lock, so loads never interleave): a directory is replaced whole
 // or not at all. Settings are written only when they changed. A directory
 // that would remove more than Options.RemovalGuard of the current people
@@ -124,7 +127,7 @@ func (s *Store) Reconcile(ctx context.Context, o ReconcileOptions) (ReconcileRes
 			}
 		}
 		var err error
-		if res.Directory, err = latestLoad(ctx, tx); err != nil {
+		if res.Directory, err = latestLoad(ctx, tx); err != nil || o.SkipExceptions {
 			return err
 		}
 		res.Exceptions, err = readExceptions(ctx, tx)
