@@ -111,6 +111,21 @@ func TestRecycledSchemaIsAsMigrated(t *testing.T) {
 func TestChangedSchemaIsNotRecycled(t *testing.T) {
 	p, s := poolAndSeed(t)
 	ctx := t.Context()
+	n, v := migrated(t)
+	// The check passes an unchanged schema (the test below can fail); it
+	// is taken off the free list again, since migrated drops it.
+	// What a test does to the data (and ANALYZE) changes no object.
+	for _, q := range []string{"INSERT INTO S.customers (customer_id, name) VALUES (1, 'c')", "ANALYZE S.customers", "VACUUM S.users"} {
+		if _, err := p.Exec(ctx, replaceS(q, ident(n))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if ok, err := recycle(ctx, p, s, n, v); !ok || err != nil {
+		t.Errorf("unchanged schema: recycle = %v, %v; want true", ok, err)
+	}
+	if _, err := p.Exec(ctx, "DELETE FROM pgtest_pool.free_schemas WHERE schema_name = $1", n); err != nil {
+		t.Fatal(err)
+	}
 	for _, change := range []string{
 		"CREATE TABLE S.extra (a int)",
 		"ALTER TABLE S.users ADD COLUMN extra int",
@@ -126,28 +141,28 @@ func TestChangedSchemaIsNotRecycled(t *testing.T) {
 		"COMMENT ON TABLE S.users IS 'x'",
 		"CREATE COLLATION S.c2 FROM \"C\"",
 	} {
-		n, v := migrated(t)
-		if _, err := p.Exec(ctx, replaceS(change, ident(n))); err != nil {
+		// Each change in a transaction that is rolled back: one schema
+		// serves them all (a migration each would be most of the test).
+		tx, err := p.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec(ctx, replaceS(change, ident(n))); err != nil {
 			t.Fatalf("%s: %v", change, err)
 		}
-		if ok, err := recycle(ctx, p, s, n, v); ok || err != nil {
-			t.Errorf("after %q: recycle = %v, %v; want false (drop it)", change, ok, err)
+		if now, _, err := catalogVersion(ctx, tx, n, false); err != nil || now == v {
+			t.Errorf("after %q: catalog version %q, %v; want one other than %q", change, now, err, v)
 		}
-	}
-	// The same check passes an unchanged schema (the test above can fail);
-	// it is taken off the free list again, since migrated drops it.
-	n, v := migrated(t)
-	// What a test does to the data (and ANALYZE) changes no object.
-	for _, q := range []string{"INSERT INTO S.customers (customer_id, name) VALUES (1, 'c')", "ANALYZE S.customers", "VACUUM S.users"} {
-		if _, err := p.Exec(ctx, replaceS(q, ident(n))); err != nil {
+		if err := tx.Rollback(ctx); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if ok, err := recycle(ctx, p, s, n, v); !ok || err != nil {
-		t.Errorf("unchanged schema: recycle = %v, %v; want true", ok, err)
-	}
-	if _, err := p.Exec(ctx, "DELETE FROM pgtest_pool.free_schemas WHERE schema_name = $1", n); err != nil {
+	// recycle drops (does not free) a schema whose catalog version changed.
+	if _, err := p.Exec(ctx, replaceS("COMMENT ON TABLE S.users IS 'x'", ident(n))); err != nil {
 		t.Fatal(err)
+	}
+	if ok, err := recycle(ctx, p, s, n, v); ok || err != nil {
+		t.Errorf("after a change: recycle = %v, %v; want false (drop it)", ok, err)
 	}
 }
 
