@@ -291,12 +291,14 @@ func TestInvitationsUnmigratedSchema(t *testing.T) {
 	}
 }
 
-func TestAfterRun(t *testing.T) {
-	t.Parallel()
+// afterRunFixture is the invitations fixture, a webhook recorder and a
+// validated configuration that posts to it, for this run's customer 2 only.
+func afterRunFixture(t *testing.T) (*pgxpool.Pool, string, *recorder, *config.Config) {
+	t.Helper()
 	pool, schema := invitationsFixture(t)
 	rec := &recorder{}
 	srv := httptest.NewServer(rec)
-	defer srv.Close()
+	t.Cleanup(srv.Close)
 	cfg, err := config.Load(writeConfig(t, schema, srv.URL+"/hooks/s3cr3t"), func(string) string { return "" })
 	if err != nil {
 		t.Fatal(err)
@@ -305,6 +307,12 @@ func TestAfterRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg.Customers.IDs = []int64{2} // this run's customers only
+	return pool, schema, rec, cfg
+}
+
+func TestAfterRun(t *testing.T) {
+	t.Parallel()
+	pool, _, rec, cfg := afterRunFixture(t)
 	m := metrics.New()
 	var logs bytes.Buffer
 	s := runSetup{cfg: cfg, pool: pool, metrics: m, logger: newLogger(&logs, "text", "info"), gauges: true}
@@ -348,18 +356,7 @@ func TestAfterRun(t *testing.T) {
 // invitations, and leaves the warehouse's gauges unread.
 func TestAfterRunWithoutGauges(t *testing.T) {
 	t.Parallel()
-	pool, schema := invitationsFixture(t)
-	rec := &recorder{}
-	srv := httptest.NewServer(rec)
-	defer srv.Close()
-	cfg, err := config.Load(writeConfig(t, schema, srv.URL+"/hooks/s3cr3t"), func(string) string { return "" })
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	cfg.Customers.IDs = []int64{2}
+	pool, schema, rec, cfg := afterRunFixture(t)
 	cfg.Reconcile.AllowedDomains = []string{"Example.COM"}
 	m := metrics.New()
 	afterRun(t.Context(), runSetup{cfg: cfg, pool: pool, metrics: m, logger: newLogger(io.Discard, "text", "info")})
