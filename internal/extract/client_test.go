@@ -159,7 +159,9 @@ func TestFallbacksForUnverifiedRequestForms(t *testing.T) {
 	if err != nil || len(inv) != 1 || inv[0].CustomerID != 150 {
 		t.Errorf("SearchUserInvitations = %+v, %v", inv, err)
 	}
-	if !strings.Contains(bodies[1], `"StatusFilter":"Active"`) || !strings.Contains(bodies[3], `"Operator":"In"`) {
+	mu.Lock()
+	defer mu.Unlock()
+	if len(bodies) != 4 || !strings.Contains(bodies[1], `"StatusFilter":"Active"`) || !strings.Contains(bodies[3], `"Operator":"In"`) {
 		t.Errorf("fallback bodies = %q", bodies)
 	}
 }

@@ -108,7 +108,7 @@ func rawServer(t *testing.T, api http.HandlerFunc) (*httptest.Server, Config) {
 		APIURL: srv.URL + "/api", TokenURL: srv.URL + "/token",
 		DeveloperToken: "DEVTOKEN-SECRET", ClientID: "client-id", ClientSecret: "CLIENT-SECRET-XYZ",
 		RefreshToken: "SEED-REFRESH-SECRET", RequestsPerSecond: 1000, ThrottleWait: 10 * time.Millisecond,
-		RequestTimeout: 300 * time.Millisecond, RetryMaxElapsed: 150 * time.Millisecond, RetryInitialInterval: 5 * time.Millisecond,
+		RequestTimeout: 5 * time.Second, RetryMaxElapsed: 150 * time.Millisecond, RetryInitialInterval: 5 * time.Millisecond,
 	}
 }
 
@@ -163,6 +163,9 @@ func TestErrorsNeverContainSecrets(t *testing.T) {
 			if tt.token != nil {
 				cfg.TokenURL = srv.URL + "/badtoken"
 				srv.Config.Handler.(*http.ServeMux).HandleFunc("/badtoken", tt.token)
+			}
+			if tt.name == "timeout" {
+				cfg.RequestTimeout = 300 * time.Millisecond // the hung handler's answer
 			}
 			c, err := New(cfg)
 			if err != nil {
