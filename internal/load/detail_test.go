@@ -2,6 +2,8 @@ package load
 
 import (
 	"errors"
+	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -331,4 +333,84 @@ func TestUsersUnreadableAndRunPrincipal(t *testing.T) {
 	if err := b.store.SetRunScope(t.Context(), 99999, 1, "x", nil); !errors.Is(err, ErrNotFound) {
 		t.Errorf("SetRunScope of an unknown run: %v, want ErrNotFound", err)
 	}
+}
+
+// stage reads a snapshot in key order in place, without copying it, so it
+// must leave it as it was: strings to clean and duplicate roles to merge
+// are changed in copies. The rows it stages do not depend on the order the
+// snapshot lists things in.
+func TestStageLeavesTheSnapshotAsItWas(t *testing.T) {
+	t.Parallel()
+	sorted := &msads.Snapshot{CustomerID: cust,
+		Users: []msads.User{{ID: 1, UserName: "a\x00b"}, {ID: 2, Email: "bad \xff utf-8"}, {ID: 2, Email: "second"}, {ID: 3, FirstName: "ok"}},
+		Roles: []msads.Role{
+			{UserID: 1, CustomerID: cust, RoleID: 41, AccountIDs: []int64{9, 7}},
+			{UserID: 1, CustomerID: cust, RoleID: 41, AccountIDs: []int64{8}},
+			{UserID: 2, CustomerID: cust, RoleID: 41, AccountIDs: []int64{1, 2}, CustomerLinkPermission: "x\x00"},
+			{UserID: 3, CustomerID: cust, RoleID: 16},
+		}}
+	before := deepCopy(t, sorted)
+	st, err := stage(sorted)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after := deepCopy(t, sorted); !reflect.DeepEqual(before, after) {
+		t.Errorf("stage changed the snapshot:\n%+v\nwant\n%+v", after, before)
+	}
+	if got := fmt.Sprint(pointee(st.users[0][3]), " ", pointee(st.users[1][4]), " ", pointee(st.roles[1][5])); got != "a\uFFFDb second x\uFFFD" {
+		t.Errorf("cleaned values = %q", got)
+	}
+	if got := st.roles[0][3].([]int64); !slices.Equal(got, []int64{7, 8, 9}) {
+		t.Errorf("merged account ids = %v", got)
+	}
+	if !slices.Equal(st.replaced.users, []int64{1, 2}) {
+		t.Errorf("replaced = %v, want [1 2]", st.replaced.users)
+	}
+
+	// The same snapshot listed backwards (the duplicates in their order).
+	shuffled := deepCopy(t, sorted)
+	shuffled.Users = []msads.User{shuffled.Users[3], shuffled.Users[1], shuffled.Users[2], shuffled.Users[0]}
+	shuffled.Roles = []msads.Role{shuffled.Roles[3], shuffled.Roles[2], shuffled.Roles[0], shuffled.Roles[1]}
+	st2, err := stage(shuffled)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, b := fmt.Sprint(derefRows(st.users), derefRows(st.roles)), fmt.Sprint(derefRows(st2.users), derefRows(st2.roles)); a != b {
+		t.Errorf("staged rows depend on the listing order:\n%s\n%s", a, b)
+	}
+}
+
+// deepCopy copies the users and roles of s (JSON would change the
+// invalid UTF-8 under test).
+func deepCopy(t *testing.T, s *msads.Snapshot) *msads.Snapshot {
+	t.Helper()
+	out := *s
+	out.Users = slices.Clone(s.Users)
+	out.Roles = slices.Clone(s.Roles)
+	for i := range out.Roles {
+		out.Roles[i].AccountIDs = slices.Clone(out.Roles[i].AccountIDs)
+		out.Roles[i].LinkedAccountIDs = slices.Clone(out.Roles[i].LinkedAccountIDs)
+	}
+	return &out
+}
+
+// pointee is the value a staged value stands for (stage puts pointers).
+func pointee(v any) any {
+	if rv := reflect.ValueOf(v); rv.Kind() == reflect.Pointer {
+		if rv.IsNil() {
+			return nil
+		}
+		return rv.Elem().Interface()
+	}
+	return v
+}
+
+func derefRows(rows [][]any) [][]any {
+	out := make([][]any, len(rows))
+	for i, r := range rows {
+		for _, v := range r {
+			out[i] = append(out[i], pointee(v))
+		}
+	}
+	return out
 }

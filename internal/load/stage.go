@@ -47,6 +47,34 @@ func clean(s string) (string, bool) {
 	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD"), true
 }
 
+// needsClean reports whether clean would change any of ss.
+func needsClean(ss ...string) bool {
+	for _, s := range ss {
+		if strings.IndexByte(s, 0) >= 0 || !utf8.ValidString(s) {
+			return true
+		}
+	}
+	return false
+}
+
+// inKeyOrder returns s sorted by cmp, stably (of equal keys, the last
+// listed stays last): s itself when it already is (a snapshot's lists
+// usually are), else a sorted copy. Either way stage writes nothing into
+// it (a value to change is changed in a copy of its element), so the
+// snapshot stays as the caller made it.
+func inKeyOrder[S ~[]E, E any](s S, cmp func(a, b E) int) S {
+	if slices.IsSortedFunc(s, cmp) {
+		return s
+	}
+	s = slices.Clone(s)
+	slices.SortStableFunc(s, cmp)
+	return s
+}
+
+func sameRole(a, b *msads.Role) bool {
+	return a.UserID == b.UserID && a.CustomerID == b.CustomerID && a.RoleID == b.RoleID
+}
+
 // cleanAll cleans the strings ps point to and reports whether any changed.
 func cleanAll(ps ...*string) bool {
 	changed := false
@@ -76,15 +104,28 @@ func nullablePtr(p *string) any {
 // statusOK is users.detail_status 'ok', boxed once.
 var statusOK any = msads.DetailOK
 
-// sortedIDs returns ids sorted and without duplicates. nil stays nil (NULL)
-// and an empty non-nil slice stays empty non-nil ('{}').
+// sortedIDs returns ids sorted and without duplicates: ids itself when it
+// already is (no caller writes into the result), else a sorted copy. nil
+// stays nil (NULL) and an empty non-nil slice stays empty non-nil ('{}').
 func sortedIDs(ids []int64) []int64 {
 	if ids == nil {
 		return nil
 	}
+	if strictlyIncreasing(ids) {
+		return ids
+	}
 	out := append(make([]int64, 0, len(ids)), ids...)
 	slices.Sort(out)
 	return slices.Compact(out)
+}
+
+func strictlyIncreasing(ids []int64) bool {
+	for i := 1; i < len(ids); i++ {
+		if ids[i-1] >= ids[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // unionIDs is the union of two id lists where nil means "no list" and a
@@ -122,19 +163,14 @@ func stage(snap *msads.Snapshot) (*staged, error) {
 		roleCustomers: sortedIDs(snap.RoleCustomers)}
 	st.replaced.customer = cleanAll(&st.customerName)
 
-	users := slices.Clone(snap.Users)
-	slices.SortStableFunc(users, func(a, b msads.User) int { return cmp.Compare(a.ID, b.ID) })
-	for i := range users {
-		u := &users[i]
-		if cleanAll(&u.UserName, &u.Email, &u.FirstName, &u.LastName, &u.JobTitle, &u.Lcid, &u.LifecycleStatus,
-			&u.DetailTrackingID, &u.DetailError) {
-			st.replaced.users = append(st.replaced.users, u.ID)
-		}
-	}
-	// listed maps the listed users to their detail status.
-	listed := make(map[int64]string, len(users))
-	vals := make([]any, 15*len(users)) // the users rows' values
-	st.users = make([][]any, 0, len(users))
+	users := inKeyOrder(snap.Users, func(a, b msads.User) int { return cmp.Compare(a.ID, b.ID) })
+	n := len(users)
+	st.userIDs = make([]int64, 0, n)
+	st.readable = make([]int64, 0, n)
+	// statuses[i] is the detail status of st.userIDs[i].
+	statuses := make([]string, 0, n)
+	vals := make([]any, 15*n) // the users rows' values
+	st.users = make([][]any, 0, n)
 	for i := range users {
 		u := &users[i]
 		if u.CustomerID != 0 && u.CustomerID != cid {
@@ -147,8 +183,16 @@ func stage(snap *msads.Snapshot) (*staged, error) {
 		if i+1 < len(users) && users[i+1].ID == u.ID {
 			continue // keep the last of duplicates
 		}
-		listed[u.ID] = status
+		if needsClean(u.UserName, u.Email, u.FirstName, u.LastName, u.JobTitle, u.Lcid, u.LifecycleStatus,
+			u.DetailTrackingID, u.DetailError) {
+			c := *u // users may be the snapshot's own: cleaned in a copy
+			cleanAll(&c.UserName, &c.Email, &c.FirstName, &c.LastName, &c.JobTitle, &c.Lcid, &c.LifecycleStatus,
+				&c.DetailTrackingID, &c.DetailError)
+			u = &c
+			st.replaced.users = append(st.replaced.users, u.ID)
+		}
 		st.userIDs = append(st.userIDs, u.ID)
+		statuses = append(statuses, status)
 		if status == msads.DetailOK {
 			st.readable = append(st.readable, u.ID)
 			var home any
@@ -178,9 +222,16 @@ func stage(snap *msads.Snapshot) (*staged, error) {
 		st.users = append(st.users, []any{cid, u.ID, nil, nullable(u.UserName), nil, nil, nil, nil, nil, nil, nil,
 			status, code, nullable(u.DetailTrackingID), nullable(u.DetailError)})
 	}
+	// statusOf is the detail status of a listed user, "" for one not listed.
+	statusOf := func(id int64) string {
+		if i, ok := slices.BinarySearch(st.userIDs, id); ok {
+			return statuses[i]
+		}
+		return ""
+	}
 
 	for _, r := range snap.Roles {
-		switch status := listed[r.UserID]; status {
+		switch status := statusOf(r.UserID); status {
 		case msads.DetailOK:
 		case "":
 			return nil, bad("role %d of user %d, who is not listed", r.RoleID, r.UserID)
@@ -191,36 +242,39 @@ func stage(snap *msads.Snapshot) (*staged, error) {
 		}
 	}
 	// Sorted by key (stable: of duplicates, the last listed stays last), so
-	// duplicates are neighbours; a snapshot's roles usually come nearly
-	// sorted already.
-	roles := slices.Clone(snap.Roles)
-	slices.SortStableFunc(roles, func(a, b msads.Role) int {
+	// duplicates are neighbours; a snapshot's roles usually come sorted
+	// already.
+	roles := inKeyOrder(snap.Roles, func(a, b msads.Role) int {
 		return cmp.Or(cmp.Compare(a.UserID, b.UserID), cmp.Compare(a.CustomerID, b.CustomerID), cmp.Compare(a.RoleID, b.RoleID))
 	})
 	st.roles = make([][]any, 0, len(roles))
 	vals = make([]any, 6*len(roles)) // the roles rows' values
-	w := 0
 	for i := 0; i < len(roles); {
-		r := roles[i]
-		for i++; i < len(roles) && roles[i].UserID == r.UserID && roles[i].CustomerID == r.CustomerID && roles[i].RoleID == r.RoleID; i++ {
+		m := &roles[i]
+		i++
+		if i < len(roles) && sameRole(&roles[i], m) {
 			// The same role twice: the union of its scopes. nil (every
 			// account) wins; [] ∪ list is the list; [] ∪ [] stays []. The
 			// other fields are the last one's.
-			next := roles[i]
-			if r.AccountIDs == nil || next.AccountIDs == nil {
-				next.AccountIDs = nil
-			} else {
-				next.AccountIDs = unionIDs(r.AccountIDs, next.AccountIDs)
+			r := *m
+			for ; i < len(roles) && sameRole(&roles[i], &r); i++ {
+				next := roles[i]
+				if r.AccountIDs == nil || next.AccountIDs == nil {
+					next.AccountIDs = nil
+				} else {
+					next.AccountIDs = unionIDs(r.AccountIDs, next.AccountIDs)
+				}
+				next.LinkedAccountIDs = unionIDs(r.LinkedAccountIDs, next.LinkedAccountIDs)
+				r = next
 			}
-			next.LinkedAccountIDs = unionIDs(r.LinkedAccountIDs, next.LinkedAccountIDs)
-			r = next
+			m = &r // the row points into it (see the users rows)
 		}
-		if cleanAll(&r.CustomerLinkPermission) {
-			st.replaced.users = append(st.replaced.users, r.UserID)
+		if needsClean(m.CustomerLinkPermission) {
+			c := *m
+			cleanAll(&c.CustomerLinkPermission)
+			m = &c
+			st.replaced.users = append(st.replaced.users, m.UserID)
 		}
-		roles[w] = r // merged in place: the row points into it (see the users rows)
-		m := &roles[w]
-		w++
 		row := vals[:6:6]
 		vals = vals[6:]
 		row[0], row[1], row[2] = &m.UserID, &m.CustomerID, &m.RoleID
