@@ -2,6 +2,7 @@ package load
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -38,7 +39,7 @@ import (
 var (
 	storedSQL = map[*table]string{
 		usersTable: render("stored.sql", map[string]any{"T": usersTable, "Where": "t.customer_id = @customer_id"}),
-		rolesTable: render("stored.sql", map[string]any{"T": rolesTable, "Where": ranges("user_roles", "user_id", "@readable")}),
+		rolesTable: render("stored.sql", map[string]any{"T": rolesTable, "Where": ranges("user_roles", "user_id", "@readable"), "Ordered": true}),
 		invitationsTable: render("stored.sql", map[string]any{"T": invitationsTable, "Where": "true",
 			"From": "unnest(@keys::bigint[]) AS k(v) CROSS JOIN " + lateral("user_invitations", "t.invitation_id = k.v")}),
 		accountsTable: render("stored.sql", map[string]any{"T": accountsTable, "Where": "true",
@@ -143,7 +144,7 @@ func (w *writer) readBack(ctx context.Context, rows map[*table][][]any) (current
 			if err != nil {
 				return 0, fmt.Errorf("read back users: %w", err)
 			}
-			// Stored rows come in key order: dropped is sorted.
+			slices.Sort(dropped) // stored rows come in any order
 			w.args["dropped"] = dropped
 		case rolesTable:
 			var work []int64
@@ -229,13 +230,13 @@ func rawInt(m *pgtype.Map, fd pgconn.FieldDescription, raw []byte) (int64, error
 	return v, err
 }
 
-// diffRows merges the stored rows res (sql/stored.sql: key, current, Cols;
-// in key order) with staged (sorted by key, each key once) and returns the
-// staged rows to send: those with no stored row, a removed one, one whose
-// compared columns hold other bytes than the staged values encode to, or
-// for which comparable (nil: all) says no. each (when not nil) is called
-// for every stored row: its key, whether it is current and whether its
-// key is staged.
+// diffRows compares the stored rows res (sql/stored.sql: key, current,
+// Cols; in any order) with staged (sorted by key, each key once) and returns
+// the staged rows to send, in key order: those with no stored row, a
+// removed one, one whose compared columns hold other bytes than the staged
+// values encode to, or for which comparable (nil: all) says no. each (when
+// not nil) is called for every stored row, in the order they come: its
+// key, whether it is current and whether its key is staged.
 func diffRows(m *pgtype.Map, t *table, res pgx.Rows, staged [][]any, comparable func([]any) bool,
 	each func(key [3]int64, current, staged bool)) ([][]any, error) {
 	defer res.Close()
@@ -244,25 +245,23 @@ func diffRows(m *pgtype.Map, t *table, res pgx.Rows, staged [][]any, comparable 
 	if len(fds) != nk+1+len(t.Cols) {
 		return nil, fmt.Errorf("%d columns read back, want %d", len(fds), nk+1+len(t.Cols))
 	}
-	stagedKey := func(r []any) (k [3]int64) {
-		for i := range nk {
-			v, ok := keyInt(r[i])
+	// The staged keys, found by binary search: they must be in strictly
+	// increasing order, as stage sorts them.
+	keys := make([][3]int64, len(staged))
+	for i, r := range staged {
+		for j := range nk {
+			v, ok := keyInt(r[j])
 			if !ok {
-				panic(fmt.Sprintf("load: %s key value of type %T", t.Name, r[i]))
+				panic(fmt.Sprintf("load: %s key value of type %T", t.Name, r[j]))
 			}
-			k[i] = v
+			keys[i][j] = v
 		}
-		return k
-	}
-	// The merge below takes a stored row whose key it did not meet among
-	// the staged ones as not staged (a user to remove): the staged rows
-	// must be in strictly increasing key order, as stage sorts them.
-	for i := 1; i < len(staged); i++ {
-		if !keyLess(stagedKey(staged[i-1]), stagedKey(staged[i]), nk) {
-			return nil, fmt.Errorf("staged %s rows out of key order at %v", t.Name, stagedKey(staged[i]))
+		if i > 0 && !keyLess(keys[i-1], keys[i], nk) {
+			return nil, fmt.Errorf("staged %s rows out of key order at %v", t.Name, keys[i])
 		}
 	}
-	var send [][]any
+	// sameRow[i]: staged[i] is as stored (not sent).
+	sameRow := make([]bool, len(staged))
 	buf := make([]byte, 0, 256)
 	// The encode plan of each compared column, for the Go type of the
 	// last value it encoded (a column's staged values have one or two
@@ -273,9 +272,6 @@ func diffRows(m *pgtype.Map, t *table, res pgx.Rows, staged [][]any, comparable 
 		plan pgtype.EncodePlan
 	}
 	plans := make([]colPlan, len(t.Cols))
-	i := 0
-	var prev [3]int64
-	seen := false
 	for res.Next() {
 		vals := res.RawValues()
 		var key [3]int64
@@ -286,21 +282,13 @@ func diffRows(m *pgtype.Map, t *table, res pgx.Rows, staged [][]any, comparable 
 			}
 			key[j] = v
 		}
-		if seen && !keyLess(prev, key, nk) {
-			return nil, fmt.Errorf("stored %s rows out of key order at %v", t.Name, key)
-		}
-		prev, seen = key, true
 		var cur bool
 		if raw := vals[nk]; fds[nk].Format == pgx.BinaryFormatCode && len(raw) == 1 {
 			cur = raw[0] == 1
 		} else if err := m.Scan(fds[nk].DataTypeOID, fds[nk].Format, raw, &cur); err != nil {
 			return nil, err
 		}
-		for i < len(staged) && keyLess(stagedKey(staged[i]), key, nk) {
-			send = append(send, staged[i]) // no stored row
-			i++
-		}
-		isStaged := i < len(staged) && stagedKey(staged[i]) == key
+		i, isStaged := slices.BinarySearchFunc(keys, key, func(a, b [3]int64) int { return keyCmp(a, b, nk) })
 		if each != nil {
 			each(key, cur, isStaged)
 		}
@@ -308,7 +296,6 @@ func diffRows(m *pgtype.Map, t *table, res pgx.Rows, staged [][]any, comparable 
 			continue
 		}
 		r := staged[i]
-		i++
 		same := cur && (comparable == nil || comparable(r))
 		for j := 0; same && j < len(t.Cols); j++ {
 			fd, v, raw := fds[nk+1+j], r[nk+j], vals[nk+1+j]
@@ -369,21 +356,28 @@ func diffRows(m *pgtype.Map, t *table, res pgx.Rows, staged [][]any, comparable 
 				buf = enc[:0]
 			}
 		}
-		if !same {
-			send = append(send, r)
-		}
+		sameRow[i] = same
 	}
 	if err := res.Err(); err != nil {
 		return nil, err
 	}
-	return append(send, staged[i:]...), nil
-}
-
-func keyLess(a, b [3]int64, n int) bool {
-	for i := range n {
-		if a[i] != b[i] {
-			return a[i] < b[i]
+	var send [][]any
+	for i, r := range staged {
+		if !sameRow[i] {
+			send = append(send, r)
 		}
 	}
-	return false
+	return send, nil
 }
+
+// keyCmp compares the first n values of two keys.
+func keyCmp(a, b [3]int64, n int) int {
+	for i := range n {
+		if c := cmp.Compare(a[i], b[i]); c != 0 {
+			return c
+		}
+	}
+	return 0
+}
+
+func keyLess(a, b [3]int64, n int) bool { return keyCmp(a, b, n) < 0 }
