@@ -375,7 +375,7 @@ func TestStageLeavesTheSnapshotAsItWas(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if a, b := fmt.Sprint(derefRows(st.users), derefRows(st.roles)), fmt.Sprint(derefRows(st2.users), derefRows(st2.roles)); a != b {
+	if a, b := fmt.Sprint(pointeeRows(st.users), pointeeRows(st.roles)), fmt.Sprint(pointeeRows(st2.users), pointeeRows(st2.roles)); a != b {
 		t.Errorf("staged rows depend on the listing order:\n%s\n%s", a, b)
 	}
 }
@@ -405,7 +405,7 @@ func pointee(v any) any {
 	return v
 }
 
-func derefRows(rows [][]any) [][]any {
+func pointeeRows(rows [][]any) [][]any {
 	out := make([][]any, len(rows))
 	for i, r := range rows {
 		for _, v := range r {

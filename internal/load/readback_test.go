@@ -337,3 +337,60 @@ func TestReadBackEmptyArraysNotResent(t *testing.T) {
 		t.Errorf("changes %v, COPYed %v; want the one role changed", ch, copied)
 	}
 }
+
+// The comparison does not depend on the order the stored rows come in (the
+// users' read-back has no ORDER BY): the same stored users, read back in
+// key order and backwards, give the same rows to send and the same
+// dropped users.
+func TestReadBackInAnyOrder(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Options{AllowMassRemoval: true})
+	b.write(t, baseSnapshot())
+	snap := baseSnapshot()
+	snap.Users[1].Email = "changed@example.com" // user 2: to send
+	snap.Users = append(snap.Users[:2], snap.Users[3:]...)
+	snap.Users = append(snap.Users, msads.User{ID: 7, CustomerID: cust, UserName: "new"}) // new: to send
+	snap.Roles = withoutRolesOf(snap.Roles, 3)
+	st, err := stage(snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	diff := func(order string) string {
+		var out string
+		err := b.store.inTx(t.Context(), "", false, func(tx pgx.Tx) error {
+			rows, err := tx.Query(t.Context(), "SELECT * FROM ("+storedSQL[usersTable]+") s ORDER BY user_id "+order,
+				pgx.NamedArgs{"customer_id": int64(cust)})
+			if err != nil {
+				return err
+			}
+			var seen, dropped []int64
+			send, err := diffRows(tx.Conn().TypeMap(), usersTable, rows, st.users, nil, func(key [3]int64, cur, staged bool) {
+				seen = append(seen, key[1])
+				if cur && !staged {
+					dropped = append(dropped, key[1])
+				}
+			})
+			if err != nil {
+				return err
+			}
+			var sent []int64
+			for _, r := range send {
+				v, _ := keyInt(r[1])
+				sent = append(sent, v)
+			}
+			out = fmt.Sprintf("seen %v, send %v, dropped %v", seen, sent, dropped)
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	asc, desc := diff("ASC"), diff("DESC")
+	if want := "seen [1 2 3 4], send [2 7], dropped [3]"; asc != want {
+		t.Errorf("in key order: %s, want %s", asc, want)
+	}
+	if want := "seen [4 3 2 1], send [2 7], dropped [3]"; desc != want {
+		t.Errorf("backwards: %s, want %s", desc, want)
+	}
+}

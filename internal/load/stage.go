@@ -41,7 +41,7 @@ type replacedStrings struct {
 // newlines, emoji, right-to-left text, long values) stays verbatim. It
 // reports whether it changed s.
 func clean(s string) (string, bool) {
-	if !strings.ContainsRune(s, 0) && utf8.ValidString(s) {
+	if !needsClean(s) {
 		return s, false
 	}
 	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD"), true
