@@ -235,7 +235,10 @@ func TestServerRateLimitIsSurvived(t *testing.T) {
 	t.Parallel()
 	b := setup(t, func(c *Config) { c.RetryMaxElapsed = 10 * time.Second })
 	ctx := testCtx(t)
-	b.srv.SetFault(msadstest.AnyOp, msadstest.Fault{RateLimitPerSec: 50})
+	// 25 a second (a burst of 2): a request every 40 ms at most, which even
+	// a loaded host's race-instrumented client outruns (at 50 a second, a
+	// burst of 5, it once did not).
+	b.srv.SetFault(msadstest.AnyOp, msadstest.Fault{RateLimitPerSec: 25})
 	cache := NewUserCache()
 	for _, cid := range b.ds.CustomerIDs() {
 		if _, _, err := b.client.FetchCustomer(ctx, cid, cache, FetchOptions{Accounts: true}); err != nil {
