@@ -12,40 +12,6 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-func TestStartStop(t *testing.T) {
-	if os.Getenv("TEST_DATABASE_URL") != "" {
-		if _, err := findBin(); err != nil {
-			t.Skip("TEST_DATABASE_URL set and no PostgreSQL installed")
-		}
-	}
-	ctx := context.Background()
-	c, err := Start(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := c.Dir()
-	conn, err := pgx.Connect(ctx, c.URL())
-	if err != nil {
-		_ = c.Stop()
-		t.Fatal(err)
-	}
-	var one int
-	if err := conn.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil || one != 1 {
-		t.Errorf("SELECT 1 = %d, %v", one, err)
-	}
-	var fsync string
-	if err := conn.QueryRow(ctx, "SHOW fsync").Scan(&fsync); err != nil || fsync != "off" {
-		t.Errorf("fsync = %q, %v; want off", fsync, err)
-	}
-	_ = conn.Close(ctx)
-	if err := c.Stop(); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(dir); !os.IsNotExist(err) {
-		t.Errorf("folder %s still exists after Stop (stat: %v)", dir, err)
-	}
-}
-
 func TestFindBin(t *testing.T) {
 	t.Setenv("PATH", "/nonexistent")
 	dir, err := findBin()
@@ -84,7 +50,12 @@ func TestTraversable(t *testing.T) {
 	}
 }
 
-func TestStartReapsOrphans(t *testing.T) {
+// TestStartReapsOrphansAndStops starts a cluster, orphans it (its owner
+// pid becomes a process that has exited), and starts another: that Start
+// stops and removes the orphan and leaves alone a cluster folder whose owner
+// lives (this process). The second cluster then serves the plain checks:
+// it answers, runs with fsync off, and Stop removes its folder.
+func TestStartReapsOrphansAndStops(t *testing.T) {
 	if _, err := findBin(); err != nil {
 		t.Skip("no PostgreSQL installed")
 	}
@@ -94,11 +65,16 @@ func TestStartReapsOrphans(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = orphan.Stop() })
-	live, err := Start(ctx, nil)
+	// A cluster of a live owner: the reaper reads only its owner.pid, so
+	// a folder with this process's pid stands for a running one.
+	live, err := os.MkdirTemp(filepath.Dir(orphan.Dir()), "syncer-pg-")
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = live.Stop() })
+	t.Cleanup(func() { _ = os.RemoveAll(live) })
+	if err := os.WriteFile(filepath.Join(live, ownerFile), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
+		t.Fatal(err)
+	}
 
 	// Make the first cluster's owner a process that has exited.
 	dead := exec.Command("true")
@@ -109,11 +85,11 @@ func TestStartReapsOrphans(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	third, err := Start(ctx, nil)
+	c, err := Start(ctx, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = third.Stop() })
+	t.Cleanup(func() { _ = c.Stop() })
 	if _, err := os.Stat(orphan.Dir()); !os.IsNotExist(err) {
 		t.Errorf("orphaned cluster %s not removed (stat: %v)", orphan.Dir(), err)
 	}
@@ -121,9 +97,28 @@ func TestStartReapsOrphans(t *testing.T) {
 		_ = conn.Close(ctx)
 		t.Error("orphaned cluster still accepts connections")
 	}
-	conn, err := pgx.Connect(ctx, live.URL())
+	if _, err := os.Stat(filepath.Join(live, ownerFile)); err != nil {
+		t.Errorf("the folder of a cluster whose owner lives was touched: %v", err)
+	}
+
+	dir := c.Dir()
+	conn, err := pgx.Connect(ctx, c.URL())
 	if err != nil {
-		t.Fatalf("a cluster whose owner lives was touched: %v", err)
+		t.Fatal(err)
+	}
+	var one int
+	if err := conn.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil || one != 1 {
+		t.Errorf("SELECT 1 = %d, %v", one, err)
+	}
+	var fsync string
+	if err := conn.QueryRow(ctx, "SHOW fsync").Scan(&fsync); err != nil || fsync != "off" {
+		t.Errorf("fsync = %q, %v; want off", fsync, err)
 	}
 	_ = conn.Close(ctx)
+	if err := c.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("folder %s still exists after Stop (stat: %v)", dir, err)
+	}
 }
