@@ -7,7 +7,10 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/msads-syncer/syncer/internal/msads"
+	"github.com/msads-syncer/syncer/internal/pgtest"
 )
 
 // historyChains checks the history invariant of every historized table: per
@@ -111,4 +114,62 @@ func TestHistoryChainsUnderConcurrentSharedWrites(t *testing.T) {
 		}
 	}
 	b.sameVersions(t, before, "rewritten by a no-change re-run")
+}
+
+// A changed invitation's open history version is found by a probe of the
+// history's primary key even before the table has statistics
+// (sql/history.sql, "opened"). A one-column key's probes are each estimated
+// at 0.5% of the table without them, and joining the keys with the history
+// table was planned as a scan of all of it and a hash join: here, with 5,000
+// versions of another customer's invitations, never analysed.
+func TestInvitationHistoryProbedWithoutStatistics(t *testing.T) {
+	t.Parallel()
+	pool, schema := pgtest.FreshSchema(t)
+	ctx := t.Context()
+	for _, tb := range []string{"user_invitations", "user_invitations_history"} {
+		if _, err := pool.Exec(ctx, "ALTER TABLE "+pgx.Identifier{schema, tb}.Sanitize()+" SET (autovacuum_enabled = false)"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := NewStore(pool, Options{Schema: schema})
+	others := &msads.Snapshot{CustomerID: 2002, CustomerName: "Other", AccountsFetched: true}
+	for i := range int64(5000) {
+		others.Invitations = append(others.Invitations, msads.Invitation{ID: 100_000 + i, CustomerID: 2002,
+			Email: fmt.Sprintf("i%d@example.com", i), RoleID: msads.RoleViewer})
+	}
+	if _, err := s.WriteSnapshot(ctx, 0, others, SyncInfo{}); err != nil {
+		t.Fatal(err)
+	}
+	snap := baseSnapshot()
+	if _, err := s.WriteSnapshot(ctx, 0, snap, SyncInfo{}); err != nil {
+		t.Fatal(err)
+	}
+	snap.Invitations[0].RoleID = msads.RoleViewer
+	var plan []string
+	s.testHook = func(step string, tx pgx.Tx) error {
+		if step != "roles" {
+			return nil
+		}
+		args := pgx.NamedArgs{"customer_id": snap.CustomerID, "owners": []int64{snap.CustomerID}, "run_id": nil}
+		rows, err := tx.Query(ctx, "EXPLAIN (COSTS OFF) "+invitationsTable.upsert, args)
+		if err != nil {
+			return err
+		}
+		plan, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		return err
+	}
+	ch, err := s.WriteSnapshot(ctx, 0, snap, SyncInfo{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ch.Invitations.Changed != 1 {
+		t.Errorf("invitations changed = %d, want 1", ch.Invitations.Changed)
+	}
+	if len(plan) == 0 {
+		t.Fatal("the invitations upsert was not explained")
+	}
+	text := strings.Join(plan, "\n")
+	if strings.Contains(text, "Seq Scan on user_invitations_history") || !strings.Contains(text, "user_invitations_history_pkey") {
+		t.Errorf("the invitations upsert scans the history table instead of probing its primary key:\n%s", text)
+	}
 }
