@@ -9,6 +9,7 @@ import (
 	"maps"
 	"reflect"
 	"slices"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -272,6 +273,7 @@ func diffRows(m *pgtype.Map, t *table, res pgx.Rows, staged [][]any, comparable 
 		plan pgtype.EncodePlan
 	}
 	plans := make([]colPlan, len(t.Cols))
+	next := 0 // where the key after the last found one is: stored rows mostly come in key order
 	for res.Next() {
 		vals := res.RawValues()
 		var key [3]int64
@@ -288,7 +290,8 @@ func diffRows(m *pgtype.Map, t *table, res pgx.Rows, staged [][]any, comparable 
 		} else if err := m.Scan(fds[nk].DataTypeOID, fds[nk].Format, raw, &cur); err != nil {
 			return nil, err
 		}
-		i, isStaged := slices.BinarySearchFunc(keys, key, func(a, b [3]int64) int { return keyCmp(a, b, nk) })
+		i, isStaged := findKey(keys, key, nk, next)
+		next = i + 1
 		if each != nil {
 			each(key, cur, isStaged)
 		}
@@ -307,6 +310,11 @@ func diffRows(m *pgtype.Map, t *table, res pgx.Rows, staged [][]any, comparable 
 			// encoding) and a bigint in binary as 8 bytes: compared here
 			// without encoding, the most common values.
 			switch x := v.(type) {
+			case string:
+				if fd.DataTypeOID == pgtype.TextOID {
+					same = raw != nil && string(raw) == x
+					continue
+				}
 			case *string:
 				if x == nil {
 					same = raw == nil
@@ -314,6 +322,15 @@ func diffRows(m *pgtype.Map, t *table, res pgx.Rows, staged [][]any, comparable 
 				}
 				if fd.DataTypeOID == pgtype.TextOID {
 					same = raw != nil && string(raw) == *x
+					continue
+				}
+			case *time.Time:
+				if x == nil {
+					same = raw == nil
+					continue
+				}
+				if fd.DataTypeOID == pgtype.TimestamptzOID && fd.Format == pgx.BinaryFormatCode {
+					same = len(raw) == 8 && int64(binary.BigEndian.Uint64(raw)) == microsSinceY2K(*x)
 					continue
 				}
 			case *int64:
@@ -335,6 +352,10 @@ func diffRows(m *pgtype.Map, t *table, res pgx.Rows, staged [][]any, comparable 
 				// array (no dimension): the same value.
 				if len(x) == 0 && fd.Format == pgx.BinaryFormatCode {
 					same = len(raw) >= 4 && binary.BigEndian.Uint32(raw) == 0
+					continue
+				}
+				if fd.DataTypeOID == pgtype.Int8ArrayOID && fd.Format == pgx.BinaryFormatCode {
+					same = sameInt8Array(raw, x)
 					continue
 				}
 			}
@@ -368,6 +389,56 @@ func diffRows(m *pgtype.Map, t *table, res pgx.Rows, staged [][]any, comparable 
 		}
 	}
 	return send, nil
+}
+
+// findKey finds key in keys (sorted, the first n values of each compared)
+// as slices.BinarySearch does: its index, or where it would be, and whether
+// it is there. It looks at hint first: the index after the key found last,
+// which is where the next key is when stored rows come in key order (the
+// users of a customer written by COPY in that order, the roles read in it).
+func findKey(keys [][3]int64, key [3]int64, n, hint int) (int, bool) {
+	if hint < len(keys) && keyCmp(keys[hint], key, n) == 0 {
+		return hint, true
+	}
+	lo, hi := 0, len(keys)
+	for lo < hi {
+		h := int(uint(lo+hi) >> 1)
+		if keyCmp(keys[h], key, n) < 0 {
+			lo = h + 1
+		} else {
+			hi = h
+		}
+	}
+	return lo, lo < len(keys) && keyCmp(keys[lo], key, n) == 0
+}
+
+// microsSinceY2K is a time as PostgreSQL's binary timestamptz holds it
+// (microseconds since 2000-01-01 UTC), computed as pgx encodes it.
+func microsSinceY2K(t time.Time) int64 {
+	const unixToY2K = 946_684_800 * 1_000_000
+	return t.Unix()*1_000_000 + int64(t.Nanosecond())/1000 - unixToY2K
+}
+
+// sameInt8Array reports whether raw, a bigint[] in PostgreSQL's binary
+// array format, is the one-dimensional array of ids (not empty) with no
+// NULL element and lower bound 1: the array pgx sends for ids.
+func sameInt8Array(raw []byte, ids []int64) bool {
+	const header = 20 // ndim, has-null flag, element type, length, lower bound
+	if len(raw) != header+12*len(ids) {
+		return false
+	}
+	be := binary.BigEndian
+	if be.Uint32(raw) != 1 || be.Uint32(raw[4:]) != 0 || be.Uint32(raw[8:]) != pgtype.Int8OID ||
+		be.Uint32(raw[12:]) != uint32(len(ids)) || be.Uint32(raw[16:]) != 1 {
+		return false
+	}
+	for i, id := range ids {
+		e := raw[header+12*i:]
+		if be.Uint32(e) != 8 || int64(be.Uint64(e[4:])) != id {
+			return false
+		}
+	}
+	return true
 }
 
 // keyCmp compares the first n values of two keys.

@@ -1,6 +1,7 @@
 package load
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -9,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/msads-syncer/syncer/internal/msads"
@@ -392,5 +394,64 @@ func TestReadBackInAnyOrder(t *testing.T) {
 	}
 	if want := "seen [4 3 2 1], send [2 7], dropped [3]"; desc != want {
 		t.Errorf("backwards: %s, want %s", desc, want)
+	}
+}
+
+// The read-back's own comparisons (diffRows's fast paths, findKey) agree
+// with what they replace: pgx's encoding of the staged value, and a binary
+// search.
+func TestReadBackFastPathsAgree(t *testing.T) {
+	m := pgtype.NewMap()
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, s := range []string{"2025-01-02T03:04:05.123456789Z", "1969-12-31T23:59:59.999999999Z", "1900-02-03T04:05:06.000000500+05:30",
+		"2000-01-01T00:00:00Z", "1999-12-31T23:59:59.9999995Z", "2262-04-11T23:47:16.854775807Z"} {
+		tm := *ptime(s)
+		enc, err := m.Encode(pgtype.TimestamptzOID, pgx.BinaryFormatCode, &tm, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := microsSinceY2K(tm); int64(binary.BigEndian.Uint64(enc)) != got {
+			t.Errorf("%s: microsSinceY2K %d, pgx sends %d", s, got, int64(binary.BigEndian.Uint64(enc)))
+		}
+	}
+	for _, ids := range [][]int64{{1}, {21, 22}, {-5, 0, 1 << 40}} {
+		enc, err := m.Encode(pgtype.Int8ArrayOID, pgx.BinaryFormatCode, ids, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !sameInt8Array(enc, ids) {
+			t.Errorf("%v: pgx's encoding %x not taken as the same", ids, enc)
+		}
+		// Any other byte: another array (or not a plain one).
+		for i := range enc {
+			bad := slices.Clone(enc)
+			bad[i] ^= 0x10
+			if sameInt8Array(bad, ids) {
+				t.Errorf("%v: byte %d changed (%x) still taken as the same", ids, i, bad)
+			}
+		}
+		if sameInt8Array(enc, ids[:len(ids)-1]) || sameInt8Array(enc[:len(enc)-1], ids) {
+			t.Errorf("%v: a shorter array taken as the same", ids)
+		}
+	}
+	for range 200 {
+		n := 1 + rng.IntN(3)
+		keys := make([][3]int64, rng.IntN(20))
+		for i := range keys {
+			for j := range n {
+				keys[i][j] = rng.Int64N(4)
+			}
+		}
+		slices.SortFunc(keys, func(a, b [3]int64) int { return keyCmp(a, b, n) })
+		keys = slices.CompactFunc(keys, func(a, b [3]int64) bool { return keyCmp(a, b, n) == 0 })
+		var key [3]int64
+		for j := range n {
+			key[j] = rng.Int64N(5)
+		}
+		hint := rng.IntN(len(keys) + 2)
+		wi, wok := slices.BinarySearchFunc(keys, key, func(a, b [3]int64) int { return keyCmp(a, b, n) })
+		if i, ok := findKey(keys, key, n, hint); i != wi || ok != wok {
+			t.Fatalf("findKey(%v, %v, hint %d) = %d, %v; binary search says %d, %v", keys, key, hint, i, ok, wi, wok)
+		}
 	}
 }
