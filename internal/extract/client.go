@@ -302,6 +302,11 @@ func (c *Client) call(ctx context.Context, r request, decode func([]byte) error)
 	if err == nil {
 		return nil
 	}
+	if cerr := ctx.Err(); cerr != nil && !IsRunFatal(err) {
+		// Canceled while or after the last attempt failed: the call ends
+		// because of the cancel, not of that attempt's (retryable) failure.
+		err = cerr
+	}
 	if ae, ok := errors.AsType[*APIError](err); !ok && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
 		return fmt.Errorf("%s%s: %w", r.op, customerSuffix(r.customerID), err)
 	} else if ok && attempts > 1 && (ae.Class == ClassThrottled || ae.Class == ClassTransient) {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/msads-syncer/syncer/internal/extract/msadstest"
+	"github.com/msads-syncer/syncer/internal/msads"
 )
 
 func TestNewValidates(t *testing.T) {
@@ -420,6 +421,46 @@ func TestCancelEndsHungCallAndBackoff(t *testing.T) {
 	}
 	// The throttle pause above is still in force for a minute; a new client is clean.
 }
+
+// A cancel that lands after an attempt's failure came back, before the
+// client looked at it, still ends the call as canceled (permanent, naming
+// the op), not as that attempt's retryable failure: the run stops, it does
+// not record the customer as failed by the API. The transport cancels the
+// call's context as it hands over each answer of the operation.
+func TestCancelAfterFailedAttemptIsCancellation(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name  string
+		fault msadstest.Fault
+	}{
+		{"5xx", msadstest.Fault{Status5xxCode0: 5}},
+		{"throttled", msadstest.Fault{Throttle: 5}},
+	} {
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		b := setup(t, func(c *Config) {
+			c.HTTPClient = &http.Client{Transport: roundTripFunc(func(req *http.Request) (*http.Response, error) {
+				resp, err := http.DefaultTransport.RoundTrip(req)
+				if strings.HasSuffix(req.URL.Path, msads.OpPaths[msads.OpGetUsersInfo]) {
+					cancel()
+				}
+				return resp, err
+			})}
+		})
+		b.srv.SetFault(msadstest.OpGetUsersInfo, tc.fault)
+		_, err := b.client.GetUsersInfo(ctx, b.ds.CustomerIDs()[0])
+		if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "GetUsersInfo") {
+			t.Errorf("%s: err = %v, want context.Canceled naming the op", tc.name, err)
+		}
+		if Classify(err) != ClassPermanent {
+			t.Errorf("%s: class = %v, want permanent", tc.name, Classify(err))
+		}
+	}
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
 func TestRequestTimeoutIsTransient(t *testing.T) {
 	t.Parallel()
