@@ -220,4 +220,3 @@ func writeDurations(file string, h map[string]float64) {
 		fmt.Fprintln(os.Stderr, "runtests: keep durations:", err)
 	}
 }
-
