@@ -19,12 +19,6 @@ build: ## build the static binary bin/syncer
 postgres: ## install PostgreSQL from Debian's packages when initdb is missing
 	@./scripts/ensure-postgres.sh test
 
-# The race runtime sleeps 1 s before a test binary exits (for leaked
-# goroutines to race); `go test` runs two binaries at a time, one of them the
-# e2e package, so 20-odd packages paid it one after the other.
-GORACE ?= atexit_sleep_ms=100
-export GORACE
-
 # scripts/runtests is go test without linking the test binaries again when
 # nothing they hold changed (bin/test/), longest package first.
 test: postgres ## vet, then every test with the race detector against one throwaway PostgreSQL that all packages share (or $$TEST_DATABASE_URL)
