@@ -36,7 +36,12 @@ import (
 	"time"
 )
 
-func main() { os.Exit(run(os.Args[1:], os.Stdout)) }
+func main() {
+	// The binaries get the terminal's signals and end; runtests outlives
+	// them to report.
+	signal.Ignore(syscall.SIGINT, syscall.SIGTERM)
+	os.Exit(run(os.Args[1:], os.Stdout))
+}
 
 // pkg is one package with tests.
 type pkg struct {
@@ -65,7 +70,6 @@ func run(args []string, stdout io.Writer) int {
 	if len(patterns) == 0 {
 		patterns = []string{"."}
 	}
-	signal.Ignore(syscall.SIGINT, syscall.SIGTERM) // the binaries get the terminal's signals and end; we report
 	ctx := context.Background()
 
 	pkgs, err := list(ctx, *goCmd, patterns)
