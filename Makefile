@@ -20,10 +20,12 @@ postgres: ## install PostgreSQL from Debian's packages when initdb is missing
 	@./scripts/ensure-postgres.sh test
 
 # scripts/runtests is go test without linking the test binaries again when
-# nothing they hold changed (bin/test/), longest package first.
+# nothing they hold changed (bin/test/), longest package first. The test
+# clusters live in /dev/shm when it is a tmpfs with room (PGCLUSTER_RAM,
+# package pgcluster).
 test: postgres ## vet, then every test with the race detector against one throwaway PostgreSQL that all packages share (or $$TEST_DATABASE_URL)
 	$(GO) vet ./...
-	$(GO) run ./scripts/withpg $(GO) run ./scripts/runtests -go $(GO) -race -parallel 6 -timeout 20m ./...
+	PGCLUSTER_RAM=1 $(GO) run ./scripts/withpg $(GO) run ./scripts/runtests -go $(GO) -race -parallel 6 -timeout 20m ./...
 
 test/short: postgres ## every test without the race detector
 	$(GO) test -count=1 ./...

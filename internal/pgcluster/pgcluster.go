@@ -79,20 +79,25 @@ func Start(ctx context.Context, logger *slog.Logger) (*Cluster, error) {
 	return c, nil
 }
 
-// ramDir is where clusters go when it is a RAM file system with room
-// (see parentDir), and ramDirMinFree the room it must have.
+// EnvRAM, set to 1, makes Start put clusters in a RAM file system when
+// there is one with room (see parentDir). `make test` sets it; the
+// benchmarks and `syncer demo` run on disk, as a warehouse does.
+const EnvRAM = "PGCLUSTER_RAM"
+
+// ramDir is where clusters go under EnvRAM when it is a tmpfs with
+// ramDirMinFree bytes free.
 var (
 	ramDir        = "/dev/shm"
 	ramDirMinFree = uint64(4 << 30)
 )
 
 // parentDir returns the folder clusters (and their template) are made in:
-// ramDir when it is a tmpfs with ramDirMinFree bytes free, else the temp
-// dir. A throwaway cluster runs with fsync off and is deleted at Stop, so
+// with EnvRAM=1, ramDir when it is a tmpfs with room; else the temp dir.
+// A throwaway test cluster runs with fsync off and is deleted at Stop, so
 // a disk keeps nothing for it but costs it: on the ext4 root of the test
 // machines, creating a relation's files took ~7% of the server's CPU in
 // the e2e suite (the inode allocator's search past recently deleted
-// inodes), and `make test` ran 58-66 s of CPU with the clusters in
+// inodes), and `make test` ran 58-66 s of CPU with its clusters in
 // /dev/shm against 72-85 s in /tmp (runs alternated). Docker's default
 // 64 MB /dev/shm is too small and is passed over.
 //
@@ -101,7 +106,7 @@ var (
 // is used instead.
 func parentDir() (string, error) {
 	var fs syscall.Statfs_t
-	if err := syscall.Statfs(ramDir, &fs); err == nil && fs.Type == tmpfsMagic &&
+	if os.Getenv(EnvRAM) == "1" && syscall.Statfs(ramDir, &fs) == nil && fs.Type == tmpfsMagic &&
 		uint64(fs.Bavail)*uint64(fs.Bsize) >= ramDirMinFree && writable(ramDir) && traversable(ramDir) {
 		return ramDir, nil
 	}

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -120,5 +121,47 @@ func TestStartReapsOrphansAndStops(t *testing.T) {
 	}
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
 		t.Errorf("folder %s still exists after Stop (stat: %v)", dir, err)
+	}
+}
+
+// parentDir takes the RAM folder only when asked (PGCLUSTER_RAM=1) and
+// only when it is a tmpfs with room; otherwise the temp dir.
+func TestParentDirRAMOnlyWhenAskedAndRoomy(t *testing.T) {
+	var fs syscall.Statfs_t
+	if err := syscall.Statfs("/dev/shm", &fs); err != nil || fs.Type != tmpfsMagic {
+		t.Skip("no tmpfs at /dev/shm")
+	}
+	defer func(d string, n uint64) { ramDir, ramDirMinFree = d, n }(ramDir, ramDirMinFree)
+	ramDir, ramDirMinFree = "/dev/shm", 1<<20
+	onDisk := func() string {
+		t.Helper()
+		if os.Geteuid() == 0 && !traversable(os.TempDir()) {
+			return "/tmp"
+		}
+		return ""
+	}
+	for _, c := range []struct {
+		name, env, ramDir string
+		minFree           uint64
+		want              string
+	}{
+		{"not asked", "", "/dev/shm", 1 << 20, onDisk()},
+		{"asked, tmpfs with room", "1", "/dev/shm", 1 << 20, "/dev/shm"},
+		{"asked, tmpfs without room", "1", "/dev/shm", 1 << 62, onDisk()},
+		{"asked, not a tmpfs", "1", t.TempDir(), 1 << 20, onDisk()},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if c.name == "asked, not a tmpfs" {
+				if err := syscall.Statfs(c.ramDir, &fs); err != nil || fs.Type == tmpfsMagic {
+					t.Skip("the temp dir is a tmpfs too")
+				}
+			}
+			t.Setenv(EnvRAM, c.env)
+			ramDir, ramDirMinFree = c.ramDir, c.minFree
+			got, err := parentDir()
+			if err != nil || got != c.want {
+				t.Errorf("parentDir() = %q, %v; want %q", got, err, c.want)
+			}
+		})
 	}
 }
