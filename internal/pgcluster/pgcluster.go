@@ -107,7 +107,7 @@ var (
 func parentDir() (string, error) {
 	var fs syscall.Statfs_t
 	if os.Getenv(EnvRAM) == "1" && syscall.Statfs(ramDir, &fs) == nil && fs.Type == tmpfsMagic &&
-		uint64(fs.Bavail)*uint64(fs.Bsize) >= ramDirMinFree && writable(ramDir) && traversable(ramDir) {
+		fs.Bavail*uint64(fs.Bsize) >= ramDirMinFree && writable(ramDir) && traversable(ramDir) {
 		return ramDir, nil
 	}
 	if os.Geteuid() != 0 || traversable(os.TempDir()) {
