@@ -37,8 +37,12 @@ func TestMain(m *testing.M) {
 	os.Exit(func() int {
 		dir, err := binaryDir()
 		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
+			// A read-only checkout: a folder of this run's own.
+			if dir, err = os.MkdirTemp("", "syncer-e2e-"); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 1
+			}
+			defer os.RemoveAll(dir)
 		}
 		binary = filepath.Join(dir, "syncer")
 		// Built as the release is (Makefile, Dockerfile): static, without

@@ -55,7 +55,14 @@ func Start(ctx context.Context, logger *slog.Logger) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Orphans may be in either folder: an earlier run may have chosen the
+	// other (PGCLUSTER_RAM set or not, /dev/shm fuller or emptier).
 	reapOrphans(parent, bin, logger)
+	if parent == ramDir {
+		reapOrphans("", bin, logger)
+	} else if _, err := os.Stat(ramDir); err == nil {
+		reapOrphans(ramDir, bin, logger)
+	}
 	dir, err := os.MkdirTemp(parent, "syncer-pg-")
 	if err != nil {
 		return nil, fmt.Errorf("pgcluster: %w", err)
@@ -105,9 +112,7 @@ var (
 // the folder; a private TMPDIR (say under /root) would not do, so /tmp
 // is used instead.
 func parentDir() (string, error) {
-	var fs syscall.Statfs_t
-	if os.Getenv(EnvRAM) == "1" && syscall.Statfs(ramDir, &fs) == nil && fs.Type == tmpfsMagic &&
-		fs.Bavail*uint64(fs.Bsize) >= ramDirMinFree && writable(ramDir) && traversable(ramDir) {
+	if os.Getenv(EnvRAM) == "1" && tmpfsFree(ramDir) >= ramDirMinFree && writable(ramDir) && traversable(ramDir) {
 		return ramDir, nil
 	}
 	if os.Geteuid() != 0 || traversable(os.TempDir()) {
@@ -118,9 +123,6 @@ func parentDir() (string, error) {
 	}
 	return "/tmp", nil
 }
-
-// tmpfsMagic is statfs's f_type of a tmpfs (linux/magic.h).
-const tmpfsMagic = 0x01021994
 
 // writable reports whether this process can create files in dir.
 func writable(dir string) bool {

@@ -28,6 +28,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -38,8 +39,10 @@ import (
 
 func main() {
 	// The binaries get the terminal's signals and end; runtests outlives
-	// them to report.
-	signal.Ignore(syscall.SIGINT, syscall.SIGTERM)
+	// them to report. Notify, not Ignore: an ignored signal stays ignored
+	// in the programs a process starts, and the binaries must stop on
+	// Ctrl-C.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGINT, syscall.SIGTERM)
 	os.Exit(run(os.Args[1:], os.Stdout))
 }
 
@@ -47,7 +50,7 @@ func main() {
 type pkg struct {
 	ImportPath string
 	Dir        string
-	Bin        string // its test binary: <dir>/<last path element>.test, as go test -c -o names it
+	Bin        string // its test binary (binaryName)
 }
 
 func run(args []string, stdout io.Writer) int {
@@ -77,7 +80,13 @@ func run(args []string, stdout io.Writer) int {
 		fmt.Fprintln(os.Stderr, "runtests:", err)
 		return 2
 	}
-	dir, err := filepath.Abs(*binDir)
+	// A folder per build flag set: a run with other flags must not relink
+	// (say, without the race detector) the binaries this one runs.
+	flavor := "plain"
+	if *race {
+		flavor = "race"
+	}
+	dir, err := filepath.Abs(filepath.Join(*binDir, flavor))
 	if err == nil {
 		err = os.MkdirAll(dir, 0o755)
 	}
@@ -96,7 +105,7 @@ func run(args []string, stdout io.Writer) int {
 		return 2
 	}
 	for i := range pkgs {
-		pkgs[i].Bin = filepath.Join(dir, filepath.Base(pkgs[i].ImportPath)+".test")
+		pkgs[i].Bin = filepath.Join(dir, binaryName(pkgs[i].ImportPath))
 	}
 
 	testArgs := []string{"-test.paniconexit0", "-test.count=1", "-test.timeout=" + timeout.String()}
@@ -144,7 +153,7 @@ func run(args []string, stdout io.Writer) int {
 		go func() {
 			defer func() { <-slots; wg.Done() }()
 			start := time.Now()
-			out, err := runBinary(ctx, pk, testArgs)
+			out, err := runBinary(ctx, pk, testArgs, *timeout)
 			d := time.Since(start)
 			mu.Lock()
 			defer mu.Unlock()
@@ -161,8 +170,10 @@ func run(args []string, stdout io.Writer) int {
 				if !bytes.HasSuffix(out, []byte("\n")) && len(out) > 0 {
 					fmt.Fprintln(stdout)
 				}
+				// Why, when the output does not say: a signal, a bare
+				// exit status, a binary that would not start.
 				var exit *exec.ExitError
-				if !errors.As(err, &exit) {
+				if !errors.As(err, &exit) || !exit.Exited() || len(out) == 0 {
 					fmt.Fprintf(stdout, "runtests: %v\n", err)
 				}
 				fmt.Fprintf(stdout, "FAIL\t%s\t%.3fs\n", pk.ImportPath, d.Seconds())
@@ -204,14 +215,48 @@ func list(ctx context.Context, goCmd string, patterns []string) ([]pkg, error) {
 }
 
 // runBinary runs a package's test binary in the package's folder and
-// returns its output (stdout and stderr, interleaved).
-func runBinary(ctx context.Context, p pkg, args []string) ([]byte, error) {
+// returns its output (stdout and stderr, interleaved). As go test does, it
+// kills a binary that outlived its own -test.timeout by a minute (SIGQUIT,
+// for its goroutines' stacks), and stops waiting for the output of
+// processes it left behind a minute after it exited.
+func runBinary(ctx context.Context, p pkg, args []string, timeout time.Duration) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout+time.Minute)
+	defer cancel()
 	cmd := exec.CommandContext(ctx, p.Bin, args...)
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGQUIT) }
+	cmd.WaitDelay = time.Minute
 	cmd.Dir = p.Dir
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()
+	if ctx.Err() != nil {
+		err = fmt.Errorf("%w (killed %v after its -test.timeout)", err, time.Minute)
+	}
 	return out.Bytes(), err
+}
+
+// binaryName is the file go test -c -o <dir>/ writes a package's test
+// binary to: the last element of its import path, or the one before a
+// major version suffix (example.com/m/v2: m.test), plus .test.
+func binaryName(importPath string) string {
+	elem := path.Base(importPath)
+	if isMajorVersion(elem) {
+		elem = path.Base(path.Dir(importPath))
+	}
+	return elem + ".test"
+}
+
+// isMajorVersion reports whether elem is v2, v3, ...
+func isMajorVersion(elem string) bool {
+	if len(elem) < 2 || elem[0] != 'v' || elem[1] == '0' {
+		return false
+	}
+	for _, r := range elem[1:] {
+		if r < '0' || r > '9' {
+			return false
+		}
+	}
+	return elem != "v1"
 }
 
 func readDurations(file string) map[string]float64 {
@@ -222,10 +267,15 @@ func readDurations(file string) map[string]float64 {
 	return h
 }
 
+// writeDurations replaces file whole (a temporary file renamed over it),
+// so a run that reads it meanwhile finds the old or the new one.
 func writeDurations(file string, h map[string]float64) {
 	b, err := json.MarshalIndent(h, "", "  ")
 	if err == nil {
-		err = os.WriteFile(file, append(b, '\n'), 0o644)
+		tmp := fmt.Sprintf("%s.%d", file, os.Getpid())
+		if err = os.WriteFile(tmp, append(b, '\n'), 0o644); err == nil {
+			err = os.Rename(tmp, file)
+		}
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "runtests: keep durations:", err)

@@ -40,6 +40,16 @@ func TestPass(t *testing.T) {
 		"fail/fail.go":      "package fail\n",
 		"fail/fail_test.go": "package fail\n\nimport \"testing\"\n\nfunc TestFail(t *testing.T) { t.Error(\"the failure's own words\") }\n",
 		"notests/n.go":      "package notests\n",
+		"crash/crash.go":    "package crash\n",
+		"crash/crash_test.go": `package crash
+
+import (
+	"os"
+	"testing"
+)
+
+func TestMain(m *testing.M) { os.Exit(3) }
+`,
 	}
 	for name, body := range files {
 		p := filepath.Join(mod, name)
@@ -58,7 +68,8 @@ func TestPass(t *testing.T) {
 		t.Fatalf("exit %d with a failing package, want 1:\n%s", code, &out)
 	}
 	got := out.String()
-	for _, want := range []string{"ok  \texample.com/m/pass\t", "the failure's own words", "FAIL\texample.com/m/fail\t", "\nFAIL\n"} {
+	for _, want := range []string{"ok  \texample.com/m/pass\t", "the failure's own words", "FAIL\texample.com/m/fail\t",
+		"runtests: exit status 3\nFAIL\texample.com/m/crash\t", "\nFAIL\n"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("output lacks %q:\n%s", want, got)
 		}
@@ -80,5 +91,29 @@ func TestPass(t *testing.T) {
 	out.Reset()
 	if code := run([]string{"./pass"}, &out); code != 0 {
 		t.Errorf("exit %d with every package passing, want 0:\n%s", code, &out)
+	}
+
+	// A package that does not build: exit 2, nothing run.
+	if err := os.WriteFile(filepath.Join(mod, "pass", "broken_test.go"), []byte("package pass\n\nfunc broken() { undefined() }\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	if code := run([]string{"./pass"}, &out); code != 2 || strings.Contains(out.String(), "ok ") {
+		t.Errorf("exit %d with a package that does not build, want 2 and nothing run:\n%s", code, &out)
+	}
+}
+
+func TestBinaryNameAsGoTestNamesIt(t *testing.T) {
+	for path, want := range map[string]string{
+		"github.com/msads-syncer/syncer/internal/load": "load.test",
+		"github.com/msads-syncer/syncer/cmd/syncer":    "syncer.test",
+		"example.com/m/v2":                             "m.test",
+		"example.com/m/v1":                             "v1.test",
+		"example.com/m/v0":                             "v0.test",
+		"example.com/m/v2x":                            "v2x.test",
+	} {
+		if got := binaryName(path); got != want {
+			t.Errorf("binaryName(%q) = %q, want %q", path, got, want)
+		}
 	}
 }

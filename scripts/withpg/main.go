@@ -2,9 +2,9 @@
 // it starts the cluster (package pgcluster), runs the command with
 // TEST_DATABASE_URL pointing at it and TEST_DATABASE_OWNED=1 (the tests may
 // reconfigure that server: it is theirs), stops the cluster and exits with
-// the command's status. `make test` runs `go test ./...` under it, so every
-// test package shares one cluster (each test its own schema or database)
-// instead of starting one per package.
+// the command's status. `make test` runs the tests (scripts/runtests) under
+// it, so every test package shares one cluster (each test its own schema or
+// database) instead of starting one per package.
 //
 // With TEST_DATABASE_URL already set, it runs the command as it is.
 //
@@ -36,8 +36,9 @@ func run(args []string) int {
 		return 2
 	}
 	// The command gets the terminal's signals itself (same process group);
-	// withpg outlives it to stop the cluster.
-	signal.Ignore(syscall.SIGINT, syscall.SIGTERM)
+	// withpg outlives it to stop the cluster. Notify, not Ignore: an
+	// ignored signal stays ignored in the command.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGINT, syscall.SIGTERM)
 	env := os.Environ()
 	if os.Getenv(pgtest.EnvURL) == "" {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
