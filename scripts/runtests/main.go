@@ -3,8 +3,11 @@
 // links a binary again only when its package or a dependency changed, and
 // runs the binaries itself, each in its package's folder as go test does.
 // `go test` links every test binary on every run (about 11 s of CPU for
-// this tree's 20 race-detector binaries on a 2-core machine, a quarter of
-// make test's wall time); here an unchanged tree links none.
+// this tree's 20 race-detector binaries on a 2-core machine); here an
+// unchanged tree links none. Alone that was within the machine's noise
+// (the packages then start sooner and load the shared server more);
+// with the clusters in RAM (pgcluster's PGCLUSTER_RAM) `make test` took
+// 10-25% less time than before (BENCHMARKS.md, "Eighth session").
 //
 // Binaries run -p at a time, the one that took longest last time first
 // (durations kept beside the binaries), so the long e2e package starts at
