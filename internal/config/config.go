@@ -335,11 +335,6 @@ func (c *Config) SetDefaults() {
 	c.setReconcileDefaults()
 }
 
-var (
-	identPattern    = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
-	instancePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$`)
-)
-
 // Validate checks every key and returns Errors naming each bad key and
 // its line. Credentials are checked by ValidateCredentials, since some
 // commands (migrate, invitations) do not need them.
@@ -348,10 +343,10 @@ func (c *Config) Validate() error {
 	bad := func(key, format string, args ...any) {
 		errs = append(errs, &FieldError{Key: key, Line: c.Line(key), Msg: fmt.Sprintf(format, args...)})
 	}
-	if !identPattern.MatchString(c.Database.Schema) {
+	if !isIdent(c.Database.Schema) {
 		bad("database.schema", "%q is not a plain lower-case SQL identifier (letters, digits, _)", c.Database.Schema)
 	}
-	if c.Database.ReaderRole != "" && !identPattern.MatchString(c.Database.ReaderRole) {
+	if c.Database.ReaderRole != "" && !isIdent(c.Database.ReaderRole) {
 		bad("database.reader_role", "%q is not a plain lower-case SQL identifier", c.Database.ReaderRole)
 	}
 	m := c.MicrosoftAds
@@ -411,7 +406,7 @@ func (c *Config) Validate() error {
 		bad("schedule", "%q is not a 5-field cron spec or @every/@hourly descriptor: %v", c.Schedule, err)
 	}
 	c.CronSchedule = sched
-	if in := c.Metrics.Instance; in != "" && !instancePattern.MatchString(in) {
+	if in := c.Metrics.Instance; in != "" && !isInstance(in) {
 		bad("metrics.instance", "%q must be 1 to 128 letters, digits, '.', '_', ':' or '-', starting with a letter or digit", in)
 	}
 	if c.Invitations.StaleAfter.D() <= 0 {
@@ -441,17 +436,12 @@ func lineOrder(line int) int {
 	return line
 }
 
-var (
-	guidPattern   = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
-	domainPattern = regexp.MustCompile(`^(?i)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$`)
-)
-
 // validTenant accepts the identity platform's tenant values: common,
 // organizations, consumers, a tenant id (GUID) or a verified domain.
 func validTenant(t string) error {
 	switch {
 	case t == "" || t == "common" || t == "organizations" || t == "consumers",
-		guidPattern.MatchString(t), domainPattern.MatchString(t):
+		isGUID(t), isDomain(t):
 		return nil
 	}
 	return fmt.Errorf("%q must be common, organizations, consumers, a tenant id (GUID) or a domain such as contoso.onmicrosoft.com", t)

@@ -110,7 +110,7 @@ func (c *Config) setReconcileDefaults() {
 func (c *Config) validateReconcile(bad func(key, format string, args ...any)) {
 	r := c.Reconcile
 	for i, d := range r.AllowedDomains {
-		if !domainPattern.MatchString(strings.TrimSpace(d)) {
+		if !isDomain(strings.TrimSpace(d)) {
 			bad("reconcile.allowed_domains", "item %d: %q is not a domain such as example.com", i+1, d)
 		}
 	}
@@ -119,9 +119,9 @@ func (c *Config) validateReconcile(bad func(key, format string, args ...any)) {
 		target := strings.TrimSpace(r.DomainAliases[alias])
 		const key = "reconcile.domain_aliases"
 		switch {
-		case !domainPattern.MatchString(alias):
+		case !isDomain(alias):
 			bad(key, "%q is not a domain such as old-name.com", alias)
-		case !domainPattern.MatchString(target):
+		case !isDomain(target):
 			bad(key, "%s: %q is not a domain such as example.com", alias, target)
 		case strings.EqualFold(alias, target):
 			bad(key, "%s: maps a domain to itself", alias)
