@@ -18,6 +18,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -172,8 +173,8 @@ func schema(t testing.TB, recycled bool) (*pgxpool.Pool, string) {
 		// schema: it is dropped, so their writes cannot reach the next
 		// test's.
 		if !t.Failed() {
-			if ok, err := recycle(ctx, p, s, schema, version); ok {
-				return
+			if ok, err := recycle(ctx, p, s, schema, version); ok || errors.Is(err, errNoSchema) {
+				return // recycled, or dropped by the test itself
 			} else if err != nil {
 				t.Logf("pgtest: recycle schema %s: %v (dropping it)", schema, err)
 			}

@@ -318,7 +318,7 @@ func catalogVersion(ctx context.Context, q interface {
 		return "", 0, fmt.Errorf("catalog version of %s: %w", schema, err)
 	}
 	if version == nil {
-		return "", 0, fmt.Errorf("catalog version of %s: no such schema", schema)
+		return "", 0, fmt.Errorf("catalog version of %s: %w", schema, errNoSchema)
 	}
 	return *version, size, nil
 }
@@ -371,5 +371,8 @@ func recycle(ctx context.Context, p *pgxpool.Pool, s *seed, schema, version stri
 	}
 	return true, nil
 }
+
+// errNoSchema: the schema is gone (a test may drop its own).
+var errNoSchema = errors.New("no such schema")
 
 func ident(s string) string { return pgx.Identifier{s}.Sanitize() }

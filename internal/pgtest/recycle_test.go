@@ -2,6 +2,7 @@ package pgtest
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"strings"
 	"sync"
@@ -219,5 +220,20 @@ func TestDroppedFreeSchemaIsSkipped(t *testing.T) {
 	}
 	if got := count(t, "SELECT count(*) FROM pgtest_pool.free_schemas WHERE schema_name = '"+gone+"'"); got != 0 {
 		t.Errorf("the dropped schema's entry is still on the free list")
+	}
+}
+
+// A schema its test dropped itself is neither recycled nor reported: recycle
+// says it is gone (errNoSchema), which Schema's cleanup takes as done.
+func TestRecycleOfADroppedSchema(t *testing.T) {
+	t.Parallel()
+	p, s := poolAndSeed(t)
+	n, v := migrated(t)
+	if _, err := p.Exec(t.Context(), "DROP SCHEMA "+ident(n)+" CASCADE"); err != nil {
+		t.Fatal(err)
+	}
+	ok, err := recycle(t.Context(), p, s, n, v)
+	if ok || !errors.Is(err, errNoSchema) {
+		t.Fatalf("recycle of a dropped schema = %v, %v; want false, errNoSchema", ok, err)
 	}
 }
