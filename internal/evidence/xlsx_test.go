@@ -1,0 +1,161 @@
+package evidence
+
+import (
+	"archive/zip"
+	"bytes"
+	"encoding/xml"
+	"errors"
+	"io"
+	"math"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/xuri/excelize/v2"
+)
+
+// The workbook's parts are well-formed XML, each listed in the content
+// types with its relationships in place; a spreadsheet library reads back
+// every cell as written (text that XML must escape, numbers, booleans,
+// empty cells, columns past Z); and the same data makes the same bytes.
+func TestWorkbookParts(t *testing.T) {
+	t.Parallel()
+	m := &Manifest{AsOf: "2026-12-01T00:00:00Z", GeneratedAt: "2026-12-02T10:00:00Z", Tool: Tool{Name: "syncer", Version: "v1", Commit: "abc"},
+		Database: Database{Name: "warehouse", ServerVersion: "15.18", Schema: "msads"}}
+	wide := make([]string, 30) // columns A–AD
+	row := make([]any, 30)
+	for i := range wide {
+		wide[i] = "c" + cellName(i+1, 1)
+		row[i] = int64(i)
+	}
+	sheets := []sheet{
+		{name: "users", columns: []string{"text", "number", "bool", "empty", "float"}, rows: [][]any{
+			{`a <b> & "c" 'd'` + "\nline two\ttab", int64(-42), true, nil, 1.5},
+			{"", int32(7), false, nil, math.Inf(1)},
+		}},
+		{name: "wide", columns: wide, rows: [][]any{row}},
+	}
+	var first, second bytes.Buffer
+	changed := 0
+	if err := writeWorkbook(&first, m, sheets, &changed); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeWorkbook(&second, m, sheets, &changed); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(first.Bytes(), second.Bytes()) {
+		t.Error("two writes of the same data differ")
+	}
+	if changed != 0 {
+		t.Errorf("%d cells changed, want none", changed)
+	}
+
+	z, err := zip.NewReader(bytes.NewReader(first.Bytes()), int64(first.Len()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	overrides := map[string]bool{}
+	for _, f := range z.File {
+		names = append(names, f.Name)
+		r, err := f.Open()
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := xml.NewDecoder(r)
+		for {
+			tok, err := d.Token()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				t.Fatalf("%s: %v", f.Name, err)
+			}
+			if se, ok := tok.(xml.StartElement); ok && se.Name.Local == "Override" {
+				for _, a := range se.Attr {
+					if a.Name.Local == "PartName" {
+						overrides[a.Value] = true
+					}
+				}
+			}
+		}
+		r.Close()
+	}
+	want := []string{"[Content_Types].xml", "_rels/.rels", "xl/workbook.xml", "xl/_rels/workbook.xml.rels", "xl/styles.xml",
+		"xl/worksheets/sheet1.xml", "xl/worksheets/sheet2.xml", "xl/worksheets/sheet3.xml"}
+	if !slices.Equal(names, want) {
+		t.Errorf("parts %q, want %q", names, want)
+	}
+	for _, n := range names {
+		if !strings.HasSuffix(n, ".rels") && n != "[Content_Types].xml" && !overrides["/"+n] {
+			t.Errorf("part %s has no content type", n)
+		}
+	}
+
+	f, err := excelize.OpenReader(bytes.NewReader(first.Bytes()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if got := f.GetSheetList(); !slices.Equal(got, []string{"about", "users", "wide"}) {
+		t.Errorf("sheets %q", got)
+	}
+	rows, err := f.GetRows("users")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantRows := [][]string{{"text", "number", "bool", "empty", "float"},
+		{`a <b> & "c" 'd'` + "\nline two\ttab", "-42", "TRUE", "", "1.5"}, {"", "7", "FALSE", "", "+Inf"}}
+	if !slices.EqualFunc(rows, wantRows, slices.Equal) {
+		t.Errorf("users rows %q, want %q", rows, wantRows)
+	}
+	if typ, err := f.GetCellType("users", "B2"); err != nil || typ != excelize.CellTypeUnset && typ != excelize.CellTypeNumber {
+		t.Errorf("B2 type %v %v, want a number", typ, err)
+	}
+	if v, err := f.GetCellValue("wide", "AD2"); err != nil || v != "29" {
+		t.Errorf("wide AD2 = %q %v, want 29", v, err)
+	}
+	if v, err := f.GetCellValue("wide", "AD1"); err != nil || v != "cAD1" {
+		t.Errorf("wide AD1 = %q %v", v, err)
+	}
+	style, err := f.GetCellStyle("users", "C1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := f.GetStyle(style); err != nil || st.Font == nil || !st.Font.Bold {
+		t.Errorf("header style %+v %v, want bold", st, err)
+	}
+	if style, _ := f.GetCellStyle("users", "C2"); style != 0 {
+		t.Errorf("C2 style %d, want the default", style)
+	}
+	if w, err := f.GetColWidth("about", "B"); err != nil || w != 100 {
+		t.Errorf("about column B width %v %v", w, err)
+	}
+	if v, _ := f.GetCellValue("about", "B3"); v != m.GeneratedAt {
+		t.Errorf("about B3 %q, want the generation time", v)
+	}
+	panes, err := f.GetPanes("wide")
+	if err != nil || !panes.Freeze || panes.YSplit != 1 {
+		t.Errorf("wide panes %+v %v", panes, err)
+	}
+	if !slices.ContainsFunc(f.GetDefinedName(), func(d excelize.DefinedName) bool {
+		return d.Name == "_xlnm._FilterDatabase" && d.Scope == "wide" && strings.HasSuffix(d.RefersTo, "!$A$1:$AD$2")
+	}) {
+		t.Errorf("wide filter: %+v", f.GetDefinedName())
+	}
+}
+
+func TestCellName(t *testing.T) {
+	t.Parallel()
+	for col, want := range map[int]string{1: "A1", 26: "Z1", 27: "AA1", 52: "AZ1", 53: "BA1", 702: "ZZ1", 703: "AAA1", 16384: "XFD1"} {
+		if got := cellName(col, 1); got != want {
+			t.Errorf("cellName(%d, 1) = %s, want %s", col, got, want)
+		}
+		if name, err := excelize.CoordinatesToCellName(col, 1); err != nil || name != want {
+			t.Errorf("the library names column %d %s", col, name)
+		}
+	}
+	if got := absRef("A1:AD20"); got != "$A$1:$AD$20" {
+		t.Errorf("absRef = %s", got)
+	}
+}
