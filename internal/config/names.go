@@ -7,7 +7,7 @@ import "strings"
 // checks that both agree) had counted repetitions ({0,62}, {0,127},
 // {0,61}) that regexp expands into one instruction per repetition, and
 // compiling them at start-up was the most expensive part of this
-// package's initialisation (~1.6 ms of every `syncer` process).
+// package's initialisation (2–3 ms of every `syncer` process).
 
 // isIdent reports whether s is a plain lower-case SQL identifier of at most
 // 63 bytes: a letter or _, then letters, digits or _.

@@ -35,7 +35,15 @@ func TestNameChecksAgreeWithTheirPatterns(t *testing.T) {
 	inputs := []string{"", "a", "_", "0", "a0", "msads", "Msads", "a-b", "a.b", "contoso.com", "contoso.onmicrosoft.com",
 		"-a.com", "a-.com", "a.c", "a.c0", "a..com", ".a.com", "a.com.", "xn--bcher-kva.example", "EXAMPLE.COM",
 		"72f988bf-86f1-41af-91ab-2d7cd011db47", "72F988BF-86F1-41AF-91AB-2D7CD011DB47", "72f988bf86f1-41af-91ab-2d7cd011db47-",
-		"72f988bf-86f1-41af-91ab-2d7cd011db4g", "pod-1.ns:9102", "-pod", "a\n", "a\x00b"}
+		"72f988bf-86f1-41af-91ab-2d7cd011db4g", "72F988BF-86F1-41AF-91AB-2D7CD011DB4G", "pod-1.ns:9102", "-pod", "a\n", "a\x00b"}
+	// GUIDs with one character replaced by each of a hex digit's
+	// neighbours (g, G, '/', ':', '@', '`', '-') and each hyphen moved.
+	const guid = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+	for i := range len(guid) {
+		for _, c := range "gG/:@`-0aA" {
+			inputs = append(inputs, guid[:i]+string(c)+guid[i+1:])
+		}
+	}
 	for _, n := range []int{61, 62, 63, 64, 127, 128, 129} {
 		inputs = append(inputs, strings.Repeat("a", n), "_"+strings.Repeat("1", n-1), strings.Repeat("a", n)+".com",
 			"a."+strings.Repeat("b", n), "x"+strings.Repeat("-", n-2)+"y.org")

@@ -41,17 +41,22 @@ const (
 	styleBold       = 1 // cellXfs index of the bold style (styles.xml)
 	aboutSheetName  = "about"
 	populationWidth = 18 // column width of the population sheets
-	maxSheetRows    = 1 << 20
 )
 
-// worksheet is one sheet as written: its cells and layout.
+// maxSheetRows is the most rows a sheet holds (a variable for the tests).
+var maxSheetRows = 1 << 20
+
+// worksheet is one sheet as written: its layout, and its rows, converted
+// one at a time as they are written (xlsxValue).
 type worksheet struct {
 	name   string
 	widths []float64 // per column, from A
-	// header: row 1 is bold, frozen, and the filter covers it and the rows.
-	header bool
-	rows   [][]any // cell values as xlsxValue returns them
-	boldA1 bool    // the about sheet's title
+	// header, when not nil, is row 1: bold and frozen, and the filter
+	// covers it and the rows.
+	header  []string
+	rows    [][]any
+	boldA1  bool // the about sheet's title
+	changed *int // counts the cells xlsxValue changed
 }
 
 // writeWorkbook writes the workbook: an "about" sheet (what the pack is,
@@ -59,8 +64,9 @@ type worksheet struct {
 // row and a filter on every column. Text cells hold the CSV's text
 // (formula-safe, see Safe), numbers are numbers, times ISO 8601 UTC text;
 // a text a workbook cannot hold is changed visibly (see xlsxText) and the
-// cells so changed are counted in *changed, for the manifest. The bytes
-// depend only on the data (the zip entries carry no time).
+// cells so changed are counted in *changed, for the manifest (the about
+// sheet's are not: no CSV holds them). The bytes depend only on the data
+// (the zip entries carry no time).
 func writeWorkbook(w io.Writer, m *Manifest, sheets []sheet, changed *int) error {
 	info := [][]any{
 		{"Access review evidence", ""},
@@ -73,34 +79,21 @@ func writeWorkbook(w io.Writer, m *Manifest, sheets []sheet, changed *int) error
 	if m.Since != "" {
 		info = append(info, []any{"since", m.Since})
 	}
-	for _, r := range info {
-		for j, v := range r {
-			r[j] = xlsxValue(v, changed)
-		}
-	}
-	ws := []worksheet{{name: aboutSheetName, widths: []float64{16, 100}, rows: info, boldA1: true}}
+	var aboutChanged int
+	ws := []worksheet{{name: aboutSheetName, widths: []float64{16, 100}, rows: info, boldA1: true, changed: &aboutChanged}}
 	for _, s := range sheets {
-		rows := make([][]any, 0, len(s.rows)+1)
-		header := make([]any, len(s.columns))
-		for i, c := range s.columns {
-			header[i] = c
-		}
-		rows = append(rows, header)
-		for _, r := range s.rows {
-			vals := make([]any, len(r))
-			for j, v := range r {
-				vals[j] = xlsxValue(v, changed)
-			}
-			rows = append(rows, vals)
-		}
-		if len(rows) > maxSheetRows {
-			return fmt.Errorf("sheet %s: %d rows, more than a workbook sheet holds (%d); the CSV file holds them", s.name, len(rows), maxSheetRows)
+		if len(s.rows)+1 > maxSheetRows {
+			return fmt.Errorf("sheet %s: %d rows, more than a workbook sheet holds (%d with its header); the CSV file holds them", s.name, len(s.rows), maxSheetRows)
 		}
 		widths := make([]float64, max(len(s.columns), 1))
 		for i := range widths {
 			widths[i] = populationWidth
 		}
-		ws = append(ws, worksheet{name: s.name, widths: widths, header: true, rows: rows})
+		header := s.columns
+		if header == nil {
+			header = []string{} // a sheet without columns still has its (empty) header row
+		}
+		ws = append(ws, worksheet{name: s.name, widths: widths, header: header, rows: s.rows, changed: changed})
 	}
 
 	z := zip.NewWriter(w)
@@ -143,7 +136,7 @@ func writeWorkbook(w io.Writer, m *Manifest, sheets []sheet, changed *int) error
 		// spreadsheet programs expect beside it.
 		var names strings.Builder
 		for i, s := range ws {
-			if s.header {
+			if s.header != nil {
 				fmt.Fprintf(&names, `<definedName name="_xlnm._FilterDatabase" localSheetId="%d" hidden="1">%s!%s</definedName>`,
 					i, xmlText(quoteSheet(s.name)), absRef(s.filterRef()))
 			}
@@ -188,7 +181,7 @@ func writeWorkbook(w io.Writer, m *Manifest, sheets []sheet, changed *int) error
 // filterRef is the range the header's filter covers: the header row and
 // every row under it, over every column.
 func (s *worksheet) filterRef() string {
-	return "A1:" + cellName(len(s.widths), len(s.rows))
+	return "A1:" + cellName(len(s.widths), len(s.rows)+1)
 }
 
 // write writes the sheet's XML (elements in the order the schema requires:
@@ -198,7 +191,7 @@ func (s *worksheet) write(b *bufio.Writer, selected bool) {
 	if selected {
 		b.WriteString(` tabSelected="1"`)
 	}
-	if s.header {
+	if s.header != nil {
 		b.WriteString(`><pane ySplit="1" topLeftCell="A2" activePane="bottomLeft" state="frozen"/>` +
 			`<selection pane="bottomLeft" activeCell="A2" sqref="A2"/></sheetView></sheetViews>`)
 	} else {
@@ -209,19 +202,29 @@ func (s *worksheet) write(b *bufio.Writer, selected bool) {
 		fmt.Fprintf(b, `<col min="%d" max="%d" width="%s" customWidth="1"/>`, i+1, i+1, strconv.FormatFloat(wd, 'f', -1, 64))
 	}
 	b.WriteString(`</cols><sheetData>`)
-	for i, r := range s.rows {
-		fmt.Fprintf(b, `<row r="%d">`, i+1)
-		for j, v := range r {
-			style := 0
-			if i == 0 && (s.header || s.boldA1 && j == 0) {
-				style = styleBold
-			}
-			writeCell(b, cellName(j+1, i+1), style, v)
+	row := 1
+	if s.header != nil {
+		b.WriteString(`<row r="1">`)
+		for j, c := range s.header {
+			writeCell(b, cellName(j+1, 1), styleBold, c)
 		}
 		b.WriteString(`</row>`)
+		row++
+	}
+	for i, r := range s.rows {
+		fmt.Fprintf(b, `<row r="%d">`, row)
+		for j, v := range r {
+			style := 0
+			if i == 0 && j == 0 && s.boldA1 {
+				style = styleBold
+			}
+			writeCell(b, cellName(j+1, row), style, xlsxValue(v, s.changed))
+		}
+		b.WriteString(`</row>`)
+		row++
 	}
 	b.WriteString(`</sheetData>`)
-	if s.header {
+	if s.header != nil {
 		fmt.Fprintf(b, `<autoFilter ref="%s"/>`, s.filterRef())
 	}
 	b.WriteString(`</worksheet>`)

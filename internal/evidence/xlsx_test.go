@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/xml"
 	"errors"
+	"fmt"
 	"io"
 	"math"
 	"slices"
@@ -32,6 +33,7 @@ func TestWorkbookParts(t *testing.T) {
 		{name: "users", columns: []string{"text", "number", "bool", "empty", "float"}, rows: [][]any{
 			{`a <b> & "c" 'd'` + "\nline two\ttab", int64(-42), true, nil, 1.5},
 			{"", int32(7), false, nil, math.Inf(1)},
+			{"x", int16(1), nil, nil, math.NaN()},
 		}},
 		{name: "wide", columns: wide, rows: [][]any{row}},
 	}
@@ -92,6 +94,11 @@ func TestWorkbookParts(t *testing.T) {
 		}
 	}
 
+	// NaN and ±Inf are no numbers a workbook holds: text cells.
+	if raw := partBytes(t, first.Bytes(), "xl/worksheets/sheet2.xml"); !bytes.Contains(raw, []byte(`<c r="E4" t="inlineStr"><is><t xml:space="preserve">NaN</t></is></c>`)) {
+		t.Errorf("the NaN cell is not text: %s", raw)
+	}
+
 	f, err := excelize.OpenReader(bytes.NewReader(first.Bytes()))
 	if err != nil {
 		t.Fatal(err)
@@ -105,7 +112,7 @@ func TestWorkbookParts(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantRows := [][]string{{"text", "number", "bool", "empty", "float"},
-		{`a <b> & "c" 'd'` + "\nline two\ttab", "-42", "TRUE", "", "1.5"}, {"", "7", "FALSE", "", "+Inf"}}
+		{`a <b> & "c" 'd'` + "\nline two\ttab", "-42", "TRUE", "", "1.5"}, {"", "7", "FALSE", "", "+Inf"}, {"x", "1", "", "", "NaN"}}
 	if !slices.EqualFunc(rows, wantRows, slices.Equal) {
 		t.Errorf("users rows %q, want %q", rows, wantRows)
 	}
@@ -158,4 +165,138 @@ func TestCellName(t *testing.T) {
 	if got := absRef("A1:AD20"); got != "$A$1:$AD$20" {
 		t.Errorf("absRef = %s", got)
 	}
+}
+
+// The parts' elements come in the order the schema requires (spreadsheet
+// programs that validate it refuse the file otherwise, where a lenient
+// reader such as the tests' does not notice): the worksheet's and the
+// workbook's top-level elements, in full.
+func TestWorkbookElementOrder(t *testing.T) {
+	t.Parallel()
+	var buf bytes.Buffer
+	n := 0
+	if err := writeWorkbook(&buf, &Manifest{}, []sheet{{name: "users", columns: []string{"a", "b"}, rows: [][]any{{"x", int64(1)}}},
+		{name: "roles", columns: []string{"c"}}}, &n); err != nil {
+		t.Fatal(err)
+	}
+	for part, want := range map[string][]string{
+		"xl/worksheets/sheet1.xml": {"sheetViews", "sheetFormatPr", "cols", "sheetData"},
+		"xl/worksheets/sheet2.xml": {"sheetViews", "sheetFormatPr", "cols", "sheetData", "autoFilter"},
+		"xl/worksheets/sheet3.xml": {"sheetViews", "sheetFormatPr", "cols", "sheetData", "autoFilter"},
+		"xl/workbook.xml":          {"bookViews", "sheets", "definedNames"},
+		"xl/styles.xml":            {"fonts", "fills", "borders", "cellStyleXfs", "cellXfs", "cellStyles"},
+	} {
+		if got := children(t, buf.Bytes(), part); !slices.Equal(got, want) {
+			t.Errorf("%s: top-level elements %q, want %q", part, got, want)
+		}
+	}
+	// Only the first sheet is the selected tab.
+	for i, want := range []bool{true, false, false} {
+		raw := partBytes(t, buf.Bytes(), fmt.Sprintf("xl/worksheets/sheet%d.xml", i+1))
+		if got := bytes.Contains(raw, []byte(`tabSelected="1"`)); got != want {
+			t.Errorf("sheet %d selected %v, want %v", i+1, got, want)
+		}
+	}
+}
+
+// A sheet name with a quote is quoted (the quote doubled) in its filter's
+// formula, and escaped in the XML.
+func TestWorkbookSheetNameQuoted(t *testing.T) {
+	t.Parallel()
+	if got := quoteSheet("o'neil & co"); got != "'o''neil & co'" {
+		t.Errorf("quoteSheet = %s", got)
+	}
+	var buf bytes.Buffer
+	n := 0
+	if err := writeWorkbook(&buf, &Manifest{}, []sheet{{name: "o'neil & co", columns: []string{"a"}}}, &n); err != nil {
+		t.Fatal(err)
+	}
+	f, err := excelize.OpenReader(bytes.NewReader(buf.Bytes()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if !slices.ContainsFunc(f.GetDefinedName(), func(d excelize.DefinedName) bool {
+		return d.Scope == "o'neil & co" && d.RefersTo == "'o''neil & co'!$A$1:$A$1"
+	}) {
+		t.Errorf("filter names %+v", f.GetDefinedName())
+	}
+}
+
+// A sheet with more rows than a sheet holds fails the workbook, naming it;
+// one that fits (with its header) does not. Cells the about sheet changes
+// are not counted (no CSV holds them); a population's are.
+func TestWorkbookLimits(t *testing.T) {
+	old := maxSheetRows
+	maxSheetRows = 3
+	defer func() { maxSheetRows = old }()
+	n := 0
+	fits := []sheet{{name: "users", columns: []string{"a"}, rows: [][]any{{"x\x01"}, {"y"}}}}
+	if err := writeWorkbook(io.Discard, &Manifest{Database: Database{Name: "db\x02"}}, fits, &n); err != nil || n != 1 {
+		t.Errorf("2 rows and a header in 3: %v, %d cells changed, want nil, 1", err, n)
+	}
+	over := []sheet{{name: "users", columns: []string{"a"}, rows: [][]any{{"x"}, {"y"}, {"z"}}}}
+	if err := writeWorkbook(io.Discard, &Manifest{}, over, &n); err == nil || !strings.Contains(err.Error(), "sheet users: 3 rows") {
+		t.Errorf("3 rows and a header in 3: %v", err)
+	}
+}
+
+// An error of the writer the workbook goes to is returned.
+func TestWorkbookWriteError(t *testing.T) {
+	t.Parallel()
+	n := 0
+	err := writeWorkbook(failingWriter{}, &Manifest{}, []sheet{{name: "users", columns: []string{"a"}, rows: [][]any{{"x"}}}}, &n)
+	if !errors.Is(err, errDiskFull) {
+		t.Errorf("error %v, want the writer's", err)
+	}
+}
+
+var errDiskFull = errors.New("disk full")
+
+type failingWriter struct{}
+
+func (failingWriter) Write([]byte) (int, error) { return 0, errDiskFull }
+
+// children returns the local names of the root element's children in part.
+func children(t *testing.T, zipped []byte, part string) []string {
+	t.Helper()
+	d := xml.NewDecoder(bytes.NewReader(partBytes(t, zipped, part)))
+	var names []string
+	depth := 0
+	for {
+		tok, err := d.Token()
+		if errors.Is(err, io.EOF) {
+			return names
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", part, err)
+		}
+		switch x := tok.(type) {
+		case xml.StartElement:
+			if depth == 1 {
+				names = append(names, x.Name.Local)
+			}
+			depth++
+		case xml.EndElement:
+			depth--
+		}
+	}
+}
+
+func partBytes(t *testing.T, zipped []byte, part string) []byte {
+	t.Helper()
+	z, err := zip.NewReader(bytes.NewReader(zipped), int64(len(zipped)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := z.Open(part)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	b, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
