@@ -17,7 +17,7 @@ func isIdent(s string) bool {
 	}
 	for i := 0; i < len(s); i++ {
 		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c == '_' || i > 0 && c >= '0' && c <= '9') {
+		if !isLower(c) && c != '_' && (i == 0 || !isDigit(c)) {
 			return false
 		}
 	}
@@ -32,7 +32,7 @@ func isInstance(s string) bool {
 	}
 	for i := 0; i < len(s); i++ {
 		c := s[i]
-		if !(isAlnum(c) || i > 0 && (c == '.' || c == '_' || c == ':' || c == '-')) {
+		if !isAlnum(c) && (i == 0 || !strings.ContainsRune("._:-", rune(c))) {
 			return false
 		}
 	}
@@ -52,7 +52,7 @@ func isGUID(s string) bool {
 				return false
 			}
 		default:
-			if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F') {
+			if !isDigit(c) && !strings.ContainsRune("abcdefABCDEF", rune(c)) {
 				return false
 			}
 		}
@@ -95,6 +95,10 @@ func isDomain(s string) bool {
 	return true
 }
 
-func isLetter(c byte) bool { return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' }
+func isLower(c byte) bool { return c >= 'a' && c <= 'z' }
 
-func isAlnum(c byte) bool { return isLetter(c) || c >= '0' && c <= '9' }
+func isDigit(c byte) bool { return c >= '0' && c <= '9' }
+
+func isLetter(c byte) bool { return isLower(c) || c >= 'A' && c <= 'Z' }
+
+func isAlnum(c byte) bool { return isLetter(c) || isDigit(c) }
