@@ -138,7 +138,7 @@ func writeWorkbook(w io.Writer, m *Manifest, sheets []sheet, changed *int) error
 		for i, s := range ws {
 			if s.header != nil {
 				fmt.Fprintf(&names, `<definedName name="_xlnm._FilterDatabase" localSheetId="%d" hidden="1">%s!%s</definedName>`,
-					i, xmlText(quoteSheet(s.name)), absRef(s.filterRef()))
+					i, xmlText(quoteSheet(s.name)), s.filterRef(true))
 			}
 		}
 		if names.Len() > 0 {
@@ -179,9 +179,14 @@ func writeWorkbook(w io.Writer, m *Manifest, sheets []sheet, changed *int) error
 }
 
 // filterRef is the range the header's filter covers: the header row and
-// every row under it, over every column.
-func (s *worksheet) filterRef() string {
-	return "A1:" + cellName(len(s.widths), len(s.rows)+1)
+// every row under it, over every column; with absolute, as "$A$1:$D$4"
+// (its defined name's formula), else as "A1:D4".
+func (s *worksheet) filterRef(absolute bool) string {
+	col, row := colName(len(s.widths)), strconv.Itoa(len(s.rows)+1)
+	if absolute {
+		return "$A$1:$" + col + "$" + row
+	}
+	return "A1:" + col + row
 }
 
 // write writes the sheet's XML (elements in the order the schema requires:
@@ -225,7 +230,7 @@ func (s *worksheet) write(b *bufio.Writer, selected bool) {
 	}
 	b.WriteString(`</sheetData>`)
 	if s.header != nil {
-		fmt.Fprintf(b, `<autoFilter ref="%s"/>`, s.filterRef())
+		fmt.Fprintf(b, `<autoFilter ref="%s"/>`, s.filterRef(false))
 	}
 	b.WriteString(`</worksheet>`)
 }
@@ -274,29 +279,18 @@ func writeCell(b *bufio.Writer, ref string, style int, v any) {
 	b.WriteString(`><v>` + val + `</v></c>`)
 }
 
-// cellName is the A1 name of the cell in column col and row row (both from
-// 1): columns A–Z, then AA–ZZ, AAA…
-func cellName(col, row int) string {
+// colName is the letters of column col (from 1): A–Z, then AA–ZZ, AAA…
+func colName(col int) string {
 	var letters []byte
 	for ; col > 0; col = (col - 1) / 26 {
 		letters = append(letters, byte('A'+(col-1)%26))
 	}
 	slices.Reverse(letters)
-	return string(letters) + strconv.Itoa(row)
+	return string(letters)
 }
 
-// absRef makes an A1:B2 range absolute: $A$1:$B$2.
-func absRef(r string) string {
-	var b strings.Builder
-	for i, part := range strings.Split(r, ":") {
-		if i > 0 {
-			b.WriteByte(':')
-		}
-		n := strings.IndexFunc(part, func(c rune) bool { return c >= '0' && c <= '9' })
-		b.WriteString("$" + part[:n] + "$" + part[n:])
-	}
-	return b.String()
-}
+// cellName is the A1 name of the cell in column col and row row (from 1).
+func cellName(col, row int) string { return colName(col) + strconv.Itoa(row) }
 
 // quoteSheet quotes a sheet name for a formula: 'name', a ' doubled.
 func quoteSheet(name string) string { return "'" + strings.ReplaceAll(name, "'", "''") + "'" }

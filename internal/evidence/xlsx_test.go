@@ -162,8 +162,9 @@ func TestCellName(t *testing.T) {
 			t.Errorf("the library names column %d %s", col, name)
 		}
 	}
-	if got := absRef("A1:AD20"); got != "$A$1:$AD$20" {
-		t.Errorf("absRef = %s", got)
+	s := worksheet{widths: make([]float64, 30), rows: make([][]any, 19)}
+	if a, r := s.filterRef(true), s.filterRef(false); a != "$A$1:$AD$20" || r != "A1:AD20" {
+		t.Errorf("filterRef = %s, %s", a, r)
 	}
 }
 
