@@ -60,19 +60,40 @@ func TestLeaseExcludesSecondHolder(t *testing.T) {
 func TestLeaseRenewsItself(t *testing.T) {
 	t.Parallel()
 	b := setup(t, Options{})
-	l, ok, err := b.store.AcquireLease(t.Context(), "cred", 600*time.Millisecond)
+	// The TTL leaves a renewal (every TTL/3) a full second to reach the
+	// database, which a loaded test machine needs; the test waits for
+	// renewals, not for a fixed time.
+	const ttl = 1500 * time.Millisecond
+	l, ok, err := b.store.AcquireLease(t.Context(), "cred", ttl)
 	if err != nil || !ok {
 		t.Fatalf("AcquireLease = %v, %v", ok, err)
 	}
 	defer func() { _ = l.Release(context.Background()) }()
-	time.Sleep(1500 * time.Millisecond) // well past one TTL
+	// Wait until the row was renewed after the first TTL had run out: the
+	// lease outlived its TTL by renewing itself.
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	giveUp := time.After(10 * ttl)
+	for renewedPastTTL := false; !renewedPastTTL; {
+		select {
+		case <-l.Lost():
+			t.Fatalf("lease lost while renewing: %v", l.Err())
+		case <-giveUp:
+			t.Fatal("the lease was not renewed past its first TTL in 10 TTLs")
+		case <-tick.C:
+		}
+		if err := b.pool.QueryRow(t.Context(), `SELECT renewed_at > acquired_at + $1 * interval '1 microsecond' FROM `+
+			b.q("sync_leases")+` WHERE credential_key = 'cred'`, ttl.Microseconds()).Scan(&renewedPastTTL); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, ok, _ := b.store.AcquireLease(t.Context(), "cred", time.Minute); ok {
+		t.Error("a renewed lease was taken by another holder")
+	}
 	select {
 	case <-l.Lost():
 		t.Fatalf("lease lost while renewing: %v", l.Err())
 	default:
-	}
-	if _, ok, _ := b.store.AcquireLease(t.Context(), "cred", time.Minute); ok {
-		t.Error("a renewed lease was taken by another holder")
 	}
 }
 
