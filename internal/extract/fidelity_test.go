@@ -428,8 +428,10 @@ func TestUnreadableClassification(t *testing.T) {
 func TestRotatedTokenSavedWhenCallerGoesAway(t *testing.T) {
 	t.Parallel()
 	f := newFakeService(t)
-	release := make(chan struct{})
+	entered, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
 	f.tokenAnswer = func(n int64, w http.ResponseWriter, _ *http.Request) {
+		once.Do(func() { close(entered) })
 		<-release // the grant is slow: the caller gives up first
 		f.grant(w, n)
 	}
@@ -438,8 +440,8 @@ func TestRotatedTokenSavedWhenCallerGoesAway(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { _, err := c.GetUsersInfo(ctx, 1); done <- err }()
-	time.Sleep(50 * time.Millisecond)
-	cancel() // SIGTERM while the token endpoint is rotating the refresh token
+	<-entered // the token endpoint is rotating the refresh token
+	cancel()  // SIGTERM meanwhile
 	select {
 	case err := <-done:
 		if !errors.Is(err, context.Canceled) {
