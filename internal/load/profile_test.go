@@ -337,7 +337,7 @@ func TestExplainStatements(t *testing.T) {
 					return err
 				}
 				if missing {
-					if _, err := tx.Exec(ctx, stagingSQL([]*table{t})); err != nil {
+					if err := prepareStaging(ctx, tx, []*table{t}); err != nil {
 						return err
 					}
 				}
@@ -435,7 +435,7 @@ func TestProfileWriteFloor(t *testing.T) {
 	}
 	defer conn.Release()
 	c := conn.Conn()
-	for _, q := range []string{"SET search_path TO " + pgx.Identifier{schema}.Sanitize(), stagingSQL(tables),
+	for _, q := range []string{"SET search_path TO " + pgx.Identifier{schema}.Sanitize(), stagingSQL(tables).prepare,
 		"CREATE TABLE copy_users (LIKE users INCLUDING ALL)",
 		"CREATE TEMP TABLE keyed_users (LIKE users INCLUDING DEFAULTS, PRIMARY KEY (customer_id, user_id)) ON COMMIT DELETE ROWS"} {
 		if _, err := c.Exec(ctx, q); err != nil {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -308,6 +309,26 @@ func TestStagingEmptiedForEachWrite(t *testing.T) {
 	}
 	if n := size(); n > 1<<20 {
 		t.Errorf("s_users is %d bytes after a write, want it truncated", n)
+	}
+}
+
+// prepareStaging sends its statements in one round trip and reads the size
+// from the first: an error of a later one (here the CREATE of a table LIKE
+// one that does not exist) is still returned.
+func TestPrepareStagingReportsLaterErrors(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Options{})
+	err := pgx.BeginFunc(t.Context(), b.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(t.Context(), "SET LOCAL search_path TO "+pgx.Identifier{b.schema}.Sanitize()); err != nil {
+			return err
+		}
+		if err := prepareStaging(t.Context(), tx, []*table{usersTable}); err != nil {
+			t.Errorf("staging of users: %v", err)
+		}
+		return prepareStaging(t.Context(), tx, []*table{{Name: "no_such_table", Key: []string{"id"}}})
+	})
+	if err == nil || !strings.Contains(err.Error(), "no_such_table") {
+		t.Errorf("staging LIKE a missing table: %v, want its error", err)
 	}
 }
 

@@ -29,9 +29,8 @@ var directoryTable = &table{Name: "directory_people", History: "directory_people
 
 // The directory load's statements, rendered once.
 var (
-	directoryStagingSQL = render("staging.sql", []*table{directoryTable})
-	directoryUpsertSQL  = render("upsert.sql", directoryTable)
-	directoryRemoveSQL  = render("remove.sql", removeData{table: directoryTable, Scan: "directory_people t", Where: "true", NotStaged: true})
+	directoryUpsertSQL = render("upsert.sql", directoryTable)
+	directoryRemoveSQL = render("remove.sql", removeData{table: directoryTable, Scan: "directory_people t", Where: "true", NotStaged: true})
 )
 
 // Kinds of access exception (access_exceptions.kind), in the order they are
@@ -194,7 +193,7 @@ func (s *Store) loadDirectory(ctx context.Context, tx pgx.Tx, d *directory.Direc
 	if replaced > 0 {
 		s.log.WarnContext(ctx, "directory values with NUL bytes: replaced by U+FFFD", slog.Int("people", replaced))
 	}
-	if _, err := tx.Exec(ctx, directoryStagingSQL); err != nil {
+	if err := prepareStaging(ctx, tx, []*table{directoryTable}); err != nil {
 		return fmt.Errorf("create directory staging table: %w", err)
 	}
 	if _, err := tx.CopyFrom(ctx, pgx.Identifier{directoryTable.Staging()}, directoryTable.All(), pgx.CopyFromRows(rows)); err != nil {

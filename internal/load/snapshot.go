@@ -134,7 +134,7 @@ func (w *writer) staging(ctx context.Context, ts ...*table) error {
 	if len(need) == 0 {
 		return nil
 	}
-	if _, err := w.tx.Exec(ctx, stagingSQL(need)); err != nil {
+	if err := prepareStaging(ctx, w.tx, need); err != nil {
 		return fmt.Errorf("create staging tables: %w", err)
 	}
 	if w.staged == nil {
@@ -142,6 +142,29 @@ func (w *writer) staging(ctx context.Context, ts ...*table) error {
 	}
 	for _, t := range need {
 		w.staged[t] = true
+	}
+	return nil
+}
+
+// maxStagingBytes: staging tables that have grown past this are truncated
+// (see sql/staging.sql).
+const maxStagingBytes = 16 << 20
+
+// prepareStaging creates, when the connection has none yet, and empties the
+// staging tables of ts, in one round trip; it truncates them once they have
+// grown past maxStagingBytes.
+func prepareStaging(ctx context.Context, tx pgx.Tx, ts []*table) error {
+	q := stagingSQL(ts)
+	// Several statements: the simple protocol. The row is the first
+	// statement's; the others' errors come back from Scan.
+	var size int64
+	if err := tx.QueryRow(ctx, q.prepare, pgx.QueryExecModeSimpleProtocol).Scan(&size); err != nil {
+		return err
+	}
+	if size > maxStagingBytes {
+		if _, err := tx.Exec(ctx, q.truncate); err != nil {
+			return err
+		}
 	}
 	return nil
 }

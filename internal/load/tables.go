@@ -384,21 +384,25 @@ func render(name string, data any) string {
 	return strings.TrimSpace(b.String())
 }
 
-// stagingSQLs caches sql/staging.sql rendered per set of tables, by their
-// names.
+// stagingStatements are sql/staging.sql for a set of tables: prepare
+// creates and empties their staging tables and returns their size,
+// truncate truncates them.
+type stagingStatements struct{ prepare, truncate string }
+
+// stagingSQLs caches stagingStatements per set of tables, by their names.
 var stagingSQLs sync.Map
 
-// stagingSQL returns sql/staging.sql for ts.
-func stagingSQL(ts []*table) string {
+// stagingSQL returns the staging statements of ts.
+func stagingSQL(ts []*table) stagingStatements {
 	names := make([]string, len(ts))
 	for i, t := range ts {
 		names[i] = t.Name
 	}
 	key := strings.Join(names, ",")
 	if q, ok := stagingSQLs.Load(key); ok {
-		return q.(string)
+		return q.(stagingStatements)
 	}
-	q := render("staging.sql", ts)
+	q := stagingStatements{prepare: render("staging.sql", ts), truncate: render("truncate staging", ts)}
 	stagingSQLs.Store(key, q)
 	return q
 }
