@@ -102,9 +102,24 @@ func TestLeaseRenewsItself(t *testing.T) {
 func TestExpiredLeaseTakenOverAndOldHolderFenced(t *testing.T) {
 	t.Parallel()
 	b := setup(t, Options{})
-	old, ok, err := b.store.AcquireLease(t.Context(), "cred", 900*time.Millisecond)
+	old, ok, err := b.store.AcquireLease(t.Context(), "cred", 3*time.Second)
 	if err != nil || !ok {
 		t.Fatalf("AcquireLease = %v, %v", ok, err)
+	}
+	// Right after one of the holder's renewals (every second), so that its
+	// next one comes after the take-over: a renewal between the expiry
+	// below and the take-over would find the row expired and not yet taken.
+	var first time.Time
+	if err := b.pool.QueryRow(t.Context(), `SELECT renewed_at FROM `+b.q("sync_leases")).Scan(&first); err != nil {
+		t.Fatal(err)
+	}
+	for renewed := first; renewed.Equal(first); time.Sleep(5 * time.Millisecond) {
+		if err := b.pool.QueryRow(t.Context(), `SELECT renewed_at FROM `+b.q("sync_leases")).Scan(&renewed); err != nil {
+			t.Fatal(err)
+		}
+		if old.Err() != nil {
+			t.Fatalf("lease lost before the take-over: %v", old.Err())
+		}
 	}
 	// The holder "crashes": its row expires.
 	if _, err := b.pool.Exec(t.Context(), `UPDATE `+b.q("sync_leases")+` SET expires_at = now() - interval '1 second'`); err != nil {
