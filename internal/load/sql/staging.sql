@@ -23,8 +23,8 @@ the database's catalog), and once they have grown past 16 MB the writer
 truncates them (prepareStaging: the cost above, once in many writes).
 
 Plain statements in one simple-protocol round trip, not a DO block: a DO
-block is compiled at every call (0.6–0.9 ms a write) and loads PL/pgSQL
-into each new session.
+block is compiled at every call, and loads PL/pgSQL into each new session
+(~4 ms of a new session's first write here; BENCHMARKS.md, tenth session).
 */ -}}
 SELECT {{range $i, $t := .}}{{if $i}} + {{end}}coalesce(pg_total_relation_size(to_regclass('pg_temp.{{.Staging}}')), 0){{if .Deferred}} + coalesce(pg_total_relation_size(to_regclass('pg_temp.s_changes_{{.Name}}')), 0){{end}}{{end}};
 {{- range .}}
