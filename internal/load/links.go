@@ -210,9 +210,11 @@ func (w *writer) links(ctx context.Context, ch *Changes) error {
 	}
 	written := int64(0)
 	if len(sl.rows) > 0 {
-		if _, err := w.tx.CopyFrom(ctx, pgx.Identifier{linksTable.Staging()}, linksTable.All(), pgx.CopyFromRows(sl.rows)); err != nil {
-			return fmt.Errorf("copy into %s: %w", linksTable.Staging(), err)
+		rows, err := rowsJSON(linksTable, sl.rows)
+		if err != nil {
+			return err
 		}
+		args[linksTable.RowsArg()] = rows
 		tag, err := w.tx.Exec(ctx, linksTable.upsert, args)
 		if err != nil {
 			return fmt.Errorf("write client_links: %w", err)

@@ -2,6 +2,7 @@ package load
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"os"
@@ -29,14 +30,45 @@ type stmtTracer struct {
 	n     map[string]int
 	total int
 	// trips counts round trips (a batch is one), copied the rows COPYed
-	// into each table.
-	trips  int
-	copied map[string]int64
+	// into each table, staged the staged rows each statement sends, per
+	// table (see table.Staged).
+	trips          int
+	copied, staged map[string]int64
 }
 
 func newStmtTracer() *stmtTracer {
 	return &stmtTracer{start: map[*pgx.Conn]time.Time{}, key: map[*pgx.Conn]string{}, sum: map[string]time.Duration{}, max: map[string]time.Duration{}, n: map[string]int{},
-		copied: map[string]int64{}}
+		copied: map[string]int64{}, staged: map[string]int64{}}
+}
+
+// countStaged adds to t.staged the rows of the staged-rows argument of a
+// statement that reads one (table.Staged), whether its arguments are
+// still named or already positional (a batch's).
+func (t *stmtTracer) countStaged(sql string, args []any) {
+	const from = "json_populate_recordset(NULL::"
+	i := strings.Index(sql, from)
+	if i < 0 {
+		return
+	}
+	name, _, _ := strings.Cut(sql[i+len(from):], ",")
+	var rows string
+	for _, a := range args {
+		switch a := a.(type) {
+		case pgx.NamedArgs:
+			rows, _ = a["rows_"+name].(string)
+		case string:
+			if strings.HasPrefix(a, "[") {
+				rows = a
+			}
+		}
+	}
+	var list []json.RawMessage
+	if err := json.Unmarshal([]byte(rows), &list); err != nil {
+		panic(fmt.Sprintf("staged rows of %s: %v", name, err))
+	}
+	t.mu.Lock()
+	t.staged[name] += int64(len(list))
+	t.mu.Unlock()
 }
 
 func stmtKey(sql string) string {
@@ -67,6 +99,7 @@ func (t *stmtTracer) end(c *pgx.Conn) {
 
 func (t *stmtTracer) TraceQueryStart(ctx context.Context, c *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
 	t.begin(c, stmtKey(d.SQL))
+	t.countStaged(d.SQL, d.Args)
 	return ctx
 }
 
@@ -103,6 +136,7 @@ func (t *stmtTracer) TraceBatchQuery(_ context.Context, c *pgx.Conn, d pgx.Trace
 	t.n["(batch) "+stmtKey(d.SQL)]++
 	t.total++
 	t.mu.Unlock()
+	t.countStaged(d.SQL, d.Args)
 }
 
 func (t *stmtTracer) TraceBatchEnd(_ context.Context, c *pgx.Conn, _ pgx.TraceBatchEndData) { t.end(c) }
@@ -127,16 +161,17 @@ func (t *stmtTracer) reset(w *os.File, title string) int {
 		}
 	}
 	n := t.total
-	t.sum, t.max, t.n, t.total, t.trips, t.copied = map[string]time.Duration{}, map[string]time.Duration{}, map[string]int{}, 0, 0, map[string]int64{}
+	t.sum, t.max, t.n, t.total, t.trips, t.copied, t.staged = map[string]time.Duration{}, map[string]time.Duration{}, map[string]int{}, 0, 0, map[string]int64{}, map[string]int64{}
 	return n
 }
 
-// roundTrips returns the round trips since the last reset, and the rows
-// COPYed into each table (`"s_users"`).
-func (t *stmtTracer) roundTrips() (int, map[string]int64) {
+// roundTrips returns the round trips since the last reset, the rows
+// COPYed into each table (`"users"`), and the staged rows sent to the
+// statements of each (`user_roles`).
+func (t *stmtTracer) roundTrips() (int, map[string]int64, map[string]int64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.trips, maps.Clone(t.copied)
+	return t.trips, maps.Clone(t.copied), maps.Clone(t.staged)
 }
 
 func tracedStore(t *testing.T) (*Store, *stmtTracer, *pgxpool.Pool, string) {
@@ -192,36 +227,38 @@ func TestStatementsPerSnapshot(t *testing.T) {
 	// found (most customers have none).
 	noLinks := *snaps[0]
 	noLinks.LinkSearches = complete(10, 11)
+	staged := map[string]int64{"users": 4, "user_roles": 4, "user_invitations": 1}
 	for _, step := range []struct {
 		name              string
 		snap              *msads.Snapshot
 		statements, trips int
-		copied            map[string]int64
+		copied, staged    map[string]int64
 	}{
 		// Every row straight into its table, nothing staged or upserted;
 		// nothing to remove. (begin, locks, new keys, the current
 		// invitations and accounts: 2 queries in one round trip, 4 COPYs,
 		// users, roles and invitations history, customers and
 		// customer_syncs (one round trip), commit.)
-		{"first load", snaps[0], 15, 13, map[string]int64{`"users"`: 200, `"user_roles"`: 300, `"user_invitations"`: 50, `"accounts"`: 10}},
+		{"first load", snaps[0], 15, 13, map[string]int64{`"users"`: 200, `"user_roles"`: 300, `"user_invitations"`: 50, `"accounts"`: 10}, map[string]int64{}},
 		// begin, locks, new keys, the read-back (6 queries, one round
 		// trip), customers and customer_syncs (one), commit.
-		{"no-change re-run", snaps[0], 12, 6, map[string]int64{}},
+		{"no-change re-run", snaps[0], 12, 6, map[string]int64{}, map[string]int64{}},
 		// 2 users changed and 2 new (2 removed: their roles in the customer
-		// go in one more statement), the roles of those 4, 1 invitation;
-		// each table's statements in one round trip.
-		{"1%-changed re-run (users removed)", changed[0], 22, 13, map[string]int64{`"s_users"`: 4, `"s_user_roles"`: 4, `"s_user_invitations"`: 1}},
-		{"no-change re-run after it", changed[0], 12, 6, map[string]int64{}},
+		// go in one more statement), the roles of those 4, 1 invitation,
+		// each table's rows sent with its statements, in one round trip
+		// (the roles' after their changes table is emptied).
+		{"1%-changed re-run (users removed)", changed[0], 19, 10, map[string]int64{}, staged},
+		{"no-change re-run after it", changed[0], 12, 6, map[string]int64{}, map[string]int64{}},
 		// Back to the first snapshot, dry: users removal (and the roles of
 		// the removed users) and role history run, customers and
 		// customer_syncs do not, and a rollback ends it.
-		{"dry run of a change", snaps[0], 20, 12, map[string]int64{`"s_users"`: 4, `"s_user_roles"`: 4, `"s_user_invitations"`: 1}},
+		{"dry run of a change", snaps[0], 17, 9, map[string]int64{}, staged},
 		// Back to the first snapshot for real (4 users and their roles, 1
 		// invitation), then with links searched and none found or stored:
 		// one query says no link is current in the searches' scope, and no
-		// staging table is created or emptied for links.
-		{"change back", snaps[0], 22, 13, map[string]int64{`"s_users"`: 4, `"s_user_roles"`: 4, `"s_user_invitations"`: 1}},
-		{"no links found, none stored", &noLinks, 13, 7, map[string]int64{}},
+		// changes table is created or emptied for links.
+		{"change back", snaps[0], 19, 10, map[string]int64{}, staged},
+		{"no links found, none stored", &noLinks, 13, 7, map[string]int64{}, map[string]int64{}},
 	} {
 		tr.reset(nil, "")
 		var err error
@@ -233,9 +270,12 @@ func TestStatementsPerSnapshot(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		trips, copied := tr.roundTrips()
+		trips, copied, staged := tr.roundTrips()
 		if !maps.Equal(copied, step.copied) {
 			t.Errorf("%s: rows COPYed %v, want %v", step.name, copied, step.copied)
+		}
+		if !maps.Equal(staged, step.staged) {
+			t.Errorf("%s: rows staged %v, want %v", step.name, staged, step.staged)
 		}
 		if got := tr.reset(nil, ""); got != step.statements || trips != step.trips {
 			t.Errorf("%s: %d statements in %d round trips, want %d in %d", step.name, got, trips, step.statements, step.trips)
@@ -329,31 +369,32 @@ func TestExplainStatements(t *testing.T) {
 			if step != "guard" {
 				return nil
 			}
-			// The staging tables this write did not need (EXPLAIN plans
-			// every statement), leaving those that exist (it filled them).
-			for _, t := range []*table{usersTable, rolesTable, invitationsTable, accountsTable} {
-				var missing bool
-				if err := tx.QueryRow(ctx, "SELECT to_regclass('pg_temp.'||$1) IS NULL", t.Staging()).Scan(&missing); err != nil {
+			// What the writer sends: the rows that are not new keys
+			// (splitFresh) and that the read-back finds changed, staged as
+			// the writer stages them (a second lookup and read-back in the
+			// write's transaction find what the first found).
+			w := &writer{tx: tx, st: st, store: s, args: args, direct: true}
+			rows := map[*table][][]any{usersTable: st.users, rolesTable: st.roles, invitationsTable: st.invitations, accountsTable: st.accounts}
+			if err := w.splitFresh(ctx, rows); err != nil {
+				return err
+			}
+			if _, err := w.readBack(ctx, rows); err != nil {
+				return err
+			}
+			for tb, r := range rows {
+				if err := w.stage(tb, r); err != nil {
 					return err
 				}
-				if missing {
-					if err := prepareStaging(ctx, tx, []*table{t}); err != nil {
-						return err
-					}
-				}
 			}
-			var dropped []int64
-			if err := tx.QueryRow(ctx, "SELECT ARRAY(SELECT user_id FROM users WHERE customer_id = $1 AND removed_at IS NULL AND NOT (user_id = ANY($2)) ORDER BY 1)",
-				snap.CustomerID, st.userIDs).Scan(&dropped); err != nil {
+			if err := prepareStaging(ctx, tx, []*table{rolesTable}); err != nil {
 				return err
 			}
-			// What the writer sends: the staged rows (the read-back's).
-			var stagedUsers, roleUsers []int64
-			if err := tx.QueryRow(ctx, "SELECT ARRAY(SELECT user_id FROM s_users ORDER BY 1), ARRAY(SELECT DISTINCT user_id FROM s_user_roles ORDER BY 1)").
-				Scan(&stagedUsers, &roleUsers); err != nil {
-				return err
+			roleUsers := w.roleUsers
+			args["staged_users"] = stagedUsers(rows[usersTable])
+			if args["dropped"] == nil {
+				args["dropped"] = []int64{}
 			}
-			args["dropped"], args["staged_users"], args["gone"] = dropped, stagedUsers, []int64{}
+			args["gone"] = []int64{}
 			var invKeys []int64
 			for _, r := range st.invitations {
 				invKeys = append(invKeys, firstKey(r))
@@ -370,7 +411,8 @@ func TestExplainStatements(t *testing.T) {
 				{"accounts upsert", accountsTable.upsert, args}, {"accounts remove", accountsTable.remove, args},
 				{"users upsert", usersTable.upsert, args}, {"users remove", usersTable.remove, args},
 				{"roles of dropped users", rolesOfDroppedSQL, args},
-				{"roles upsert and removal", rolesTable.upsert, pgx.NamedArgs{"owners": st.roleCustomers, "readable": roleUsers}},
+				{"roles upsert and removal", rolesTable.upsert, pgx.NamedArgs{"owners": st.roleCustomers, "readable": roleUsers,
+					rolesTable.RowsArg(): args[rolesTable.RowsArg()]}},
 				{"roles history", rolesHistorySQL, args},
 				{"invitations upsert", invitationsTable.upsert, args}, {"invitations remove", invitationsTable.remove, args},
 			} {

@@ -193,15 +193,14 @@ func (s *Store) loadDirectory(ctx context.Context, tx pgx.Tx, d *directory.Direc
 	if replaced > 0 {
 		s.log.WarnContext(ctx, "directory values with NUL bytes: replaced by U+FFFD", slog.Int("people", replaced))
 	}
-	if err := prepareStaging(ctx, tx, []*table{directoryTable}); err != nil {
-		return fmt.Errorf("create directory staging table: %w", err)
+	staged, err := rowsJSON(directoryTable, rows)
+	if err != nil {
+		return err
 	}
-	if _, err := tx.CopyFrom(ctx, pgx.Identifier{directoryTable.Staging()}, directoryTable.All(), pgx.CopyFromRows(rows)); err != nil {
-		return fmt.Errorf("copy into %s: %w", directoryTable.Staging(), err)
-	}
+	args := pgx.NamedArgs{directoryTable.RowsArg(): staged}
 	var current, removing int
-	if err := tx.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM s_directory_people s WHERE s.directory_id = t.directory_id))
-FROM directory_people t WHERE t.removed_at IS NULL`).Scan(&current, &removing); err != nil {
+	if err := tx.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM `+directoryTable.Staged()+` s WHERE s.directory_id = t.directory_id))
+FROM directory_people t WHERE t.removed_at IS NULL`, args).Scan(&current, &removing); err != nil {
 		return fmt.Errorf("count people to remove: %w", err)
 	}
 	if removing > 0 && !s.opts.AllowMassRemoval {
@@ -218,7 +217,7 @@ FROM directory_people t WHERE t.removed_at IS NULL`).Scan(&current, &removing); 
 	}
 	var c Counts
 	for _, st := range []struct{ what, sql string }{{"write", directoryUpsertSQL}, {"remove", directoryRemoveSQL}} {
-		r, err := tx.Query(ctx, st.sql, pgx.NamedArgs{"run_id": loadID, "owners": nil})
+		r, err := tx.Query(ctx, st.sql, pgx.NamedArgs{"run_id": loadID, "owners": nil, directoryTable.RowsArg(): staged})
 		if err == nil {
 			err = countChanges(r, &c)
 		}

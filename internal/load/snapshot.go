@@ -113,46 +113,48 @@ type writer struct {
 	// roleUsers: the listed users GetUser read whose roles the upsert
 	// writes (see readBack).
 	roleUsers []int64
-	// staged: the tables whose staging tables this transaction has
-	// created or emptied (see staging).
+	// staged: the Deferred tables whose changes tables this transaction
+	// has created or emptied (see staging).
 	staged map[*table]bool
 }
 
-// staging creates (once per connection, see sql/staging.sql) and empties
-// the staging tables of ts this transaction has not prepared yet, in one
-// statement, the first time the transaction stages rows of them: a
-// snapshot that changes nothing touches no temporary table, so its commit
-// has none to empty, and a connection creates only the staging tables its
-// writes use (each is some catalog work: 1–10 ms under load).
-func (w *writer) staging(ctx context.Context, ts ...*table) error {
-	var need []*table
-	for _, t := range ts {
-		if !w.staged[t] {
-			need = append(need, t)
-		}
+// stage sets the argument t.RowsArg() of w.args to the JSON of rows, the
+// staged rows the statements of t read (table.Staged).
+func (w *writer) stage(t *table, rows [][]any) error {
+	j, err := rowsJSON(t, rows)
+	if err != nil {
+		return err
 	}
-	if len(need) == 0 {
+	w.args[t.RowsArg()] = j
+	return nil
+}
+
+// staging creates (once per connection, see sql/staging.sql) and empties
+// the changes table of Deferred table t, the first time the transaction
+// writes t: a snapshot that changes nothing touches no temporary table, so
+// its commit has none to empty, and a connection creates only the changes
+// tables its writes use (each is some catalog work: 1–10 ms under load).
+func (w *writer) staging(ctx context.Context, t *table) error {
+	if w.staged[t] {
 		return nil
 	}
-	if err := prepareStaging(ctx, w.tx, need); err != nil {
-		return fmt.Errorf("create staging tables: %w", err)
+	if err := prepareStaging(ctx, w.tx, []*table{t}); err != nil {
+		return fmt.Errorf("create changes table: %w", err)
 	}
 	if w.staged == nil {
 		w.staged = map[*table]bool{}
 	}
-	for _, t := range need {
-		w.staged[t] = true
-	}
+	w.staged[t] = true
 	return nil
 }
 
-// maxStagingBytes: staging tables that have grown past this are truncated
+// maxStagingBytes: changes tables that have grown past this are truncated
 // (see sql/staging.sql).
 const maxStagingBytes = 16 << 20
 
 // prepareStaging creates, when the connection has none yet, and empties the
-// staging tables of ts, in one round trip; it truncates them once they have
-// grown past maxStagingBytes.
+// changes tables of the Deferred tables ts, in one round trip; it
+// truncates them once they have grown past maxStagingBytes.
 func prepareStaging(ctx context.Context, tx pgx.Tx, ts []*table) error {
 	q := stagingSQL(ts)
 	// Several statements: the simple protocol. The row is the first
@@ -358,18 +360,11 @@ func (w *writer) write(ctx context.Context, ch *Changes) error {
 	if err != nil {
 		return err
 	}
-	var toStage []*table
 	for _, t := range []*table{usersTable, rolesTable, invitationsTable, accountsTable} {
 		if len(rows[t]) > 0 {
-			toStage = append(toStage, t)
-		}
-	}
-	if err := w.staging(ctx, toStage...); err != nil {
-		return err
-	}
-	for _, t := range toStage {
-		if _, err := w.tx.CopyFrom(ctx, pgx.Identifier{t.Staging()}, t.All(), pgx.CopyFromRows(rows[t])); err != nil {
-			return fmt.Errorf("copy into %s: %w", t.Staging(), err)
+			if err := w.stage(t, rows[t]); err != nil {
+				return err
+			}
 		}
 	}
 	staged := func(t *table) bool { return len(rows[t]) > 0 }
@@ -527,7 +522,8 @@ func (w *writer) roles(ctx context.Context, ch *Changes, dropped bool) (err erro
 	// read-back found different (readBack); the others' are as stored.
 	if readable := w.roleUsers; len(readable) > 0 {
 		// Removal in the customers the credential sees (nil: any).
-		b.Queue(rolesTable.upsert, pgx.NamedArgs{"owners": w.st.roleCustomers, "readable": readable})
+		b.Queue(rolesTable.upsert, pgx.NamedArgs{"owners": w.st.roleCustomers, "readable": readable,
+			rolesTable.RowsArg(): w.args[rolesTable.RowsArg()]})
 		what = append(what, "write user_roles")
 	}
 	b.Queue(rolesHistorySQL, pgx.NamedArgs{"run_id": w.args["run_id"]})

@@ -7,8 +7,8 @@ Deferred table (unless .Now) into s_changes_<table>. A table without history ret
 ('removed', count).
 
   gone: the keys of the rows to remove, as the scan finds them, EXCEPT
-        the staged keys (a hash or a sort of both sides: the staging table
-        has no index, and no statistics to plan probes of it by).
+        the staged keys (a hash or a sort of both sides: the staged rows
+        have no index, and no statistics to plan probes of them by).
   rm:   the UPDATE of those rows by their key; the WHERE re-checks removed_at
         and the owner on the row version it locks (a concurrent writer may
         have changed it meanwhile; OwnedByRecheck, so that the key drives).
@@ -22,7 +22,7 @@ WITH gone AS (
     WHERE t.removed_at IS NULL AND {{.OwnedBy}} AND {{.Where}}
     {{- if .NotStaged}}
     EXCEPT
-    SELECT {{list "s." .Key}} FROM {{.Staging}} s{{end}}
+    SELECT {{list "s." .Key}} FROM {{.Staged}} s{{end}}
 ), rm AS (
     UPDATE {{.Name}} t SET removed_at = now(), updated_at = now()
     FROM {{template "keys" (history .Table "gone")}}

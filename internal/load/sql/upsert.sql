@@ -1,7 +1,8 @@
 {{- /*
-Upsert of one entity table T from its staging table: one statement inserts
-the new rows, updates the changed ones and clears removed_at of the
-reappearing ones; unchanged rows are neither written nor locked.
+Upsert of one entity table T from its staged rows (table.Staged: a JSON
+parameter read as rows of T): one statement inserts the new rows, updates
+the changed ones and clears removed_at of the reappearing ones; unchanged
+rows are neither written nor locked.
 
   cand: the staged rows whose stored row (x) is missing, removed or has
         other values (IS DISTINCT FROM): the only rows the INSERT sees. x
@@ -31,7 +32,7 @@ WITH {{if .Stored}}stored AS (
     {{.Stored}}
 ), {{end}}cand AS (
     SELECT {{list "s." .Key}}, {{join .Values ", "}}, x.removed_at IS NOT NULL AS was_removed
-    FROM {{.Staging}} s
+    FROM {{.Staged}} s
     {{- if .Stored}}
     LEFT JOIN stored x ON {{on "x" "s" .Key}}
     {{- else}}
@@ -53,7 +54,7 @@ WITH {{if .Stored}}stored AS (
 {{- if .RemoveStored}}, gone AS (
     SELECT {{list "t." .Key}} FROM stored t WHERE t.removed_at IS NULL AND {{.OwnedBy}}
     EXCEPT
-    SELECT {{list "s." .Key}} FROM {{.Staging}} s
+    SELECT {{list "s." .Key}} FROM {{.Staged}} s
 ), rm AS (
     UPDATE {{.Name}} t SET removed_at = now(), updated_at = now()
     FROM {{template "keys" (history . "gone")}}
