@@ -2,6 +2,8 @@ package load
 
 import (
 	"context"
+	"fmt"
+	"slices"
 	"sync/atomic"
 	"testing"
 
@@ -69,21 +71,6 @@ func TestDirectPathWritesWhatTheUpsertWrites(t *testing.T) {
 	// An unreadable user: its columns come from userValues over no stored row.
 	snap.Users = append(snap.Users, msads.User{ID: 9, CustomerID: cust, UserName: "listed", DetailStatus: msads.DetailUnreadable,
 		DetailCode: 1001, DetailTrackingID: "tr-1", DetailError: "Permission denied"})
-	dump := func(b *bundle) []string {
-		var out []string
-		for _, q := range []string{
-			`SELECT row(customer_id, user_id, home_customer_id, user_name, email, first_name, last_name, job_title, lcid, lifecycle_status, last_modified_time, detail_status, detail_code, detail_tracking_id, detail_error, removed_at)::text FROM users ORDER BY customer_id, user_id`,
-			`SELECT row(user_id, customer_id, role_id, account_ids, linked_account_ids, customer_link_permission, removed_at)::text FROM user_roles ORDER BY 1`,
-			`SELECT row(customer_id, user_id, user_name, detail_status, detail_code, detail_tracking_id, valid_to, change, run_id IS NOT NULL, valid_from = (SELECT min(valid_from) FROM users_history))::text FROM users_history ORDER BY customer_id, user_id`,
-			`SELECT row(user_id, customer_id, role_id, account_ids, valid_to, change, run_id IS NOT NULL)::text FROM user_roles_history ORDER BY user_id, customer_id, role_id`,
-			`SELECT row(invitation_id, customer_id, email, first_name, last_name, role_id, account_ids, lcid, expiration_date, removed_at)::text FROM user_invitations ORDER BY 1`,
-			`SELECT row(invitation_id, customer_id, email, role_id, account_ids, expiration_date, valid_to, change, run_id IS NOT NULL)::text FROM user_invitations_history ORDER BY invitation_id`,
-			`SELECT row(account_id, customer_id, name, number, status, pause_reason, removed_at)::text FROM accounts ORDER BY 1`,
-		} {
-			out = append(out, b.strings(t, q)...)
-		}
-		return out
-	}
 	direct := setup(t, Options{})
 	// (That it stages nothing is TestStatementsPerSnapshot's "first load".)
 	if ch := direct.write(t, snap); ch.Users.Added != 5 || ch.Roles.Added != 5 || ch.Invitations.Added != 2 || ch.Accounts.Added != 2 {
@@ -117,7 +104,7 @@ func TestDirectPathWritesWhatTheUpsertWrites(t *testing.T) {
 	if _, copied, staged := tr.roundTrips(); staged["users"] != 5 || len(copied) != 0 {
 		t.Fatalf("users staged %v, rows COPYed %v; want 5 users staged and nothing COPYed: the write did not go through the upsert", staged, copied)
 	}
-	equal(t, "rows and history, direct path vs upsert", dump(direct), dump(upsert))
+	equal(t, "rows and history, direct path vs upsert", dumpWarehouse(t, direct), dumpWarehouse(t, upsert))
 }
 
 // Whether a key is new is decided by its history alone (sql/fresh.sql): a
@@ -153,4 +140,80 @@ func TestDirectPathMeetsARowWithoutHistory(t *testing.T) {
 	equal(t, "one open interval per user", b.strings(t, `SELECT user_id, count(*) FROM users_history WHERE valid_to IS NULL
 		GROUP BY 1 HAVING count(*) <> 1`), nil)
 	equal(t, "users", b.strings(t, `SELECT count(*) FROM users`), []string{"4"})
+}
+
+// dumpWarehouse returns the rows and history of users, roles, invitations
+// and accounts as text, without the times a write sets (history: whether
+// an interval is closed, and for users whether it is the first's).
+func dumpWarehouse(t *testing.T, b *bundle) []string {
+	t.Helper()
+	var out []string
+	for _, q := range []string{
+		`SELECT row(customer_id, user_id, home_customer_id, user_name, email, first_name, last_name, job_title, lcid, lifecycle_status, last_modified_time, detail_status, detail_code, detail_tracking_id, detail_error, removed_at IS NULL)::text FROM users ORDER BY customer_id, user_id`,
+		`SELECT row(user_id, customer_id, role_id, account_ids, linked_account_ids, customer_link_permission, removed_at IS NULL)::text FROM user_roles ORDER BY 1`,
+		`SELECT row(customer_id, user_id, user_name, detail_status, detail_code, detail_tracking_id, valid_to IS NULL, change, run_id IS NOT NULL, valid_from = (SELECT min(valid_from) FROM users_history))::text FROM users_history ORDER BY customer_id, user_id, valid_from`,
+		`SELECT row(user_id, customer_id, role_id, account_ids, valid_to IS NULL, change, run_id IS NOT NULL)::text FROM user_roles_history ORDER BY user_id, customer_id, role_id, valid_from`,
+		`SELECT row(invitation_id, customer_id, email, first_name, last_name, role_id, account_ids, lcid, expiration_date, removed_at IS NULL)::text FROM user_invitations ORDER BY 1`,
+		`SELECT row(invitation_id, customer_id, email, role_id, account_ids, expiration_date, valid_to IS NULL, change, run_id IS NOT NULL)::text FROM user_invitations_history ORDER BY invitation_id, valid_from`,
+		`SELECT row(account_id, customer_id, name, number, status, pause_reason, removed_at IS NULL)::text FROM accounts ORDER BY 1`,
+	} {
+		out = append(out, b.strings(t, q)...)
+	}
+	return out
+}
+
+// Staged rows past the bound of one upsert (maxStagedRows; here 2) go in
+// several, each whole by itself: the warehouse ends as after one upsert
+// per table, whatever the chunks (roles: a user's roles never split, a
+// user whose every role goes is compared and removed all the same).
+func TestChunkedUpsertsWriteWhatOneWrites(t *testing.T) {
+	t.Parallel()
+	first := baseSnapshot()
+	for i := int64(10); i < 17; i++ {
+		first.Users = append(first.Users, msads.User{ID: i, CustomerID: cust, UserName: fmt.Sprint("user", i), Email: fmt.Sprintf("u%d@example.com", i)})
+		first.Roles = append(first.Roles, msads.Role{UserID: i, CustomerID: cust, RoleID: msads.RoleViewer, AccountIDs: []int64{11}},
+			msads.Role{UserID: i, CustomerID: cust, RoleID: msads.RoleStandardUser})
+	}
+	second := baseSnapshot()
+	second.Users = slices.Clone(first.Users)
+	for i := range second.Users {
+		second.Users[i].LastName = "changed"
+	}
+	for _, r := range first.Roles {
+		switch {
+		case r.UserID == 12: // every role removed
+		case r.UserID == 13 && r.RoleID == msads.RoleViewer:
+			r.AccountIDs = []int64{11, 12}
+			second.Roles = append(second.Roles, r, msads.Role{UserID: 13, CustomerID: cust, RoleID: msads.RoleSuperAdmin})
+		case r.UserID >= 14:
+			r.AccountIDs = nil
+			second.Roles = append(second.Roles, r)
+		default:
+			second.Roles = append(second.Roles, r)
+		}
+	}
+	second.Invitations = slices.Clone(first.Invitations)
+	for i := range second.Invitations {
+		second.Invitations[i].Email = "changed@example.com"
+	}
+	second.Invitations = append(second.Invitations, msads.Invitation{ID: 503, CustomerID: cust, Email: "third@example.com", RoleID: msads.RoleViewer})
+	second.Accounts = slices.Clone(first.Accounts)
+	for i := range second.Accounts {
+		second.Accounts[i].Status = "Paused"
+	}
+	var changes [2][]Changes
+	bundles := [2]*bundle{setup(t, Options{}), setup(t, Options{})}
+	bundles[1].store.stagedRows = 2
+	for i, b := range bundles {
+		for _, snap := range []*msads.Snapshot{first, second, first} {
+			changes[i] = append(changes[i], b.write(t, snap))
+		}
+	}
+	if !slices.Equal(changes[0], changes[1]) {
+		t.Errorf("changes in one upsert %v, in chunks of 2 %v", changes[0], changes[1])
+	}
+	if want := (Counts{Changed: 11}); changes[1][1].Users != want {
+		t.Errorf("second write, users %v, want %v (the test no longer stages several chunks)", changes[1][1].Users, want)
+	}
+	equal(t, "rows and history, one upsert vs chunks of 2", dumpWarehouse(t, bundles[0]), dumpWarehouse(t, bundles[1]))
 }

@@ -382,9 +382,11 @@ func TestExplainStatements(t *testing.T) {
 				return err
 			}
 			for tb, r := range rows {
-				if err := w.stage(tb, r); err != nil {
+				j, err := rowsJSON(tb, r)
+				if err != nil {
 					return err
 				}
+				args[tb.RowsArg()] = j
 			}
 			if err := prepareStaging(ctx, tx, []*table{rolesTable}); err != nil {
 				return err

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"strconv"
 	"time"
 
@@ -116,17 +117,79 @@ type writer struct {
 	// staged: the Deferred tables whose changes tables this transaction
 	// has created or emptied (see staging).
 	staged map[*table]bool
+	// rows: the staged rows of each table, those the read-back found may
+	// change (the upserts' rows, see upsertArgs).
+	rows map[*table][][]any
 }
 
-// stage sets the argument t.RowsArg() of w.args to the JSON of rows, the
-// staged rows the statements of t read (table.Staged).
-func (w *writer) stage(t *table, rows [][]any) error {
-	j, err := rowsJSON(t, rows)
-	if err != nil {
-		return err
+// maxStagedRows bounds the staged rows one statement takes (rowsJSON): a
+// larger set goes in several upserts, queued in the same round trip, each
+// with its own rows, so that no parameter grows with the customer (every
+// row of a 200,000-user customer changed would be ~60 MB of JSON at once).
+// Each upsert is whole by itself: users and invitations are written by key,
+// and a chunk of roles holds every staged role of its users (see
+// rolesChunks). Store.stagedRows, when not 0, sets another bound (tests).
+const maxStagedRows = 5000
+
+// maxStaged is the bound on the staged rows of one upsert.
+func (s *Store) maxStaged() int { return cmp.Or(s.stagedRows, maxStagedRows) }
+
+// chunk is one upsert's share of the staged rows of a table.
+type chunk struct {
+	rows  [][]any
+	users []int64 // roles: the users whose stored roles this chunk compares (readable)
+}
+
+// chunks splits rows (sorted by key) into chunks of at most max rows,
+// never between two rows whose first values are equal when byFirst (the
+// roles of one user).
+func chunks(rows [][]any, max int, byFirst bool) []chunk {
+	var out []chunk
+	for len(rows) > 0 {
+		n := min(len(rows), max)
+		if byFirst {
+			for n < len(rows) && firstKey(rows[n]) == firstKey(rows[n-1]) {
+				n++
+			}
+		}
+		out = append(out, chunk{rows: rows[:n]})
+		rows = rows[n:]
 	}
-	w.args[t.RowsArg()] = j
-	return nil
+	return out
+}
+
+// rolesChunks splits the staged roles into chunks (chunks, by user), each
+// with the users of users (sorted) whose roles it compares and removes:
+// those up to its last user, after the previous chunk's (the last chunk
+// takes the rest). A user with no role staged is in one chunk all the same.
+func rolesChunks(rows [][]any, max int, users []int64) []chunk {
+	cs := chunks(rows, max, true)
+	if len(cs) == 0 {
+		return []chunk{{users: users}}
+	}
+	for i := range cs {
+		n := len(users)
+		if i < len(cs)-1 {
+			last := firstKey(cs[i].rows[len(cs[i].rows)-1])
+			n = 0
+			for n < len(users) && users[n] <= last {
+				n++
+			}
+		}
+		cs[i].users, users = users[:n], users[n:]
+	}
+	return cs
+}
+
+// upsertArgs returns args with t's staged rows set to those of c (rowsJSON).
+func upsertArgs(t *table, c chunk, args pgx.NamedArgs) (pgx.NamedArgs, error) {
+	j, err := rowsJSON(t, c.rows)
+	if err != nil {
+		return nil, err
+	}
+	out := maps.Clone(args)
+	out[t.RowsArg()] = j
+	return out, nil
 }
 
 // staging creates (once per connection, see sql/staging.sql) and empties
@@ -360,13 +423,7 @@ func (w *writer) write(ctx context.Context, ch *Changes) error {
 	if err != nil {
 		return err
 	}
-	for _, t := range []*table{usersTable, rolesTable, invitationsTable, accountsTable} {
-		if len(rows[t]) > 0 {
-			if err := w.stage(t, rows[t]); err != nil {
-				return err
-			}
-		}
-	}
+	w.rows = rows
 	staged := func(t *table) bool { return len(rows[t]) > 0 }
 	if err := w.hook("stage"); err != nil {
 		return err
@@ -415,7 +472,6 @@ func (w *writer) write(ctx context.Context, ch *Changes) error {
 	if removing == 0 {
 		usersRemove = ""
 	}
-	w.args["staged_users"] = stagedUsers(rows[usersTable])
 	if err := w.counted(ctx, ch, usersTable, usersUpsert, usersRemove); err != nil {
 		return err
 	}
@@ -445,20 +501,31 @@ func (w *writer) write(ctx context.Context, ch *Changes) error {
 
 func (w *writer) hook(step string) error { return w.store.hook(step, w.tx) }
 
-// counted runs the statements (those not "") that return (change, count)
-// rows, and adds the counts to t's.
-func (w *writer) counted(ctx context.Context, ch *Changes, t *table, stmts ...string) error {
+// counted runs the upsert of t (unless "": one per chunk of its staged
+// rows) and its removal (unless ""), which return (change, count) rows, and
+// adds the counts to t's.
+func (w *writer) counted(ctx context.Context, ch *Changes, t *table, upsert, remove string) error {
 	counts := ch.of(t.Name)
 	b := &pgx.Batch{}
 	var what []string
-	for i, sql := range stmts {
-		if sql == "" {
-			continue
+	// One round trip for all: each statement still runs on its own
+	// snapshot, in order, in the transaction.
+	if upsert != "" {
+		for _, c := range chunks(w.rows[t], w.store.maxStaged(), false) {
+			args, err := upsertArgs(t, c, w.args)
+			if err != nil {
+				return err
+			}
+			if t == usersTable {
+				args["staged_users"] = stagedUsers(c.rows)
+			}
+			b.Queue(upsert, args)
+			what = append(what, "write")
 		}
-		// One round trip for all: each statement still runs on its own
-		// snapshot, in order, in the transaction.
-		b.Queue(sql, w.args)
-		what = append(what, [...]string{"write", "remove"}[i])
+	}
+	if remove != "" {
+		b.Queue(remove, w.args)
+		what = append(what, "remove")
 	}
 	return w.sendCounted(ctx, b, what, t.Name, counts)
 }
@@ -520,11 +587,16 @@ func (w *writer) roles(ctx context.Context, ch *Changes, dropped bool) (err erro
 	}
 	// Staged roles are all of the readable users whose stored roles the
 	// read-back found different (readBack); the others' are as stored.
-	if readable := w.roleUsers; len(readable) > 0 {
-		// Removal in the customers the credential sees (nil: any).
-		b.Queue(rolesTable.upsert, pgx.NamedArgs{"owners": w.st.roleCustomers, "readable": readable,
-			rolesTable.RowsArg(): w.args[rolesTable.RowsArg()]})
-		what = append(what, "write user_roles")
+	if len(w.roleUsers) > 0 {
+		for _, c := range rolesChunks(w.rows[rolesTable], w.store.maxStaged(), w.roleUsers) {
+			// Removal in the customers the credential sees (nil: any).
+			args, err := upsertArgs(rolesTable, c, pgx.NamedArgs{"owners": w.st.roleCustomers, "readable": c.users})
+			if err != nil {
+				return err
+			}
+			b.Queue(rolesTable.upsert, args)
+			what = append(what, "write user_roles")
+		}
 	}
 	b.Queue(rolesHistorySQL, pgx.NamedArgs{"run_id": w.args["run_id"]})
 	br := w.tx.SendBatch(ctx, b)

@@ -50,6 +50,9 @@ type Store struct {
 	opts Options
 	log  *slog.Logger
 	path string // search_path value
+	// stagedRows, when not 0, bounds the staged rows of one upsert instead
+	// of maxStagedRows (tests: several chunks from a few rows).
+	stagedRows int
 
 	// testHook, when set, is called between the steps of a snapshot write,
 	// at the start of each attempt of a run's record (step "record") and
