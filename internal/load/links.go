@@ -193,7 +193,7 @@ func (w *writer) links(ctx context.Context, ch *Changes) error {
 	if len(sl.rows) == 0 {
 		// Nothing to stage: the removal can only remove current links in
 		// the searches' scope. Most customers have none, and then no
-		// staging table is created or emptied and no statement runs.
+		// changes table is created or emptied and no statement runs.
 		if !sl.covers() {
 			return nil
 		}

@@ -381,9 +381,9 @@ func (w *writer) staleReadable() []int64 {
 //
 //	stage        find the new keys (splitFresh); read back the stored rows
 //	             the other rows' keys can find and compare them in Go
-//	             (readBack); COPY into the staging tables only the rows
-//	             that may change (creating or emptying the staging tables
-//	             first, only when there are any)
+//	             (readBack); only the rows that may change are staged:
+//	             sent with the statements that write them (rowsJSON, in
+//	             upserts of at most maxStagedRows rows)
 //	guard        the removal guard, on the read-back's count of current
 //	             and omitted users (none when the customer's users are new)
 //	accounts     the direct path (COPY) for new account ids on a
