@@ -63,10 +63,10 @@ func linkValues(cols []string, s, x string) []string {
 
 // linksKeptSQL counts the links in the searches' scope that were current
 // before this write and still are: current now, not added or reappeared by
-// it (s_changes_client_links holds what it wrote).
+// it (@written: the rows the upsert wrote, as it returned them).
 var linksKeptSQL = "SELECT count(*) FROM client_links t WHERE t.removed_at IS NULL AND " + linksTable.scopeWhere +
-	" AND NOT EXISTS (SELECT 1 FROM s_changes_client_links c WHERE c.type = t.type AND c.client_entity_id = t.client_entity_id" +
-	" AND c.managing_customer_id = t.managing_customer_id AND c.change IN ('added', 'reappeared'))"
+	" AND NOT EXISTS (SELECT 1 FROM json_array_elements(@written::json) e WHERE e->>'change' IN ('added', 'reappeared')" +
+	" AND (e->>'type', (e->>'client_entity_id')::bigint, (e->>'managing_customer_id')::bigint) = (t.type, t.client_entity_id, t.managing_customer_id))"
 
 // linksCurrentSQL says whether any link in the searches' scope is current.
 var linksCurrentSQL = "SELECT EXISTS (SELECT 1 FROM client_links t WHERE t.removed_at IS NULL AND " + linksTable.scopeWhere + ")"
@@ -179,8 +179,8 @@ func (sl *stagedLinks) covers() bool {
 }
 
 // links writes the staged links: the upsert and the removal within the
-// searches' scope record what they wrote in s_changes_client_links, then
-// the history of those rows (a separate statement, see rolesTable).
+// searches' scope return what they wrote, then the history of those rows
+// is written (a separate statement, see rolesTable).
 func (w *writer) links(ctx context.Context, ch *Changes) error {
 	sl := &w.st.links
 	if !sl.searched {
@@ -193,7 +193,7 @@ func (w *writer) links(ctx context.Context, ch *Changes) error {
 	if len(sl.rows) == 0 {
 		// Nothing to stage: the removal can only remove current links in
 		// the searches' scope. Most customers have none, and then no
-		// changes table is created or emptied and no statement runs.
+		// statement runs.
 		if !sl.covers() {
 			return nil
 		}
@@ -205,29 +205,29 @@ func (w *writer) links(ctx context.Context, ch *Changes) error {
 			return nil
 		}
 	}
-	if err := w.staging(ctx, linksTable); err != nil {
-		return err
-	}
-	written := int64(0)
+	// written: what the upsert and the removal wrote; upserted: the
+	// upsert's rows alone (the removal guard counts the links it kept).
+	var written changeSet
+	upserted := "[]"
 	if len(sl.rows) > 0 {
 		rows, err := rowsJSON(linksTable, sl.rows)
 		if err != nil {
 			return err
 		}
 		args[linksTable.RowsArg()] = rows
-		tag, err := w.tx.Exec(ctx, linksTable.upsert, args)
-		if err != nil {
+		if _, err := written.scan(w.tx.QueryRow(ctx, linksTable.upsert, args)); err != nil {
 			return fmt.Errorf("write client_links: %w", err)
 		}
-		written += tag.RowsAffected()
+		upserted = written.json()
 	}
 	if sl.covers() {
-		tag, err := w.tx.Exec(ctx, linksTable.remove, args)
+		removed, err := written.scan(w.tx.QueryRow(ctx, linksTable.remove, args))
 		if err != nil {
 			return fmt.Errorf("remove client_links: %w", err)
 		}
-		if removed := int(tag.RowsAffected()); removed > 0 && !w.store.opts.AllowMassRemoval {
+		if removed > 0 && !w.store.opts.AllowMassRemoval {
 			var kept int
+			args["written"] = upserted
 			if err := w.tx.QueryRow(ctx, linksKeptSQL, args).Scan(&kept); err != nil {
 				return fmt.Errorf("count client_links kept: %w", err)
 			}
@@ -235,17 +235,6 @@ func (w *writer) links(ctx context.Context, ch *Changes) error {
 				return err
 			}
 		}
-		written += tag.RowsAffected()
 	}
-	if written == 0 {
-		return nil
-	}
-	rows, err := w.tx.Query(ctx, linksHistorySQL, pgx.NamedArgs{"run_id": w.args["run_id"]})
-	if err == nil {
-		err = countChanges(rows, &ch.Links)
-	}
-	if err != nil {
-		return fmt.Errorf("write client_links history: %w", err)
-	}
-	return nil
+	return written.history(ctx, w.tx, linksTable, linksHistorySQL, w.args["run_id"], &ch.Links)
 }

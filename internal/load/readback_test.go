@@ -8,7 +8,6 @@ import (
 	"os"
 	"slices"
 	"strconv"
-	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -227,12 +226,10 @@ func TestReadBackMatchesSQLComparison(t *testing.T) {
 	}
 }
 
-// The changes tables of roles and links outlive their transactions (not ON
-// COMMIT DELETE ROWS, see sql/staging.sql): the rows one write recorded and
-// committed must not be read by the next write on the same connection (nor
-// the rows it staged: a parameter of its statements), and the tables are
-// truncated once they have grown.
-func TestChangesTablesEmptiedForEachWrite(t *testing.T) {
+// Writes on the same connection leave nothing to each other: the rows one
+// write staged and the changes it recorded for its history are parameters
+// of its statements, never read by the next write.
+func TestNothingCarriedOverBetweenWrites(t *testing.T) {
 	t.Parallel()
 	b := setup(t, Options{})
 	cfg := b.pool.Config()
@@ -290,49 +287,6 @@ func TestChangesTablesEmptiedForEachWrite(t *testing.T) {
 	equal(t, "customer 7's rows", b.strings(t, `SELECT count(*) FROM users WHERE customer_id = 7 AND removed_at IS NULL
 		UNION ALL SELECT count(*) FROM user_invitations WHERE customer_id = 7 AND removed_at IS NULL
 		UNION ALL SELECT count(*) FROM users WHERE customer_id = 1001 AND removed_at IS NULL`), []string{"4", "2", "4"})
-
-	// Grown past 16 MB: the next write of roles truncates their changes
-	// table.
-	size := func() int64 {
-		var n int64
-		if err := pool.QueryRow(t.Context(), "SELECT pg_relation_size('pg_temp.s_changes_user_roles')").Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		return n
-	}
-	if _, err := pool.Exec(t.Context(), "INSERT INTO pg_temp.s_changes_user_roles (user_id, customer_id, role_id, customer_link_permission) SELECT g, 1, 1, repeat('x', 1000) FROM generate_series(1, 20000) g"); err != nil {
-		t.Fatal(err)
-	}
-	if n := size(); n < 16<<20 {
-		t.Fatalf("s_changes_user_roles is %d bytes, want more than 16 MB", n)
-	}
-	o.Roles[1].AccountIDs = []int64{3}
-	if ch := write(o); ch != (Changes{Roles: Counts{Changed: 1}}) {
-		t.Errorf("customer 7 changes = %v, want roles ~1", ch)
-	}
-	if n := size(); n > 1<<20 {
-		t.Errorf("s_changes_user_roles is %d bytes after a write, want it truncated", n)
-	}
-}
-
-// prepareStaging sends its statements in one round trip and reads the size
-// from the first: an error of a later one (here the CREATE of a table LIKE
-// one that does not exist) is still returned.
-func TestPrepareStagingReportsLaterErrors(t *testing.T) {
-	t.Parallel()
-	b := setup(t, Options{})
-	err := pgx.BeginFunc(t.Context(), b.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(t.Context(), "SET LOCAL search_path TO "+pgx.Identifier{b.schema}.Sanitize()); err != nil {
-			return err
-		}
-		if err := prepareStaging(t.Context(), tx, []*table{rolesTable}); err != nil {
-			t.Errorf("changes table of roles: %v", err)
-		}
-		return prepareStaging(t.Context(), tx, []*table{{Name: "no_such_table", Key: []string{"id"}, Deferred: true}})
-	})
-	if err == nil || !strings.Contains(err.Error(), "no_such_table") {
-		t.Errorf("staging LIKE a missing table: %v, want its error", err)
-	}
 }
 
 // Empty arrays (a role or invitation scoped to no account) compare equal

@@ -2,6 +2,7 @@ package load
 
 import (
 	"math"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -100,5 +101,42 @@ func TestStagedRowsReadAsCopied(t *testing.T) {
 	}
 	if _, err := rowsJSON(accountsTable, [][]any{{int64(1), int64(2), nil, nil, nil, 1.5}}); err == nil {
 		t.Error("a value of a type stage never puts in a row: no error")
+	}
+}
+
+// The history of the Deferred tables (roles, links) is written from the
+// rows their upserts returned as JSON (changeSet): each open history row
+// holds exactly the values of its entity row, odd strings, arrays and
+// times with microseconds included, after an upsert and after a removal.
+func TestDeferredHistoryMatchesRows(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Options{})
+	odd := "quote \" backslash \\ newline \n <b>&amp;</b> 😀"
+	at := time.Date(2026, 11, 30, 23, 59, 59, 123456789, time.UTC)
+	snap := linksSnapshot()
+	for i := range snap.Links {
+		snap.Links[i].Note, snap.Links[i].LastModifiedTime, snap.Links[i].InviterName = odd, &at, odd
+	}
+	snap.Roles[1].LinkedAccountIDs, snap.Roles[2].CustomerLinkPermission = []int64{}, odd
+	b.write(t, snap) // first write: roles by the direct path, links by the upsert
+	// Every role and link changed (through the upsert), one of each removed.
+	snap.Roles = snap.Roles[:len(snap.Roles)-1]
+	for i := range snap.Roles {
+		snap.Roles[i].AccountIDs = append(slices.Clone(snap.Roles[i].AccountIDs), 11)
+	}
+	snap.Links = snap.Links[:len(snap.Links)-1]
+	for i := range snap.Links {
+		snap.Links[i].InviterPhone = odd
+	}
+	ch := b.write(t, snap)
+	if ch.Roles.Changed == 0 || ch.Roles.Removed != 1 || ch.Links.Changed == 0 || ch.Links.Removed != 1 {
+		t.Fatalf("changes %v: want roles and links changed and one of each removed", ch)
+	}
+	for _, tb := range []*table{rolesTable, linksTable} {
+		cols := strings.Join(tb.All(), ", ")
+		equal(t, tb.Name+" rows without their open history row", b.strings(t, `SELECT row(`+cols+`)::text FROM `+tb.Name+
+			` WHERE removed_at IS NULL EXCEPT SELECT row(`+cols+`)::text FROM `+tb.History+` WHERE valid_to IS NULL AND change <> 'removed'`), nil)
+		equal(t, tb.Name+" removed rows without their 'removed' history row", b.strings(t, `SELECT row(`+cols+`)::text FROM `+tb.Name+
+			` WHERE removed_at IS NOT NULL EXCEPT SELECT row(`+cols+`)::text FROM `+tb.History+` WHERE valid_to IS NULL AND change = 'removed'`), nil)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"maps"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgerrcode"
@@ -114,9 +115,6 @@ type writer struct {
 	// roleUsers: the listed users GetUser read whose roles the upsert
 	// writes (see readBack).
 	roleUsers []int64
-	// staged: the Deferred tables whose changes tables this transaction
-	// has created or emptied (see staging).
-	staged map[*table]bool
 	// rows: the staged rows of each table, those the read-back found may
 	// change (the upserts' rows, see upsertArgs).
 	rows map[*table][][]any
@@ -192,44 +190,44 @@ func upsertArgs(t *table, c chunk, args pgx.NamedArgs) (pgx.NamedArgs, error) {
 	return out, nil
 }
 
-// staging creates (once per connection, see sql/staging.sql) and empties
-// the changes table of Deferred table t, the first time the transaction
-// writes t: a snapshot that changes nothing touches no temporary table, so
-// its commit has none to empty, and a connection creates only the changes
-// tables its writes use (each is some catalog work: 1–10 ms under load).
-func (w *writer) staging(ctx context.Context, t *table) error {
-	if w.staged[t] {
-		return nil
-	}
-	if err := prepareStaging(ctx, w.tx, []*table{t}); err != nil {
-		return fmt.Errorf("create changes table: %w", err)
-	}
-	if w.staged == nil {
-		w.staged = map[*table]bool{}
-	}
-	w.staged[t] = true
-	return nil
+// changeSet gathers what the statements of a Deferred table wrote, for its
+// history statement: each returns its row count and the rows as a JSON
+// array (sql/upsert.sql, sql/remove.sql), which the history statement
+// takes joined (@changes, sql/history.sql).
+type changeSet struct {
+	n     int
+	parts []string // each array's elements, without its brackets
 }
 
-// maxStagingBytes: changes tables that have grown past this are truncated
-// (see sql/staging.sql).
-const maxStagingBytes = 16 << 20
-
-// prepareStaging creates, when the connection has none yet, and empties the
-// changes tables of the Deferred tables ts, in one round trip; it
-// truncates them once they have grown past maxStagingBytes.
-func prepareStaging(ctx context.Context, tx pgx.Tx, ts []*table) error {
-	q := stagingSQL(ts)
-	// Several statements: the simple protocol. The row is the first
-	// statement's; the others' errors come back from Scan.
-	var size int64
-	if err := tx.QueryRow(ctx, q.prepare, pgx.QueryExecModeSimpleProtocol).Scan(&size); err != nil {
-		return err
+// scan reads one statement's (count, rows) and returns the count.
+func (c *changeSet) scan(row pgx.Row) (int, error) {
+	var n int
+	var rows string
+	if err := row.Scan(&n, &rows); err != nil {
+		return 0, err
 	}
-	if size > maxStagingBytes {
-		if _, err := tx.Exec(ctx, q.truncate); err != nil {
-			return err
-		}
+	if n > 0 {
+		c.n += n
+		c.parts = append(c.parts, strings.TrimSuffix(strings.TrimPrefix(rows, "["), "]"))
+	}
+	return n, nil
+}
+
+// json returns the rows gathered as one JSON array.
+func (c *changeSet) json() string { return "[" + strings.Join(c.parts, ",") + "]" }
+
+// history runs t's history statement (sql) over the rows gathered, when
+// there are any, and adds its counts to counts.
+func (c *changeSet) history(ctx context.Context, tx pgx.Tx, t *table, sql string, runID any, counts *Counts) error {
+	if c.n == 0 {
+		return nil
+	}
+	rows, err := tx.Query(ctx, sql, pgx.NamedArgs{"run_id": runID, "changes": c.json()})
+	if err == nil {
+		err = countChanges(rows, counts)
+	}
+	if err != nil {
+		return fmt.Errorf("write %s history: %w", t.Name, err)
 	}
 	return nil
 }
@@ -397,15 +395,15 @@ func (w *writer) staleReadable() []int64 {
 //	roles        the direct path for the roles of new users; removal of
 //	             the dropped users' roles (when the users removal ran),
 //	             upsert with removal of the others for the users whose
-//	             roles the read-back found different, into
-//	             s_changes_user_roles, then the history of what they wrote
-//	             (when they wrote anything)
+//	             roles the read-back found different, each returning what
+//	             it wrote, then the history of those rows (when they wrote
+//	             anything)
 //	invitations  the direct path (COPY, then history) for new
 //	             invitation ids on a customer's first write; upsert with
 //	             history; removal with history (as accounts)
-//	links        (when searched) COPY, upsert and removal within the
-//	             searches' scope, into s_changes_client_links, then their
-//	             history (see linksTable)
+//	links        (when searched) upsert and removal within the searches'
+//	             scope, returning what they wrote, then its history (see
+//	             linksTable)
 //
 // Each statement writes only rows that change: a snapshot that changes
 // nothing sends no row, runs no write statement and writes no row version
@@ -556,12 +554,13 @@ func (w *writer) sendCounted(ctx context.Context, b *pgx.Batch, what []string, n
 }
 
 // roles removes, when the snapshot removed users (dropped), their roles in
-// this customer; then (one statement) upserts the staged roles and removes
-// those of the listed users GetUser read in the customers of
-// Snapshot.RoleCustomers that are not staged. Each records what it wrote in
-// s_changes_user_roles; then, when anything was written, the history of
-// those rows (see rolesTable for why it is a second statement).
-func (w *writer) roles(ctx context.Context, ch *Changes, dropped bool) (err error) {
+// this customer; then (one statement, or one per chunk of the staged roles)
+// upserts the staged roles and removes those of the listed users GetUser
+// read in the customers of Snapshot.RoleCustomers that are not staged.
+// Each returns what it wrote; then, when anything was written, the history
+// of those rows (a second round trip: see rolesTable for why it is a
+// second statement).
+func (w *writer) roles(ctx context.Context, ch *Changes, dropped bool) error {
 	if len(w.st.userIDs) == 0 && !dropped {
 		return nil
 	}
@@ -571,13 +570,6 @@ func (w *writer) roles(ctx context.Context, ch *Changes, dropped bool) (err erro
 	if !dropped && len(w.roleUsers) == 0 {
 		return nil
 	}
-	if err := w.staging(ctx, rolesTable); err != nil {
-		return err
-	}
-	// One round trip: the removal of the dropped users' roles, the upsert
-	// with removal, then (on its own snapshot, after both) the history of
-	// what they put in s_changes_user_roles, which writes nothing when
-	// they wrote nothing.
 	b := &pgx.Batch{}
 	var what []string
 	if dropped {
@@ -598,26 +590,18 @@ func (w *writer) roles(ctx context.Context, ch *Changes, dropped bool) (err erro
 			what = append(what, "write user_roles")
 		}
 	}
-	b.Queue(rolesHistorySQL, pgx.NamedArgs{"run_id": w.args["run_id"]})
+	var written changeSet
 	br := w.tx.SendBatch(ctx, b)
-	defer func() {
-		if cerr := br.Close(); err == nil && cerr != nil {
-			err = fmt.Errorf("write user_roles: %w", cerr)
-		}
-	}()
 	for _, wh := range what {
-		if _, err := br.Exec(); err != nil {
+		if _, err := written.scan(br.QueryRow()); err != nil {
+			_ = br.Close()
 			return fmt.Errorf("%s: %w", wh, err)
 		}
 	}
-	rows, err := br.Query()
-	if err == nil {
-		err = countChanges(rows, &ch.Roles)
+	if err := br.Close(); err != nil {
+		return fmt.Errorf("write user_roles: %w", err)
 	}
-	if err != nil {
-		return fmt.Errorf("write user_roles history: %w", err)
-	}
-	return nil
+	return written.history(ctx, w.tx, rolesTable, rolesHistorySQL, w.args["run_id"], &ch.Roles)
 }
 
 func (w *writer) checkGuard(current, removing int) error {

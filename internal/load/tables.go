@@ -6,7 +6,6 @@ import (
 	"embed"
 	"slices"
 	"strings"
-	"sync"
 	"text/template"
 )
 
@@ -35,7 +34,7 @@ type table struct {
 	Run string
 	// Deferred: the history is written by a separate statement (see
 	// sql/history.sql and rolesTable), from the rows the upsert and the
-	// removal put in s_changes_<table>.
+	// removal returned (changeSet).
 	Deferred bool
 	// values returns the SQL expressions of the values the upsert writes
 	// for Cols, from staged row s over stored row x (NULLs when none);
@@ -197,10 +196,10 @@ func (t *table) KeyRest() []string { return t.Key[1:] }
 // Staged is the FROM item of the staged rows (alias it): the JSON array
 // of the named argument rows_<table> (rowsJSON) read as rows of the entity
 // table's type, its other columns NULL. Rows passed as a parameter, not
-// COPYed into a temporary staging table: a staging table is catalog work
+// COPYed into a temporary staging table: a temporary table is catalog work
 // in each new session (5–9 ms a table on a loaded machine, and a
-// connection's first write created up to four), a size check and a DELETE
-// in every write that stages rows, and COPY round trips, while a write
+// connection's first write created up to five), a size check and a DELETE
+// in every write that staged rows, and a COPY round trip, while a write
 // stages only the rows the read-back found changed (readBack: a handful on
 // most runs). The planner takes the set for 100 rows whatever its size;
 // the statements read it whole, driving probes of the warehouse's keys or
@@ -341,8 +340,8 @@ func (t *table) OwnedByRecheck() string {
 // of T in scope (Scan: the FROM items giving the rows as alias t, default the
 // table; Where on alias t) that the snapshot does not stage (unless
 // NotStaged is false, as for SweepRoles, whose Where says all). Deferred
-// (roles) writes the removed rows into s_changes_<table> for the history
-// statement, unless Now (SweepRoles) writes their history at once.
+// (roles) returns the removed rows for the history statement, unless Now
+// (SweepRoles) writes their history at once.
 type removeData struct {
 	*table
 	Scan, Where string
@@ -397,29 +396,6 @@ func render(name string, data any) string {
 		panic(err)
 	}
 	return strings.TrimSpace(b.String())
-}
-
-// stagingStatements are sql/staging.sql for a set of tables: prepare
-// creates and empties their staging tables and returns their size,
-// truncate truncates them.
-type stagingStatements struct{ prepare, truncate string }
-
-// stagingSQLs caches stagingStatements per set of tables, by their names.
-var stagingSQLs sync.Map
-
-// stagingSQL returns the staging statements of ts.
-func stagingSQL(ts []*table) stagingStatements {
-	names := make([]string, len(ts))
-	for i, t := range ts {
-		names[i] = t.Name
-	}
-	key := strings.Join(names, ",")
-	if q, ok := stagingSQLs.Load(key); ok {
-		return q.(stagingStatements)
-	}
-	q := stagingStatements{prepare: render("staging.sql", ts), truncate: render("truncate staging", ts)}
-	stagingSQLs.Store(key, q)
-	return q
 }
 
 func prefix(p string, cols []string) []string {

@@ -58,12 +58,16 @@ SELECT change, count(*) FROM hist GROUP BY change
 {{- end -}}
 {{- /*
 The history statement of a Deferred table (roles, see rolesTable): the rows
-the upsert and the removal recorded in s_changes_<table>, as they wrote them
-(each key once: the removal writes keys not staged, the upsert staged ones;
-and no other transaction can change a row this one wrote before it ends). It
-runs after both, so every row it historizes is locked by this transaction
-and its snapshot sees the history of every writer before.
+the upsert and the removal wrote, as they wrote them, with their change
+(@changes: the JSON arrays those statements returned, joined by the
+writer, changeSet), each key once (the removal writes keys not staged, the
+upsert staged ones; and no other transaction can change a row this one
+wrote before it ends). It runs after both, so every row it historizes is
+locked by this transaction and its snapshot sees the history of every
+writer before. PostgreSQL's JSON of those rows reads back as the same
+values (times at microseconds, arrays, text).
 */ -}}
 WITH chg AS (
-    SELECT {{list "c." .All}}, c.change FROM s_changes_{{.Name}} c
+    SELECT {{list "c." .All}}, e->>'change' AS change
+    FROM json_array_elements(@changes::json) e CROSS JOIN LATERAL json_populate_record(NULL::{{.Name}}, e) c
 ){{template "history" (history . "chg")}}

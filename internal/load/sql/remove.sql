@@ -3,8 +3,9 @@ Soft removal of the current rows of .Name in the snapshot's scope (.Scan, the
 FROM items giving the rows as alias t, with .Where) that it does not stage
 (NotStaged), whose customer the writer may remove rows of (OwnedBy, the one
 removal rule), with their 'removed' history: in the same statement, or for a
-Deferred table (unless .Now) into s_changes_<table>. A table without history returns
-('removed', count).
+Deferred table (unless .Now) by a later one, to which it returns the rows
+(as sql/upsert.sql does). A table without history returns ('removed',
+count).
 
   gone: the keys of the rows to remove, as the scan finds them, EXCEPT
         the staged keys (a hash or a sort of both sides: the staged rows
@@ -30,8 +31,7 @@ WITH gone AS (
     RETURNING {{list "t." .All}}, 'removed'::text AS change
 )
 {{- if .Deferred}}{{if not .Now}}
-INSERT INTO s_changes_{{.Name}} ({{list "" .All}}, change)
-SELECT {{list "rm." .All}}, rm.change FROM rm
+SELECT count(*), coalesce(json_agg(w), '[]') FROM (SELECT {{list "rm." .All}}, rm.change FROM rm) w
 {{- else}}{{template "history" (history .Table "rm")}}{{end}}
 {{- else if .History}}{{template "history" (history .Table "rm")}}
 {{- else}}

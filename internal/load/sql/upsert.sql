@@ -24,9 +24,11 @@ rows are neither written nor locked.
         the current rows of stored not staged, whose customer the writer
         may remove rows of (OwnedBy), as in sql/remove.sql.
 
-Then the history (sql/history.sql "closed"/"hist") in the same statement, or
-for a Deferred table the rows and changes into s_changes_<table>. The
-statement returns (change, count) rows; a Deferred one, a row count.
+Then the history (sql/history.sql "closed"/"hist") in the same statement,
+returning (change, count) rows; or for a Deferred table, whose history a
+later statement writes, the row count and the rows it wrote with their
+change (the table's columns and change) as a JSON array (sql/history.sql
+"changes").
 */ -}}
 WITH {{if .Stored}}stored AS (
     {{.Stored}}
@@ -62,11 +64,12 @@ WITH {{if .Stored}}stored AS (
     RETURNING {{list "t." .All}}, 'removed'::text AS change
 ){{end}}
 {{- if .Deferred}}
-INSERT INTO s_changes_{{.Name}} ({{list "" .All}}, change)
-SELECT {{list "chg." .All}}, chg.change FROM chg
-{{- if .RemoveStored}}
-UNION ALL
-SELECT {{list "rm." .All}}, rm.change FROM rm{{end}}
+SELECT count(*), coalesce(json_agg(w), '[]') FROM (
+    SELECT {{list "chg." .All}}, chg.change FROM chg
+    {{- if .RemoveStored}}
+    UNION ALL
+    SELECT {{list "rm." .All}}, rm.change FROM rm{{end}}
+) w
 {{- else if .History}}{{template "history" (history . "chg")}}
 {{- else}}
 SELECT change, count(*) FROM chg GROUP BY change
