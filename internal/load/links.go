@@ -210,15 +210,22 @@ func (w *writer) links(ctx context.Context, ch *Changes) error {
 	var written changeSet
 	upserted := "[]"
 	if len(sl.rows) > 0 {
+		for _, c := range chunks(sl.rows, w.store.maxStaged(), false) {
+			cargs, err := upsertArgs(linksTable, c, args)
+			if err != nil {
+				return err
+			}
+			if _, err := written.scan(w.tx.QueryRow(ctx, linksTable.upsert, cargs)); err != nil {
+				return fmt.Errorf("write client_links: %w", err)
+			}
+		}
+		upserted = written.json()
+		// The removal sets apart every staged key.
 		rows, err := rowsJSON(linksTable, sl.rows)
 		if err != nil {
 			return err
 		}
 		args[linksTable.RowsArg()] = rows
-		if _, err := written.scan(w.tx.QueryRow(ctx, linksTable.upsert, args)); err != nil {
-			return fmt.Errorf("write client_links: %w", err)
-		}
-		upserted = written.json()
 	}
 	if sl.covers() {
 		removed, err := written.scan(w.tx.QueryRow(ctx, linksTable.remove, args))
@@ -236,5 +243,5 @@ func (w *writer) links(ctx context.Context, ch *Changes) error {
 			}
 		}
 	}
-	return written.history(ctx, w.tx, linksTable, linksHistorySQL, w.args["run_id"], &ch.Links)
+	return written.history(ctx, w.tx, linksTable, linksHistorySQL, w.args["run_id"], w.store.maxStaged(), &ch.Links)
 }

@@ -199,8 +199,11 @@ func (s *Store) loadDirectory(ctx context.Context, tx pgx.Tx, d *directory.Direc
 	}
 	args := pgx.NamedArgs{directoryTable.RowsArg(): staged}
 	var current, removing int
-	if err := tx.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM `+directoryTable.Staged()+` s WHERE s.directory_id = t.directory_id))
-FROM directory_people t WHERE t.removed_at IS NULL`, args).Scan(&current, &removing); err != nil {
+	// The people to remove by EXCEPT (hashed or sorted): a NOT EXISTS per
+	// stored person would read the staged set once for each.
+	if err := tx.QueryRow(ctx, `SELECT (SELECT count(*) FROM directory_people t WHERE t.removed_at IS NULL),
+       (SELECT count(*) FROM (SELECT t.directory_id FROM directory_people t WHERE t.removed_at IS NULL
+                              EXCEPT SELECT s.directory_id FROM `+directoryTable.Staged()+` s) d)`, args).Scan(&current, &removing); err != nil {
 		return fmt.Errorf("count people to remove: %w", err)
 	}
 	if removing > 0 && !s.opts.AllowMassRemoval {

@@ -105,12 +105,14 @@ func TestStagedRowsReadAsCopied(t *testing.T) {
 }
 
 // The history of the Deferred tables (roles, links) is written from the
-// rows their upserts returned as JSON (changeSet): each open history row
-// holds exactly the values of its entity row, odd strings, arrays and
-// times with microseconds included, after an upsert and after a removal.
+// rows their upserts returned as JSON (changeSet), here in chunks of 2:
+// each open history row holds exactly the values of its entity row, odd
+// strings, arrays and times with microseconds included, after an upsert
+// and after a removal.
 func TestDeferredHistoryMatchesRows(t *testing.T) {
 	t.Parallel()
 	b := setup(t, Options{})
+	b.store.stagedRows = 2
 	odd := "quote \" backslash \\ newline \n <b>&amp;</b> 😀"
 	at := time.Date(2026, 11, 30, 23, 59, 59, 123456789, time.UTC)
 	snap := linksSnapshot()

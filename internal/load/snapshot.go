@@ -3,6 +3,7 @@ package load
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -120,14 +121,19 @@ type writer struct {
 	rows map[*table][][]any
 }
 
-// maxStagedRows bounds the staged rows one statement takes (rowsJSON): a
-// larger set goes in several upserts, queued in the same round trip, each
-// with its own rows, so that no parameter grows with the customer (every
-// row of a 200,000-user customer changed would be ~60 MB of JSON at once).
-// Each upsert is whole by itself: users and invitations are written by key,
-// and a chunk of roles holds every staged role of its users (see
-// rolesChunks). Store.stagedRows, when not 0, sets another bound (tests).
-const maxStagedRows = 5000
+// maxStagedRows bounds the staged rows one statement takes (rowsJSON), and
+// the written rows a Deferred table's history statement takes back
+// (changeSet): a larger set goes in several statements, queued in the same
+// round trip, each with its own rows. Each is whole by itself: users and
+// invitations are written by key, a chunk of roles holds every staged role
+// of its users (see rolesChunks), and each written key is historized once.
+// The bound is small because the planner takes a JSON set for 100 rows
+// whatever its size, and where a statement joins two sets derived from it
+// (the written rows with the history intervals they close) it may loop
+// over one for each row of the other: 500 rows keep that to a few ms,
+// where 5,000 took seconds. Store.stagedRows, when not 0, sets another
+// bound (tests).
+const maxStagedRows = 500
 
 // maxStaged is the bound on the staged rows of one upsert.
 func (s *Store) maxStaged() int { return cmp.Or(s.stagedRows, maxStagedRows) }
@@ -193,41 +199,74 @@ func upsertArgs(t *table, c chunk, args pgx.NamedArgs) (pgx.NamedArgs, error) {
 // changeSet gathers what the statements of a Deferred table wrote, for its
 // history statement: each returns its row count and the rows as a JSON
 // array (sql/upsert.sql, sql/remove.sql), which the history statement
-// takes joined (@changes, sql/history.sql).
+// takes back (@changes, sql/history.sql), in chunks of at most
+// maxStagedRows rows as the upserts take theirs.
 type changeSet struct {
-	n     int
-	parts []string // each array's elements, without its brackets
+	rows []json.RawMessage
 }
 
 // scan reads one statement's (count, rows) and returns the count.
 func (c *changeSet) scan(row pgx.Row) (int, error) {
 	var n int
-	var rows string
+	var rows []byte
 	if err := row.Scan(&n, &rows); err != nil {
 		return 0, err
 	}
-	if n > 0 {
-		c.n += n
-		c.parts = append(c.parts, strings.TrimSuffix(strings.TrimPrefix(rows, "["), "]"))
+	var list []json.RawMessage
+	if err := json.Unmarshal(rows, &list); err != nil {
+		return 0, fmt.Errorf("the rows written: %w", err)
 	}
+	if len(list) != n {
+		return 0, fmt.Errorf("the rows written: %d for a count of %d", len(list), n)
+	}
+	c.rows = append(c.rows, list...)
 	return n, nil
 }
 
 // json returns the rows gathered as one JSON array.
-func (c *changeSet) json() string { return "[" + strings.Join(c.parts, ",") + "]" }
+func (c *changeSet) json() string { return jsonArray(c.rows) }
+
+func jsonArray(rows []json.RawMessage) string {
+	var b strings.Builder
+	b.WriteByte('[')
+	for i, r := range rows {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.Write(r)
+	}
+	b.WriteByte(']')
+	return b.String()
+}
 
 // history runs t's history statement (sql) over the rows gathered, when
-// there are any, and adds its counts to counts.
-func (c *changeSet) history(ctx context.Context, tx pgx.Tx, t *table, sql string, runID any, counts *Counts) error {
-	if c.n == 0 {
+// there are any, one statement per max of them in one round trip, and
+// adds its counts to counts. Each key is among the rows once, so the
+// chunks are whole by themselves.
+func (c *changeSet) history(ctx context.Context, tx pgx.Tx, t *table, sql string, runID any, max int, counts *Counts) (err error) {
+	if len(c.rows) == 0 {
 		return nil
 	}
-	rows, err := tx.Query(ctx, sql, pgx.NamedArgs{"run_id": runID, "changes": c.json()})
-	if err == nil {
-		err = countChanges(rows, counts)
+	b := &pgx.Batch{}
+	for rows := c.rows; len(rows) > 0; {
+		n := min(len(rows), max)
+		b.Queue(sql, pgx.NamedArgs{"run_id": runID, "changes": jsonArray(rows[:n])})
+		rows = rows[n:]
 	}
-	if err != nil {
-		return fmt.Errorf("write %s history: %w", t.Name, err)
+	br := tx.SendBatch(ctx, b)
+	defer func() {
+		if cerr := br.Close(); err == nil && cerr != nil {
+			err = fmt.Errorf("write %s history: %w", t.Name, cerr)
+		}
+	}()
+	for range b.Len() {
+		rows, err := br.Query()
+		if err == nil {
+			err = countChanges(rows, counts)
+		}
+		if err != nil {
+			return fmt.Errorf("write %s history: %w", t.Name, err)
+		}
 	}
 	return nil
 }
@@ -601,7 +640,7 @@ func (w *writer) roles(ctx context.Context, ch *Changes, dropped bool) error {
 	if err := br.Close(); err != nil {
 		return fmt.Errorf("write user_roles: %w", err)
 	}
-	return written.history(ctx, w.tx, rolesTable, rolesHistorySQL, w.args["run_id"], &ch.Roles)
+	return written.history(ctx, w.tx, rolesTable, rolesHistorySQL, w.args["run_id"], w.store.maxStaged(), &ch.Roles)
 }
 
 func (w *writer) checkGuard(current, removing int) error {

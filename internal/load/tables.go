@@ -201,9 +201,8 @@ func (t *table) KeyRest() []string { return t.Key[1:] }
 // connection's first write created up to five), a size check and a DELETE
 // in every write that staged rows, and a COPY round trip, while a write
 // stages only the rows the read-back found changed (readBack: a handful on
-// most runs). The planner takes the set for 100 rows whatever its size;
-// the statements read it whole, driving probes of the warehouse's keys or
-// hashed, so no plan depends on that estimate.
+// most runs). The planner takes the set for 100 rows whatever its size, so
+// the writer bounds what one statement takes (maxStagedRows).
 func (t *table) Staged() string {
 	return "json_populate_recordset(NULL::" + t.Name + ", @" + t.RowsArg() + "::json)"
 }

@@ -27,8 +27,8 @@ rows are neither written nor locked.
 Then the history (sql/history.sql "closed"/"hist") in the same statement,
 returning (change, count) rows; or for a Deferred table, whose history a
 later statement writes, the row count and the rows it wrote with their
-change (the table's columns and change) as a JSON array (sql/history.sql
-"changes").
+change (the table's columns and change) as a JSON array, which the
+writer passes to the table's history statement (sql/history.sql).
 */ -}}
 WITH {{if .Stored}}stored AS (
     {{.Stored}}
