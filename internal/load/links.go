@@ -243,5 +243,5 @@ func (w *writer) links(ctx context.Context, ch *Changes) error {
 			}
 		}
 	}
-	return written.history(ctx, w.tx, linksTable, linksHistorySQL, w.args["run_id"], w.store.maxStaged(), &ch.Links)
+	return w.history(ctx, ch, linksTable, linksHistorySQL, &written)
 }

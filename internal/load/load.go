@@ -4,10 +4,10 @@
 // Each snapshot is written in one transaction, one path per entity table
 // (tables.go describes them; the SQL is in sql/, rendered once): with the
 // staged rows as a JSON parameter (table.Staged), one statement per table
-// inserts the new rows and updates the changed ones (IS DISTINCT FROM:
-// unchanged rows are neither written nor locked) and one soft-removes
-// (removed_at) the rows
-// of the snapshot's scope it omits, under the one ownership rule (ownedBy);
+// (per chunk of at most maxStagedRows rows) inserts the new rows and
+// updates the changed ones (IS DISTINCT FROM: unchanged rows are neither
+// written nor locked) and one soft-removes (removed_at) the rows of the
+// snapshot's scope it omits, under the one ownership rule (ownedBy);
 // both append the history from what they wrote (RETURNING), so a re-run that
 // finds nothing new writes no row version at all. Before that, the rows are
 // compared in Go with the stored ones read back (readback.go), so only rows

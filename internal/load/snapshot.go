@@ -239,36 +239,20 @@ func jsonArray(rows []json.RawMessage) string {
 	return b.String()
 }
 
-// history runs t's history statement (sql) over the rows gathered, when
-// there are any, one statement per max of them in one round trip, and
-// adds its counts to counts. Each key is among the rows once, so the
+// history runs t's history statement (sql) over the rows c gathered, when
+// there are any, one statement per maxStaged of them in one round trip,
+// and adds its counts to t's. Each key is among the rows once, so the
 // chunks are whole by themselves.
-func (c *changeSet) history(ctx context.Context, tx pgx.Tx, t *table, sql string, runID any, max int, counts *Counts) (err error) {
-	if len(c.rows) == 0 {
-		return nil
-	}
+func (w *writer) history(ctx context.Context, ch *Changes, t *table, sql string, c *changeSet) error {
 	b := &pgx.Batch{}
+	var what []string
 	for rows := c.rows; len(rows) > 0; {
-		n := min(len(rows), max)
-		b.Queue(sql, pgx.NamedArgs{"run_id": runID, "changes": jsonArray(rows[:n])})
+		n := min(len(rows), w.store.maxStaged())
+		b.Queue(sql, pgx.NamedArgs{"run_id": w.args["run_id"], "changes": jsonArray(rows[:n])})
+		what = append(what, "write history of")
 		rows = rows[n:]
 	}
-	br := tx.SendBatch(ctx, b)
-	defer func() {
-		if cerr := br.Close(); err == nil && cerr != nil {
-			err = fmt.Errorf("write %s history: %w", t.Name, cerr)
-		}
-	}()
-	for range b.Len() {
-		rows, err := br.Query()
-		if err == nil {
-			err = countChanges(rows, counts)
-		}
-		if err != nil {
-			return fmt.Errorf("write %s history: %w", t.Name, err)
-		}
-	}
-	return nil
+	return w.sendCounted(ctx, b, what, t.Name, ch.of(t.Name))
 }
 
 // stagedUsers returns the user ids of the staged users rows (sorted).
@@ -554,6 +538,7 @@ func (w *writer) counted(ctx context.Context, ch *Changes, t *table, upsert, rem
 				return err
 			}
 			if t == usersTable {
+				// The users' Stored reads the chunk's users only.
 				args["staged_users"] = stagedUsers(c.rows)
 			}
 			b.Queue(upsert, args)
@@ -640,7 +625,7 @@ func (w *writer) roles(ctx context.Context, ch *Changes, dropped bool) error {
 	if err := br.Close(); err != nil {
 		return fmt.Errorf("write user_roles: %w", err)
 	}
-	return written.history(ctx, w.tx, rolesTable, rolesHistorySQL, w.args["run_id"], w.store.maxStaged(), &ch.Roles)
+	return w.history(ctx, ch, rolesTable, rolesHistorySQL, &written)
 }
 
 func (w *writer) checkGuard(current, removing int) error {

@@ -59,8 +59,8 @@ SELECT change, count(*) FROM hist GROUP BY change
 {{- /*
 The history statement of a Deferred table (roles, see rolesTable): the rows
 the upsert and the removal wrote, as they wrote them, with their change
-(@changes: the JSON arrays those statements returned, joined by the
-writer, changeSet), each key once (the removal writes keys not staged, the
+(@changes: the JSON arrays those statements returned, gathered by the
+writer and passed back in chunks, changeSet), each key once (the removal writes keys not staged, the
 upsert staged ones; and no other transaction can change a row this one
 wrote before it ends). It runs after both, so every row it historizes is
 locked by this transaction and its snapshot sees the history of every
