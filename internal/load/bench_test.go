@@ -195,6 +195,10 @@ type writeRound struct {
 //     autovacuum off for the warehouse tables), no change (row versions
 //     written, from xmin), and 1% changed again after ANALYZE.
 //
+// It also reports the 1% re-run against the raw COPY: both goals (first
+// write <= 2x the COPY, 1% re-run <= 0.4x the first write) can hold at
+// once only when that is at most 0.8x.
+//
 // A round runs on a fresh schema, dropped (and the server checkpointed)
 // before the next starts, so that no round inherits another's pages. The
 // machines this runs on are shared: one round's ratios move by ±20%, so
@@ -223,9 +227,9 @@ func BenchmarkSnapshotWrite(b *testing.B) {
 			if r == 0 {
 				label = "warm-up round (not counted)"
 			}
-			b.Logf("%s: first write %.2fs, raw COPY %.2fs: whole %.2fx, per customer median %.2fx, p90 %.2fx, worst %.2fx; no change %.2fx (%d row versions); 1%% changed without ANALYZE %.2fx, after ANALYZE %.2fx",
+			b.Logf("%s: first write %.2fs, raw COPY %.2fs: whole %.2fx, per customer median %.2fx, p90 %.2fx, worst %.2fx; no change %.2fx (%d row versions); 1%% changed without ANALYZE %.2fx (%.2fx the raw COPY), after ANALYZE %.2fx",
 				label, w.first.Seconds(), w.copied.Seconds(), ratio(w.first, w.copied), pc[len(pc)/2], pc[len(pc)*9/10], pc[len(pc)-1],
-				ratio(w.noChange, w.first), w.written, ratio(w.rerun1, w.first), ratio(w.rerun2, w.first))
+				ratio(w.noChange, w.first), w.written, ratio(w.rerun1, w.first), ratio(w.rerun1, w.copied), ratio(w.rerun2, w.first))
 		}
 		rounds = rounds[1:]
 		med := func(f func(writeRound) float64) float64 {
@@ -250,6 +254,10 @@ func BenchmarkSnapshotWrite(b *testing.B) {
 		noChange := med(func(w writeRound) float64 { return ratio(w.noChange, w.first) })
 		rerun1 := med(func(w writeRound) float64 { return ratio(w.rerun1, w.first) })
 		rerun2 := med(func(w writeRound) float64 { return ratio(w.rerun2, w.first) })
+		// The two figures together: a first write at most 2x the raw COPY
+		// and a 1% re-run at most 0.4x the first write hold at once only
+		// if the 1% re-run costs at most 0.8x the raw COPY.
+		rerunPerCopy := med(func(w writeRound) float64 { return ratio(w.rerun1, w.copied) })
 		b.ReportMetric(first, "first_write_s")
 		b.ReportMetric(copied, "copy_s")
 		b.ReportMetric(whole, "fig1_whole_ratio")
@@ -259,10 +267,13 @@ func BenchmarkSnapshotWrite(b *testing.B) {
 		b.ReportMetric(noChange, "fig2_nochange_ratio")
 		b.ReportMetric(rerun1, "fig2_1pct_noanalyze_ratio")
 		b.ReportMetric(rerun2, "fig2_1pct_analyzed_ratio")
+		b.ReportMetric(rerunPerCopy, "fig2_1pct_per_copy_ratio")
 		b.Logf("figure 1 (median of %d rounds): first write %.2fs, raw COPY %.2fs: whole %.2fx (goal <= 2x, stretch 1.3x); per customer median %.2fx, p90 %.2fx, worst %.2fx",
 			len(rounds), first, copied, whole, perCustomer[len(perCustomer)/2], perCustomer[len(perCustomer)*9/10], perCustomer[len(perCustomer)-1])
 		b.Logf("figure 2 (median of %d rounds): no change %.2fx first write (goal <= 0.3x), at most %d row versions written (goal 0); 1%% changed without ANALYZE %.2fx, after ANALYZE %.2fx (goal <= 0.4x)",
 			len(rounds), noChange, written, rerun1, rerun2)
+		b.Logf("both (median of %d rounds): 1%% changed without ANALYZE %.2fx the raw COPY (figures 1 and 2 both hold only at <= 0.8x: 2x times 0.4x)",
+			len(rounds), rerunPerCopy)
 	}
 }
 
