@@ -60,12 +60,12 @@ SELECT change, count(*) FROM hist GROUP BY change
 The history statement of a Deferred table (roles, see rolesTable): the rows
 the upsert and the removal wrote, as they wrote them, with their change
 (@changes: the JSON arrays those statements returned, gathered by the
-writer and passed back in chunks, changeSet), each key once (the removal writes keys not staged, the
-upsert staged ones; and no other transaction can change a row this one
-wrote before it ends). It runs after both, so every row it historizes is
-locked by this transaction and its snapshot sees the history of every
-writer before. PostgreSQL's JSON of those rows reads back as the same
-values (times at microseconds, arrays, text).
+writer and passed back in chunks, changeSet), each key once (the removal
+writes keys not staged, the upsert staged ones; and no other transaction
+can change a row this one wrote before it ends). It runs after both, so
+every row it historizes is locked by this transaction and its snapshot
+sees the history of every writer before. PostgreSQL's JSON of those rows
+reads back as the same values (times at microseconds, arrays, text).
 */ -}}
 WITH chg AS (
     SELECT {{list "c." .All}}, e->>'change' AS change
