@@ -37,7 +37,7 @@ func TestDirectPathCollisionRetriedByTheUpsert(t *testing.T) {
 		if step == "stage" {
 			attempts.Add(1)
 		}
-		if step != "users" || !held.CompareAndSwap(0, 1) {
+		if step != "copy users" || !held.CompareAndSwap(0, 1) {
 			return nil
 		}
 		go func() {

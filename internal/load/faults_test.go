@@ -43,7 +43,7 @@ func TestConnectionKilledTwiceFailsCleanly(t *testing.T) {
 	b := setup(t, Options{})
 	var calls atomic.Int32
 	s := NewStore(b.pool, Options{Schema: b.schema})
-	s.testHook = killer(t, b, "users", 2, &calls)
+	s.testHook = killer(t, b, "copy users", 2, &calls)
 	_, err := s.WriteSnapshot(t.Context(), b.runID, baseSnapshot(), SyncInfo{})
 	var fe *FaultError
 	if !errors.As(err, &fe) || fe.Attempts != 2 {
@@ -63,7 +63,7 @@ func TestStatementTimeoutRetriedOnceThenNamed(t *testing.T) {
 	var calls atomic.Int32
 	s := NewStore(b.pool, Options{Schema: b.schema})
 	s.testHook = func(step string, tx pgx.Tx) error {
-		if step != "users" {
+		if step != "copy users" {
 			return nil
 		}
 		calls.Add(1)
@@ -169,7 +169,7 @@ func TestOutageDuringWriteWaitsAndSucceeds(t *testing.T) {
 	var stopped atomic.Bool
 	restarted := make(chan error, 1)
 	s.testHook = func(step string, _ pgx.Tx) error {
-		if step != "users" || !stopped.CompareAndSwap(false, true) {
+		if step != "copy users" || !stopped.CompareAndSwap(false, true) {
 			return nil
 		}
 		if err := c.StopServer(context.Background()); err != nil {
@@ -436,7 +436,7 @@ func TestLostCommitReplyOnTheLastAttempt(t *testing.T) {
 	t.Parallel()
 	b := setup(t, Options{})
 	var kills, lost atomic.Int32
-	kill := killer(t, b, "users", 1, &kills)
+	kill := killer(t, b, "copy users", 1, &kills)
 	lose := lostReply(1, &lost)
 	b.store.testHook = func(step string, tx pgx.Tx) error {
 		if step == "committed" {

@@ -147,7 +147,7 @@ func TestInvitationHistoryProbedWithoutStatistics(t *testing.T) {
 	snap.Invitations[0].RoleID = msads.RoleViewer
 	var plan []string
 	s.testHook = func(step string, tx pgx.Tx) error {
-		if step != "roles" {
+		if step != "write" {
 			return nil
 		}
 		args := pgx.NamedArgs{"customer_id": snap.CustomerID, "owners": []int64{snap.CustomerID}, "run_id": nil}

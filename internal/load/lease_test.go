@@ -192,7 +192,7 @@ func TestTakeOverWaitsForFencedWrite(t *testing.T) {
 	inWrite, resume := make(chan struct{}), make(chan struct{})
 	s := NewStore(b.pool, Options{Schema: b.schema})
 	s.testHook = func(step string, _ pgx.Tx) error {
-		if step == "users" {
+		if step == "copy users" {
 			close(inWrite)
 			<-resume
 		}
@@ -285,7 +285,7 @@ func TestCustomerGuardReleasedWithLostConnection(t *testing.T) {
 	var calls atomic.Int32
 	s := NewStore(b.pool, Options{Schema: b.schema})
 	s.testHook = func(step string, tx pgx.Tx) error {
-		if step == "users" && calls.Add(1) == 1 {
+		if step == "copy users" && calls.Add(1) == 1 {
 			var pid int
 			if err := tx.QueryRow(context.Background(), "SELECT pg_backend_pid()").Scan(&pid); err != nil {
 				return err

@@ -243,5 +243,6 @@ func (w *writer) links(ctx context.Context, ch *Changes) error {
 			}
 		}
 	}
-	return w.history(ctx, ch, linksTable, linksHistorySQL, &written)
+	w.history(ch, linksTable, linksHistorySQL, &written)
+	return nil
 }

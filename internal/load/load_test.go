@@ -344,7 +344,7 @@ func TestFailureMidSnapshotKeepsPreviousState(t *testing.T) {
 	boom := errors.New("boom")
 	failing := NewStore(b.pool, Options{Schema: b.schema})
 	failing.testHook = func(step string, _ pgx.Tx) error {
-		if step == "roles" {
+		if step == "write" {
 			return boom
 		}
 		return nil
@@ -634,7 +634,7 @@ func TestTransientErrorsRetried(t *testing.T) {
 			s := NewStore(b.pool, Options{Schema: b.schema})
 			attempts := 0
 			s.testHook = func(step string, tx pgx.Tx) error {
-				if step != "users" {
+				if step != "copy users" {
 					return nil
 				}
 				attempts++
@@ -661,7 +661,7 @@ func TestTransientErrorsRetried(t *testing.T) {
 	s := NewStore(b.pool, Options{Schema: b.schema})
 	attempts := 0
 	s.testHook = func(step string, _ pgx.Tx) error {
-		if step == "users" {
+		if step == "copy users" {
 			attempts++
 			return &pgconn.PgError{Code: "23505", Message: "duplicate key"}
 		}

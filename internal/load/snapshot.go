@@ -78,9 +78,9 @@ func (s *Store) writeSnapshot(ctx context.Context, runID int64, snap *msads.Snap
 			return err
 		}
 		if commit {
-			return w.finish(ctx, runID, ch, info)
+			w.record(runID, ch, info)
 		}
-		return nil
+		return w.final.send(ctx, tx)
 	})
 	if err != nil {
 		return Changes{}, interpret(fmt.Errorf("write snapshot of customer %d: %w", snap.CustomerID, err))
@@ -119,6 +119,67 @@ type writer struct {
 	// rows: the staged rows of each table, those the read-back found may
 	// change (the upserts' rows, see upsertArgs).
 	rows map[*table][][]any
+	// writes: the upserts and removals of every table, sent in one round
+	// trip; final: what must follow them (the history of the rows the
+	// direct path COPYed, and of the Deferred tables' rows, with what
+	// their statements returned) and the customer's record, in one more.
+	writes, final pipeline
+	// rolesWritten: what the roles statements of writes wrote, for their
+	// history.
+	rolesWritten changeSet
+}
+
+// pipeline is the statements of one round trip (a pgx.Batch), each with
+// what reads its result. Each statement still runs on its own snapshot, in
+// order, in the transaction; the first that fails ends the batch (the
+// server skips the rest).
+type pipeline struct {
+	b    pgx.Batch
+	read []func(pgx.BatchResults) error
+}
+
+// queue adds a statement and what reads its result. args must not change
+// after (the batch reads them when it is sent).
+func (p *pipeline) queue(sql string, args pgx.NamedArgs, read func(pgx.BatchResults) error) {
+	p.b.Queue(sql, args)
+	p.read = append(p.read, read)
+}
+
+// send sends what is queued, when anything is, and reads the results in
+// order; p is empty after.
+func (p *pipeline) send(ctx context.Context, tx pgx.Tx) (err error) {
+	b, read := p.b, p.read
+	*p = pipeline{}
+	if b.Len() == 0 {
+		return nil
+	}
+	br := tx.SendBatch(ctx, &b)
+	defer func() {
+		if cerr := br.Close(); err == nil && cerr != nil {
+			err = cerr
+		}
+	}()
+	for _, r := range read {
+		if err := r(br); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// counted reads the (change, count) rows a statement returns into counts;
+// what names the statement in an error.
+func counted(what string, counts *Counts) func(pgx.BatchResults) error {
+	return func(br pgx.BatchResults) error {
+		rows, err := br.Query()
+		if err == nil {
+			err = countChanges(rows, counts)
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		return nil
+	}
 }
 
 // maxStagedRows bounds the staged rows one statement takes (rowsJSON), and
@@ -198,11 +259,12 @@ func upsertArgs(t *table, c chunk, args pgx.NamedArgs) (pgx.NamedArgs, error) {
 
 // changeSet gathers what the statements of a Deferred table wrote, for its
 // history statement: each returns its row count and the rows as a JSON
-// array (sql/upsert.sql, sql/remove.sql), which the history statement
-// takes back (@changes, sql/history.sql), in chunks of at most
-// maxStagedRows rows as the upserts take theirs.
+// array (sql/upsert.sql, sql/remove.sql), each with its change, which the
+// history statement takes back (@changes, sql/history.sql), in chunks of
+// at most maxStagedRows rows as the upserts take theirs.
 type changeSet struct {
-	rows []json.RawMessage
+	rows    []json.RawMessage
+	changes []string // each row's change
 }
 
 // scan reads one statement's (count, rows) and returns the count.
@@ -219,8 +281,27 @@ func (c *changeSet) scan(row pgx.Row) (int, error) {
 	if len(list) != n {
 		return 0, fmt.Errorf("the rows written: %d for a count of %d", len(list), n)
 	}
+	for _, r := range list {
+		var row struct {
+			Change string `json:"change"`
+		}
+		if err := json.Unmarshal(r, &row); err != nil {
+			return 0, fmt.Errorf("the rows written: %w", err)
+		}
+		c.changes = append(c.changes, row.Change)
+	}
 	c.rows = append(c.rows, list...)
 	return n, nil
+}
+
+// written returns a reader of one statement's (count, rows) into c.
+func (c *changeSet) written(what string) func(pgx.BatchResults) error {
+	return func(br pgx.BatchResults) error {
+		if _, err := c.scan(br.QueryRow()); err != nil {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		return nil
+	}
 }
 
 // json returns the rows gathered as one JSON array.
@@ -239,20 +320,31 @@ func jsonArray(rows []json.RawMessage) string {
 	return b.String()
 }
 
-// history runs t's history statement (sql) over the rows c gathered, when
-// there are any, one statement per maxStaged of them in one round trip,
-// and adds its counts to t's. Each key is among the rows once, so the
-// chunks are whole by themselves.
-func (w *writer) history(ctx context.Context, ch *Changes, t *table, sql string, c *changeSet) error {
-	b := &pgx.Batch{}
-	var what []string
-	for rows := c.rows; len(rows) > 0; {
-		n := min(len(rows), w.store.maxStaged())
-		b.Queue(sql, pgx.NamedArgs{"run_id": w.args["run_id"], "changes": jsonArray(rows[:n])})
-		what = append(what, "write history of")
-		rows = rows[n:]
+// history queues in w.final t's history statement (sql) over the rows c
+// gathered, when there are any, one statement per maxStaged of them, and
+// counts them in t's counts by their change. Each statement must say it
+// wrote those. Each key is among the rows once, so the chunks are whole by
+// themselves.
+func (w *writer) history(ch *Changes, t *table, sql string, c *changeSet) {
+	counts := ch.of(t.Name)
+	for i, n := 0, 0; i < len(c.rows); i += n {
+		n = min(len(c.rows)-i, w.store.maxStaged())
+		var want Counts
+		for _, k := range c.changes[i : i+n] {
+			want.add(k, 1)
+		}
+		*counts = counts.Add(want)
+		w.final.queue(sql, pgx.NamedArgs{"run_id": w.args["run_id"], "changes": jsonArray(c.rows[i : i+n])}, func(br pgx.BatchResults) error {
+			var got Counts
+			if err := counted("write history of "+t.Name, &got)(br); err != nil {
+				return err
+			}
+			if got != want {
+				return fmt.Errorf("write history of %s: %v for the rows written, %v", t.Name, got, want)
+			}
+			return nil
+		})
 	}
-	return w.sendCounted(ctx, b, what, t.Name, ch.of(t.Name))
 }
 
 // stagedUsers returns the user ids of the staged users rows (sorted).
@@ -350,8 +442,8 @@ func (w *writer) splitFresh(ctx context.Context, rows map[*table][][]any) error 
 	return nil
 }
 
-// copyDirect COPYs the rows splitFresh set apart into t and writes their
-// history (sql/direct.sql), counting them as added.
+// copyDirect COPYs the rows splitFresh set apart into t, counting them as
+// added, and queues their history (sql/direct.sql) in w.final.
 func (w *writer) copyDirect(ctx context.Context, ch *Changes, t *table) error {
 	rows := w.directRows[t]
 	if len(rows) == 0 {
@@ -368,13 +460,16 @@ func (w *writer) copyDirect(ctx context.Context, ch *Changes, t *table) error {
 		ch.of(t.Name).add("added", int(n))
 		return nil
 	}
-	tag, err := w.tx.Exec(ctx, t.direct, pgx.NamedArgs{"fresh": w.fresh[t], "run_id": w.args["run_id"]})
-	if err != nil {
-		return fmt.Errorf("write %s history: %w", t.Name, err)
-	}
-	if h := tag.RowsAffected(); h != n {
-		return fmt.Errorf("write %s history: %d rows for the %d COPYed", t.Name, h, n)
-	}
+	w.final.queue(t.direct, pgx.NamedArgs{"fresh": w.fresh[t], "run_id": w.args["run_id"]}, func(br pgx.BatchResults) error {
+		tag, err := br.Exec()
+		if err != nil {
+			return fmt.Errorf("write %s history: %w", t.Name, err)
+		}
+		if h := tag.RowsAffected(); h != n {
+			return fmt.Errorf("write %s history: %d rows for the %d COPYed", t.Name, h, n)
+		}
+		return nil
+	})
 	ch.of(t.Name).add("added", int(n))
 	return nil
 }
@@ -400,33 +495,32 @@ func (w *writer) staleReadable() []int64 {
 
 // write runs, in order (the test hook is called after each step):
 //
-//	stage        find the new keys (splitFresh); read back the stored rows
-//	             the other rows' keys can find and compare them in Go
-//	             (readBack); only the rows that may change are staged:
-//	             sent with the statements that write them (rowsJSON, in
-//	             upserts of at most maxStagedRows rows)
-//	guard        the removal guard, on the read-back's count of current
-//	             and omitted users (none when the customer's users are new)
-//	accounts     the direct path (COPY) for new account ids on a
-//	             customer's first write; upsert (when staged); removal (when
-//	             the read-back found current accounts not listed; only when
-//	             they were fetched)
-//	users        the direct path (COPY, then history) for a customer's
-//	             first write, else upsert with history (when staged);
-//	             removal with history (when the guard counted users to
-//	             remove)
-//	roles        the direct path for the roles of new users; removal of
-//	             the dropped users' roles (when the users removal ran),
-//	             upsert with removal of the others for the users whose
-//	             roles the read-back found different, each returning what
-//	             it wrote, then the history of those rows (when they wrote
-//	             anything)
-//	invitations  the direct path (COPY, then history) for new
-//	             invitation ids on a customer's first write; upsert with
-//	             history; removal with history (as accounts)
-//	links        (when searched) upsert and removal within the searches'
-//	             scope, returning what they wrote, then its history (see
-//	             linksTable)
+//	stage   find the new keys (splitFresh); read back the stored rows the
+//	        other rows' keys can find and compare them in Go (readBack);
+//	        only the rows that may change are staged: sent with the
+//	        statements that write them (rowsJSON, in upserts of at most
+//	        maxStagedRows rows)
+//	guard   the removal guard, on the read-back's count of current and
+//	        omitted users (none when the customer's users are new)
+//	copy T  the direct path, for each table T of accounts (when fetched),
+//	        users, user_roles and user_invitations: COPY of the rows with
+//	        new keys straight into T (on a customer's first write; roles:
+//	        the roles of new users)
+//	write   in one round trip (w.writes), each table's statements, only
+//	        where the read-back found rows that may change: accounts
+//	        upsert and removal (only when fetched); users upsert with
+//	        history and removal with history (when the guard counted users
+//	        to remove); roles: removal of the dropped users' roles (when
+//	        the users removal runs), upsert with removal of the others for
+//	        the users whose roles the read-back found different, each
+//	        returning what it wrote; invitations upsert and removal with
+//	        history
+//	links   (when searched) upsert and removal within the searches'
+//	        scope, returning what they wrote (see linksTable)
+//
+// Then, in one more round trip (w.final, sent by writeSnapshot with the
+// customer's record): the history of the rows COPYed (sql/direct.sql) and
+// of what the roles and links statements wrote (sql/history.sql).
 //
 // Each statement writes only rows that change: a snapshot that changes
 // nothing sends no row, runs no write statement and writes no row version
@@ -445,73 +539,47 @@ func (w *writer) write(ctx context.Context, ch *Changes) error {
 		return err
 	}
 	w.rows = rows
-	staged := func(t *table) bool { return len(rows[t]) > 0 }
 	if err := w.hook("stage"); err != nil {
 		return err
 	}
 	dropped, _ := w.args["dropped"].([]int64)
 	w.args["dropped"] = dropped
-	removing := len(dropped)
-	if err := w.checkGuard(current, removing); err != nil {
+	if err := w.checkGuard(current, len(dropped)); err != nil {
 		return err
 	}
 	if err := w.hook("guard"); err != nil {
 		return err
 	}
-	// upsertRemove runs the upsert of t when rows of it are staged and its
-	// removal when the read-back found current rows of it not listed.
-	upsertRemove := func(t *table) error {
-		up, rm := t.upsert, t.remove
-		if !staged(t) {
-			up = ""
+	for _, t := range directTables {
+		if t == accountsTable && !st.accountsFetched {
+			continue
 		}
-		gone, _ := w.args["gone_"+t.Name].([]int64)
-		if len(gone) == 0 {
-			rm = ""
+		if err := w.copyDirect(ctx, ch, t); err != nil {
+			return err
 		}
-		w.args["gone"] = gone
-		return w.counted(ctx, ch, t, up, rm)
+		if err := w.hook("copy " + t.Name); err != nil {
+			return err
+		}
 	}
 	if st.accountsFetched {
-		if err := w.copyDirect(ctx, ch, accountsTable); err != nil {
-			return err
-		}
-		if err := upsertRemove(accountsTable); err != nil {
+		if err := w.upsertRemove(ch, accountsTable, w.gone(accountsTable)); err != nil {
 			return err
 		}
 	}
-	if err := w.hook("accounts"); err != nil {
+	if err := w.upsertRemove(ch, usersTable, len(dropped) > 0); err != nil {
 		return err
 	}
-	if err := w.copyDirect(ctx, ch, usersTable); err != nil {
+	if err := w.roles(len(dropped) > 0); err != nil {
 		return err
 	}
-	usersUpsert, usersRemove := usersTable.upsert, usersTable.remove
-	if !staged(usersTable) {
-		usersUpsert = ""
-	}
-	if removing == 0 {
-		usersRemove = ""
-	}
-	if err := w.counted(ctx, ch, usersTable, usersUpsert, usersRemove); err != nil {
+	if err := w.upsertRemove(ch, invitationsTable, w.gone(invitationsTable)); err != nil {
 		return err
 	}
-	if err := w.hook("users"); err != nil {
+	if err := w.writes.send(ctx, w.tx); err != nil {
 		return err
 	}
-	if err := w.roles(ctx, ch, removing > 0); err != nil {
-		return err
-	}
-	if err := w.hook("roles"); err != nil {
-		return err
-	}
-	if err := w.copyDirect(ctx, ch, invitationsTable); err != nil {
-		return err
-	}
-	if err := upsertRemove(invitationsTable); err != nil {
-		return err
-	}
-	if err := w.hook("invitations"); err != nil {
+	w.history(ch, rolesTable, rolesHistorySQL, &w.rolesWritten)
+	if err := w.hook("write"); err != nil {
 		return err
 	}
 	if err := w.links(ctx, ch); err != nil {
@@ -522,112 +590,65 @@ func (w *writer) write(ctx context.Context, ch *Changes) error {
 
 func (w *writer) hook(step string) error { return w.store.hook(step, w.tx) }
 
-// counted runs the upsert of t (unless "": one per chunk of its staged
-// rows) and its removal (unless ""), which return (change, count) rows, and
-// adds the counts to t's.
-func (w *writer) counted(ctx context.Context, ch *Changes, t *table, upsert, remove string) error {
-	counts := ch.of(t.Name)
-	b := &pgx.Batch{}
-	var what []string
-	// One round trip for all: each statement still runs on its own
-	// snapshot, in order, in the transaction.
-	if upsert != "" {
-		for _, c := range chunks(w.rows[t], w.store.maxStaged(), false) {
-			args, err := upsertArgs(t, c, w.args)
-			if err != nil {
-				return err
-			}
-			if t == usersTable {
-				// The users' Stored reads the chunk's users only.
-				args["staged_users"] = stagedUsers(c.rows)
-			}
-			b.Queue(upsert, args)
-			what = append(what, "write")
-		}
-	}
-	if remove != "" {
-		b.Queue(remove, w.args)
-		what = append(what, "remove")
-	}
-	return w.sendCounted(ctx, b, what, t.Name, counts)
+// gone reports whether the read-back found current rows of t that the
+// snapshot does not list (w.args["gone_<table>"]).
+func (w *writer) gone(t *table) bool {
+	gone, _ := w.args["gone_"+t.Name].([]int64)
+	return len(gone) > 0
 }
 
-// sendCounted sends the batch b of statements that return (change,
-// count) rows and adds the counts to counts; what names each statement in
-// an error (what + " " + name).
-func (w *writer) sendCounted(ctx context.Context, b *pgx.Batch, what []string, name string, counts *Counts) (err error) {
-	if b.Len() == 0 {
-		return nil
-	}
-	br := w.tx.SendBatch(ctx, b)
-	defer func() {
-		if cerr := br.Close(); err == nil && cerr != nil {
-			err = fmt.Errorf("write %s: %w", name, cerr)
-		}
-	}()
-	for _, wh := range what {
-		rows, err := br.Query()
-		if err == nil {
-			err = countChanges(rows, counts)
-		}
+// upsertRemove queues in w.writes the upsert of t (one per chunk of its
+// staged rows, when any are staged) and, when remove, its removal, which
+// return (change, count) rows, counted in t's counts.
+func (w *writer) upsertRemove(ch *Changes, t *table, remove bool) error {
+	counts := ch.of(t.Name)
+	for _, c := range chunks(w.rows[t], w.store.maxStaged(), false) {
+		args, err := upsertArgs(t, c, w.args)
 		if err != nil {
-			return fmt.Errorf("%s %s: %w", wh, name, err)
+			return err
 		}
+		if t == usersTable {
+			// The users' Stored reads the chunk's users only.
+			args["staged_users"] = stagedUsers(c.rows)
+		}
+		w.writes.queue(t.upsert, args, counted("write "+t.Name, counts))
+	}
+	if remove {
+		args := maps.Clone(w.args)
+		args["gone"] = w.args["gone_"+t.Name]
+		w.writes.queue(t.remove, args, counted("remove "+t.Name, counts))
 	}
 	return nil
 }
 
-// roles removes, when the snapshot removed users (dropped), their roles in
-// this customer; then (one statement, or one per chunk of the staged roles)
-// upserts the staged roles and removes those of the listed users GetUser
-// read in the customers of Snapshot.RoleCustomers that are not staged.
-// Each returns what it wrote; then, when anything was written, the history
-// of those rows (a second round trip: see rolesTable for why it is a
-// second statement).
-func (w *writer) roles(ctx context.Context, ch *Changes, dropped bool) error {
-	if len(w.st.userIDs) == 0 && !dropped {
-		return nil
-	}
-	if err := w.copyDirect(ctx, ch, rolesTable); err != nil {
-		return err
-	}
-	if !dropped && len(w.roleUsers) == 0 {
-		return nil
-	}
-	b := &pgx.Batch{}
-	var what []string
+// roles queues in w.writes, when the snapshot removed users (dropped),
+// the removal of their roles in this customer; then (one statement, or
+// one per chunk of the staged roles) the upsert of the staged roles with
+// the removal of those of the listed users GetUser read in the customers
+// of Snapshot.RoleCustomers that are not staged. Each returns what it
+// wrote (w.rolesWritten), whose history write queues after (a second
+// statement: see rolesTable for why).
+func (w *writer) roles(dropped bool) error {
+	w.rolesWritten = changeSet{}
 	if dropped {
-		b.Queue(rolesOfDroppedSQL, pgx.NamedArgs{"customer_id": w.st.customerID, "owners": []int64{w.st.customerID},
-			"dropped": w.args["dropped"], "visible": w.st.roleCustomers})
-		what = append(what, "remove user_roles of dropped users")
+		w.writes.queue(rolesOfDroppedSQL, pgx.NamedArgs{"customer_id": w.st.customerID, "owners": []int64{w.st.customerID},
+			"dropped": w.args["dropped"], "visible": w.st.roleCustomers}, w.rolesWritten.written("remove user_roles of dropped users"))
 	}
 	// Staged roles are all of the readable users whose stored roles the
 	// read-back found different (readBack); the others' are as stored.
-	if len(w.roleUsers) > 0 {
-		for _, c := range rolesChunks(w.rows[rolesTable], w.store.maxStaged(), w.roleUsers) {
-			// Removal in the customers the credential sees (nil: any).
-			args, err := upsertArgs(rolesTable, c, pgx.NamedArgs{"owners": w.st.roleCustomers, "readable": c.users})
-			if err != nil {
-				return err
-			}
-			b.Queue(rolesTable.upsert, args)
-			what = append(what, "write user_roles")
+	if len(w.roleUsers) == 0 {
+		return nil
+	}
+	for _, c := range rolesChunks(w.rows[rolesTable], w.store.maxStaged(), w.roleUsers) {
+		// Removal in the customers the credential sees (nil: any).
+		args, err := upsertArgs(rolesTable, c, pgx.NamedArgs{"owners": w.st.roleCustomers, "readable": c.users})
+		if err != nil {
+			return err
 		}
+		w.writes.queue(rolesTable.upsert, args, w.rolesWritten.written("write user_roles"))
 	}
-	var written changeSet
-	br := w.tx.SendBatch(ctx, b)
-	for _, wh := range what {
-		if _, err := written.scan(br.QueryRow()); err != nil {
-			_ = br.Close()
-			return fmt.Errorf("%s: %w", wh, err)
-		}
-	}
-	if err := br.Close(); err != nil {
-		return fmt.Errorf("write user_roles: %w", err)
-	}
-	return w.history(ctx, ch, rolesTable, rolesHistorySQL, &written)
+	return nil
 }
-
 func (w *writer) checkGuard(current, removing int) error {
 	if current == 0 || removing == 0 || w.store.opts.AllowMassRemoval {
 		return nil
@@ -658,16 +679,22 @@ func countChanges(rows pgx.Rows, c *Counts) error {
 	return rows.Err()
 }
 
-// finish records the customer's success: freshness in customers and, when
-// the write belongs to a run, a customer_syncs row with the counts.
-func (w *writer) finish(ctx context.Context, runID int64, ch Changes, info SyncInfo) (err error) {
+// record queues in w.final the customer's success: freshness in customers
+// and, when the write belongs to a run, a customer_syncs row with the
+// counts (ch: all of them are known once write has returned).
+func (w *writer) record(runID int64, ch Changes, info SyncInfo) {
 	st := w.st
-	customer := pgx.NamedArgs{"customer_id": st.customerID, "name": st.customerName}
-	if runID == 0 {
-		if _, err := w.tx.Exec(ctx, customerSQL, customer); err != nil {
-			return fmt.Errorf("update customer: %w", err)
+	exec := func(what string) func(pgx.BatchResults) error {
+		return func(br pgx.BatchResults) error {
+			if _, err := br.Exec(); err != nil {
+				return fmt.Errorf("%s: %w", what, err)
+			}
+			return nil
 		}
-		return nil
+	}
+	w.final.queue(customerSQL, pgx.NamedArgs{"customer_id": st.customerID, "name": st.customerName}, exec("update customer"))
+	if runID == 0 {
+		return
 	}
 	var accounts any
 	if st.accountsFetched {
@@ -685,21 +712,5 @@ func (w *writer) finish(ctx context.Context, runID int64, ch Changes, info SyncI
 			args[e.Name+"_"+k.Kind] = k.N // accounts_reappeared is always 0 and has no column
 		}
 	}
-	// Both in one round trip.
-	b := &pgx.Batch{}
-	b.Queue(customerSQL, customer)
-	b.Queue(customerSyncSQL, args)
-	br := w.tx.SendBatch(ctx, b)
-	defer func() {
-		if cerr := br.Close(); err == nil && cerr != nil {
-			err = fmt.Errorf("record customer sync: %w", cerr)
-		}
-	}()
-	if _, err := br.Exec(); err != nil {
-		return fmt.Errorf("update customer: %w", err)
-	}
-	if _, err := br.Exec(); err != nil {
-		return fmt.Errorf("record customer sync: %w", err)
-	}
-	return nil
+	w.final.queue(customerSyncSQL, args, exec("record customer sync"))
 }

@@ -54,7 +54,8 @@ type Store struct {
 	// of maxStagedRows (tests: several chunks from a few rows).
 	stagedRows int
 
-	// testHook, when set, is called between the steps of a snapshot write,
+	// testHook, when set, is called between the steps of a snapshot write
+	// (writer.write: "stage", "guard", "copy <table>", "write", "links"),
 	// at the start of each attempt of a run's record (step "record") and
 	// after each commit (step "committed", tx nil); an error it returns
 	// fails the write (tests inject faults with it: after a commit, a lost
