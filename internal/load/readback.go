@@ -52,8 +52,12 @@ var (
 	}
 )
 
-// readBack compares the snapshot's rows (rows, after splitFresh) with the
-// stored ones and leaves in rows only those to stage. It sets:
+// readBack finds the new keys (queueFresh, which sets their rows apart for
+// the direct path) and the current invitations and accounts of the
+// customer (sql/owned.sql) in one round trip, then compares the snapshot's
+// other rows (rows) with the stored ones (sql/stored.sql) in a second, and
+// leaves in rows only those to stage. On a customer's first write every key
+// is new and the second round trip has nothing to read. It sets:
 //
 //   - current and dropped (w.args["dropped"]): the customer's current
 //     users and those the snapshot does not list, when its users are not
@@ -66,28 +70,11 @@ var (
 //     customer that are current and not listed (their removal).
 func (w *writer) readBack(ctx context.Context, rows map[*table][][]any) (current int, err error) {
 	st := w.st
-	if w.store.testSendAll {
-		all := maps.Clone(rows)
-		defer func() {
-			maps.Copy(rows, all)
-			w.roleUsers = w.staleReadable()
-		}()
-	}
-	type step struct {
-		t     *table
-		owned bool
-		keys  []int64 // invitations, accounts: the snapshot's keys
-	}
-	var steps []step
-	b := &pgx.Batch{}
-	if len(w.fresh[usersTable]) == 0 {
-		b.Queue(storedSQL[usersTable], pgx.NamedArgs{"customer_id": st.customerID})
-		steps = append(steps, step{t: usersTable})
-	}
-	if readable := w.staleReadable(); len(readable) > 0 {
-		b.Queue(storedSQL[rolesTable], pgx.NamedArgs{"readable": readable})
-		steps = append(steps, step{t: rolesTable})
-	}
+	w.roleUsers = nil
+	var p pipeline
+	w.queueFresh(&p, rows)
+	// The current rows of the customer, whatever the lookup finds: those
+	// not listed are removed (a new key cannot be among them).
 	for _, t := range []*table{invitationsTable, accountsTable} {
 		if t == accountsTable && !st.accountsFetched {
 			continue
@@ -96,44 +83,47 @@ func (w *writer) readBack(ctx context.Context, rows map[*table][][]any) (current
 		for i, r := range rows[t] {
 			keys[i] = firstKey(r)
 		}
-		if len(keys) > 0 {
-			b.Queue(storedSQL[t], pgx.NamedArgs{"keys": keys})
-			steps = append(steps, step{t: t, keys: keys})
-		}
-		b.Queue(ownedSQL[t], pgx.NamedArgs{"customer_id": st.customerID})
-		steps = append(steps, step{t: t, owned: true, keys: keys})
-	}
-	w.roleUsers = nil
-	if b.Len() == 0 {
-		return 0, nil
-	}
-	br := w.tx.SendBatch(ctx, b)
-	defer func() {
-		if cerr := br.Close(); err == nil && cerr != nil {
-			err = fmt.Errorf("read back stored rows: %w", cerr)
-		}
-	}()
-	m := w.tx.Conn().TypeMap()
-	for _, s := range steps {
-		t := s.t
-		if s.owned {
+		p.queue(ownedSQL[t], pgx.NamedArgs{"customer_id": st.customerID}, func(br pgx.BatchResults) error {
 			var owned []int64
 			if err := br.QueryRow().Scan(&owned); err != nil {
-				return 0, fmt.Errorf("read back current %s: %w", t.Name, err)
+				return fmt.Errorf("read back current %s: %w", t.Name, err)
 			}
-			w.args["gone_"+t.Name] = notIn(owned, s.keys)
-			continue
-		}
-		res, err := br.Query()
-		if err != nil {
-			return 0, fmt.Errorf("read back %s: %w", t.Name, err)
-		}
-		switch t {
-		case usersTable:
+			w.args["gone_"+t.Name] = notIn(owned, keys)
+			return nil
+		})
+	}
+	if err := p.send(ctx, w.tx); err != nil {
+		return 0, err
+	}
+	if w.store.testSendAll {
+		all := maps.Clone(rows)
+		defer func() {
+			maps.Copy(rows, all)
+			w.roleUsers = w.staleReadable()
+		}()
+	}
+	m := w.tx.Conn().TypeMap()
+	// stored queues the read-back of t's stored rows by q with args,
+	// compared with rows[t] by cmp.
+	stored := func(t *table, args pgx.NamedArgs, cmp func(pgx.Rows) error) {
+		p.queue(storedSQL[t], args, func(br pgx.BatchResults) error {
+			res, err := br.Query()
+			if err == nil {
+				err = cmp(res)
+			}
+			if err != nil {
+				return fmt.Errorf("read back %s: %w", t.Name, err)
+			}
+			return nil
+		})
+	}
+	if len(w.fresh[usersTable]) == 0 {
+		stored(usersTable, pgx.NamedArgs{"customer_id": st.customerID}, func(res pgx.Rows) error {
 			var dropped []int64
+			var err error
 			// Only rows GetUser read write their staged values whatever
 			// is stored (userValues); the others are always sent.
-			rows[t], err = diffRows(m, t, res, rows[t], func(r []any) bool { return r[usersDetailStatus] == statusOK },
+			rows[usersTable], err = diffRows(m, usersTable, res, rows[usersTable], func(r []any) bool { return r[usersDetailStatus] == statusOK },
 				func(key [3]int64, cur, staged bool) {
 					if cur {
 						current++
@@ -142,41 +132,62 @@ func (w *writer) readBack(ctx context.Context, rows map[*table][][]any) (current
 						}
 					}
 				})
-			if err != nil {
-				return 0, fmt.Errorf("read back users: %w", err)
-			}
 			slices.Sort(dropped) // stored rows come in any order
 			w.args["dropped"] = dropped
-		case rolesTable:
-			var work []int64
-			changed, err := diffRows(m, t, res, rows[t], nil, func(key [3]int64, cur, staged bool) {
-				if cur && !staged && (st.roleCustomers == nil || contains(st.roleCustomers, key[1])) {
-					work = append(work, key[0])
-				}
-			})
-			if err != nil {
-				return 0, fmt.Errorf("read back user_roles: %w", err)
-			}
-			for _, r := range changed {
-				work = append(work, firstKey(r))
-			}
-			slices.Sort(work)
-			work = slices.Compact(work)
-			w.roleUsers = work
-			var send [][]any
-			for _, r := range rows[t] {
-				if contains(work, firstKey(r)) {
-					send = append(send, r)
-				}
-			}
-			rows[t] = send
-		default:
-			if rows[t], err = diffRows(m, t, res, rows[t], nil, nil); err != nil {
-				return 0, fmt.Errorf("read back %s: %w", t.Name, err)
-			}
+			return err
+		})
+	}
+	if readable := w.staleReadable(); len(readable) > 0 {
+		stored(rolesTable, pgx.NamedArgs{"readable": readable}, func(res pgx.Rows) error { return w.diffRoles(m, res, rows) })
+	}
+	for _, t := range []*table{invitationsTable, accountsTable} {
+		if t == accountsTable && !st.accountsFetched || len(rows[t]) == 0 {
+			continue
 		}
+		keys := make([]int64, len(rows[t]))
+		for i, r := range rows[t] {
+			keys[i] = firstKey(r)
+		}
+		stored(t, pgx.NamedArgs{"keys": keys}, func(res pgx.Rows) error {
+			var err error
+			rows[t], err = diffRows(m, t, res, rows[t], nil, nil)
+			return err
+		})
+	}
+	if err := p.send(ctx, w.tx); err != nil {
+		return 0, err
 	}
 	return current, nil
+}
+
+// diffRoles compares the stored roles res (of the listed users GetUser read
+// whose roles are not new) with the staged ones and sets w.roleUsers and
+// rows[rolesTable] (see readBack).
+func (w *writer) diffRoles(m *pgtype.Map, res pgx.Rows, rows map[*table][][]any) error {
+	st := w.st
+	var work []int64
+	changed, err := diffRows(m, rolesTable, res, rows[rolesTable], nil, func(key [3]int64, cur, staged bool) {
+		if cur && !staged && (st.roleCustomers == nil || contains(st.roleCustomers, key[1])) {
+			work = append(work, key[0])
+		}
+	})
+	if err != nil {
+		return err
+	}
+	for _, r := range changed {
+		work = append(work, firstKey(r))
+	}
+	slices.Sort(work)
+	work = slices.Compact(work)
+	w.roleUsers = work
+	var send [][]any
+	for _, r := range rows[rolesTable] {
+		if contains(work, firstKey(r)) {
+			send = append(send, r)
+		}
+	}
+	rows[rolesTable] = send
+	return nil
 }
 
 // usersDetailStatus is the index of detail_status in a staged users row.

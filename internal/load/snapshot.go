@@ -382,13 +382,15 @@ func firstKey(row []any) int64 {
 	panic(fmt.Sprintf("load: first key value of type %T", row[0]))
 }
 
-// splitFresh finds, for each table with a direct path, the FreshBy values
-// of its rows that were never stored (one statement for all; roles: every
-// readable user, with roles or not), and sets apart the rows with those
-// values (w.directRows), leaving in rows those to stage.
-func (w *writer) splitFresh(ctx context.Context, rows map[*table][][]any) error {
+// queueFresh queues in p, when the direct path is allowed, the statement
+// that finds, for each table with a direct path, the FreshBy values of its
+// rows that were never stored (one statement for all; roles: every readable
+// user, with roles or not), and what sets apart the rows with those values
+// (w.directRows), leaving in rows those to stage. It reports whether it
+// queued it.
+func (w *writer) queueFresh(p *pipeline, rows map[*table][][]any) bool {
 	if !w.direct {
-		return nil
+		return false
 	}
 	args := pgx.NamedArgs{}
 	some := false
@@ -407,16 +409,26 @@ func (w *writer) splitFresh(ctx context.Context, rows map[*table][][]any) error 
 		some = some || len(vals) > 0
 	}
 	if !some {
+		return false
+	}
+	p.queue(freshSQL, args, func(br pgx.BatchResults) error {
+		fresh := make([][]int64, len(directTables))
+		dest := make([]any, len(directTables))
+		for i := range fresh {
+			dest[i] = &fresh[i]
+		}
+		if err := br.QueryRow().Scan(dest...); err != nil {
+			return fmt.Errorf("find new keys: %w", err)
+		}
+		w.splitFresh(rows, fresh)
 		return nil
-	}
-	fresh := make([][]int64, len(directTables))
-	dest := make([]any, len(directTables))
-	for i := range fresh {
-		dest[i] = &fresh[i]
-	}
-	if err := w.tx.QueryRow(ctx, freshSQL, args).Scan(dest...); err != nil {
-		return fmt.Errorf("find new keys: %w", err)
-	}
+	})
+	return true
+}
+
+// splitFresh sets apart the rows of each table of directTables whose
+// FreshBy value is among fresh (its values never stored, sorted).
+func (w *writer) splitFresh(rows map[*table][][]any, fresh [][]int64) {
 	w.fresh, w.directRows = map[*table][]int64{}, map[*table][][]any{}
 	for i, t := range directTables {
 		if len(fresh[i]) == 0 {
@@ -439,7 +451,6 @@ func (w *writer) splitFresh(ctx context.Context, rows map[*table][][]any) error 
 		}
 		w.directRows[t], rows[t] = direct, keep
 	}
-	return nil
 }
 
 // copyDirect COPYs the rows splitFresh set apart into t, counting them as
@@ -495,8 +506,9 @@ func (w *writer) staleReadable() []int64 {
 
 // write runs, in order (the test hook is called after each step):
 //
-//	stage   find the new keys (splitFresh); read back the stored rows the
-//	        other rows' keys can find and compare them in Go (readBack);
+//	stage   in one round trip (readBack), find the new keys (queueFresh)
+//	        and read back the stored rows the other rows' keys can find,
+//	        to compare them in Go;
 //	        only the rows that may change are staged: sent with the
 //	        statements that write them (rowsJSON, in upserts of at most
 //	        maxStagedRows rows)
@@ -528,12 +540,9 @@ func (w *writer) staleReadable() []int64 {
 func (w *writer) write(ctx context.Context, ch *Changes) error {
 	st := w.st
 	rows := map[*table][][]any{usersTable: st.users, rolesTable: st.roles, invitationsTable: st.invitations, accountsTable: st.accounts}
-	if err := w.splitFresh(ctx, rows); err != nil {
-		return err
-	}
-	// The customer's current users and those the snapshot does not list
-	// (none when its users are new: no users row), and only the rows that
-	// may change are left to stage.
+	// The new keys (set apart for the direct path), the customer's current
+	// users and those the snapshot does not list (none when its users are
+	// new), and only the rows that may change are left to stage.
 	current, err := w.readBack(ctx, rows)
 	if err != nil {
 		return err
