@@ -293,28 +293,41 @@ func (l *Lease) renew(ctx context.Context) {
 // ErrLeaseLost, marking the lease lost, when another holder holds it or it
 // has expired.
 func (l *Lease) Fence(ctx context.Context, tx pgx.Tx) error {
+	var p pipeline
+	if err := l.queueFence(&p); err != nil {
+		return err
+	}
+	return p.send(ctx, tx)
+}
+
+// queueFence queues in p the fence's statement and what checks its
+// result (see Fence), or fails as Fence when the lease is known lost.
+func (l *Lease) queueFence(p *pipeline) error {
 	if err := l.Err(); err != nil {
 		return err
 	}
-	var holder string
-	var valid bool
-	err := tx.QueryRow(ctx, `SELECT holder, expires_at > clock_timestamp() FROM `+l.s.table("sync_leases")+`
-		WHERE credential_key = $1 FOR KEY SHARE`, l.key).Scan(&holder, &valid)
-	var cause error
-	switch {
-	case errors.Is(err, pgx.ErrNoRows):
-		cause = fmt.Errorf("%w: %q is no longer held by anyone; write refused", ErrLeaseLost, l.key)
-	case err != nil:
-		return err
-	case holder != l.holder:
-		cause = fmt.Errorf("%w: %q is now held by %s; write refused", ErrLeaseLost, l.key, holder)
-	case !valid:
-		cause = fmt.Errorf("%w: %q has expired; write refused", ErrLeaseLost, l.key)
-	default:
-		return nil
-	}
-	l.lose(cause)
-	return cause
+	p.queue(`SELECT holder, expires_at > clock_timestamp() FROM `+l.s.table("sync_leases")+`
+		WHERE credential_key = @key FOR KEY SHARE`, pgx.NamedArgs{"key": l.key}, func(br pgx.BatchResults) error {
+		var holder string
+		var valid bool
+		err := br.QueryRow().Scan(&holder, &valid)
+		var cause error
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+			cause = fmt.Errorf("%w: %q is no longer held by anyone; write refused", ErrLeaseLost, l.key)
+		case err != nil:
+			return err
+		case holder != l.holder:
+			cause = fmt.Errorf("%w: %q is now held by %s; write refused", ErrLeaseLost, l.key, holder)
+		case !valid:
+			cause = fmt.Errorf("%w: %q has expired; write refused", ErrLeaseLost, l.key)
+		default:
+			return nil
+		}
+		l.lose(cause)
+		return cause
+	})
+	return nil
 }
 
 // Release stops renewing and deletes the lease row when this holder still

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -291,48 +292,56 @@ func (s *Store) txOnce(ctx context.Context, o txOpts, fn func(pgx.Tx) error) (st
 		}
 		conn.Release()
 	}()
-	tx, err := conn.Begin(ctx)
+	// BEGIN sets the search path too (one round trip: a simple query may
+	// hold several statements), before any statement is prepared.
+	tx, err := conn.BeginTx(ctx, pgx.TxOptions{BeginQuery: "BEGIN; SELECT set_config('search_path', " + quoteLiteral(s.path) + ", true)"})
 	if err != nil {
 		return false, "", err
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-	// The first statement sets the search path, takes the locks and, for a
-	// transaction that commits, gets its id (xid8, as text).
-	q, args := "SELECT set_config('search_path', $1, true)", []any{s.path}
+	// The prelude takes the locks and, for a transaction that commits,
+	// gets its id (xid8, as text); under a lease, then fences it. It goes
+	// with the body's first statements (preludeTx).
+	var q []string
+	args := pgx.NamedArgs{}
+	var dest []any
 	if o.lockKey != "" {
-		q += ", pg_advisory_xact_lock(hashtextextended($2, 0))"
-		args = append(args, s.lockName(o.lockKey))
+		q, args["lock"], dest = append(q, "pg_advisory_xact_lock(hashtextextended(@lock, 0))"), s.lockName(o.lockKey), append(dest, nil)
 		if o.sharedKey != "" {
-			q += ", pg_advisory_xact_lock_shared(hashtextextended($3, 0))"
-			args = append(args, s.lockName(o.sharedKey))
+			q, args["shared"], dest = append(q, "pg_advisory_xact_lock_shared(hashtextextended(@shared, 0))"), s.lockName(o.sharedKey), append(dest, nil)
 		}
 	}
 	var xid string
 	if o.commit {
-		q += ", pg_current_xact_id()::text"
-		dest := make([]any, len(args)+1)
-		dest[len(args)] = &xid
-		err = tx.QueryRow(ctx, q, args...).Scan(dest...)
-	} else {
-		_, err = tx.Exec(ctx, q, args...)
+		q, dest = append(q, "pg_current_xact_id()::text"), append(dest, &xid)
 	}
-	if err != nil {
-		// A dead pooled connection fails here: not an attempt yet, unless
-		// the statement itself failed on a live server.
-		return classify(err) != faultOutage, "", err
+	ptx := &preludeTx{Tx: tx}
+	if len(q) > 0 {
+		ptx.prelude.queue("SELECT "+strings.Join(q, ", "), args, func(br pgx.BatchResults) error {
+			if err := br.QueryRow().Scan(dest...); err != nil {
+				return &preludeError{err}
+			}
+			return nil
+		})
 	}
 	if l := leaseFrom(ctx); l != nil && !o.noFence {
-		if err := l.Fence(ctx, tx); err != nil {
+		if err := l.queueFence(&ptx.prelude); err != nil {
 			return true, "", err
 		}
 	}
-	if err := fn(tx); err != nil {
+	if err := fn(ptx); err != nil {
+		if _, ok := errors.AsType[*preludeError](err); ok {
+			// A connection that died before the locks were taken: not
+			// an attempt yet, unless the statement failed on a live
+			// server.
+			return classify(err) != faultOutage, "", err
+		}
 		return true, "", err
 	}
 	if !o.commit {
 		return true, "", nil
 	}
-	err = tx.Commit(ctx)
+	err = ptx.Commit(ctx)
 	if err == nil && s.testHook != nil {
 		// Tests lose the reply of a commit that happened.
 		err = s.testHook("committed", nil)
@@ -538,3 +547,7 @@ func startedAt(info SyncInfo) time.Time {
 	}
 	return info.StartedAt
 }
+
+// quoteLiteral quotes s as an SQL string literal (standard_conforming_strings
+// on, which pgx requires of a server).
+func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
