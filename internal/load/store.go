@@ -548,6 +548,8 @@ func startedAt(info SyncInfo) time.Time {
 	return info.StartedAt
 }
 
-// quoteLiteral quotes s as an SQL string literal (standard_conforming_strings
-// on, which pgx requires of a server).
-func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+// quoteLiteral quotes s as an SQL escape string literal (E'...': the same
+// whatever standard_conforming_strings says).
+func quoteLiteral(s string) string {
+	return "E'" + strings.NewReplacer(`\`, `\\`, `'`, `''`).Replace(s) + "'"
+}
