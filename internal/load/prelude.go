@@ -17,9 +17,40 @@ import (
 // The prelude's results are read before the first of the body's: an error
 // of the prelude (a lock timeout, a lost lease) is the error of the body's
 // first statement, and the statements after it in the batch do not run.
+//
+// A body may also send its last batch with the COMMIT at its end
+// (sendCommitting): one round trip fewer again.
 type preludeTx struct {
 	pgx.Tx
 	prelude pipeline // emptied once sent
+	// commitSent: a batch with the COMMIT was sent (its reply may be
+	// lost: Store.txOnce then asks the server how the transaction ended);
+	// committed: it committed, and Commit has nothing left to do.
+	commitSent, committed bool
+}
+
+// sendCommitting sends p with the COMMIT at its end, when tx is a
+// preludeTx of a transaction that commits; else it sends p alone (the
+// transaction's Commit, or its rollback, ends it).
+func sendCommitting(ctx context.Context, tx pgx.Tx, p *pipeline, commit bool) error {
+	t, ok := tx.(*preludeTx)
+	if !ok || !commit {
+		return p.send(ctx, tx)
+	}
+	p.queue("COMMIT", nil, func(br pgx.BatchResults) error {
+		tag, err := br.Exec()
+		if err != nil {
+			return err
+		}
+		if tag.String() != "COMMIT" {
+			// COMMIT of a failed transaction rolls it back.
+			return pgx.ErrTxCommitRollback
+		}
+		t.committed = true
+		return nil
+	})
+	t.commitSent = true
+	return p.send(ctx, tx)
 }
 
 // flush sends the prelude by itself if it is not sent yet.
@@ -75,6 +106,9 @@ func (t *preludeTx) Prepare(ctx context.Context, name, sql string) (*pgconn.Stat
 // Commit sends the prelude first if the body sent nothing: its locks and
 // transaction id are the commit's.
 func (t *preludeTx) Commit(ctx context.Context) error {
+	if t.committed {
+		return nil
+	}
 	if err := t.flush(ctx); err != nil {
 		return err
 	}

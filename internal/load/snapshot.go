@@ -80,7 +80,8 @@ func (s *Store) writeSnapshot(ctx context.Context, runID int64, snap *msads.Snap
 		if commit {
 			w.record(runID, ch, info)
 		}
-		return w.final.send(ctx, tx)
+		// The COMMIT goes in the same round trip.
+		return sendCommitting(ctx, tx, &w.final, commit)
 	})
 	if err != nil {
 		return Changes{}, interpret(fmt.Errorf("write snapshot of customer %d: %w", snap.CustomerID, err))

@@ -298,7 +298,12 @@ func (s *Store) txOnce(ctx context.Context, o txOpts, fn func(pgx.Tx) error) (st
 	if err != nil {
 		return false, "", err
 	}
-	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	ptx := &preludeTx{Tx: tx}
+	defer func() {
+		if !ptx.committed {
+			_ = tx.Rollback(context.WithoutCancel(ctx))
+		}
+	}()
 	// The prelude takes the locks and, for a transaction that commits,
 	// gets its id (xid8, as text); under a lease, then fences it. It goes
 	// with the body's first statements (preludeTx).
@@ -315,7 +320,6 @@ func (s *Store) txOnce(ctx context.Context, o txOpts, fn func(pgx.Tx) error) (st
 	if o.commit {
 		q, dest = append(q, "pg_current_xact_id()::text"), append(dest, &xid)
 	}
-	ptx := &preludeTx{Tx: tx}
 	if len(q) > 0 {
 		ptx.prelude.queue("SELECT "+strings.Join(q, ", "), args, func(br pgx.BatchResults) error {
 			if err := br.QueryRow().Scan(dest...); err != nil {
@@ -335,6 +339,11 @@ func (s *Store) txOnce(ctx context.Context, o txOpts, fn func(pgx.Tx) error) (st
 			// an attempt yet, unless the statement failed on a live
 			// server.
 			return classify(err) != faultOutage, "", err
+		}
+		if ptx.commitSent && classify(err) == faultOutage {
+			// The body's last batch held the COMMIT (sendCommitting),
+			// and its reply was lost: it may have committed.
+			return true, xid, err
 		}
 		return true, "", err
 	}
