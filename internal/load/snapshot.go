@@ -532,8 +532,12 @@ func (w *writer) staleReadable() []int64 {
 //	        scope, returning what they wrote (see linksTable)
 //
 // Then, in one more round trip (w.final, sent by writeSnapshot with the
-// customer's record): the history of the rows COPYed (sql/direct.sql) and
-// of what the roles and links statements wrote (sql/history.sql).
+// customer's record and the COMMIT, sendCommitting): the history of the
+// rows COPYed (sql/direct.sql) and of what the roles and links statements
+// wrote (sql/history.sql). The locks and the transaction id went ahead of
+// the first batch (preludeTx), so a first write takes 7 round trips (the
+// raw COPY of its rows 6), a re-run 4 when nothing changed, 5 when rows
+// did.
 //
 // Each statement writes only rows that change: a snapshot that changes
 // nothing sends no row, runs no write statement and writes no row version
