@@ -48,16 +48,31 @@ func (s *Store) DiffSnapshot(ctx context.Context, runID int64, snap *msads.Snaps
 }
 
 func (s *Store) writeSnapshot(ctx context.Context, runID int64, snap *msads.Snapshot, info SyncInfo, commit bool) (Changes, error) {
-	st, err := stage(snap)
-	if err != nil {
-		return Changes{}, err
-	}
-	if r := st.replaced; len(r.users)+len(r.invitations)+len(r.accounts)+len(st.links.replaced) > 0 || r.customer {
-		// Never the values: they may be anything.
-		s.log.WarnContext(ctx, "snapshot strings with NUL bytes or invalid UTF-8, which PostgreSQL text cannot hold: replaced by U+FFFD",
-			slog.Int64("customer_id", snap.CustomerID), slog.Any("user_ids", r.users),
-			slog.Any("invitation_ids", r.invitations), slog.Any("account_ids", r.accounts), slog.Bool("customer_name", r.customer),
-			slog.Any("client_links", st.links.replaced))
+	// Staging (Go work) goes side by side with the transaction's start (a
+	// connection and its BEGIN, a round trip); a snapshot that does not
+	// stage cancels that and fails as it would have alone.
+	txCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var st *staged
+	var stageErr error
+	stagedCh := make(chan struct{})
+	go func() {
+		defer close(stagedCh)
+		if st, stageErr = stage(snap); stageErr != nil {
+			cancel(stageErr)
+			return
+		}
+		if r := st.replaced; len(r.users)+len(r.invitations)+len(r.accounts)+len(st.links.replaced) > 0 || r.customer {
+			// Never the values: they may be anything.
+			s.log.WarnContext(ctx, "snapshot strings with NUL bytes or invalid UTF-8, which PostgreSQL text cannot hold: replaced by U+FFFD",
+				slog.Int64("customer_id", snap.CustomerID), slog.Any("user_ids", r.users),
+				slog.Any("invitation_ids", r.invitations), slog.Any("account_ids", r.accounts), slog.Bool("customer_name", r.customer),
+				slog.Any("client_links", st.links.replaced))
+		}
+	}()
+	staged := func() error {
+		<-stagedCh
+		return stageErr
 	}
 	var ch Changes
 	// The customer's lock, and the role sweep lock shared: snapshot writes
@@ -67,7 +82,10 @@ func (s *Store) writeSnapshot(ctx context.Context, runID int64, snap *msads.Snap
 	// The direct path, until a concurrent writer collides with it (the
 	// retry would find the other writer's keys stored anyway).
 	direct := true
-	err = s.inTxOpts(ctx, o, func(tx pgx.Tx) error {
+	err := s.inTxOpts(txCtx, o, func(tx pgx.Tx) error {
+		if err := staged(); err != nil {
+			return err
+		}
 		w := &writer{tx: tx, st: st, store: s, direct: direct, args: pgx.NamedArgs{
 			"customer_id": st.customerID, "run_id": nilIfZero(runID), "owners": []int64{st.customerID}}}
 		ch = Changes{}
@@ -83,6 +101,9 @@ func (s *Store) writeSnapshot(ctx context.Context, runID int64, snap *msads.Snap
 		// The COMMIT goes in the same round trip.
 		return sendCommitting(ctx, tx, &w.final, commit)
 	})
+	if err := staged(); err != nil {
+		return Changes{}, err
+	}
 	if err != nil {
 		return Changes{}, interpret(fmt.Errorf("write snapshot of customer %d: %w", snap.CustomerID, err))
 	}
@@ -437,7 +458,7 @@ func (w *writer) splitFresh(rows map[*table][][]any, fresh [][]int64) {
 		}
 		w.fresh[t] = fresh[i]
 		// Both sorted: the rows by key, so by their first value.
-		var keep, direct [][]any
+		keep, direct := make([][]any, 0, len(rows[t])), make([][]any, 0, len(rows[t]))
 		f := fresh[i]
 		for _, r := range rows[t] {
 			v := firstKey(r)
