@@ -55,7 +55,7 @@ func (c *dropAfterCommit) Write(p []byte) (int, error) {
 func (c *dropAfterCommit) Read(p []byte) (int, error) {
 	if c.drop {
 		time.Sleep(300 * time.Millisecond)
-		_ = c.Conn.Close()
+		_ = c.Close()
 		return 0, io.ErrUnexpectedEOF
 	}
 	return c.Conn.Read(p)
