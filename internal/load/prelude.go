@@ -16,41 +16,15 @@ import (
 //
 // The prelude's results are read before the first of the body's: an error
 // of the prelude (a lock timeout, a lost lease) is the error of the body's
-// first statement, and the statements after it in the batch do not run.
-//
-// A body may also send its last batch with the COMMIT at its end
-// (sendCommitting): one round trip fewer again.
+// first statement. The server skips the rest of the batch only when the
+// prelude failed there (a lock timeout); a lease found lost is decided in
+// Go, after the batch ran. So the body's first batch may run, but nothing
+// commits: the body fails with that error and the transaction is rolled
+// back. No COMMIT is ever sent in a batch (a failure found in Go would
+// come too late to stop it).
 type preludeTx struct {
 	pgx.Tx
 	prelude pipeline // emptied once sent
-	// commitSent: a batch with the COMMIT was sent (its reply may be
-	// lost: Store.txOnce then asks the server how the transaction ended);
-	// committed: it committed, and Commit has nothing left to do.
-	commitSent, committed bool
-}
-
-// sendCommitting sends p with the COMMIT at its end, when tx is a
-// preludeTx of a transaction that commits; else it sends p alone (the
-// transaction's Commit, or its rollback, ends it).
-func sendCommitting(ctx context.Context, tx pgx.Tx, p *pipeline, commit bool) error {
-	t, ok := tx.(*preludeTx)
-	if !ok || !commit {
-		return p.send(ctx, tx)
-	}
-	p.queue("COMMIT", nil, func(br pgx.BatchResults) error {
-		tag, err := br.Exec()
-		if err != nil {
-			return err
-		}
-		if tag.String() != "COMMIT" {
-			// COMMIT of a failed transaction rolls it back.
-			return pgx.ErrTxCommitRollback
-		}
-		t.committed = true
-		return nil
-	})
-	t.commitSent = true
-	return p.send(ctx, tx)
 }
 
 // flush sends the prelude by itself if it is not sent yet.
@@ -103,12 +77,17 @@ func (t *preludeTx) Prepare(ctx context.Context, name, sql string) (*pgconn.Stat
 	return t.Tx.Prepare(ctx, name, sql)
 }
 
+// Begin (a savepoint) sends the prelude first.
+func (t *preludeTx) Begin(ctx context.Context) (pgx.Tx, error) {
+	if err := t.flush(ctx); err != nil {
+		return nil, err
+	}
+	return t.Tx.Begin(ctx)
+}
+
 // Commit sends the prelude first if the body sent nothing: its locks and
 // transaction id are the commit's.
 func (t *preludeTx) Commit(ctx context.Context) error {
-	if t.committed {
-		return nil
-	}
 	if err := t.flush(ctx); err != nil {
 		return err
 	}
@@ -166,9 +145,11 @@ type errRow struct{ err error }
 
 func (r errRow) Scan(...any) error { return r.err }
 
-// preludeError is the failure of the prelude's locks (see Store.txOnce).
+// preludeError is the failure of the prelude's locks (see Store.txOnce), or
+// of the batch they went ahead of before anything ran (its message is the
+// error's own: the body's reader names the statement).
 type preludeError struct{ err error }
 
-func (e *preludeError) Error() string { return "take the transaction's locks: " + e.err.Error() }
+func (e *preludeError) Error() string { return e.err.Error() }
 
 func (e *preludeError) Unwrap() error { return e.err }

@@ -30,29 +30,24 @@ func TestQuoteLiteralRoundTrips(t *testing.T) {
 	}
 }
 
-// dropAfterCommit is a connection that, once armed, loses the reply of a
-// batch whose statements included COMMIT: after it writes the batch's
-// execution (the write after the one that prepared it), its next read
-// waits for the server to commit, then closes the connection and fails.
-type dropAfterCommit struct {
+// dropCommitReply is a connection that, once armed, loses the reply of
+// its next COMMIT: after it writes the COMMIT, its next read waits for the
+// server to commit, then closes the connection and fails.
+type dropCommitReply struct {
 	net.Conn
-	armed          *atomic.Bool
-	prepared, drop bool
+	armed *atomic.Bool
+	drop  bool
 }
 
-func (c *dropAfterCommit) Write(p []byte) (int, error) {
+func (c *dropCommitReply) Write(p []byte) (int, error) {
 	n, err := c.Conn.Write(p)
-	if err == nil && c.armed.Load() {
-		if c.prepared {
-			c.drop = c.armed.CompareAndSwap(true, false)
-		} else {
-			c.prepared = bytes.Contains(p, []byte("COMMIT\x00"))
-		}
+	if err == nil && bytes.Contains(p, []byte("commit\x00")) {
+		c.drop = c.armed.CompareAndSwap(true, false)
 	}
 	return n, err
 }
 
-func (c *dropAfterCommit) Read(p []byte) (int, error) {
+func (c *dropCommitReply) Read(p []byte) (int, error) {
 	if c.drop {
 		time.Sleep(300 * time.Millisecond)
 		_ = c.Close()
@@ -61,11 +56,10 @@ func (c *dropAfterCommit) Read(p []byte) (int, error) {
 	return c.Conn.Read(p)
 }
 
-// A snapshot's last batch holds its COMMIT (sendCommitting). When the
-// connection is lost after the server committed and before its reply came,
-// the write asks the server how the transaction ended instead of writing
-// the snapshot again.
-func TestLostReplyOfTheCommittingBatch(t *testing.T) {
+// A snapshot write whose COMMIT reply the connection loses asks the server
+// how the transaction ended (its id came with the locks, ahead of the first
+// batch: preludeTx) instead of writing the snapshot again.
+func TestLostCommitReplyOnTheWire(t *testing.T) {
 	t.Parallel()
 	b := setup(t, Options{})
 	cfg, err := pgxpool.ParseConfig(pgtest.URL(t))
@@ -79,7 +73,7 @@ func TestLostReplyOfTheCommittingBatch(t *testing.T) {
 		if err != nil {
 			return nil, err
 		}
-		return &dropAfterCommit{Conn: c, armed: &armed}, nil
+		return &dropCommitReply{Conn: c, armed: &armed}, nil
 	}
 	pool, err := pgxpool.NewWithConfig(t.Context(), cfg)
 	if err != nil {
@@ -90,10 +84,10 @@ func TestLostReplyOfTheCommittingBatch(t *testing.T) {
 	armed.Store(true)
 	ch, err := s.WriteSnapshot(t.Context(), b.runID, baseSnapshot(), SyncInfo{})
 	if err != nil {
-		t.Fatalf("WriteSnapshot with the reply of its committing batch lost: %v", err)
+		t.Fatalf("WriteSnapshot with its COMMIT reply lost: %v", err)
 	}
 	if armed.Load() {
-		t.Fatal("the committing batch was not cut off")
+		t.Fatal("the COMMIT's reply was not lost")
 	}
 	if ch.Users.Added != 4 {
 		t.Errorf("changes reported = %+v, want the 4 users the committed attempt added", ch.Users)

@@ -48,31 +48,16 @@ func (s *Store) DiffSnapshot(ctx context.Context, runID int64, snap *msads.Snaps
 }
 
 func (s *Store) writeSnapshot(ctx context.Context, runID int64, snap *msads.Snapshot, info SyncInfo, commit bool) (Changes, error) {
-	// Staging (Go work) goes side by side with the transaction's start (a
-	// connection and its BEGIN, a round trip); a snapshot that does not
-	// stage cancels that and fails as it would have alone.
-	txCtx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	var st *staged
-	var stageErr error
-	stagedCh := make(chan struct{})
-	go func() {
-		defer close(stagedCh)
-		if st, stageErr = stage(snap); stageErr != nil {
-			cancel(stageErr)
-			return
-		}
-		if r := st.replaced; len(r.users)+len(r.invitations)+len(r.accounts)+len(st.links.replaced) > 0 || r.customer {
-			// Never the values: they may be anything.
-			s.log.WarnContext(ctx, "snapshot strings with NUL bytes or invalid UTF-8, which PostgreSQL text cannot hold: replaced by U+FFFD",
-				slog.Int64("customer_id", snap.CustomerID), slog.Any("user_ids", r.users),
-				slog.Any("invitation_ids", r.invitations), slog.Any("account_ids", r.accounts), slog.Bool("customer_name", r.customer),
-				slog.Any("client_links", st.links.replaced))
-		}
-	}()
-	staged := func() error {
-		<-stagedCh
-		return stageErr
+	st, err := stage(snap)
+	if err != nil {
+		return Changes{}, err
+	}
+	if r := st.replaced; len(r.users)+len(r.invitations)+len(r.accounts)+len(st.links.replaced) > 0 || r.customer {
+		// Never the values: they may be anything.
+		s.log.WarnContext(ctx, "snapshot strings with NUL bytes or invalid UTF-8, which PostgreSQL text cannot hold: replaced by U+FFFD",
+			slog.Int64("customer_id", snap.CustomerID), slog.Any("user_ids", r.users),
+			slog.Any("invitation_ids", r.invitations), slog.Any("account_ids", r.accounts), slog.Bool("customer_name", r.customer),
+			slog.Any("client_links", st.links.replaced))
 	}
 	var ch Changes
 	// The customer's lock, and the role sweep lock shared: snapshot writes
@@ -82,10 +67,7 @@ func (s *Store) writeSnapshot(ctx context.Context, runID int64, snap *msads.Snap
 	// The direct path, until a concurrent writer collides with it (the
 	// retry would find the other writer's keys stored anyway).
 	direct := true
-	err := s.inTxOpts(txCtx, o, func(tx pgx.Tx) error {
-		if err := staged(); err != nil {
-			return err
-		}
+	err = s.inTxOpts(ctx, o, func(tx pgx.Tx) error {
 		w := &writer{tx: tx, st: st, store: s, direct: direct, args: pgx.NamedArgs{
 			"customer_id": st.customerID, "run_id": nilIfZero(runID), "owners": []int64{st.customerID}}}
 		ch = Changes{}
@@ -98,12 +80,8 @@ func (s *Store) writeSnapshot(ctx context.Context, runID int64, snap *msads.Snap
 		if commit {
 			w.record(runID, ch, info)
 		}
-		// The COMMIT goes in the same round trip.
-		return sendCommitting(ctx, tx, &w.final, commit)
+		return w.final.send(ctx, tx)
 	})
-	if err := staged(); err != nil {
-		return Changes{}, err
-	}
 	if err != nil {
 		return Changes{}, interpret(fmt.Errorf("write snapshot of customer %d: %w", snap.CustomerID, err))
 	}
@@ -553,12 +531,13 @@ func (w *writer) staleReadable() []int64 {
 //	        scope, returning what they wrote (see linksTable)
 //
 // Then, in one more round trip (w.final, sent by writeSnapshot with the
-// customer's record and the COMMIT, sendCommitting): the history of the
-// rows COPYed (sql/direct.sql) and of what the roles and links statements
-// wrote (sql/history.sql). The locks and the transaction id went ahead of
-// the first batch (preludeTx), so a first write takes 7 round trips (the
-// raw COPY of its rows 6), a re-run 4 when nothing changed, 5 when rows
-// did.
+// customer's record): the history of the rows COPYed (sql/direct.sql) and
+// of what the roles and links statements wrote (sql/history.sql); each
+// history statement must say it wrote what it was given, or the write
+// fails before its COMMIT. The locks and the transaction id went ahead of
+// the first batch (preludeTx), so with BEGIN and COMMIT a first write
+// takes 8 round trips (the raw COPY of its rows 6), a re-run 5 when
+// nothing changed, 6 when rows did.
 //
 // Each statement writes only rows that change: a snapshot that changes
 // nothing sends no row, runs no write statement and writes no row version

@@ -299,11 +299,7 @@ func (s *Store) txOnce(ctx context.Context, o txOpts, fn func(pgx.Tx) error) (st
 		return false, "", err
 	}
 	ptx := &preludeTx{Tx: tx}
-	defer func() {
-		if !ptx.committed {
-			_ = tx.Rollback(context.WithoutCancel(ctx))
-		}
-	}()
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
 	// The prelude takes the locks and, for a transaction that commits,
 	// gets its id (xid8, as text); under a lease, then fences it. It goes
 	// with the body's first statements (preludeTx).
@@ -339,11 +335,6 @@ func (s *Store) txOnce(ctx context.Context, o txOpts, fn func(pgx.Tx) error) (st
 			// an attempt yet, unless the statement failed on a live
 			// server.
 			return classify(err) != faultOutage, "", err
-		}
-		if ptx.commitSent && classify(err) == faultOutage {
-			// The body's last batch held the COMMIT (sendCommitting),
-			// and its reply was lost: it may have committed.
-			return true, xid, err
 		}
 		return true, "", err
 	}
