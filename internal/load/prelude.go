@@ -8,8 +8,8 @@ import (
 )
 
 // preludeTx is the transaction of one attempt (Store.txOnce) whose first
-// statements, the prelude (the search path, the locks and the transaction
-// id; the lease's fence), are not sent by themselves: they go ahead of the
+// statements, the prelude (the locks and the transaction id; the lease's
+// fence; BEGIN set the search path), are not sent by themselves: they go ahead of the
 // body's first batch, in its round trip, or by themselves just before the
 // body's first other statement (or its commit). A snapshot write, whose
 // first statements are a batch, saves a round trip (two under a lease).
