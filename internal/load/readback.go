@@ -79,10 +79,7 @@ func (w *writer) readBack(ctx context.Context, rows map[*table][][]any) (current
 		if t == accountsTable && !st.accountsFetched {
 			continue
 		}
-		keys := make([]int64, len(rows[t]))
-		for i, r := range rows[t] {
-			keys[i] = firstKey(r)
-		}
+		keys := firstKeys(rows[t])
 		p.queue(ownedSQL[t], pgx.NamedArgs{"customer_id": st.customerID}, func(br pgx.BatchResults) error {
 			var owned []int64
 			if err := br.QueryRow().Scan(&owned); err != nil {
@@ -103,8 +100,8 @@ func (w *writer) readBack(ctx context.Context, rows map[*table][][]any) (current
 		}()
 	}
 	m := w.tx.Conn().TypeMap()
-	// stored queues the read-back of t's stored rows by q with args,
-	// compared with rows[t] by cmp.
+	// stored queues the read-back of t's stored rows (storedSQL) with
+	// args, whose result cmp compares with rows[t].
 	stored := func(t *table, args pgx.NamedArgs, cmp func(pgx.Rows) error) {
 		p.queue(storedSQL[t], args, func(br pgx.BatchResults) error {
 			res, err := br.Query()
@@ -144,10 +141,7 @@ func (w *writer) readBack(ctx context.Context, rows map[*table][][]any) (current
 		if t == accountsTable && !st.accountsFetched || len(rows[t]) == 0 {
 			continue
 		}
-		keys := make([]int64, len(rows[t]))
-		for i, r := range rows[t] {
-			keys[i] = firstKey(r)
-		}
+		keys := firstKeys(rows[t])
 		stored(t, pgx.NamedArgs{"keys": keys}, func(res pgx.Rows) error {
 			var err error
 			rows[t], err = diffRows(m, t, res, rows[t], nil, nil)
@@ -188,6 +182,16 @@ func (w *writer) diffRoles(m *pgtype.Map, res pgx.Rows, rows map[*table][][]any)
 	}
 	rows[rolesTable] = send
 	return nil
+}
+
+// firstKeys returns the first key value of each row (stage puts an int64
+// or a pointer to one there).
+func firstKeys(rows [][]any) []int64 {
+	keys := make([]int64, len(rows))
+	for i, r := range rows {
+		keys[i] = firstKey(r)
+	}
+	return keys
 }
 
 // usersDetailStatus is the index of detail_status in a staged users row.

@@ -386,11 +386,10 @@ func firstKey(row []any) int64 {
 // that finds, for each table with a direct path, the FreshBy values of its
 // rows that were never stored (one statement for all; roles: every readable
 // user, with roles or not), and what sets apart the rows with those values
-// (w.directRows), leaving in rows those to stage. It reports whether it
-// queued it.
-func (w *writer) queueFresh(p *pipeline, rows map[*table][][]any) bool {
+// (w.directRows), leaving in rows those to stage.
+func (w *writer) queueFresh(p *pipeline, rows map[*table][][]any) {
 	if !w.direct {
-		return false
+		return
 	}
 	args := pgx.NamedArgs{}
 	some := false
@@ -409,7 +408,7 @@ func (w *writer) queueFresh(p *pipeline, rows map[*table][][]any) bool {
 		some = some || len(vals) > 0
 	}
 	if !some {
-		return false
+		return
 	}
 	p.queue(freshSQL, args, func(br pgx.BatchResults) error {
 		fresh := make([][]int64, len(directTables))
@@ -423,7 +422,6 @@ func (w *writer) queueFresh(p *pipeline, rows map[*table][][]any) bool {
 		w.splitFresh(rows, fresh)
 		return nil
 	})
-	return true
 }
 
 // splitFresh sets apart the rows of each table of directTables whose
@@ -506,18 +504,19 @@ func (w *writer) staleReadable() []int64 {
 
 // write runs, in order (the test hook is called after each step):
 //
-//	stage   in one round trip (readBack), find the new keys (queueFresh)
-//	        and read back the stored rows the other rows' keys can find,
-//	        to compare them in Go;
-//	        only the rows that may change are staged: sent with the
+//	stage   find the new keys (queueFresh) with the customer's current
+//	        invitations and accounts, then read back the stored rows the
+//	        other rows' keys can find and compare them in Go (readBack: two
+//	        round trips, one on a first write); only the rows that may
+//	        change are staged: sent with the
 //	        statements that write them (rowsJSON, in upserts of at most
 //	        maxStagedRows rows)
 //	guard   the removal guard, on the read-back's count of current and
 //	        omitted users (none when the customer's users are new)
-//	copy T  the direct path, for each table T of accounts (when fetched),
-//	        users, user_roles and user_invitations: COPY of the rows with
-//	        new keys straight into T (on a customer's first write; roles:
-//	        the roles of new users)
+//	copy T  the direct path, for each table T of directTables (accounts,
+//	        when fetched; users; user_invitations; user_roles): COPY of
+//	        the rows with new keys straight into T (on a customer's first
+//	        write; roles: the roles of new users)
 //	write   in one round trip (w.writes), each table's statements, only
 //	        where the read-back found rows that may change: accounts
 //	        upsert and removal (only when fetched); users upsert with
